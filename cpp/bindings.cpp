@@ -1,0 +1,442 @@
+// The only file that includes pybind11. Each binding checks its buffers
+// (dtype, C order, shape), allocates the outputs, releases the GIL and calls
+// one engine function. Validation with user-facing hints lives in Python
+// (pqkit._validation); the checks here are the cheap last line of defence.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+
+#include "flat.h"
+#include "ivf.h"
+#include "kmeans.h"
+#include "parallel.h"
+#include "pq.h"
+#include "simd.h"
+
+namespace py = pybind11;
+using namespace pqkit;
+
+namespace {
+
+template <class T>
+const char* dtype_name();
+template <> const char* dtype_name<float>() { return "float32"; }
+template <> const char* dtype_name<int64_t>() { return "int64"; }
+template <> const char* dtype_name<int32_t>() { return "int32"; }
+template <> const char* dtype_name<uint8_t>() { return "uint8"; }
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Checks dtype, C-contiguity and shape (-1 = any) and returns the data pointer.
+template <class T>
+const T* checked(const py::array& a, const char* name, std::initializer_list<py::ssize_t> shape) {
+    if (!py::isinstance<py::array_t<T>>(a) || a.dtype().kind() != py::dtype::of<T>().kind() ||
+        a.itemsize() != static_cast<py::ssize_t>(sizeof(T))) {
+        throw py::type_error(std::string(name) + " must be a " + dtype_name<T>() + " array, got dtype " +
+                             std::string(py::str(a.dtype())) + "; convert with numpy.asarray(..., dtype=numpy." +
+                             dtype_name<T>() + ")");
+    }
+    if (!(a.flags() & py::array::c_style)) {
+        throw std::invalid_argument(std::string(name) + " must be C-contiguous; try numpy.ascontiguousarray");
+    }
+    if (a.ndim() != static_cast<py::ssize_t>(shape.size())) {
+        throw std::invalid_argument(std::string(name) + " must have " + std::to_string(shape.size()) +
+                                    " dimensions, got shape " + shape_str(a));
+    }
+    size_t i = 0;
+    for (py::ssize_t want : shape) {
+        if (want >= 0 && a.shape(i) != want) {
+            throw std::invalid_argument(std::string(name) + " has shape " + shape_str(a) + ", expected size " +
+                                        std::to_string(want) + " in dimension " + std::to_string(i));
+        }
+        ++i;
+    }
+    return static_cast<const T*>(a.data());
+}
+
+Metric parse_metric(const std::string& metric) {
+    if (metric == "l2") return Metric::L2;
+    if (metric == "ip") return Metric::IP;
+    throw std::invalid_argument("metric must be 'l2' or 'ip' at the engine level, got '" + metric + "'");
+}
+
+size_t positive(py::ssize_t v, const char* name) {
+    if (v < 1) throw std::invalid_argument(std::string(name) + " must be >= 1, got " + std::to_string(v));
+    return static_cast<size_t>(v);
+}
+
+bool python_interrupted() {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+        PyErr_Clear();
+        return true;
+    }
+    return false;
+}
+
+struct PQArgs {
+    PQShape shape;
+    const float* codebooks;
+};
+
+PQArgs pq_args(const py::array& codebooks, py::ssize_t d, py::ssize_t nbits) {
+    if (codebooks.ndim() != 3) {
+        throw std::invalid_argument("codebooks must have shape (M, ksub, dsub), got " + shape_str(codebooks));
+    }
+    py::ssize_t M = codebooks.shape(0);
+    PQShape s = make_pq_shape(static_cast<size_t>(d), static_cast<size_t>(M), static_cast<size_t>(nbits));
+    const float* cb = checked<float>(codebooks, "codebooks",
+                                     {M, static_cast<py::ssize_t>(s.ksub), static_cast<py::ssize_t>(s.dsub)});
+    return {s, cb};
+}
+
+using SearchResult = std::pair<py::array_t<float>, py::array_t<int64_t>>;
+
+SearchResult alloc_result(size_t nq, size_t k) {
+    return {py::array_t<float>({nq, k}), py::array_t<int64_t>({nq, k})};
+}
+
+py::tuple kmeans_py(const py::array& x, py::ssize_t k, int niter, uint64_t seed,
+                    py::ssize_t max_points_per_centroid, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    size_t n = x.shape(0), d = x.shape(1);
+    KMeansParams p;
+    p.k = positive(k, "k");
+    p.niter = niter;
+    p.seed = seed;
+    p.max_points_per_centroid = static_cast<size_t>(std::max<py::ssize_t>(max_points_per_centroid, 0));
+    p.n_threads = n_threads;
+    py::array_t<float> centroids({p.k, d});
+    float* out = centroids.mutable_data();
+    double objective;
+    {
+        py::gil_scoped_release release;
+        objective = kmeans_train(xp, n, d, p, out);
+    }
+    return py::make_tuple(centroids, objective);
+}
+
+SearchResult flat_search_py(const py::array& x, const py::array& y, py::ssize_t k, const std::string& metric,
+                            int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    const float* yp = checked<float>(y, "y", {-1, x.shape(1)});
+    Metric m = parse_metric(metric);
+    size_t kk = positive(k, "k"), nq = x.shape(0), ny = y.shape(0), d = x.shape(1);
+    SearchResult r = alloc_result(nq, kk);
+    float* D = r.first.mutable_data();
+    int64_t* I = r.second.mutable_data();
+    py::gil_scoped_release release;
+    flat_search(xp, nq, yp, ny, d, kk, m, n_threads, D, I);
+    return r;
+}
+
+py::tuple coarse_assign_py(const py::array& x, const py::array& centroids, const std::string& metric,
+                           int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    const float* cp = checked<float>(centroids, "centroids", {-1, x.shape(1)});
+    Metric m = parse_metric(metric);
+    size_t n = x.shape(0), nc = positive(centroids.shape(0), "nlist"), d = x.shape(1);
+    py::array_t<int64_t> labels(n);
+    py::array_t<float> dist(n);
+    int64_t* lp = labels.mutable_data();
+    float* dp = dist.mutable_data();
+    {
+        py::gil_scoped_release release;
+        NearestCentroid(cp, nc, d, m).assign(xp, n, n_threads, lp, dp);
+    }
+    return py::make_tuple(labels, dist);
+}
+
+py::array_t<float> pq_train_py(const py::array& x, py::ssize_t M, py::ssize_t nbits, int niter, uint64_t seed,
+                               py::ssize_t max_points_per_centroid, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    PQShape s = make_pq_shape(x.shape(1), positive(M, "M"), positive(nbits, "nbits"));
+    py::array_t<float> codebooks({s.M, s.ksub, s.dsub});
+    float* out = codebooks.mutable_data();
+    size_t n = x.shape(0);
+    py::gil_scoped_release release;
+    pq_train(xp, n, s, niter, seed, static_cast<size_t>(std::max<py::ssize_t>(max_points_per_centroid, 0)),
+             n_threads, out);
+    return codebooks;
+}
+
+py::array_t<uint8_t> pq_encode_py(const py::array& x, const py::array& codebooks, py::ssize_t nbits,
+                                  int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    PQArgs a = pq_args(codebooks, x.shape(1), nbits);
+    size_t n = x.shape(0);
+    py::array_t<uint8_t> codes({n, a.shape.code_size});
+    uint8_t* out = codes.mutable_data();
+    py::gil_scoped_release release;
+    pq_encode(xp, n, a.shape, a.codebooks, n_threads, out);
+    return codes;
+}
+
+py::array_t<float> pq_decode_py(const py::array& codes, const py::array& codebooks, py::ssize_t nbits,
+                                int n_threads) {
+    if (codebooks.ndim() != 3) throw std::invalid_argument("codebooks must have shape (M, ksub, dsub)");
+    PQArgs a = pq_args(codebooks, codebooks.shape(0) * codebooks.shape(2), nbits);
+    const uint8_t* cp = checked<uint8_t>(codes, "codes", {-1, static_cast<py::ssize_t>(a.shape.code_size)});
+    size_t n = codes.shape(0);
+    py::array_t<float> x({n, a.shape.d});
+    float* out = x.mutable_data();
+    py::gil_scoped_release release;
+    pq_decode(cp, n, a.shape, a.codebooks, n_threads, out);
+    return x;
+}
+
+py::array_t<float> pq_distance_tables_py(const py::array& x, const py::array& codebooks,
+                                         const std::string& metric, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    if (codebooks.ndim() != 3) throw std::invalid_argument("codebooks must have shape (M, ksub, dsub)");
+    py::ssize_t ksub = codebooks.shape(1);
+    py::ssize_t nbits = 0;
+    while ((py::ssize_t(1) << nbits) < ksub) ++nbits;
+    if ((py::ssize_t(1) << nbits) != ksub) throw std::invalid_argument("codebooks ksub must be a power of two");
+    PQArgs a = pq_args(codebooks, x.shape(1), nbits);
+    Metric m = parse_metric(metric);
+    size_t nq = x.shape(0);
+    py::array_t<float> tables({nq, a.shape.M, a.shape.ksub});
+    float* out = tables.mutable_data();
+    py::gil_scoped_release release;
+    pq_distance_tables(xp, nq, a.shape, a.codebooks, m, n_threads, out);
+    return tables;
+}
+
+SearchResult pq_search_py(const py::array& x, const py::array& codebooks, py::ssize_t nbits, const py::array& codes,
+                          py::ssize_t k, const std::string& metric, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    PQArgs a = pq_args(codebooks, x.shape(1), nbits);
+    const uint8_t* cp = checked<uint8_t>(codes, "codes", {-1, static_cast<py::ssize_t>(a.shape.code_size)});
+    Metric m = parse_metric(metric);
+    size_t kk = positive(k, "k"), nq = x.shape(0), n = codes.shape(0);
+    SearchResult r = alloc_result(nq, kk);
+    float* D = r.first.mutable_data();
+    int64_t* I = r.second.mutable_data();
+    py::gil_scoped_release release;
+    pq_search(xp, nq, a.shape, a.codebooks, cp, n, kk, m, n_threads, D, I);
+    return r;
+}
+
+py::array_t<int32_t> pq_unpack_py(const py::array& codes, py::ssize_t M, py::ssize_t nbits) {
+    size_t Mv = positive(M, "M");
+    PQShape s = make_pq_shape(Mv, Mv, positive(nbits, "nbits"));
+    const uint8_t* cp = checked<uint8_t>(codes, "codes", {-1, static_cast<py::ssize_t>(s.code_size)});
+    size_t n = codes.shape(0);
+    py::array_t<int32_t> idx({n, s.M});
+    int32_t* out = idx.mutable_data();
+    py::gil_scoped_release release;
+    pq_unpack(s, cp, n, out);
+    return idx;
+}
+
+py::array_t<uint8_t> pq_pack_py(const py::array& idx, py::ssize_t nbits) {
+    const int32_t* ip = checked<int32_t>(idx, "idx", {-1, -1});
+    size_t M = positive(idx.shape(1), "M");
+    PQShape s = make_pq_shape(M, M, positive(nbits, "nbits"));
+    size_t n = idx.shape(0);
+    py::array_t<uint8_t> codes({n, s.code_size});
+    uint8_t* out = codes.mutable_data();
+    py::gil_scoped_release release;
+    pq_pack(s, ip, n, out);
+    return codes;
+}
+
+py::array_t<float> term2_py(const py::array& centroids, const py::array& codebooks) {
+    const float* cp = checked<float>(centroids, "centroids", {-1, -1});
+    if (codebooks.ndim() != 3) throw std::invalid_argument("codebooks must have shape (M, ksub, dsub)");
+    py::ssize_t ksub = codebooks.shape(1), nbits = 0;
+    while ((py::ssize_t(1) << nbits) < ksub) ++nbits;
+    PQArgs a = pq_args(codebooks, centroids.shape(1), nbits);
+    size_t nlist = centroids.shape(0);
+    py::array_t<float> term2({nlist, a.shape.M, a.shape.ksub});
+    float* out = term2.mutable_data();
+    py::gil_scoped_release release;
+    ivfpq_precompute_term2(cp, nlist, a.shape, a.codebooks, out);
+    return term2;
+}
+
+IVFSearchParams ivf_params(py::ssize_t nprobe, py::ssize_t k, const std::string& metric, int n_threads) {
+    IVFSearchParams p;
+    p.nprobe = positive(nprobe, "nprobe");
+    p.k = positive(k, "k");
+    p.metric = parse_metric(metric);
+    p.n_threads = n_threads;
+    return p;
+}
+
+SearchResult ivfflat_search_py(const py::array& x, const py::array& centroids, const InvertedLists& lists,
+                               py::ssize_t nprobe, py::ssize_t k, const std::string& metric, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    const float* cp = checked<float>(centroids, "centroids", {-1, x.shape(1)});
+    IVFSearchParams p = ivf_params(nprobe, k, metric, n_threads);
+    size_t nq = x.shape(0), d = x.shape(1), nlist = centroids.shape(0);
+    SearchResult r = alloc_result(nq, p.k);
+    float* D = r.first.mutable_data();
+    int64_t* I = r.second.mutable_data();
+    py::gil_scoped_release release;
+    ivfflat_search(xp, nq, d, cp, nlist, lists, p, D, I);
+    return r;
+}
+
+SearchResult ivfpq_search_py(const py::array& x, const py::array& centroids, const py::array& codebooks,
+                             py::ssize_t nbits, const InvertedLists& lists, const py::object& term2,
+                             py::ssize_t nprobe, py::ssize_t k, const std::string& metric, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    const float* cp = checked<float>(centroids, "centroids", {-1, x.shape(1)});
+    PQArgs a = pq_args(codebooks, x.shape(1), nbits);
+    IVFSearchParams p = ivf_params(nprobe, k, metric, n_threads);
+    size_t nq = x.shape(0), nlist = centroids.shape(0);
+    const float* t2 = nullptr;
+    if (!term2.is_none()) {
+        t2 = checked<float>(term2.cast<py::array>(), "term2",
+                            {static_cast<py::ssize_t>(nlist), static_cast<py::ssize_t>(a.shape.M),
+                             static_cast<py::ssize_t>(a.shape.ksub)});
+    }
+    SearchResult r = alloc_result(nq, p.k);
+    float* D = r.first.mutable_data();
+    int64_t* I = r.second.mutable_data();
+    py::gil_scoped_release release;
+    ivfpq_search(xp, nq, cp, nlist, a.shape, a.codebooks, lists, t2, p, D, I);
+    return r;
+}
+
+void lists_add(InvertedLists& lists, const py::array& list_nos, const py::array& ids, const py::array& codes) {
+    const int64_t* lp = checked<int64_t>(list_nos, "list_nos", {-1});
+    py::ssize_t n = list_nos.shape(0);
+    const int64_t* ip = checked<int64_t>(ids, "ids", {n});
+    const uint8_t* cp = checked<uint8_t>(codes, "codes", {n, static_cast<py::ssize_t>(lists.code_size())});
+    py::gil_scoped_release release;
+    lists.add(lp, ip, cp, static_cast<size_t>(n));
+}
+
+size_t check_list_no(const InvertedLists& lists, py::ssize_t l) {
+    if (l < 0 || static_cast<size_t>(l) >= lists.nlist()) {
+        throw py::index_error("list number out of range: expected 0 <= list_no < " + std::to_string(lists.nlist()) +
+                              ", got " + std::to_string(l));
+    }
+    return static_cast<size_t>(l);
+}
+
+py::tuple lists_export(const InvertedLists& lists) {
+    size_t nlist = lists.nlist(), cs = lists.code_size(), total = lists.ntotal();
+    py::array_t<int64_t> sizes(nlist), ids(total);
+    py::array_t<uint8_t> codes({total, cs});
+    int64_t* sp = sizes.mutable_data();
+    int64_t* ip = ids.mutable_data();
+    uint8_t* cp = codes.mutable_data();
+    size_t at = 0;
+    for (size_t l = 0; l < nlist; ++l) {
+        size_t n = lists.list_size(l);
+        sp[l] = static_cast<int64_t>(n);
+        if (n == 0) continue;
+        std::memcpy(ip + at, lists.list_ids(l), n * sizeof(int64_t));
+        std::memcpy(cp + at * cs, lists.list_codes(l), n * cs);
+        at += n;
+    }
+    return py::make_tuple(sizes, ids, codes);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "pqkit compiled engine (internal: use the pqkit package API)";
+
+    set_interrupt_checker(&python_interrupted);
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const Interrupted&) {
+            PyErr_SetNone(PyExc_KeyboardInterrupt);
+        } catch (const std::bad_alloc&) {
+            PyErr_SetString(PyExc_MemoryError, "pqkit: out of memory");
+        }
+    });
+
+    m.def("simd_level", [] { return std::string(simd_level_name(active_simd_level())); },
+          "The active SIMD level: 'scalar', 'avx2' or 'avx512'.");
+    m.def("available_simd_levels", [] {
+        std::vector<std::string> out;
+        for (SimdLevel l : supported_simd_levels()) out.emplace_back(simd_level_name(l));
+        return out;
+    }, "SIMD levels this CPU supports, scalar first, best last.");
+    m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); },
+          py::arg("level"));
+    m.def("hardware_concurrency", &hardware_concurrency);
+
+    m.def("kmeans", &kmeans_py, py::arg("x"), py::arg("k"), py::arg("niter"), py::arg("seed"),
+          py::arg("max_points_per_centroid"), py::arg("n_threads"));
+    m.def("flat_search", &flat_search_py, py::arg("x"), py::arg("y"), py::arg("k"), py::arg("metric"),
+          py::arg("n_threads"));
+    m.def("coarse_assign", &coarse_assign_py, py::arg("x"), py::arg("centroids"), py::arg("metric"),
+          py::arg("n_threads"));
+    m.def("pq_train", &pq_train_py, py::arg("x"), py::arg("M"), py::arg("nbits"), py::arg("niter"), py::arg("seed"),
+          py::arg("max_points_per_centroid"), py::arg("n_threads"));
+    m.def("pq_encode", &pq_encode_py, py::arg("x"), py::arg("codebooks"), py::arg("nbits"), py::arg("n_threads"));
+    m.def("pq_decode", &pq_decode_py, py::arg("codes"), py::arg("codebooks"), py::arg("nbits"),
+          py::arg("n_threads"));
+    m.def("pq_distance_tables", &pq_distance_tables_py, py::arg("x"), py::arg("codebooks"), py::arg("metric"),
+          py::arg("n_threads"));
+    m.def("pq_search", &pq_search_py, py::arg("x"), py::arg("codebooks"), py::arg("nbits"), py::arg("codes"),
+          py::arg("k"), py::arg("metric"), py::arg("n_threads"));
+    m.def("pq_unpack_codes", &pq_unpack_py, py::arg("codes"), py::arg("M"), py::arg("nbits"));
+    m.def("pq_pack_codes", &pq_pack_py, py::arg("idx"), py::arg("nbits"));
+    m.def("ivfpq_precompute_term2", &term2_py, py::arg("centroids"), py::arg("codebooks"));
+    m.def("ivfflat_search", &ivfflat_search_py, py::arg("x"), py::arg("centroids"), py::arg("invlists"),
+          py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"));
+    m.def("ivfpq_search", &ivfpq_search_py, py::arg("x"), py::arg("centroids"), py::arg("codebooks"),
+          py::arg("nbits"), py::arg("invlists"), py::arg("term2"), py::arg("nprobe"), py::arg("k"),
+          py::arg("metric"), py::arg("n_threads"));
+
+    py::class_<InvertedLists>(m, "InvertedLists")
+        .def(py::init<size_t, size_t>(), py::arg("nlist"), py::arg("code_size"))
+        .def_property_readonly("nlist", &InvertedLists::nlist)
+        .def_property_readonly("code_size", &InvertedLists::code_size)
+        .def_property_readonly("ntotal", &InvertedLists::ntotal)
+        .def("add", &lists_add, py::arg("list_nos"), py::arg("ids"), py::arg("codes"))
+        .def("list_sizes", [](const InvertedLists& lists) {
+            py::array_t<int64_t> out(lists.nlist());
+            for (size_t l = 0; l < lists.nlist(); ++l) out.mutable_at(l) = static_cast<int64_t>(lists.list_size(l));
+            return out;
+        })
+        .def("list_ids", [](const InvertedLists& lists, py::ssize_t l) {
+            size_t li = check_list_no(lists, l), n = lists.list_size(li);
+            py::array_t<int64_t> out(n);
+            if (n) std::memcpy(out.mutable_data(), lists.list_ids(li), n * sizeof(int64_t));
+            return out;
+        }, py::arg("list_no"))
+        .def("list_codes", [](const InvertedLists& lists, py::ssize_t l) {
+            size_t li = check_list_no(lists, l), n = lists.list_size(li);
+            py::array_t<uint8_t> out({n, lists.code_size()});
+            if (n) std::memcpy(out.mutable_data(), lists.list_codes(li), n * lists.code_size());
+            return out;
+        }, py::arg("list_no"))
+        .def("remove_ids", [](InvertedLists& lists, const py::array& ids) {
+            const int64_t* ip = checked<int64_t>(ids, "ids", {-1});
+            size_t n = ids.shape(0);
+            py::gil_scoped_release release;
+            return lists.remove_ids(ip, n);
+        }, py::arg("ids"))
+        .def("locate", [](const InvertedLists& lists, const py::array& ids) {
+            const int64_t* ip = checked<int64_t>(ids, "ids", {-1});
+            size_t n = ids.shape(0);
+            py::array_t<int64_t> list_nos(n), offsets(n);
+            int64_t* lp = list_nos.mutable_data();
+            int64_t* op = offsets.mutable_data();
+            {
+                py::gil_scoped_release release;
+                lists.locate(ip, n, lp, op);
+            }
+            return py::make_tuple(list_nos, offsets);
+        }, py::arg("ids"))
+        .def("reset", &InvertedLists::reset)
+        .def("memory_usage_bytes", &InvertedLists::memory_usage_bytes)
+        .def("export", &lists_export);
+}

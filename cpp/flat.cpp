@@ -1,0 +1,109 @@
+#include "flat.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "kernels.h"
+#include "parallel.h"
+#include "topk.h"
+
+namespace pqkit {
+namespace {
+constexpr size_t kQueryBlock = 16;
+constexpr size_t kRefBlock = 1024;
+constexpr size_t kDirectMaxDim = 16;
+}  // namespace
+
+VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric)
+    : data_(data), n_(n), d_(d), metric_(metric) {
+    if (metric == Metric::L2) {
+        norms_.resize(n);
+        kernels().sqnorms(data, n, d, norms_.data());
+    }
+}
+
+void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I) {
+    const Kernels& K = kernels();
+    const size_t d = refs.dim();
+    const bool l2 = refs.metric() == Metric::L2;
+    std::vector<float> buf(kQueryBlock * kRefBlock);
+    std::vector<float> xnorms(kQueryBlock);
+    std::vector<TopK> heaps(kQueryBlock, TopK(k));
+    for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
+        const size_t nb = std::min(kQueryBlock, nq - q0);
+        const float* xb = x + q0 * d;
+        if (l2) K.sqnorms(xb, nb, d, xnorms.data());
+        for (size_t q = 0; q < nb; ++q) heaps[q].clear();
+        for (size_t r0 = 0; r0 < refs.size(); r0 += kRefBlock) {
+            const size_t rb = std::min(kRefBlock, refs.size() - r0);
+            K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.data(), rb);
+            for (size_t q = 0; q < nb; ++q) {
+                const float* ips = buf.data() + q * rb;
+                TopK& heap = heaps[q];
+                float th = heap.threshold();
+                for (size_t j = 0; j < rb; ++j) {
+                    float key = l2 ? l2_key(xnorms[q], refs.norms()[r0 + j], ips[j]) : -ips[j];
+                    if (key <= th) {
+                        heap.push(key, static_cast<int64_t>(r0 + j));
+                        th = heap.threshold();
+                    }
+                }
+            }
+        }
+        for (size_t q = 0; q < nb; ++q) heaps[q].write(D + (q0 + q) * k, I + (q0 + q) * k, !l2);
+    }
+}
+
+void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d, size_t k,
+                 Metric metric, int n_threads, float* D, int64_t* I) {
+    VectorSet refs(y, ny, d, metric);
+    parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+        search_block(refs, x + begin * d, end - begin, k, D + begin * k, I + begin * k);
+    });
+}
+
+NearestCentroid::NearestCentroid(const float* centroids, size_t nc, size_t d, Metric metric)
+    : refs_(centroids, nc, d, metric), direct_(metric == Metric::L2 && d < kDirectMaxDim) {
+    if (direct_) {
+        transposed_.resize(d * nc);
+        for (size_t c = 0; c < nc; ++c)
+            for (size_t j = 0; j < d; ++j) transposed_[j * nc + c] = centroids[c * d + j];
+    }
+}
+
+void NearestCentroid::assign_serial(const float* x, size_t n, int64_t* labels, float* dist) const {
+    const Kernels& K = kernels();
+    const size_t d = refs_.dim(), nc = refs_.size();
+    if (direct_) {
+        std::vector<float> buf(nc);
+        for (size_t i = 0; i < n; ++i) {
+            K.l2_to_centroids_t(x + i * d, transposed_.data(), d, nc, buf.data());
+            size_t best = 0;
+            for (size_t c = 1; c < nc; ++c)
+                if (buf[c] < buf[best]) best = c;
+            labels[i] = static_cast<int64_t>(best);
+            dist[i] = buf[best];
+        }
+        return;
+    }
+    std::vector<float> D(kQueryBlock);
+    std::vector<int64_t> I(kQueryBlock);
+    for (size_t i0 = 0; i0 < n; i0 += kQueryBlock) {
+        size_t nb = std::min(kQueryBlock, n - i0);
+        search_block(refs_, x + i0 * d, nb, 1, D.data(), I.data());
+        for (size_t q = 0; q < nb; ++q) {
+            labels[i0 + q] = I[q];
+            dist[i0 + q] = D[q];
+        }
+    }
+}
+
+void NearestCentroid::assign(const float* x, size_t n, int n_threads, int64_t* labels,
+                             float* dist) const {
+    const size_t d = refs_.dim();
+    parallel_for(n, n_threads, 256, [&](size_t begin, size_t end, int) {
+        assign_serial(x + begin * d, end - begin, labels + begin, dist + begin);
+    });
+}
+
+}  // namespace pqkit

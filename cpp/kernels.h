@@ -1,0 +1,51 @@
+// Kernel table: the hot loops, one implementation per SIMD level.
+//
+// Kernels take raw pointers and counts, never Python types. Each level lives
+// in its own translation unit compiled with its own flags (kernels_scalar.cpp,
+// kernels_avx2.cpp, kernels_avx512.cpp). The scalar file is the reference.
+//
+// Fixed summation order (what makes the levels bit-identical):
+//  * Long dot products and squared distances over d use 16 lanes: element j is
+//    accumulated into lane j % 16 (multiply, round, add, round: no FMA), then
+//    the lanes are reduced by the tree (l + l+8), (l + l+4), (l + l+2), (l + l+1).
+//  * Per-centroid subspace distances and ADC sums run sequentially over the
+//    dimension / subquantizer index, one accumulator per centroid / code.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "simd.h"
+
+namespace pqkit {
+
+struct Kernels {
+    // out[i * ldo + j] = <x_i, y_j> for i < nx, j < ny; rows have d floats.
+    void (*dot_tile)(const float* x, size_t nx, const float* y, size_t ny, size_t d,
+                     float* out, size_t ldo);
+    // out[i] = ||x_i||^2 (same 16-lane order as dot_tile).
+    void (*sqnorms)(const float* x, size_t n, size_t d, float* out);
+    // out[j] = ||x - y_j||^2 computed directly (16-lane order).
+    void (*l2sqr_ny)(const float* x, const float* y, size_t ny, size_t d, float* out);
+    // Centroids stored transposed, ct[j * ksub + c] (j < dsub, c < ksub):
+    // out[c] = sum_j (q_j - ct[j, c])^2, sequential over j.
+    void (*l2_to_centroids_t)(const float* q, const float* ct, size_t dsub, size_t ksub,
+                              float* out);
+    // out[c] = sum_j q_j * ct[j, c], sequential over j.
+    void (*ip_to_centroids_t)(const float* q, const float* ct, size_t dsub, size_t ksub,
+                              float* out);
+    // 8-bit ADC: out[i] = sum_m table[m * 256 + codes[i * M + m]], sequential over m.
+    void (*adc_scan_u8)(const uint8_t* codes, size_t n, size_t M, const float* table,
+                        float* out);
+};
+
+const Kernels& kernels();                  // the active level's table
+const Kernels& kernels_for(SimdLevel level);
+
+namespace scalar { extern const Kernels table; }
+#if PQKIT_HAVE_X86_SIMD
+namespace avx2 { extern const Kernels table; }
+namespace avx512 { extern const Kernels table; }
+#endif
+
+}  // namespace pqkit

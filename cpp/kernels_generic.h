@@ -1,0 +1,115 @@
+// Portable kernel bodies in the fixed summation order documented in kernels.h.
+// Included by each kernels_<level>.cpp inside its own namespace, so the
+// compiler may vectorise them with that file's flags; lane-wise loops keep
+// every rounding step identical, whatever the vector width.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pqkit {
+// Internal linkage on purpose: each level's file gets its own copy compiled
+// with its own flags (a shared inline copy could leak AVX-512 code into the
+// scalar level).
+namespace {
+namespace generic {
+
+constexpr size_t kLanes = 16;
+
+// The reduction tree shared by every level: (l + l+8), (l + l+4), (l + l+2), (l + l+1).
+inline float reduce_lanes(const float* acc) {
+    float s8[8], s4[4], s2[2];
+    for (int l = 0; l < 8; ++l) s8[l] = acc[l] + acc[l + 8];
+    for (int l = 0; l < 4; ++l) s4[l] = s8[l] + s8[l + 4];
+    for (int l = 0; l < 2; ++l) s2[l] = s4[l] + s4[l + 2];
+    return s2[0] + s2[1];
+}
+
+inline float dot(const float* x, const float* y, size_t d) {
+    float acc[kLanes] = {0};
+    size_t j = 0;
+    for (; j + kLanes <= d; j += kLanes) {
+        for (size_t l = 0; l < kLanes; ++l) {
+            float p = x[j + l] * y[j + l];
+            acc[l] = acc[l] + p;
+        }
+    }
+    for (size_t l = 0; j + l < d; ++l) {
+        float p = x[j + l] * y[j + l];
+        acc[l] = acc[l] + p;
+    }
+    return reduce_lanes(acc);
+}
+
+inline float l2sqr(const float* x, const float* y, size_t d) {
+    float acc[kLanes] = {0};
+    size_t j = 0;
+    for (; j + kLanes <= d; j += kLanes) {
+        for (size_t l = 0; l < kLanes; ++l) {
+            float diff = x[j + l] - y[j + l];
+            float p = diff * diff;
+            acc[l] = acc[l] + p;
+        }
+    }
+    for (size_t l = 0; j + l < d; ++l) {
+        float diff = x[j + l] - y[j + l];
+        float p = diff * diff;
+        acc[l] = acc[l] + p;
+    }
+    return reduce_lanes(acc);
+}
+
+inline void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out,
+                     size_t ldo) {
+    for (size_t i = 0; i < nx; ++i)
+        for (size_t j = 0; j < ny; ++j) out[i * ldo + j] = dot(x + i * d, y + j * d, d);
+}
+
+inline void sqnorms(const float* x, size_t n, size_t d, float* out) {
+    for (size_t i = 0; i < n; ++i) out[i] = dot(x + i * d, x + i * d, d);
+}
+
+inline void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
+    for (size_t j = 0; j < ny; ++j) out[j] = l2sqr(x, y + j * d, d);
+}
+
+inline void l2_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub,
+                              float* out) {
+    for (size_t c = 0; c < ksub; ++c) out[c] = 0.0f;
+    for (size_t j = 0; j < dsub; ++j) {
+        const float qj = q[j];
+        const float* row = ct + j * ksub;
+        for (size_t c = 0; c < ksub; ++c) {
+            float diff = qj - row[c];
+            float p = diff * diff;
+            out[c] = out[c] + p;
+        }
+    }
+}
+
+inline void ip_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub,
+                              float* out) {
+    for (size_t c = 0; c < ksub; ++c) out[c] = 0.0f;
+    for (size_t j = 0; j < dsub; ++j) {
+        const float qj = q[j];
+        const float* row = ct + j * ksub;
+        for (size_t c = 0; c < ksub; ++c) {
+            float p = qj * row[c];
+            out[c] = out[c] + p;
+        }
+    }
+}
+
+inline void adc_scan_u8(const uint8_t* codes, size_t n, size_t M, const float* table,
+                        float* out) {
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t* code = codes + i * M;
+        float acc = 0.0f;
+        for (size_t m = 0; m < M; ++m) acc = acc + table[m * 256 + code[m]];
+        out[i] = acc;
+    }
+}
+
+}  // namespace generic
+}  // namespace
+}  // namespace pqkit

@@ -1,0 +1,14 @@
+// The scalar reference level: the portable bodies as they are.
+#include "kernels.h"
+#include "kernels_generic.h"
+
+namespace pqkit {
+namespace scalar {
+
+const Kernels table = {
+    generic::dot_tile,          generic::sqnorms,           generic::l2sqr_ny,
+    generic::l2_to_centroids_t, generic::ip_to_centroids_t, generic::adc_scan_u8,
+};
+
+}  // namespace scalar
+}  // namespace pqkit

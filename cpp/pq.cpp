@@ -1,0 +1,194 @@
+#include "pq.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "kernels.h"
+#include "kmeans.h"
+#include "parallel.h"
+#include "topk.h"
+
+namespace pqkit {
+namespace {
+constexpr size_t kScanBlock = 1024;
+constexpr size_t kEncodeBlock = 256;
+}  // namespace
+
+PQShape make_pq_shape(size_t d, size_t M, size_t nbits) {
+    if (M == 0 || d == 0 || d % M != 0) {
+        throw std::invalid_argument("d must be a positive multiple of M: got d = " + std::to_string(d) +
+                                    ", M = " + std::to_string(M));
+    }
+    if (nbits < 1 || nbits > 16) {
+        throw std::invalid_argument("nbits must be in 1..16, got " + std::to_string(nbits));
+    }
+    return PQShape{d, M, nbits, size_t(1) << nbits, d / M, (M * nbits + 7) / 8};
+}
+
+PQTables::PQTables(const PQShape& s, const float* codebooks)
+    : shape_(s), transposed_(s.M * s.dsub * s.ksub) {
+    for (size_t m = 0; m < s.M; ++m)
+        for (size_t c = 0; c < s.ksub; ++c)
+            for (size_t j = 0; j < s.dsub; ++j)
+                transposed_[(m * s.dsub + j) * s.ksub + c] = codebooks[(m * s.ksub + c) * s.dsub + j];
+}
+
+void PQTables::compute(const float* q, Metric metric, float* table) const {
+    const Kernels& K = kernels();
+    const PQShape& s = shape_;
+    for (size_t m = 0; m < s.M; ++m) {
+        const float* ct = transposed_.data() + m * s.dsub * s.ksub;
+        if (metric == Metric::L2)
+            K.l2_to_centroids_t(q + m * s.dsub, ct, s.dsub, s.ksub, table + m * s.ksub);
+        else
+            K.ip_to_centroids_t(q + m * s.dsub, ct, s.dsub, s.ksub, table + m * s.ksub);
+    }
+}
+
+void pq_unpack(const PQShape& s, const uint8_t* codes, size_t n, int32_t* idx) {
+    const uint32_t mask = static_cast<uint32_t>(s.ksub - 1);
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t* code = codes + i * s.code_size;
+        int32_t* out = idx + i * s.M;
+        if (s.nbits == 8) {
+            for (size_t m = 0; m < s.M; ++m) out[m] = code[m];
+            continue;
+        }
+        for (size_t m = 0; m < s.M; ++m) {
+            size_t bit = m * s.nbits;
+            // Read up to 3 bytes (nbits <= 16 spans at most 3), staying inside the code.
+            uint32_t word = 0;
+            size_t first = bit / 8, last = (bit + s.nbits - 1) / 8;
+            for (size_t b = first; b <= last; ++b) word |= static_cast<uint32_t>(code[b]) << (8 * (b - first));
+            out[m] = static_cast<int32_t>((word >> (bit % 8)) & mask);
+        }
+    }
+}
+
+void pq_pack(const PQShape& s, const int32_t* idx, size_t n, uint8_t* codes) {
+    for (size_t i = 0; i < n; ++i) {
+        uint8_t* code = codes + i * s.code_size;
+        const int32_t* in = idx + i * s.M;
+        std::memset(code, 0, s.code_size);
+        for (size_t m = 0; m < s.M; ++m) {
+            if (in[m] < 0 || static_cast<size_t>(in[m]) >= s.ksub) {
+                throw std::invalid_argument("code index out of range: expected 0 <= index < " +
+                                            std::to_string(s.ksub) + ", got " + std::to_string(in[m]));
+            }
+            size_t bit = m * s.nbits;
+            uint32_t word = static_cast<uint32_t>(in[m]) << (bit % 8);
+            for (size_t b = bit / 8; b <= (bit + s.nbits - 1) / 8; ++b, word >>= 8)
+                code[b] |= static_cast<uint8_t>(word & 0xFF);
+        }
+    }
+}
+
+void adc_scan(const PQShape& s, const uint8_t* codes, size_t n, const float* table, float* out,
+              std::vector<int32_t>& scratch) {
+    if (s.nbits == 8) {
+        kernels().adc_scan_u8(codes, n, s.M, table, out);
+        return;
+    }
+    scratch.resize(n * s.M);
+    pq_unpack(s, codes, n, scratch.data());
+    for (size_t i = 0; i < n; ++i) {
+        const int32_t* idx = scratch.data() + i * s.M;
+        float acc = 0.0f;
+        for (size_t m = 0; m < s.M; ++m) acc = acc + table[m * s.ksub + static_cast<size_t>(idx[m])];
+        out[i] = acc;
+    }
+}
+
+void pq_train(const float* x, size_t n, const PQShape& s, int niter, uint64_t seed,
+              size_t max_points_per_centroid, int n_threads, float* codebooks) {
+    if (n < s.ksub) {
+        throw std::invalid_argument("PQ training needs at least ksub = 2^nbits = " + std::to_string(s.ksub) +
+                                    " points, got " + std::to_string(n));
+    }
+    std::vector<float> sub(n * s.dsub);
+    KMeansParams p;
+    p.k = s.ksub;
+    p.niter = niter;
+    p.seed = seed;
+    p.max_points_per_centroid = max_points_per_centroid;
+    p.n_threads = n_threads;
+    for (size_t m = 0; m < s.M; ++m) {
+        for (size_t i = 0; i < n; ++i)
+            std::memcpy(&sub[i * s.dsub], x + i * s.d + m * s.dsub, s.dsub * sizeof(float));
+        kmeans_train(sub.data(), n, s.dsub, p, codebooks + m * s.ksub * s.dsub);
+    }
+}
+
+void pq_encode(const float* x, size_t n, const PQShape& s, const float* codebooks, int n_threads,
+               uint8_t* codes) {
+    std::vector<NearestCentroid> assigners;
+    assigners.reserve(s.M);
+    for (size_t m = 0; m < s.M; ++m)
+        assigners.emplace_back(codebooks + m * s.ksub * s.dsub, s.ksub, s.dsub, Metric::L2);
+    parallel_for(n, n_threads, kEncodeBlock, [&](size_t begin, size_t end, int) {
+        const size_t nb = end - begin;
+        std::vector<float> sub(nb * s.dsub), dist(nb);
+        std::vector<int64_t> labels(nb);
+        std::vector<int32_t> idx(nb * s.M);
+        for (size_t m = 0; m < s.M; ++m) {
+            for (size_t i = 0; i < nb; ++i)
+                std::memcpy(&sub[i * s.dsub], x + (begin + i) * s.d + m * s.dsub, s.dsub * sizeof(float));
+            assigners[m].assign_serial(sub.data(), nb, labels.data(), dist.data());
+            for (size_t i = 0; i < nb; ++i) idx[i * s.M + m] = static_cast<int32_t>(labels[i]);
+        }
+        pq_pack(s, idx.data(), nb, codes + begin * s.code_size);
+    });
+}
+
+void pq_decode(const uint8_t* codes, size_t n, const PQShape& s, const float* codebooks, int n_threads,
+               float* x) {
+    parallel_for(n, n_threads, kEncodeBlock, [&](size_t begin, size_t end, int) {
+        std::vector<int32_t> idx((end - begin) * s.M);
+        pq_unpack(s, codes + begin * s.code_size, end - begin, idx.data());
+        for (size_t i = begin; i < end; ++i)
+            for (size_t m = 0; m < s.M; ++m)
+                std::memcpy(x + i * s.d + m * s.dsub,
+                            codebooks + (m * s.ksub + static_cast<size_t>(idx[(i - begin) * s.M + m])) * s.dsub,
+                            s.dsub * sizeof(float));
+    });
+}
+
+void pq_distance_tables(const float* x, size_t nq, const PQShape& s, const float* codebooks,
+                        Metric metric, int n_threads, float* tables) {
+    PQTables pt(s, codebooks);
+    parallel_for(nq, n_threads, 16, [&](size_t begin, size_t end, int) {
+        for (size_t q = begin; q < end; ++q) pt.compute(x + q * s.d, metric, tables + q * s.M * s.ksub);
+    });
+}
+
+void pq_search(const float* x, size_t nq, const PQShape& s, const float* codebooks, const uint8_t* codes,
+               size_t n, size_t k, Metric metric, int n_threads, float* D, int64_t* I) {
+    PQTables pt(s, codebooks);
+    const bool l2 = metric == Metric::L2;
+    parallel_for(nq, n_threads, 1, [&](size_t begin, size_t end, int) {
+        std::vector<float> table(s.M * s.ksub), dist(kScanBlock);
+        std::vector<int32_t> scratch;
+        TopK heap(k);
+        for (size_t q = begin; q < end; ++q) {
+            pt.compute(x + q * s.d, metric, table.data());
+            heap.clear();
+            for (size_t i0 = 0; i0 < n; i0 += kScanBlock) {
+                size_t nb = std::min(kScanBlock, n - i0);
+                adc_scan(s, codes + i0 * s.code_size, nb, table.data(), dist.data(), scratch);
+                float th = heap.threshold();
+                for (size_t i = 0; i < nb; ++i) {
+                    float key = l2 ? dist[i] : -dist[i];
+                    if (key <= th) {
+                        heap.push(key, static_cast<int64_t>(i0 + i));
+                        th = heap.threshold();
+                    }
+                }
+            }
+            heap.write(D + q * k, I + q * k, !l2);
+        }
+    });
+}
+
+}  // namespace pqkit
