@@ -13,7 +13,7 @@ namespace pqkit {
 
 class TopK {
 public:
-    explicit TopK(size_t k) : k_(k) { heap_.reserve(k); }
+    explicit TopK(size_t k) : k_(k) { heap_.reserve(std::min<size_t>(k, 4096)); }
 
     void clear() { heap_.clear(); }
 
