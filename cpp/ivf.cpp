@@ -236,7 +236,7 @@ void ivfpq_search(const float* x, size_t nq, const float* centroids, size_t nlis
                 sc.query = q;
             }
             table = sc.query_table.data();
-            base = -coarse_key;  // the coarse key is the negated inner product
+            base = coarse_key;  // search_block already returns <q, y_l> for IP
         }
         sc.dist.resize(n);
         adc_scan(s, lists.list_codes(l), n, table, sc.dist.data(), sc.unpacked);

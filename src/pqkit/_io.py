@@ -1,0 +1,290 @@
+"""The pqkit file format: ``index.save(path)``, :func:`load`, and pickling.
+
+Layout (all integers little-endian)::
+
+    magic           8 bytes   b"PQKIT\\x00\\x01\\n"
+    format_version  uint32    1
+    header_length   uint32    at most 1 MiB
+    header          JSON, UTF-8, header_length bytes:
+                    {"index_type": "IndexIVFPQ", "params": {...constructor arguments...},
+                     "arrays": [{"name": "codes", "dtype": "|u1", "shape": [n, 16]}, ...],
+                     "pqkit_version": "..."}
+    array data      the arrays' raw bytes (C order) concatenated in header order
+    checksum        32 bytes  SHA-256 of every byte before it
+
+Loading never executes code (no pickle inside the file) and checks, in this order: magic,
+version, header length against the file size, the header's structure, at most 16 arrays with
+whitelisted dtypes (float32, int64, uint8), that the arrays' byte sizes add up exactly to the
+rest of the file (before anything is allocated), the checksum (before any array is read), and
+finally that the shapes agree with the parameters. Any failure raises ValueError
+("corrupted or not a pqkit file: ...").
+
+``pickle`` goes through the same bytes (``Index.__reduce__`` -> :func:`index_from_bytes`).
+``save`` writes to a temporary file in the target directory and renames it over the target
+(``os.replace``), so a crash never leaves a half-written index under the target name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import struct
+
+import numpy as np
+
+from ._version import __version__
+
+__all__ = ["index_from_bytes", "index_to_bytes", "load", "save"]
+
+MAGIC = b"PQKIT\x00\x01\n"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 1 << 20
+MAX_ARRAYS = 16
+MAX_NDIM = 3
+DTYPE_WHITELIST = {"<f4": np.dtype("<f4"), "<i8": np.dtype("<i8"), "|u1": np.dtype("|u1")}
+_PREFIX = struct.Struct("<8sII")  # magic, format_version, header_length
+_CHECKSUM_BYTES = 32
+_CHUNK = 1 << 20
+
+
+def _corrupted(reason: str) -> ValueError:
+    return ValueError(f"corrupted or not a pqkit file: {reason}")
+
+
+def _index_types() -> dict:
+    from .index import IndexFlat, IndexIVFFlat, IndexIVFPQ, IndexPQ
+
+    return {cls.__name__: cls for cls in (IndexFlat, IndexPQ, IndexIVFFlat, IndexIVFPQ)}
+
+
+# ------------------------------------------------------------------------------- writing
+def _write(index, f) -> None:
+    from .index import Index
+
+    if not isinstance(index, Index):
+        raise TypeError(f"expected a pqkit index, got {type(index).__name__}")
+    params, arrays = index._get_state()
+    specs, payload = [], []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr, dtype=np.asarray(arr).dtype.newbyteorder("<"))
+        if arr.dtype.str not in DTYPE_WHITELIST:
+            raise TypeError(f"array {name!r} has dtype {arr.dtype}, not in the file whitelist")
+        specs.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape)})
+        payload.append(arr)
+    header = json.dumps(
+        {"index_type": type(index).__name__, "params": params, "arrays": specs,
+         "pqkit_version": __version__},
+        sort_keys=True, separators=(",", ":"),
+    ).encode("utf-8")
+    digest = hashlib.sha256()
+
+    def put(data) -> None:
+        f.write(data)
+        digest.update(data)
+
+    put(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
+    put(header)
+    for arr in payload:
+        if arr.size:
+            put(arr.reshape(-1).view(np.uint8))
+    f.write(digest.digest())
+
+
+def index_to_bytes(index) -> bytes:
+    """Serialise an index to bytes in the pqkit file format.
+
+    Parameters
+    ----------
+    index : pqkit.Index
+
+    Returns
+    -------
+    bytes
+    """
+    buffer = io.BytesIO()
+    _write(index, buffer)
+    return buffer.getvalue()
+
+
+def save(index, path) -> None:
+    """Write ``index`` to ``path`` atomically (temporary file + ``os.replace``).
+
+    Parameters
+    ----------
+    index : pqkit.Index
+    path : str or os.PathLike
+        Target file; replaced if it exists. Its directory must exist.
+    """
+    path = _fspath(path)
+    directory, base = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
+    tmp_path = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
+    # os.open with mode 0o666 lets the umask decide the final permissions, as open() would.
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write(index, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        raise
+
+
+# ------------------------------------------------------------------------------- reading
+def _fspath(path):
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise TypeError(
+            f"path must be a str or os.PathLike, got {type(path).__name__}"
+        ) from None
+
+
+def _read_exact(f, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise _corrupted(f"unexpected end of file (wanted {n} bytes, got {len(data)})")
+    return data
+
+
+def _parse_header(raw: bytes) -> tuple:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupted(f"header is not valid UTF-8 JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise _corrupted("header is not a JSON object")
+    index_type, params, specs = (header.get(k) for k in ("index_type", "params", "arrays"))
+    if not isinstance(index_type, str) or not isinstance(params, dict):
+        raise _corrupted("header lacks 'index_type' (str) or 'params' (object)")
+    if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
+        raise _corrupted(f"header 'arrays' must be a list of at most {MAX_ARRAYS} entries")
+    arrays, names = [], set()
+    for spec in specs:
+        if not isinstance(spec, dict):
+            raise _corrupted("array entry is not a JSON object")
+        name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
+        if not isinstance(name, str) or name in names:
+            raise _corrupted(f"array name {name!r} is missing, not a string or repeated")
+        names.add(name)
+        if dtype not in DTYPE_WHITELIST:
+            raise _corrupted(
+                f"array {name!r} has dtype {dtype!r}; allowed: {sorted(DTYPE_WHITELIST)}"
+            )
+        if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+                or not all(type(s) is int and 0 <= s < 2**62 for s in shape)):
+            raise _corrupted(f"array {name!r} has invalid shape {shape!r}")
+        nbytes = DTYPE_WHITELIST[dtype].itemsize
+        for s in shape:
+            nbytes *= s
+        arrays.append((name, DTYPE_WHITELIST[dtype], tuple(shape), nbytes))
+    return index_type, params, arrays
+
+
+def _read(f, size: int):
+    """Read one index from file object ``f`` positioned at its start; ``size`` = total bytes."""
+    fixed = _PREFIX.size + _CHECKSUM_BYTES
+    if size < fixed:
+        raise _corrupted(f"{size} bytes is shorter than the smallest valid file ({fixed} bytes)")
+    magic, version, header_length = _PREFIX.unpack(_read_exact(f, _PREFIX.size))
+    if magic != MAGIC:
+        raise _corrupted(f"bad magic {magic!r} (expected {MAGIC!r})")
+    if version != FORMAT_VERSION:
+        raise _corrupted(
+            f"format version {version} is not supported (this pqkit {__version__} reads version "
+            f"{FORMAT_VERSION}); load it with the pqkit that wrote it"
+        )
+    if header_length > MAX_HEADER_BYTES or header_length > size - fixed:
+        raise _corrupted(
+            f"header length {header_length} exceeds the limit ({MAX_HEADER_BYTES}) or the file "
+            f"size ({size} bytes)"
+        )
+    index_type, params, arrays = _parse_header(_read_exact(f, header_length))
+    data_bytes = size - fixed - header_length
+    declared = sum(nbytes for *_, nbytes in arrays)
+    if declared != data_bytes:
+        raise _corrupted(
+            f"header declares {declared} bytes of array data but the file holds {data_bytes}"
+        )
+
+    # Checksum over everything before it, streamed, before any array is allocated.
+    f.seek(0)
+    digest = hashlib.sha256()
+    remaining = size - _CHECKSUM_BYTES
+    while remaining:
+        chunk = _read_exact(f, min(_CHUNK, remaining))
+        digest.update(chunk)
+        remaining -= len(chunk)
+    if digest.digest() != _read_exact(f, _CHECKSUM_BYTES):
+        raise _corrupted("SHA-256 checksum mismatch (file damaged or truncated)")
+
+    types = _index_types()
+    if index_type not in types:
+        raise _corrupted(f"unknown index type {index_type!r}; known: {sorted(types)}")
+
+    f.seek(_PREFIX.size + header_length)
+    loaded = {}
+    for name, dtype, shape, nbytes in arrays:
+        arr = np.empty(shape, dtype=dtype)
+        if nbytes:
+            target = arr.reshape(-1).view(np.uint8)
+            if f.readinto(target) != nbytes:
+                raise _corrupted(f"unexpected end of file in array {name!r}")
+        loaded[name] = arr.astype(arr.dtype.newbyteorder("="), copy=False)
+    try:
+        return types[index_type]._from_state(params, loaded)
+    except KeyError as exc:
+        raise _corrupted(f"{index_type} header lacks parameter {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise _corrupted(f"contents inconsistent with a valid {index_type}: {exc}") from None
+
+
+def load(path):
+    """Load an index written by ``Index.save``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    pqkit.Index
+        An instance of the saved class (IndexFlat, IndexPQ, IndexIVFFlat or IndexIVFPQ); the
+        thread setting is not saved (it is None, i.e. the global default).
+
+    Raises
+    ------
+    ValueError
+        The file is not a valid pqkit file (bad magic, unsupported version, inconsistent sizes,
+        checksum mismatch, unknown index type, shapes inconsistent with the parameters).
+    """
+    path = _fspath(path)
+    with open(path, "rb") as f:
+        return _read(f, os.fstat(f.fileno()).st_size)
+
+
+def index_from_bytes(data):
+    """Rebuild an index from :func:`index_to_bytes` output (used by ``pickle``).
+
+    Parameters
+    ----------
+    data : bytes-like
+
+    Returns
+    -------
+    pqkit.Index
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    return _read(io.BytesIO(data), len(data))

@@ -1,0 +1,346 @@
+"""The one validation module of pqkit.
+
+Every public entry point checks its arguments here before anything reaches the compiled core.
+Errors follow two rules:
+
+- ``TypeError`` when the *kind* of an argument is wrong (an integer array where floats are
+  expected, a float array where ids are expected, a string where an int is expected);
+- ``ValueError`` when the kind is right but the value, shape or state is not (wrong number of
+  columns, NaN, negative id, ``k < 1``, an index that is not trained yet).
+
+Each message says what was expected, what was received and how to fix it.
+
+Conversions (the only ones pqkit ever makes):
+
+- vectors: any floating dtype (float16/32/64), any memory layout, a list of floats, or a single
+  1-D vector (one row) become a C-contiguous float32 matrix; float64 values outside the float32
+  range become inf and are then refused by the finiteness check;
+- ids: any integer dtype becomes int64 after the values are checked (never from float or bool);
+- codes: never converted; they must already be uint8 (a non-contiguous uint8 array is copied to a
+  contiguous one, which does not change any value).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "TrainingWarning",
+    "as_float_matrix",
+    "check_codes",
+    "check_finite",
+    "check_float_array",
+    "check_id_scalar",
+    "check_ids",
+    "check_int",
+    "check_k",
+    "check_metric",
+    "check_n_threads",
+    "check_positive_int",
+    "check_trained",
+    "check_training_size",
+    "normalize_rows",
+    "warn_few_training_points",
+]
+
+#: k-means needs about this many points per centroid to place centroids reliably (FAISS uses
+#: the same threshold for its "please provide at least ... training points" warning).
+MIN_POINTS_PER_CENTROID = 39
+
+METRICS = ("l2", "ip", "cosine")
+
+
+class TrainingWarning(UserWarning):
+    """Training ran on fewer than 39 points per centroid; centroids may be poor.
+
+    Emitted by :class:`pqkit.KMeans`, :class:`pqkit.ProductQuantizer` (per subquantizer: fewer
+    than ``39 * 2**nbits`` points) and by the ``train`` method of every index that trains one of
+    those. Training still completes; provide more training vectors to silence it.
+    """
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"numpy array of dtype {value.dtype} and shape {value.shape}"
+    return f"{type(value).__name__} {value!r}" if np.isscalar(value) else type(value).__name__
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as a Python int; bools and non-integers raise TypeError.
+
+    Parameters
+    ----------
+    value : int or numpy integer
+    name : str
+        Argument name used in messages.
+    minimum, maximum : int, optional
+        Inclusive bounds; outside them ValueError is raised.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_describe(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    if maximum is not None and value > maximum:
+        bound = f"<= {maximum}" if minimum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def check_positive_int(value, name: str, maximum: int | None = None) -> int:
+    """Return ``value`` as a Python int >= 1 (TypeError for non-ints, ValueError below 1)."""
+    return check_int(value, name, minimum=1, maximum=maximum)
+
+
+def check_k(k) -> int:
+    """Validate the number of neighbours ``k`` of a search (an int >= 1)."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an int (number of neighbours), got {_describe(k)}")
+    if k < 1:
+        raise ValueError(
+            f"k must be >= 1 (number of neighbours to return), got {int(k)}; "
+            "results are padded with -1 ids when fewer than k vectors exist, so any k >= 1 works"
+        )
+    return int(k)
+
+
+def check_n_threads(n_threads, name: str = "n_threads") -> int | None:
+    """Validate a thread count: None (use :func:`pqkit.get_num_threads`) or an int >= 1."""
+    if n_threads is None:
+        return None
+    return check_positive_int(n_threads, name)
+
+
+def check_metric(metric, allowed=METRICS) -> str:
+    """Validate a metric name; returns it unchanged."""
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a str, one of {list(allowed)}, got {_describe(metric)}")
+    if metric not in allowed:
+        hint = ""
+        if metric.lower() in allowed:
+            hint = f"; names are lower case: use {metric.lower()!r}"
+        raise ValueError(f"metric must be one of {list(allowed)}, got {metric!r}{hint}")
+    return metric
+
+
+def check_trained(is_trained: bool, what: str) -> None:
+    """Raise ValueError naming ``.train`` when an object is used before training."""
+    if not is_trained:
+        raise ValueError(
+            f"{what} is not trained; call .train(x) with training vectors first "
+            "(or set the centroids/codebooks explicitly)"
+        )
+
+
+def check_finite(x: np.ndarray, name: str) -> None:
+    """Raise ValueError if a float array holds NaN or +-inf (reports the first bad row)."""
+    if x.size and not np.isfinite(x).all():
+        bad_rows = np.flatnonzero(~np.isfinite(x).reshape(x.shape[0], -1).all(axis=1))
+        raise ValueError(
+            f"{name} contains NaN or infinite values ({bad_rows.size} row(s), first at row "
+            f"{int(bad_rows[0])}); remove or impute them (values beyond the float32 range "
+            "also become inf after conversion)"
+        )
+
+
+def as_float_matrix(x, d: int | None = None, name: str = "x", check_finite_values: bool = True):
+    """Convert vectors to a C-contiguous float32 matrix of shape (n, d).
+
+    Parameters
+    ----------
+    x : array_like of floating dtype, shape (n, d) or (d,)
+        Any floating dtype and memory layout; a 1-D vector is one row.
+    d : int, optional
+        Required number of columns (the index dimension).
+    name : str
+        Argument name used in messages.
+    check_finite_values : bool
+        Refuse NaN/inf (default True).
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (n, d), C-contiguous
+        ``x`` itself when it already is one, otherwise a converted copy.
+
+    Raises
+    ------
+    TypeError
+        Integer, bool, complex, object or string data.
+    ValueError
+        Wrong number of dimensions or columns, NaN/inf.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(
+                f"{name} must be a float array of shape (n, d), got {type(x).__name__} that "
+                f"numpy cannot convert ({exc})"
+            ) from None
+    if arr.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must hold floating-point values (float16/32/64), got dtype {arr.dtype}; "
+            f"convert explicitly, e.g. {name}.astype(np.float32), if the values are meant as floats"
+        )
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    elif arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (n, d) or a single 1-D vector, got shape {arr.shape}; "
+            f"reshape it, e.g. {name}.reshape(-1, d)"
+        )
+    if d is not None and arr.shape[1] != d:
+        raise ValueError(
+            f"{name} must have {d} columns (the index dimension d), got shape {arr.shape}; "
+            f"reshape or pick an index built with d={arr.shape[1]}"
+        )
+    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if check_finite_values:
+        check_finite(arr, name)
+    return arr
+
+
+def normalize_rows(x: np.ndarray, name: str = "x") -> np.ndarray:
+    """Return a copy of float32 ``x`` (n, d) with every row scaled to unit L2 norm.
+
+    Used by the "cosine" metric. Zero rows have no direction and raise ValueError.
+    """
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    zero = norms == 0
+    if zero.any():
+        first = int(np.flatnonzero(zero)[0])
+        raise ValueError(
+            f"{name} has {int(zero.sum())} all-zero row(s) (first at row {first}); the cosine "
+            "metric needs a direction for every vector: drop zero rows or use metric='l2'/'ip'"
+        )
+    return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
+
+
+def check_ids(ids, n: int | None = None, name: str = "ids") -> np.ndarray:
+    """Validate user ids and return them as a C-contiguous int64 array of shape (n,).
+
+    Parameters
+    ----------
+    ids : array_like of integer dtype, shape (n,)
+        Any integer dtype; bool, float and other kinds raise TypeError (ids are never converted
+        from floats). Values must be >= 0 and fit in int64.
+    n : int, optional
+        Required length (the number of vectors the ids belong to).
+    name : str
+        Argument name used in messages.
+    """
+    if isinstance(ids, np.ndarray):
+        arr = ids
+    else:
+        arr = np.asarray(ids)
+        if arr.size == 0 and arr.dtype.kind == "f":
+            arr = arr.astype(np.int64)  # np.asarray([]) is float64; an empty list is fine
+    if arr.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must be an integer array (any int dtype), got dtype {arr.dtype}; ids are "
+            f"never converted from {arr.dtype} silently: pass e.g. "
+            f"np.asarray({name}, dtype=np.int64) after checking the values are whole numbers"
+        )
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} must be 1-D, got shape {arr.shape}; use {name}.ravel() or wrap a single id "
+            "in a list"
+        )
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(
+            f"{name} must have one id per vector: expected length {n}, got {arr.shape[0]}"
+        )
+    if arr.size:
+        if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(
+                f"{name} must fit in int64, got a value of {int(arr.max())}; use ids < 2**63"
+            )
+        if arr.dtype.kind == "i" and arr.min() < 0:
+            raise ValueError(
+                f"{name} must be >= 0, got {int(arr.min())} (negative ids are reserved: -1 marks "
+                "'no result' in search output; drop -1 entries before passing search ids back)"
+            )
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_id_scalar(key, name: str = "id") -> int:
+    """Validate a single id (an int >= 0)."""
+    if isinstance(key, (bool, np.bool_)) or not isinstance(key, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an int, got {_describe(key)}; for several ids use reconstruct_n"
+        )
+    if key < 0:
+        raise ValueError(f"{name} must be >= 0, got {int(key)}")
+    return int(key)
+
+
+def check_codes(codes, code_size: int, name: str = "codes") -> np.ndarray:
+    """Validate PQ codes: uint8, shape (n, code_size) or (code_size,); never converted.
+
+    Returns a C-contiguous uint8 array of shape (n, code_size) (a copy only when the input
+    was not contiguous).
+    """
+    if not isinstance(codes, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy uint8 array of shape (n, {code_size}), got "
+            f"{type(codes).__name__}; pass the array returned by encode()"
+        )
+    if codes.dtype != np.uint8:
+        raise TypeError(
+            f"{name} must have dtype uint8, got {codes.dtype}; codes are never converted: pass the "
+            "array returned by encode(), or pack code indices with pack_codes()"
+        )
+    if codes.ndim == 1:
+        codes = codes.reshape(1, -1)
+    if codes.ndim != 2 or codes.shape[1] != code_size:
+        raise ValueError(
+            f"{name} must have shape (n, {code_size}) (code_size bytes per vector), got "
+            f"{codes.shape}; codes of a quantizer with other M/nbits cannot be mixed"
+        )
+    return np.ascontiguousarray(codes)
+
+
+def check_float_array(arr, shape: tuple, name: str) -> np.ndarray:
+    """Validate a float array of exactly ``shape`` (centroids, codebooks); returns float32 copy."""
+    if not isinstance(arr, np.ndarray):
+        arr = np.asarray(arr)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} must hold floating-point values, got dtype {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+        out = np.array(arr, dtype=np.float32, order="C", copy=True)
+    check_finite(out, name)
+    return out
+
+
+def check_training_size(n: int, needed: int, what: str, unit: str) -> None:
+    """Raise ValueError when fewer than ``needed`` training vectors are given."""
+    if n < needed:
+        raise ValueError(
+            f"{what} needs at least {needed} training vectors ({unit}), got {n}; "
+            "pass more training vectors or lower the number of centroids"
+        )
+
+
+def warn_few_training_points(n: int, n_centroids: int, what: str, stacklevel: int) -> None:
+    """Emit :class:`TrainingWarning` when ``n < 39 * n_centroids``.
+
+    ``stacklevel`` counts from the caller of this function, as in :func:`warnings.warn`.
+    """
+    needed = MIN_POINTS_PER_CENTROID * n_centroids
+    if n < needed:
+        warnings.warn(
+            f"{what}: {n} training vectors for {n_centroids} centroids is fewer than "
+            f"{MIN_POINTS_PER_CENTROID} per centroid ({needed}); centroids may be poor, "
+            "provide more training vectors",
+            TrainingWarning,
+            stacklevel=stacklevel + 1,
+        )

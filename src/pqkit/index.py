@@ -1,0 +1,1112 @@
+"""Nearest-neighbour indexes: exact (IndexFlat), PQ (IndexPQ), and inverted-file variants.
+
+Conventions shared by every index (and by :class:`pqkit.KMeans` / :class:`pqkit.ProductQuantizer`),
+documented here once:
+
+Input conversion
+    Vectors may have any floating dtype (float16/32/64), any memory layout, or be a single 1-D
+    vector (treated as one row); they are converted to a C-contiguous float32 matrix (n, d).
+    Integer, bool, complex and object arrays raise TypeError; NaN/inf raise ValueError.
+    Ids must be an integer array (any int dtype, converted to int64), 1-D, >= 0; float or bool
+    ids raise TypeError (never converted). Codes must be uint8 (never converted).
+
+Metrics
+    ``"l2"``: squared Euclidean distance ``||q - x||^2``, smaller is better.
+    ``"ip"``: inner product ``<q, x>``, larger is better.
+    ``"cosine"``: rows are L2-normalised at train, add and search, then ``"ip"``; distances are
+    cosine similarities. Zero rows raise ValueError. Stored/reconstructed vectors are the
+    normalised ones.
+
+Results
+    ``search(x, k)`` returns ``(D, I)``: D float32 (n, k), I int64 (n, k), best first (L2
+    ascending, IP/cosine descending; ties broken by the smaller row/id). When fewer than ``k``
+    vectors are found the rows are padded with ``I = -1`` and ``D = +inf`` (L2) or ``-inf``
+    (IP, cosine). An empty index returns only padding.
+
+Ids
+    ``add(x)`` assigns the ids ``ntotal, ntotal + 1, ...`` (FAISS behaviour); ``add_with_ids``
+    uses the given ones. Unlike FAISS, an id may be present only once: duplicates within one
+    call or ids already in the index raise ValueError (so ``reconstruct`` and ``remove_ids`` are
+    unambiguous). Note that after ``remove_ids``, ``ntotal`` shrinks, so a later ``add`` may
+    compute ids that are still present and raise; use ``add_with_ids`` when mixing removals and
+    additions.
+
+Threads
+    ``n_threads=None`` uses :func:`pqkit.get_num_threads`; results do not depend on it. The
+    thread count is not saved with the index.
+
+Persistence
+    ``index.save(path)`` / :func:`pqkit.load` and ``pickle`` use the same checked binary format
+    (see :mod:`pqkit._io`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core, _io, _threads
+from ._validation import (
+    as_float_matrix,
+    check_float_array,
+    check_id_scalar,
+    check_ids,
+    check_int,
+    check_k,
+    check_metric,
+    check_n_threads,
+    check_positive_int,
+    check_trained,
+    check_training_size,
+    normalize_rows,
+)
+from .kmeans import KMeans
+from .pq import ProductQuantizer
+
+__all__ = ["Index", "IndexFlat", "IndexIVFFlat", "IndexIVFPQ", "IndexPQ"]
+
+_EMPTY_IDS = np.empty(0, dtype=np.int64)
+
+
+def _format_ids(ids: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in ids[:limit])
+    return f"[{shown}{', ...' if ids.size > limit else ''}] ({ids.size} in all)"
+
+
+class _RowStore:
+    """Rows of fixed width (vectors or codes) plus their int64 ids, in growable buffers.
+
+    Appends are amortised O(rows appended): the buffers double their capacity when full.
+    ``data`` and ``ids`` return C-contiguous views of the stored rows.
+    """
+
+    def __init__(self, width: int, dtype):
+        self.width = width
+        self.dtype = np.dtype(dtype)
+        self.clear()
+
+    def clear(self) -> None:
+        self._data = np.empty((0, self.width), dtype=self.dtype)
+        self._ids = _EMPTY_IDS
+        self.n = 0
+        self.max_id = -1  # upper bound of the stored ids (-1: none ever stored)
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data[: self.n]
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids[: self.n]
+
+    def append(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        n_new = self.n + rows.shape[0]
+        if n_new > self._data.shape[0]:
+            capacity = max(n_new, 2 * self._data.shape[0], 16)
+            data = np.empty((capacity, self.width), dtype=self.dtype)
+            data[: self.n] = self.data
+            all_ids = np.empty(capacity, dtype=np.int64)
+            all_ids[: self.n] = self.ids
+            self._data, self._ids = data, all_ids
+        self._data[self.n : n_new] = rows
+        self._ids[self.n : n_new] = ids
+        self.n = n_new
+        if ids.size:
+            self.max_id = max(self.max_id, int(ids.max()))
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``ids`` are stored."""
+        if ids.size == 0 or self.n == 0 or int(ids.min()) > self.max_id:
+            return np.zeros(ids.shape, dtype=bool)
+        return np.isin(ids, self.ids)
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row number of each id, -1 where absent (int64, same shape as ``ids``)."""
+        if self.n == 0:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
+            matches = self.ids[None, :] == ids[:, None]
+            return np.where(matches.any(axis=1), matches.argmax(axis=1), -1)
+        order = np.argsort(self.ids, kind="stable")
+        sorted_ids = self.ids[order]
+        pos = np.minimum(np.searchsorted(sorted_ids, ids), self.n - 1)
+        found = sorted_ids[pos] == ids
+        return np.where(found, order[pos], -1)
+
+    def remove(self, ids: np.ndarray) -> int:
+        if ids.size == 0 or self.n == 0:
+            return 0
+        removed = np.isin(self.ids, ids)
+        n_removed = int(removed.sum())
+        if n_removed:
+            keep = ~removed
+            n_keep = self.n - n_removed
+            self._data[:n_keep] = self.data[keep]
+            self._ids[:n_keep] = self.ids[keep]
+            self.n = n_keep
+        return n_removed
+
+    def nbytes(self) -> int:
+        """Bytes allocated for rows and ids, spare capacity included (as InvertedLists counts)."""
+        return self._data.nbytes + self._ids.nbytes
+
+
+class Index:
+    """Base class of all pqkit indexes (common behaviour; not instantiated directly).
+
+    See the module docstring of :mod:`pqkit.index` for input conversion, metrics, result
+    padding and id rules shared by all indexes.
+
+    Attributes
+    ----------
+    d : int
+        Vector dimension.
+    metric : {"l2", "ip", "cosine"}
+    ntotal : int
+        Number of stored vectors.
+    is_trained : bool
+    code_size : int
+        Bytes stored per vector (excluding its 8-byte id).
+    n_threads : int or None
+        Worker threads; None uses :func:`pqkit.get_num_threads`.
+    """
+
+    # Whether train() changes how stored vectors are encoded (then it is refused while the
+    # index holds vectors).
+    _training_changes_codes = True
+
+    def __init__(self, d, metric="l2", n_threads=None):
+        if type(self) is Index:
+            raise TypeError(
+                "Index is an abstract base class; use IndexFlat, IndexPQ, IndexIVFFlat, "
+                "IndexIVFPQ or pqkit.index_factory"
+            )
+        self._d = check_positive_int(d, "d")
+        self._metric = check_metric(metric)
+        self._n_threads = check_n_threads(n_threads)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def d(self) -> int:
+        """Vector dimension."""
+        return self._d
+
+    @property
+    def metric(self) -> str:
+        """Metric name: "l2", "ip" or "cosine"."""
+        return self._metric
+
+    @property
+    def n_threads(self):
+        """Worker threads (int), or None for the global default."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value) -> None:
+        self._n_threads = check_n_threads(value)
+
+    @property
+    def ntotal(self) -> int:
+        """Number of stored vectors."""
+        return self._ntotal()
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the index can add and search."""
+        return self._is_trained()
+
+    @property
+    def code_size(self) -> int:
+        """Bytes stored per vector, excluding its 8-byte id."""
+        return self._code_size()
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def _core_metric(self) -> str:
+        return "l2" if self._metric == "l2" else "ip"
+
+    def _nt(self) -> int:
+        return _threads.resolve(self._n_threads)
+
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def _prepare(self, x, name: str = "x") -> np.ndarray:
+        """Validate and convert vectors; normalise rows for the cosine metric."""
+        x = as_float_matrix(x, self._d, name=name)
+        if self._metric == "cosine" and x.shape[0]:
+            x = normalize_rows(x, name)
+        return x
+
+    def _empty_result(self, n: int, k: int):
+        pad = np.inf if self._metric == "l2" else -np.inf
+        return (np.full((n, k), pad, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
+
+    # ----------------------------------------------------------------- public API
+    def train(self, x) -> "Index":
+        """Train the index (no-op for IndexFlat).
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Training vectors; converted to float32 (see the module docstring). Fewer than 39
+            points per centroid emits :class:`pqkit.TrainingWarning`.
+
+        Returns
+        -------
+        self : Index
+
+        Raises
+        ------
+        ValueError
+            If the index already holds vectors whose codes would change (all but IndexFlat);
+            call :meth:`reset` first.
+        """
+        if self.ntotal and self._training_changes_codes:
+            raise ValueError(
+                f"{self._name()}.train() would make the codes of the {self.ntotal} stored vectors "
+                "stale; call reset() first, then train and add again"
+            )
+        x = self._prepare(x)
+        self._train(x)
+        return self
+
+    def add(self, x) -> None:
+        """Add vectors with sequential ids ``ntotal, ntotal + 1, ...``.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Converted to float32 (see the module docstring).
+
+        Raises
+        ------
+        ValueError
+            If the index is not trained, or one of the computed ids is already present (possible
+            after ``remove_ids``; use :meth:`add_with_ids` then).
+        """
+        check_trained(self.is_trained, self._name())
+        x = self._prepare(x)
+        start = self.ntotal
+        self._add_checked(x, np.arange(start, start + x.shape[0], dtype=np.int64), "add()")
+
+    def add_with_ids(self, x, ids) -> None:
+        """Add vectors with the given ids.
+
+        Unlike FAISS, duplicate ids are refused: every id must be new to the index and appear
+        once in ``ids``.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Converted to float32 (see the module docstring).
+        ids : array_like of integer dtype, shape (n,)
+            Ids >= 0; any integer dtype (float/bool raise TypeError).
+
+        Raises
+        ------
+        ValueError
+            If the index is not trained, or ``ids`` has duplicates or ids already present.
+        """
+        check_trained(self.is_trained, self._name())
+        x = self._prepare(x)
+        ids = check_ids(ids, n=x.shape[0])
+        self._add_checked(x, ids, "add_with_ids()")
+
+    def _add_checked(self, x: np.ndarray, ids: np.ndarray, caller: str) -> None:
+        if ids.size == 0:
+            return
+        unique_ids = np.unique(ids)
+        if unique_ids.size != ids.size:
+            sorted_ids = np.sort(ids)
+            dup = np.unique(sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]])
+            raise ValueError(
+                f"{caller}: ids must be unique, got duplicates {_format_ids(dup)}; pqkit refuses "
+                "duplicate ids (FAISS allows them) so that reconstruct/remove_ids are unambiguous"
+            )
+        present = ids[self._contains(ids)]
+        if present.size:
+            raise ValueError(
+                f"{caller}: ids already in the index: {_format_ids(present)}; remove them first "
+                "with remove_ids() or use new ids (pqkit refuses duplicate ids, FAISS allows them)"
+            )
+        self._add(x, ids)
+
+    def search(self, x, k):
+        """Find the k nearest stored vectors of each query.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Queries; converted to float32 (see the module docstring).
+        k : int
+            Number of neighbours, >= 1. May exceed ``ntotal`` (results are padded).
+
+        Returns
+        -------
+        D : numpy.ndarray of float32, shape (n, k)
+            Squared L2 distances ("l2") or similarities ("ip", "cosine"), best first; padding
+            ``+inf`` (l2) or ``-inf`` (ip, cosine).
+        I : numpy.ndarray of int64, shape (n, k)
+            Ids of the neighbours; padding ``-1``.
+        """
+        check_trained(self.is_trained, self._name())
+        k = check_k(k)
+        x = self._prepare(x)
+        if x.shape[0] == 0 or self.ntotal == 0:
+            return self._empty_result(x.shape[0], k)
+        return self._search(x, k)
+
+    def reconstruct(self, key):
+        """Return the stored (or decoded) vector of one id.
+
+        Parameters
+        ----------
+        key : int
+            An id present in the index.
+
+        Returns
+        -------
+        x : numpy.ndarray of float32, shape (d,)
+            Exact for IndexFlat/IndexIVFFlat, the PQ approximation for IndexPQ/IndexIVFPQ;
+            normalised for the cosine metric.
+        """
+        key = check_id_scalar(key)
+        return self.reconstruct_n(np.array([key], dtype=np.int64))[0]
+
+    def reconstruct_n(self, ids):
+        """Return the stored (or decoded) vectors of several ids.
+
+        Parameters
+        ----------
+        ids : array_like of integer dtype, shape (n,)
+
+        Returns
+        -------
+        x : numpy.ndarray of float32, shape (n, d)
+            Row i belongs to ``ids[i]`` (see :meth:`reconstruct`).
+
+        Raises
+        ------
+        ValueError
+            If any id is not in the index.
+        """
+        check_trained(self.is_trained, self._name())
+        ids = check_ids(ids)
+        if ids.size == 0:
+            return np.empty((0, self._d), dtype=np.float32)
+        return self._reconstruct(ids)
+
+    def _raise_unknown(self, ids: np.ndarray, found: np.ndarray) -> None:
+        missing = ids[~found]
+        raise ValueError(
+            f"ids not in the index: {_format_ids(missing)}; the index holds {self.ntotal} "
+            "vectors (search results use -1 for 'no result', which is never a stored id)"
+        )
+
+    def remove_ids(self, ids) -> int:
+        """Remove vectors by id.
+
+        Parameters
+        ----------
+        ids : array_like of integer dtype, shape (m,)
+            Ids absent from the index are ignored (they count 0).
+
+        Returns
+        -------
+        n_removed : int
+            Number of vectors removed.
+        """
+        ids = check_ids(ids)
+        if ids.size == 0 or self.ntotal == 0:
+            return 0
+        return int(self._remove(ids))
+
+    def reset(self) -> None:
+        """Remove all vectors; training (centroids, codebooks) is kept."""
+        self._reset()
+
+    def memory_usage_bytes(self) -> int:
+        """Bytes held by the index data.
+
+        Counts the buffers holding vectors or codes and their int64 ids (including spare
+        capacity reserved by amortised growth, at most about 2x the stored bytes), centroids,
+        codebooks and precomputed tables; not Python object overhead.
+
+        Returns
+        -------
+        int
+        """
+        return int(self._memory_usage_bytes())
+
+    def save(self, path) -> None:
+        """Write the index to ``path`` atomically (see :mod:`pqkit._io` for the format).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        """
+        _io.save(self, path)
+
+    def __reduce__(self):
+        # Pickling goes through the same checked byte format as save/load.
+        return (_io.index_from_bytes, (_io.index_to_bytes(self),))
+
+    def __repr__(self) -> str:
+        return (
+            f"{self._name()}(d={self._d}, metric={self._metric!r}, ntotal={self.ntotal}, "
+            f"is_trained={self.is_trained})"
+        )
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _ntotal(self) -> int:
+        raise NotImplementedError
+
+    def _is_trained(self) -> bool:
+        raise NotImplementedError
+
+    def _code_size(self) -> int:
+        raise NotImplementedError
+
+    def _memory_usage_bytes(self) -> int:
+        raise NotImplementedError
+
+    def _train(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _contains(self, ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _add(self, x: np.ndarray, ids: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _search(self, x: np.ndarray, k: int):
+        raise NotImplementedError
+
+    def _reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _remove(self, ids: np.ndarray) -> int:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        raise NotImplementedError
+
+    def _get_state(self):
+        """Return ``(params, arrays)``: JSON-able constructor parameters and named arrays."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_state(cls, params: dict, arrays: dict) -> "Index":
+        """Rebuild an index from :meth:`_get_state` output; ValueError if inconsistent."""
+        raise NotImplementedError
+
+
+def _map_rows_to_ids(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Replace row numbers by ids, keeping -1 padding."""
+    return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+
+
+def _require_arrays(arrays: dict, names) -> None:
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise ValueError(f"missing arrays {missing}")
+
+
+def _check_shape(arr: np.ndarray, shape: tuple, name: str) -> None:
+    if arr.shape != tuple(shape):
+        raise ValueError(f"array {name!r} has shape {arr.shape}, expected {tuple(shape)}")
+
+
+def _check_stored_ids(ids: np.ndarray) -> None:
+    if ids.size and (ids.min() < 0 or np.unique(ids).size != ids.size):
+        raise ValueError("stored ids must be unique and >= 0")
+
+
+# ===================================================================== IndexFlat
+class IndexFlat(Index):
+    """Exact (brute-force) search over float32 vectors.
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension.
+    metric : {"l2", "ip", "cosine"}, default "l2"
+    n_threads : int or None, default None
+
+    Notes
+    -----
+    Stores an (ntotal, d) float32 matrix and (ntotal,) int64 ids; ``code_size = 4 * d``. Always
+    trained; :meth:`train` only validates its input. Conversions, metrics and result padding:
+    see :mod:`pqkit.index`.
+
+    Examples
+    --------
+    >>> import numpy as np, pqkit
+    >>> xb = np.random.default_rng(0).standard_normal((100, 8), dtype=np.float32)
+    >>> index = pqkit.IndexFlat(8)
+    >>> index.add(xb)
+    >>> D, I = index.search(xb[:2], k=3)
+    >>> I[:, 0].tolist(), D.dtype
+    ([0, 1], dtype('float32'))
+    """
+
+    _training_changes_codes = False
+
+    def __init__(self, d, metric="l2", n_threads=None):
+        super().__init__(d, metric, n_threads)
+        self._store = _RowStore(self._d, np.float32)
+
+    def _ntotal(self) -> int:
+        return self._store.n
+
+    def _is_trained(self) -> bool:
+        return True
+
+    def _code_size(self) -> int:
+        return 4 * self._d
+
+    def _train(self, x):
+        pass
+
+    def _contains(self, ids):
+        return self._store.contains(ids)
+
+    def _add(self, x, ids):
+        self._store.append(x, ids)
+
+    def _search(self, x, k):
+        D, rows = _core.flat_search(x, self._store.data, k, self._core_metric, self._nt())
+        return D, _map_rows_to_ids(rows, self._store.ids)
+
+    def _reconstruct(self, ids):
+        rows = self._store.rows_of(ids)
+        found = rows >= 0
+        if not found.all():
+            self._raise_unknown(ids, found)
+        return self._store.data[rows]
+
+    def _remove(self, ids):
+        return self._store.remove(ids)
+
+    def _reset(self):
+        self._store.clear()
+
+    def _memory_usage_bytes(self) -> int:
+        return int(self._store.nbytes())
+
+    def _get_state(self):
+        params = {"d": self._d, "metric": self._metric}
+        return params, {"vectors": self._store.data, "ids": self._store.ids}
+
+    @classmethod
+    def _from_state(cls, params, arrays):
+        index = cls(params["d"], params["metric"])
+        _require_arrays(arrays, ["vectors", "ids"])
+        ids = arrays["ids"]
+        n = ids.shape[0] if ids.ndim == 1 else -1
+        _check_shape(ids, (n,), "ids")
+        _check_shape(arrays["vectors"], (n, index.d), "vectors")
+        _check_stored_ids(ids)
+        if not np.isfinite(arrays["vectors"]).all():
+            raise ValueError("stored vectors contain NaN or inf")
+        index._store.append(arrays["vectors"], ids)
+        return index
+
+
+# ===================================================================== IndexPQ
+class IndexPQ(Index):
+    """Approximate search over product-quantized codes (ADC, no inverted file).
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension; divisible by ``M``.
+    M : int
+        Number of sub-quantizers.
+    nbits : int, default 8
+        Bits per sub-quantizer index (1..16).
+    metric : {"l2", "ip", "cosine"}, default "l2"
+    seed : int, default 1234
+        Seed of the product-quantizer training.
+    n_threads : int or None, default None
+
+    Attributes
+    ----------
+    pq : ProductQuantizer
+        The quantizer; its codebooks can be set directly (``index.pq.set_codebooks``) instead of
+        training. Changing codebooks does not re-encode vectors already added.
+
+    Notes
+    -----
+    Stores (ntotal, code_size) uint8 codes and (ntotal,) int64 ids. Search computes one ADC
+    table per query (see :mod:`pqkit.pq`) and scans all codes. Conversions, metrics and result
+    padding: see :mod:`pqkit.index`.
+    """
+
+    def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None):
+        super().__init__(d, metric, n_threads)
+        self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads)
+        self._store = _RowStore(self._pq.code_size, np.uint8)
+
+    @property
+    def pq(self) -> ProductQuantizer:
+        """The product quantizer."""
+        return self._pq
+
+    @Index.n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = check_n_threads(value)
+        self._pq.n_threads = self._n_threads
+
+    def _ntotal(self) -> int:
+        return self._store.n
+
+    def _is_trained(self) -> bool:
+        return self._pq.is_trained
+
+    def _code_size(self) -> int:
+        return self._pq.code_size
+
+    def _train(self, x):
+        self._pq._train_validated(x, stacklevel=4)
+
+    def _contains(self, ids):
+        return self._store.contains(ids)
+
+    def _add(self, x, ids):
+        codes = _core.pq_encode(x, self._pq.codebooks, self._pq.nbits, self._nt())
+        self._store.append(codes, ids)
+
+    def _search(self, x, k):
+        D, rows = _core.pq_search(
+            x, self._pq.codebooks, self._pq.nbits, self._store.data, k, self._core_metric,
+            self._nt(),
+        )
+        return D, _map_rows_to_ids(rows, self._store.ids)
+
+    def _reconstruct(self, ids):
+        rows = self._store.rows_of(ids)
+        found = rows >= 0
+        if not found.all():
+            self._raise_unknown(ids, found)
+        codes = self._store.data[rows]
+        return _core.pq_decode(codes, self._pq.codebooks, self._pq.nbits, self._nt())
+
+    def _remove(self, ids):
+        return self._store.remove(ids)
+
+    def _reset(self):
+        self._store.clear()
+
+    def _memory_usage_bytes(self) -> int:
+        codebooks = self._pq.codebooks
+        return int(self._store.nbytes() + (0 if codebooks is None else codebooks.nbytes))
+
+    def _get_state(self):
+        params = {
+            "d": self._d, "metric": self._metric, "M": self._pq.M, "nbits": self._pq.nbits,
+            "seed": self._pq.seed,
+        }
+        arrays = {"codes": self._store.data, "ids": self._store.ids}
+        if self._pq.codebooks is not None:
+            arrays["codebooks"] = self._pq.codebooks
+        return params, arrays
+
+    @classmethod
+    def _from_state(cls, params, arrays):
+        index = cls(params["d"], params["M"], params["nbits"], params["metric"],
+                    seed=params["seed"])
+        _require_arrays(arrays, ["codes", "ids"])
+        ids = arrays["ids"]
+        n = ids.shape[0] if ids.ndim == 1 else -1
+        _check_shape(ids, (n,), "ids")
+        _check_shape(arrays["codes"], (n, index.code_size), "codes")
+        _check_stored_ids(ids)
+        if "codebooks" in arrays:
+            pq = index.pq
+            _check_shape(arrays["codebooks"], (pq.M, pq.ksub, pq.dsub), "codebooks")
+            pq.set_codebooks(arrays["codebooks"])
+        elif n:
+            raise ValueError("codes present but no codebooks")
+        index._store.append(arrays["codes"], ids)
+        return index
+
+
+# ===================================================================== IVF base
+class _IndexIVF(Index):
+    """Shared inverted-file logic: coarse k-means centroids + :class:`_core.InvertedLists`.
+
+    A vector is stored in the list of its nearest centroid (``coarse_assign``, with the index's
+    metric: L2, or inner product for ip/cosine); a search probes the ``nprobe`` lists whose
+    centroids are nearest the query.
+    """
+
+    def __init__(self, d, nlist, metric, nprobe, seed, n_threads):
+        super().__init__(d, metric, n_threads)
+        self._nlist = check_positive_int(nlist, "nlist")
+        self._seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
+        self._centroids = None
+        self._centroids_version = 0
+        self.nprobe = nprobe
+        self._invlists = _core.InvertedLists(self._nlist, self.code_size)
+        self._max_id = -1  # upper bound of the stored ids (fast path of the duplicate check)
+
+    @property
+    def nlist(self) -> int:
+        """Number of inverted lists (coarse centroids)."""
+        return self._nlist
+
+    @property
+    def nprobe(self) -> int:
+        """Number of lists scanned per query, 1..nlist (settable)."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value) -> None:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"nprobe must be an int, got {type(value).__name__}")
+        if not 1 <= value <= self._nlist:
+            raise ValueError(
+                f"nprobe must be in [1, nlist={self._nlist}] (lists scanned per query), got "
+                f"{int(value)}"
+            )
+        self._nprobe = int(value)
+
+    @property
+    def centroids(self):
+        """Coarse centroids, numpy.ndarray of float32, shape (nlist, d), or None if untrained."""
+        return self._centroids
+
+    def set_centroids(self, centroids) -> "_IndexIVF":
+        """Use given coarse centroids instead of training them.
+
+        Parameters
+        ----------
+        centroids : array_like of float, shape (nlist, d)
+            Copied and converted to float32 (not normalised, even for "cosine").
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            If the index holds vectors (their list assignment would be stale); call
+            :meth:`reset` first.
+        """
+        if self.ntotal:
+            raise ValueError(
+                f"cannot change the centroids of an index holding {self.ntotal} vectors (their "
+                "list assignment would be stale); call reset() first"
+            )
+        self._centroids = check_float_array(centroids, (self._nlist, self._d), "centroids")
+        self._centroids_version += 1
+        return self
+
+    def _ntotal(self) -> int:
+        return int(self._invlists.ntotal)
+
+    def list_sizes(self):
+        """Number of vectors in each inverted list.
+
+        Returns
+        -------
+        numpy.ndarray of int64, shape (nlist,)
+        """
+        return np.asarray(self._invlists.list_sizes(), dtype=np.int64)
+
+    def _train_coarse(self, x: np.ndarray) -> None:
+        """Train the coarse centroids by k-means on ``x`` (25 iterations, the index seed)."""
+        kmeans = KMeans(self._d, self._nlist, niter=25, seed=self._seed, n_threads=self._n_threads)
+        # frames: _train_validated <- here <- _train <- Index.train <- user
+        kmeans._train_validated(x, stacklevel=5)
+        self._centroids = kmeans.centroids
+        self._centroids_version += 1
+
+    def _coarse_assign(self, x: np.ndarray) -> np.ndarray:
+        list_nos, _ = _core.coarse_assign(x, self._centroids, self._core_metric, self._nt())
+        return np.asarray(list_nos, dtype=np.int64)
+
+    def _contains(self, ids):
+        if self.ntotal == 0 or int(ids.min()) > self._max_id:
+            return np.zeros(ids.shape, dtype=bool)
+        list_nos, _ = self._invlists.locate(ids)
+        return np.asarray(list_nos) >= 0
+
+    def _add(self, x, ids):
+        list_nos = self._coarse_assign(x)
+        codes = self._encode(x, list_nos)
+        self._invlists.add(list_nos, ids, codes)
+        self._max_id = max(self._max_id, int(ids.max()))
+
+    def _reconstruct(self, ids):
+        list_nos, offsets = (np.asarray(a, dtype=np.int64) for a in self._invlists.locate(ids))
+        found = list_nos >= 0
+        if not found.all():
+            self._raise_unknown(ids, found)
+        codes = np.empty((ids.size, self.code_size), dtype=np.uint8)
+        # One iteration per distinct list (at most nlist), copying that list once.
+        for list_no in np.unique(list_nos):
+            members = np.flatnonzero(list_nos == list_no)
+            codes[members] = self._invlists.list_codes(int(list_no))[offsets[members]]
+        return self._decode(codes, list_nos)
+
+    def _remove(self, ids):
+        return self._invlists.remove_ids(ids)
+
+    def _reset(self):
+        self._invlists.reset()
+        self._max_id = -1
+
+    def _invlists_state(self) -> dict:
+        sizes, ids, codes = self._invlists.export()
+        return {"list_sizes": np.asarray(sizes, dtype=np.int64), "ids": ids, "codes": codes}
+
+    def _load_invlists(self, arrays: dict) -> None:
+        _require_arrays(arrays, ["list_sizes", "ids", "codes"])
+        sizes, ids = arrays["list_sizes"], arrays["ids"]
+        _check_shape(sizes, (self._nlist,), "list_sizes")
+        n = ids.shape[0] if ids.ndim == 1 else -1
+        _check_shape(ids, (n,), "ids")
+        _check_shape(arrays["codes"], (n, self.code_size), "codes")
+        if sizes.size and (sizes.min() < 0 or int(sizes.sum()) != n):
+            raise ValueError(f"list_sizes must be >= 0 and sum to {n}")
+        _check_stored_ids(ids)
+        if n:
+            if self._centroids is None:
+                raise ValueError("vectors present but no centroids")
+            list_nos = np.repeat(np.arange(self._nlist, dtype=np.int64), sizes)
+            self._invlists.add(list_nos, ids, arrays["codes"])
+            self._max_id = int(ids.max())
+
+    def _load_centroids(self, arrays: dict) -> None:
+        if "centroids" in arrays:
+            _check_shape(arrays["centroids"], (self._nlist, self._d), "centroids")
+            self.set_centroids(arrays["centroids"])
+
+    def _encode(self, x: np.ndarray, list_nos: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _decode(self, codes: np.ndarray, list_nos: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (
+            f"{self._name()}(d={self._d}, nlist={self._nlist}, metric={self._metric!r}, "
+            f"nprobe={self._nprobe}, ntotal={self.ntotal}, is_trained={self.is_trained})"
+        )
+
+
+# ===================================================================== IndexIVFFlat
+class IndexIVFFlat(_IndexIVF):
+    """Inverted file over exact float32 vectors.
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension.
+    nlist : int
+        Number of inverted lists (coarse k-means centroids).
+    metric : {"l2", "ip", "cosine"}, default "l2"
+    nprobe : int, default 1
+        Lists scanned per query, 1..nlist; settable later (``index.nprobe = 16``).
+    seed : int, default 1234
+        Seed of the coarse k-means.
+    n_threads : int or None, default None
+
+    Attributes
+    ----------
+    centroids : numpy.ndarray of float32, shape (nlist, d), or None
+    nprobe : int
+
+    Notes
+    -----
+    Training runs k-means (25 iterations) on the training vectors, which must number at least
+    ``nlist``. Each list stores the raw float32 bytes of its vectors (``code_size = 4 * d``)
+    and their int64 ids. Distances are exact, but only the ``nprobe`` nearest lists are
+    scanned. Conversions, metrics and result padding: see :mod:`pqkit.index`.
+    """
+
+    def __init__(self, d, nlist, metric="l2", nprobe=1, *, seed=1234, n_threads=None):
+        super().__init__(d, nlist, metric, nprobe, seed, n_threads)
+
+    def _is_trained(self) -> bool:
+        return self._centroids is not None
+
+    def _code_size(self) -> int:
+        return 4 * self._d
+
+    def _train(self, x):
+        check_training_size(x.shape[0], self._nlist, f"IndexIVFFlat with nlist={self._nlist}",
+                            "one per inverted list")
+        self._train_coarse(x)
+
+    def _encode(self, x, list_nos):
+        return x.view(np.uint8)
+
+    def _decode(self, codes, list_nos):
+        return np.ascontiguousarray(codes).view(np.float32).reshape(-1, self._d)
+
+    def _search(self, x, k):
+        return _core.ivfflat_search(
+            x, self._centroids, self._invlists, self._nprobe, k, self._core_metric, self._nt()
+        )
+
+    def _memory_usage_bytes(self) -> int:
+        centroids = 0 if self._centroids is None else self._centroids.nbytes
+        return int(self._invlists.memory_usage_bytes()) + int(centroids)
+
+    def _get_state(self):
+        params = {"d": self._d, "nlist": self._nlist, "metric": self._metric,
+                  "nprobe": self._nprobe, "seed": self._seed}
+        arrays = self._invlists_state()
+        if self._centroids is not None:
+            arrays["centroids"] = self._centroids
+        return params, arrays
+
+    @classmethod
+    def _from_state(cls, params, arrays):
+        index = cls(params["d"], params["nlist"], params["metric"], params["nprobe"],
+                    seed=params["seed"])
+        index._load_centroids(arrays)
+        index._load_invlists(arrays)
+        return index
+
+
+# ===================================================================== IndexIVFPQ
+class IndexIVFPQ(_IndexIVF):
+    """Inverted file over product-quantized residuals (IVFADC).
+
+    Jégou, Douze, Schmid, "Product quantization for nearest neighbor search", IEEE TPAMI 2011,
+    section IV (IVFADC).
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension; divisible by ``M``.
+    nlist : int
+        Number of inverted lists (coarse k-means centroids).
+    M : int
+        Number of sub-quantizers.
+    nbits : int, default 8
+        Bits per sub-quantizer index (1..16).
+    metric : {"l2", "ip", "cosine"}, default "l2"
+    nprobe : int, default 1
+        Lists scanned per query, 1..nlist; settable later.
+    seed : int, default 1234
+        Seed of the coarse k-means and of the product-quantizer training.
+    n_threads : int or None, default None
+
+    Attributes
+    ----------
+    centroids : numpy.ndarray of float32, shape (nlist, d), or None
+    pq : ProductQuantizer
+        Quantizer of the residuals ``x - centroids[list]``.
+    nprobe : int
+
+    Notes
+    -----
+    Always encodes residuals (FAISS ``by_residual = True``): a vector ``x`` assigned to list
+    ``l`` is stored as ``pq.encode(x - c_l)``. Training runs coarse k-means (25 iterations; at
+    least ``nlist`` training vectors), then trains the PQ on the training residuals (at least
+    ``ksub = 2**nbits`` vectors).
+
+    For L2 with ``nbits <= 8`` the search uses the decomposition
+
+        ||q - c_l - r||^2 = ||q - c_l||^2 + sum_m (||r_m||^2 + 2<c_l,m, r_m>) - 2 sum_m <q_m, r_m>
+
+    whose middle term ``term2[l, m, j] = ||C_m[j]||^2 + 2 <c_l,m, C_m[j]>`` does not depend on
+    the query; it is computed once (nlist * M * ksub floats, counted by
+    :meth:`memory_usage_bytes`) and recomputed when the centroids or codebooks change.
+    Conversions, metrics and result padding: see :mod:`pqkit.index`.
+    """
+
+    def __init__(self, d, nlist, M, nbits=8, metric="l2", nprobe=1, *, seed=1234, n_threads=None):
+        # The PQ must exist before the base constructor sizes the inverted lists by code_size.
+        self._pq = ProductQuantizer(
+            check_positive_int(d, "d"), M, nbits, seed=seed, n_threads=n_threads
+        )
+        super().__init__(d, nlist, metric, nprobe, seed, n_threads)
+        self._term2 = None
+        self._term2_key = None
+
+    @property
+    def pq(self) -> ProductQuantizer:
+        """The product quantizer of the residuals."""
+        return self._pq
+
+    @Index.n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = check_n_threads(value)
+        self._pq.n_threads = self._n_threads
+
+    def _is_trained(self) -> bool:
+        return self._centroids is not None and self._pq.is_trained
+
+    def _code_size(self) -> int:
+        return self._pq.code_size
+
+    def _train(self, x):
+        what = f"IndexIVFPQ with nlist={self._nlist}, nbits={self._pq.nbits}"
+        check_training_size(x.shape[0], self._nlist, what, "one per inverted list")
+        check_training_size(x.shape[0], self._pq.ksub, what, "ksub = 2**nbits for the PQ")
+        self._train_coarse(x)
+        residuals = x - self._centroids[self._coarse_assign(x)]
+        # frames: _train_validated <- _train <- Index.train <- user
+        self._pq._train_validated(residuals, stacklevel=4)
+
+    def _encode(self, x, list_nos):
+        residuals = x - self._centroids[list_nos]
+        return _core.pq_encode(residuals, self._pq.codebooks, self._pq.nbits, self._nt())
+
+    def _decode(self, codes, list_nos):
+        residuals = _core.pq_decode(codes, self._pq.codebooks, self._pq.nbits, self._nt())
+        return residuals + self._centroids[list_nos]
+
+    def _precomputed_term2(self):
+        """The cached L2 term2 table (nlist, M, ksub), or None when it does not apply."""
+        if self._core_metric != "l2" or self._pq.nbits > 8:
+            return None
+        key = (self._centroids_version, self._pq._codebooks_version)
+        if self._term2_key != key:
+            self._term2 = _core.ivfpq_precompute_term2(self._centroids, self._pq.codebooks)
+            self._term2_key = key
+        return self._term2
+
+    def _search(self, x, k):
+        return _core.ivfpq_search(
+            x, self._centroids, self._pq.codebooks, self._pq.nbits, self._invlists,
+            self._precomputed_term2(), self._nprobe, k, self._core_metric, self._nt(),
+        )
+
+    def _memory_usage_bytes(self) -> int:
+        total = int(self._invlists.memory_usage_bytes())
+        for array in (self._centroids, self._pq.codebooks, self._term2):
+            if array is not None:
+                total += array.nbytes
+        return total
+
+    def _get_state(self):
+        params = {"d": self._d, "nlist": self._nlist, "M": self._pq.M, "nbits": self._pq.nbits,
+                  "metric": self._metric, "nprobe": self._nprobe, "seed": self._seed}
+        arrays = self._invlists_state()
+        if self._centroids is not None:
+            arrays["centroids"] = self._centroids
+        if self._pq.codebooks is not None:
+            arrays["codebooks"] = self._pq.codebooks
+        return params, arrays
+
+    @classmethod
+    def _from_state(cls, params, arrays):
+        index = cls(params["d"], params["nlist"], params["M"], params["nbits"], params["metric"],
+                    params["nprobe"], seed=params["seed"])
+        index._load_centroids(arrays)
+        if "codebooks" in arrays:
+            pq = index.pq
+            _check_shape(arrays["codebooks"], (pq.M, pq.ksub, pq.dsub), "codebooks")
+            pq.set_codebooks(arrays["codebooks"])
+        elif arrays.get("ids") is not None and arrays["ids"].size:
+            raise ValueError("vectors present but no codebooks")
+        index._load_invlists(arrays)
+        return index

@@ -1,0 +1,273 @@
+"""Product quantizer.
+
+Jégou, Douze, Schmid, "Product quantization for nearest neighbor search", IEEE TPAMI 33(1), 2011.
+
+A vector ``x`` of dimension ``d`` is split into ``M`` sub-vectors ``x_m`` of dimension
+``dsub = d / M``; each is replaced by the index of its nearest centroid in the sub-codebook
+``C_m`` (``ksub = 2**nbits`` centroids, trained by k-means on the m-th sub-vectors). The code of
+``x`` is the M indices, bit-packed little-endian into ``code_size = ceil(M * nbits / 8)`` bytes:
+index ``m`` occupies bits ``[m * nbits, (m + 1) * nbits)`` (the FAISS layout, so codes are
+interchangeable with ``faiss.ProductQuantizer`` given the same codebooks).
+
+Asymmetric distance computation (ADC): for a query ``q`` the distance to an encoded vector with
+indices ``(i_1, ..., i_M)`` is ``sum_m T[m, i_m]`` with the distance table
+``T[m, j] = ||q_m - C_m[j]||^2`` (L2) or ``<q_m, C_m[j]>`` (inner product).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core, _threads
+from ._validation import (
+    as_float_matrix,
+    check_codes,
+    check_float_array,
+    check_int,
+    check_metric,
+    check_n_threads,
+    check_positive_int,
+    check_trained,
+    check_training_size,
+    normalize_rows,
+    warn_few_training_points,
+)
+
+__all__ = ["ProductQuantizer"]
+
+
+class ProductQuantizer:
+    """Product quantizer: M sub-codebooks of 2**nbits centroids each.
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension; must be divisible by ``M``.
+    M : int
+        Number of sub-quantizers (sub-vectors per vector).
+    nbits : int, default 8
+        Bits per sub-quantizer index, 1..16; ``ksub = 2**nbits`` centroids per sub-codebook.
+    niter : int, default 25
+        k-means iterations per sub-quantizer.
+    seed : int, default 1234
+        Seed of the sub-quantizer k-means (initialisation and subsampling).
+    max_points_per_centroid : int, default 256
+        Each sub-quantizer trains on at most ``max_points_per_centroid * ksub`` points.
+    n_threads : int or None, default None
+        Worker threads; None uses :func:`pqkit.get_num_threads`.
+
+    Attributes
+    ----------
+    d, M, nbits : int
+    ksub : int
+        ``2**nbits``.
+    dsub : int
+        ``d // M``.
+    code_size : int
+        Bytes per code, ``ceil(M * nbits / 8)``.
+    codebooks : numpy.ndarray of float32, shape (M, ksub, dsub), or None
+        None until trained or set with :meth:`set_codebooks`.
+    is_trained : bool
+
+    Examples
+    --------
+    >>> import numpy as np, pqkit
+    >>> x = np.random.default_rng(0).standard_normal((5000, 16), dtype=np.float32)
+    >>> pq = pqkit.ProductQuantizer(d=16, M=4, nbits=6).train(x)
+    >>> codes = pq.encode(x[:3])
+    >>> codes.dtype, codes.shape
+    (dtype('uint8'), (3, 3))
+    >>> pq.decode(codes).shape
+    (3, 16)
+    """
+
+    def __init__(self, d, M, nbits=8, niter=25, seed=1234, max_points_per_centroid=256,
+                 n_threads=None):
+        self.d = check_positive_int(d, "d")
+        self.M = check_positive_int(M, "M")
+        if self.d % self.M != 0:
+            divisors = [m for m in range(1, self.d + 1) if self.d % m == 0]
+            raise ValueError(
+                f"d={self.d} must be divisible by M={self.M} (each sub-vector has d/M dimensions); "
+                f"valid M for this d: {divisors}"
+            )
+        self.nbits = check_int(nbits, "nbits", minimum=1, maximum=16)
+        self.niter = check_positive_int(niter, "niter")
+        self.seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
+        self.max_points_per_centroid = check_positive_int(
+            max_points_per_centroid, "max_points_per_centroid"
+        )
+        self.n_threads = check_n_threads(n_threads)
+        self.ksub = 1 << self.nbits
+        self.dsub = self.d // self.M
+        self.code_size = (self.M * self.nbits + 7) // 8
+        self.codebooks = None
+        # Incremented whenever the codebooks change, so that owners can invalidate caches
+        # derived from them (e.g. the IVF-PQ precomputed term2 table).
+        self._codebooks_version = 0
+
+    @property
+    def is_trained(self) -> bool:
+        """True once codebooks exist (trained or set)."""
+        return self.codebooks is not None
+
+    def _nt(self) -> int:
+        return _threads.resolve(self.n_threads)
+
+    def train(self, x) -> "ProductQuantizer":
+        """Train the M sub-codebooks by k-means on the sub-vectors.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            At least ``ksub`` vectors; converted to float32 (see :mod:`pqkit.index`). Fewer than
+            ``39 * ksub`` emits :class:`pqkit.TrainingWarning`.
+
+        Returns
+        -------
+        self : ProductQuantizer
+        """
+        x = as_float_matrix(x, self.d)
+        self._train_validated(x, stacklevel=3)
+        return self
+
+    def _train_validated(self, x: np.ndarray, stacklevel: int) -> None:
+        """Train on an already validated float32 matrix (``stacklevel`` counted from here)."""
+        what = f"product quantizer (M={self.M}, nbits={self.nbits}, ksub={self.ksub})"
+        check_training_size(x.shape[0], self.ksub, what, "ksub = 2**nbits per sub-quantizer")
+        warn_few_training_points(x.shape[0], self.ksub, what, stacklevel=stacklevel)
+        codebooks = _core.pq_train(
+            x, self.M, self.nbits, self.niter, self.seed, self.max_points_per_centroid, self._nt()
+        )
+        self.codebooks = np.asarray(codebooks, dtype=np.float32)
+        self._codebooks_version += 1
+
+    def set_codebooks(self, codebooks) -> "ProductQuantizer":
+        """Use given codebooks instead of training (e.g. copied from FAISS).
+
+        Parameters
+        ----------
+        codebooks : array_like of float, shape (M, ksub, dsub)
+            Copied and converted to float32. For FAISS:
+            ``faiss.vector_to_array(pq.centroids).reshape(M, ksub, dsub)``.
+
+        Returns
+        -------
+        self : ProductQuantizer
+        """
+        self.codebooks = check_float_array(
+            codebooks, (self.M, self.ksub, self.dsub), "codebooks"
+        )
+        self._codebooks_version += 1
+        return self
+
+    def encode(self, x):
+        """Encode vectors.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Converted to float32 (see :mod:`pqkit.index`).
+
+        Returns
+        -------
+        codes : numpy.ndarray of uint8, shape (n, code_size)
+            Bit-packed nearest-centroid indices (layout in the module docstring).
+        """
+        check_trained(self.is_trained, "ProductQuantizer")
+        x = as_float_matrix(x, self.d)
+        return _core.pq_encode(x, self.codebooks, self.nbits, self._nt())
+
+    def decode(self, codes):
+        """Reconstruct vectors from codes.
+
+        Parameters
+        ----------
+        codes : numpy.ndarray of uint8, shape (n, code_size)
+            Not converted: must be uint8.
+
+        Returns
+        -------
+        x : numpy.ndarray of float32, shape (n, d)
+            Concatenation of the selected centroid of every sub-codebook.
+        """
+        check_trained(self.is_trained, "ProductQuantizer")
+        codes = check_codes(codes, self.code_size)
+        return _core.pq_decode(codes, self.codebooks, self.nbits, self._nt())
+
+    def distance_table(self, x, metric="l2"):
+        """ADC distance tables of query vectors.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Converted to float32 (see :mod:`pqkit.index`).
+        metric : {"l2", "ip", "cosine"}, default "l2"
+            "l2": ``T[i, m, j] = ||x_i,m - C_m[j]||^2``; "ip": ``<x_i,m, C_m[j]>``; "cosine": rows
+            of ``x`` are L2-normalised first, then "ip".
+
+        Returns
+        -------
+        tables : numpy.ndarray of float32, shape (n, M, ksub)
+            The ADC distance of ``x_i`` to a code ``(j_1..j_M)`` is ``sum_m T[i, m, j_m]``.
+        """
+        check_trained(self.is_trained, "ProductQuantizer")
+        metric = check_metric(metric)
+        x = as_float_matrix(x, self.d)
+        if metric == "cosine":
+            x = normalize_rows(x)
+        core_metric = "l2" if metric == "l2" else "ip"
+        return _core.pq_distance_tables(x, self.codebooks, core_metric, self._nt())
+
+    def unpack_codes(self, codes):
+        """Split packed codes into per-sub-quantizer indices.
+
+        Parameters
+        ----------
+        codes : numpy.ndarray of uint8, shape (n, code_size)
+
+        Returns
+        -------
+        indices : numpy.ndarray of int32, shape (n, M)
+            Values in ``[0, ksub)``.
+        """
+        codes = check_codes(codes, self.code_size)
+        return _core.pq_unpack_codes(codes, self.M, self.nbits)
+
+    def pack_codes(self, indices):
+        """Bit-pack per-sub-quantizer indices into codes (inverse of :meth:`unpack_codes`).
+
+        Parameters
+        ----------
+        indices : array_like of integer dtype, shape (n, M)
+            Values in ``[0, ksub)``; any integer dtype (bool/float raise TypeError).
+
+        Returns
+        -------
+        codes : numpy.ndarray of uint8, shape (n, code_size)
+        """
+        arr = np.asarray(indices)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(
+                f"indices must be an integer array, got dtype {arr.dtype}; pass the int32 array "
+                "returned by unpack_codes()"
+            )
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)
+        if arr.ndim != 2 or arr.shape[1] != self.M:
+            raise ValueError(
+                f"indices must have shape (n, {self.M}) (one index per sub-quantizer), got "
+                f"{np.shape(indices)}"
+            )
+        if arr.size and (arr.min() < 0 or arr.max() >= self.ksub):
+            raise ValueError(
+                f"indices must lie in [0, {self.ksub}) (ksub = 2**nbits with nbits={self.nbits}), "
+                f"got values in [{int(arr.min())}, {int(arr.max())}]"
+            )
+        return _core.pq_pack_codes(np.ascontiguousarray(arr, dtype=np.int32), self.nbits)
+
+    def __repr__(self) -> str:
+        return (
+            f"ProductQuantizer(d={self.d}, M={self.M}, nbits={self.nbits}, "
+            f"code_size={self.code_size}, is_trained={self.is_trained})"
+        )
