@@ -27,9 +27,8 @@ Ids
     ``add(x)`` assigns the ids ``ntotal, ntotal + 1, ...`` (FAISS behaviour); ``add_with_ids``
     uses the given ones. Unlike FAISS, an id may be present only once: duplicates within one
     call or ids already in the index raise ValueError (so ``reconstruct`` and ``remove_ids`` are
-    unambiguous). Note that after ``remove_ids``, ``ntotal`` shrinks, so a later ``add`` may
-    compute ids that are still present and raise; use ``add_with_ids`` when mixing removals and
-    additions.
+    unambiguous). ``add`` continues after the largest id stored since the last ``reset`` (which
+    is ``ntotal`` unless ids were removed or given explicitly), so it never collides.
 
 Threads
     ``n_threads=None`` uses :func:`pqkit.get_num_threads`; results do not depend on it. The
@@ -271,7 +270,11 @@ class Index:
         return self
 
     def add(self, x) -> None:
-        """Add vectors with sequential ids ``ntotal, ntotal + 1, ...``.
+        """Add vectors with sequential ids.
+
+        The first id is ``ntotal`` (as in FAISS) unless a larger id was stored since the last
+        :meth:`reset` (by :meth:`add_with_ids`, or before a :meth:`remove_ids`); then numbering
+        continues after the largest one, so ``add`` never collides with a stored id.
 
         Parameters
         ----------
@@ -281,12 +284,11 @@ class Index:
         Raises
         ------
         ValueError
-            If the index is not trained, or one of the computed ids is already present (possible
-            after ``remove_ids``; use :meth:`add_with_ids` then).
+            If the index is not trained.
         """
         check_trained(self.is_trained, self._name())
         x = self._prepare(x)
-        start = self.ntotal
+        start = max(self.ntotal, self._id_upper_bound() + 1)
         self._add_checked(x, np.arange(start, start + x.shape[0], dtype=np.int64), "add()")
 
     def add_with_ids(self, x, ids) -> None:
@@ -476,6 +478,10 @@ class Index:
     def _contains(self, ids: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _id_upper_bound(self) -> int:
+        """Largest id stored since the last reset (removed ones included), -1 if none."""
+        raise NotImplementedError
+
     def _add(self, x: np.ndarray, ids: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -570,6 +576,9 @@ class IndexFlat(Index):
 
     def _contains(self, ids):
         return self._store.contains(ids)
+
+    def _id_upper_bound(self):
+        return self._store.max_id
 
     def _add(self, x, ids):
         self._store.append(x, ids)
@@ -672,6 +681,9 @@ class IndexPQ(Index):
 
     def _contains(self, ids):
         return self._store.contains(ids)
+
+    def _id_upper_bound(self):
+        return self._store.max_id
 
     def _add(self, x, ids):
         codes = _core.pq_encode(x, self._pq.codebooks, self._pq.nbits, self._nt())
@@ -827,6 +839,9 @@ class _IndexIVF(Index):
     def _coarse_assign(self, x: np.ndarray) -> np.ndarray:
         list_nos, _ = _core.coarse_assign(x, self._centroids, self._core_metric, self._nt())
         return np.asarray(list_nos, dtype=np.int64)
+
+    def _id_upper_bound(self):
+        return self._max_id
 
     def _contains(self, ids):
         if self.ntotal == 0 or int(ids.min()) > self._max_id:
