@@ -523,6 +523,13 @@ def _check_shape(arr: np.ndarray, shape: tuple, name: str) -> None:
         raise ValueError(f"array {name!r} has shape {arr.shape}, expected {tuple(shape)}")
 
 
+def _check_nlist_before_allocating(params: dict, arrays: dict) -> None:
+    """The constructor allocates nlist inverted lists: check nlist against the stored
+    ``list_sizes`` array (whose size the file's length bounds) before constructing."""
+    _require_arrays(arrays, ["list_sizes"])
+    _check_shape(arrays["list_sizes"], (params.get("nlist"),), "list_sizes")
+
+
 def _check_stored_ids(ids: np.ndarray) -> None:
     if ids.size and (ids.min() < 0 or np.unique(ids).size != ids.size):
         raise ValueError("stored ids must be unique and >= 0")
@@ -982,6 +989,7 @@ class IndexIVFFlat(_IndexIVF):
 
     @classmethod
     def _from_state(cls, params, arrays):
+        _check_nlist_before_allocating(params, arrays)
         index = cls(params["d"], params["nlist"], params["metric"], params["nprobe"],
                     seed=params["seed"])
         index._load_centroids(arrays)
@@ -1114,6 +1122,7 @@ class IndexIVFPQ(_IndexIVF):
 
     @classmethod
     def _from_state(cls, params, arrays):
+        _check_nlist_before_allocating(params, arrays)
         index = cls(params["d"], params["nlist"], params["M"], params["nbits"], params["metric"],
                     params["nprobe"], seed=params["seed"])
         index._load_centroids(arrays)
