@@ -52,9 +52,10 @@ def fashion_split(n_base: int, n_queries: int, seed: int = 0):
         base, queries, _ = load_fashion_mnist()
     except DatasetNotFoundError as exc:
         skip_or_fail(str(exc))
+    # Random order (not sorted), so that any prefix is itself a random sample (e.g. a training set).
     rng = np.random.default_rng(seed)
-    base_rows = np.sort(rng.choice(base.shape[0], n_base, replace=False))
-    query_rows = np.sort(rng.choice(queries.shape[0], n_queries, replace=False))
+    base_rows = rng.choice(base.shape[0], n_base, replace=False)
+    query_rows = rng.choice(queries.shape[0], n_queries, replace=False)
     return _read_only(base[base_rows], queries[query_rows])
 
 
@@ -65,9 +66,11 @@ def glove_split(n_base: int, n_queries: int, seed: int = 0):
         vectors = load_glove50(normalize=True)
     except DatasetNotFoundError as exc:
         skip_or_fail(str(exc))
+    # Random order, not sorted: GloVe rows are sorted by word frequency, so a sorted subset's
+    # prefix would be a biased training set.
     rng = np.random.default_rng(seed)
     rows = rng.choice(vectors.shape[0], n_base + n_queries, replace=False)
-    return _read_only(vectors[np.sort(rows[:n_base])], vectors[np.sort(rows[n_base:])])
+    return _read_only(vectors[rows[:n_base]], vectors[rows[n_base:]])
 
 
 @pytest.fixture(scope="session")

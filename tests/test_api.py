@@ -231,3 +231,25 @@ def test_results_match_reference_after_removals():
     D_, I_ = index.search(queries, 10)
     dist = ref.pairwise(queries, base[kept], "l2")
     ref.assert_knn_equal_up_to_ties(D_, I_, dist, 10, "l2", atol=ref.distance_tolerance(queries, base), ids=kept)
+
+
+@pytest.mark.parametrize("kind", INDEX_KINDS)
+def test_add_after_remove_never_reuses_a_stored_id(kind):
+    """add() numbers after the largest id stored since the last reset (ntotal would collide)."""
+    base, _ = _data()
+    index = make_index(kind)
+    index.add(base[:10])  # ids 0..9
+    assert index.remove_ids(np.array([3])) == 1  # ntotal is 9, id 9 still stored
+    index.add(base[10:12])
+    assert index.ntotal == 11
+    np.testing.assert_array_equal(index.reconstruct_n(np.array([10, 11])).shape, (2, D))
+    with pytest.raises(ValueError):
+        index.reconstruct(3)
+    index.add_with_ids(base[12:13], np.array([100]))
+    index.add(base[13:14])
+    index.reconstruct(101)
+    index.reset()
+    index.add(base[:2])  # numbering restarts at 0 after reset
+    if kind.startswith("IVF"):
+        index.nprobe = index.nlist
+    np.testing.assert_array_equal(np.sort(index.search(base[:2], 2)[1].ravel()), [0, 0, 1, 1])

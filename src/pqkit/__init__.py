@@ -1,5 +1,6 @@
 """pqkit: product quantization and IVF-PQ nearest-neighbour search with a compiled C++ core."""
 
+from . import datasets
 from ._core import available_simd_levels, set_simd_level, simd_level
 from ._io import load
 from ._threads import get_num_threads, set_num_threads
@@ -21,6 +22,7 @@ __all__ = [
     "TrainingWarning",
     "__version__",
     "available_simd_levels",
+    "datasets",
     "get_num_threads",
     "index_factory",
     "load",
