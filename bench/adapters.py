@@ -1,0 +1,360 @@
+"""Algorithms behind one small interface (the ann-benchmarks model), for ``bench/run.py`` only.
+
+Every adapter is built from a dict of *build* parameters, then::
+
+    algo.fit(base)                     # train + add, float32 (n, d); timed by the runner
+    algo.set_query_params(nprobe=16)   # search-time knobs; cheap, no rebuild
+    I = algo.query(queries, k)         # int64 (nq, k) ids, -1 where fewer than k were found
+    algo.memory_bytes()                # bytes of the index (codes, ids, centroids, codebooks)
+    algo.describe()                    # dict of everything that identifies this run
+
+Thread counts are set by the adapter itself (``set_threads``) so the runner never has to know
+which library uses OpenMP, BLAS or its own pool. faiss is imported lazily: the runner imports the
+faiss adapters only inside a child process whose ``FAISS_SIMD_LEVEL`` is fixed before import.
+
+This module is never imported by the package (house rule 9).
+"""
+
+from __future__ import annotations
+
+import heapq
+import operator
+from collections import defaultdict
+
+import numpy as np
+
+
+class BaseANN:
+    """The interface. Subclasses store parameters in ``__init__`` and do all work in ``fit``."""
+
+    name = "base"
+    family = "base"  # what this adapter is compared against: "flat", "pq", "ivfpq", "ivfpq-4bit"
+
+    def __init__(self, **build_params):
+        self.build_params = dict(build_params)
+        self.query_params: dict = {}
+        self.n_threads = 1
+
+    def set_threads(self, n_threads: int) -> None:
+        self.n_threads = int(n_threads)
+
+    def fit(self, base: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def set_query_params(self, **params) -> None:
+        self.query_params = dict(params)
+
+    def query(self, queries: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def memory_bytes(self) -> int:
+        return 0
+
+    def describe(self) -> dict:
+        return {
+            "algorithm": self.name,
+            "family": self.family,
+            "build_params": dict(self.build_params),
+            "query_params": dict(self.query_params),
+            "threads": self.n_threads,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# pqkit
+
+
+class PqkitIndex(BaseANN):
+    """pqkit ``Flat`` / ``PQ`` / ``IVF,PQ`` built from nlist, M, nbits through ``index_factory``."""
+
+    name = "pqkit"
+
+    def __init__(self, kind: str, nlist: int | None = None, M: int | None = None, nbits: int = 8,
+                 metric: str = "l2"):
+        super().__init__(kind=kind, nlist=nlist, M=M, nbits=nbits, metric=metric)
+        self.kind = kind
+        self.family = _family(kind, nbits)
+        self.description = _factory_string(kind, nlist, M, nbits)
+        self.metric = metric
+
+    def set_threads(self, n_threads: int) -> None:
+        import pqkit
+
+        super().set_threads(n_threads)
+        pqkit.set_num_threads(self.n_threads)
+
+    def fit(self, base):
+        import pqkit
+
+        self.index = pqkit.index_factory(base.shape[1], self.description, metric=self.metric)
+        if self.index.is_trained is False:
+            self.index.train(base)
+        self.index.add(base)
+
+    def set_query_params(self, **params):
+        super().set_query_params(**params)
+        if "nprobe" in params:
+            self.index.nprobe = int(params["nprobe"])
+
+    def query(self, queries, k):
+        _, ids = self.index.search(queries, k)
+        return ids
+
+    def memory_bytes(self):
+        return int(self.index.memory_usage_bytes())
+
+    def describe(self):
+        import pqkit
+
+        out = super().describe()
+        out["factory"] = self.description
+        out["simd_level"] = pqkit.simd_level()
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# faiss (imported lazily, see module docstring)
+
+
+class FaissIndex(BaseANN):
+    """faiss ``IndexFlatL2/IP``, ``IndexPQ``, ``IndexIVFPQ``, ``IndexIVFPQFastScan``.
+
+    ``refine=True`` wraps the index in ``IndexRefineFlat`` (exact re-ranking of ``k * k_factor``
+    candidates); ``k_factor`` is a query parameter.
+    """
+
+    name = "faiss"
+
+    def __init__(self, kind: str, nlist: int | None = None, M: int | None = None, nbits: int = 8,
+                 metric: str = "l2", refine: bool = False):
+        super().__init__(kind=kind, nlist=nlist, M=M, nbits=nbits, metric=metric, refine=refine)
+        self.kind = kind
+        self.family = _family(kind, nbits)
+        self.refine = refine
+        self.metric = metric
+
+    def set_threads(self, n_threads):
+        import faiss
+
+        super().set_threads(n_threads)
+        faiss.omp_set_num_threads(self.n_threads)
+
+    def fit(self, base):
+        import faiss
+
+        d = base.shape[1]
+        p = self.build_params
+        metric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        if self.kind == "flat":
+            index = faiss.IndexFlatL2(d) if self.metric == "l2" else faiss.IndexFlatIP(d)
+        elif self.kind == "pq":
+            index = faiss.IndexPQ(d, p["M"], p["nbits"], metric)
+        elif self.kind == "ivfpq":
+            self.quantizer = faiss.IndexFlat(d, metric)
+            index = faiss.IndexIVFPQ(self.quantizer, d, p["nlist"], p["M"], p["nbits"], metric)
+        elif self.kind == "ivfpq-fastscan":
+            self.quantizer = faiss.IndexFlat(d, metric)
+            index = faiss.IndexIVFPQFastScan(self.quantizer, d, p["nlist"], p["M"], p["nbits"], metric)
+        else:
+            raise ValueError(f"unknown faiss kind {self.kind!r}; expected flat, pq, ivfpq, ivfpq-fastscan")
+        self.base_index = index
+        if self.refine:
+            index = faiss.IndexRefineFlat(self.base_index)
+        if not index.is_trained:
+            index.train(base)
+        index.add(base)
+        self.index = index
+
+    def set_query_params(self, **params):
+        import faiss
+
+        super().set_query_params(**params)
+        if "nprobe" in params:
+            faiss.extract_index_ivf(self.base_index).nprobe = int(params["nprobe"])
+        if "k_factor" in params and self.refine:
+            self.index.k_factor = float(params["k_factor"])
+
+    def query(self, queries, k):
+        _, ids = self.index.search(queries, k)
+        return ids
+
+    def memory_bytes(self):
+        import faiss
+
+        return int(faiss.serialize_index(self.index).nbytes)
+
+    def describe(self):
+        import faiss
+
+        out = super().describe()
+        out["faiss_version"] = faiss.__version__
+        out["simd_level"] = faiss.SIMDConfig.get_level_name()
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# scikit-learn exact k-NN
+
+
+class SklearnBrute(BaseANN):
+    """``sklearn.neighbors.NearestNeighbors(algorithm="brute")``: exact, BLAS-backed."""
+
+    name = "sklearn"
+    family = "flat"
+
+    def __init__(self, metric: str = "l2"):
+        super().__init__(kind="brute", metric=metric)
+        self.metric = "euclidean" if metric == "l2" else metric
+
+    def fit(self, base):
+        from sklearn.neighbors import NearestNeighbors
+
+        self.model = NearestNeighbors(algorithm="brute", metric=self.metric, n_jobs=self.n_threads)
+        self.model.fit(base)
+        self.nbytes = base.nbytes
+
+    def query(self, queries, k):
+        from threadpoolctl import threadpool_limits
+
+        self.model.n_jobs = self.n_threads
+        with threadpool_limits(limits=self.n_threads):
+            return self.model.kneighbors(queries, n_neighbors=k, return_distance=False).astype(np.int64)
+
+    def memory_bytes(self):
+        return int(self.nbytes)
+
+
+# --------------------------------------------------------------------------------------------
+# The notebook's CustomIndexIVFPQ, re-implemented as the slow baseline it is
+
+
+class NotebookIVFPQ(BaseANN):
+    """The algorithm of the notebook's ``CustomIndexIVFPQ`` (seed 003), kept as slow as it was.
+
+    Training: sklearn ``KMeans(nlist, random_state=1)`` on the base as coarse quantizer, residuals
+    to the assigned centroid, then one sklearn ``KMeans(2**nbits, random_state=1)`` per subspace.
+    Index: a ``dict cell -> list of ids`` plus one ``(n, M)`` code array. Search: a Python loop
+    over queries; per query ``euclidean_distances`` to all coarse centroids and ``argsort``; per
+    probed cell a fresh ``(M, 2**nbits)`` distance table of the query residual (one
+    ``euclidean_distances`` call per subspace), a gather of the cell's codes, ADC sums by a loop
+    over subspaces, ``np.append`` of the cell's distances and ids; at the end
+    ``heapq.nsmallest`` over (distance, id) pairs, padded with -1.
+
+    ``max_train`` (not in the notebook) optionally caps the k-means training sample, so the
+    baseline can be built on the large sets in finite time; it does not change the search.
+    """
+
+    name = "notebook"
+    family = "ivfpq"
+
+    def __init__(self, nlist: int, M: int, nbits: int = 8, max_train: int | None = None, seed: int = 1):
+        super().__init__(kind="ivfpq", nlist=nlist, M=M, nbits=nbits, max_train=max_train)
+        self.nlist, self.M, self.nbits, self.max_train, self.seed = nlist, M, nbits, max_train, seed
+        self.n_centroids = 2 ** nbits
+
+    def fit(self, base):
+        from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
+
+        n, d = base.shape
+        if d % self.M:
+            raise ValueError(f"d={d} must be a multiple of M={self.M}")
+        self.sub_dim = d // self.M
+        train = base
+        if self.max_train is not None and n > self.max_train:
+            rows = np.random.default_rng(self.seed).choice(n, self.max_train, replace=False)
+            train = base[np.sort(rows)]
+        with threadpool_limits(limits=self.n_threads):
+            self.coarse = KMeans(n_clusters=self.nlist, random_state=self.seed).fit(train)
+            residual_train = train - self.coarse.cluster_centers_[self.coarse.labels_]
+            self.fine = []
+            for sub in range(self.M):
+                block = residual_train[:, sub * self.sub_dim:(sub + 1) * self.sub_dim]
+                self.fine.append(KMeans(n_clusters=self.n_centroids, random_state=self.seed).fit(block))
+            cells = self.coarse.predict(base)
+            residual = base - self.coarse.cluster_centers_[cells]
+            code_dtype = np.uint8 if self.nbits <= 8 else np.uint16
+            self.codes = np.empty((n, self.M), dtype=code_dtype)
+            for sub in range(self.M):
+                self.codes[:, sub] = self.fine[sub].predict(residual[:, sub * self.sub_dim:(sub + 1) * self.sub_dim])
+        self.inverted_lists = defaultdict(list)
+        for vector_id, cell in enumerate(cells):
+            self.inverted_lists[cell].append(vector_id)
+
+    def _search_one(self, query, k, nprobe):
+        from sklearn.metrics.pairwise import euclidean_distances
+
+        query = query[None, :]
+        to_centroids = euclidean_distances(query, self.coarse.cluster_centers_, squared=True)[0]
+        probed_cells = np.argsort(to_centroids)[:nprobe]
+        all_distances = np.array([], dtype=np.float32)
+        all_ids = np.array([], dtype=np.uint64)
+        for cell in probed_cells:
+            query_residual = query - self.coarse.cluster_centers_[cell]
+            table = np.empty((self.M, self.n_centroids), dtype=np.float32)
+            for sub in range(self.M):
+                part = query_residual[:, sub * self.sub_dim:(sub + 1) * self.sub_dim]
+                table[sub, :] = euclidean_distances(part, self.fine[sub].cluster_centers_, squared=True)
+            cell_ids = self.inverted_lists[cell]
+            cell_codes = self.codes[cell_ids]
+            distances = np.zeros(len(cell_codes), dtype=np.float32)
+            for sub in range(self.M):
+                distances += table[sub, cell_codes[:, sub]]
+            all_distances = np.append(all_distances, distances)
+            all_ids = np.append(all_ids, cell_ids)
+        best = heapq.nsmallest(k, zip(all_distances, all_ids), operator.itemgetter(0))
+        ids = np.full(k, -1, dtype=np.int64)
+        ids[:len(best)] = [int(i) for _, i in best]
+        return ids
+
+    def query(self, queries, k):
+        from threadpoolctl import threadpool_limits
+
+        nprobe = int(self.query_params.get("nprobe", 1))
+        with threadpool_limits(limits=self.n_threads):
+            return np.stack([self._search_one(q, k, nprobe) for q in queries])
+
+    def memory_bytes(self):
+        ids = sum(len(v) for v in self.inverted_lists.values()) * 8  # Python ints, counted as int64
+        centroids = self.coarse.cluster_centers_.nbytes + sum(f.cluster_centers_.nbytes for f in self.fine)
+        return int(self.codes.nbytes + ids + centroids)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _family(kind: str, nbits: int) -> str:
+    if kind in ("flat", "brute"):
+        return "flat"
+    if kind == "ivfpq-fastscan":
+        return "ivfpq-4bit"
+    if kind == "ivfpq":
+        return "ivfpq-4bit" if nbits == 4 else "ivfpq"
+    if kind == "pq":
+        return "pq-4bit" if nbits == 4 else "pq"
+    raise ValueError(f"unknown index kind {kind!r}")
+
+
+def _factory_string(kind: str, nlist, M, nbits) -> str:
+    if kind == "flat":
+        return "Flat"
+    if kind == "pq":
+        return f"PQ{M}x{nbits}"
+    if kind == "ivfpq":
+        return f"IVF{nlist},PQ{M}x{nbits}"
+    raise ValueError(f"pqkit has no kind {kind!r}; expected flat, pq or ivfpq")
+
+
+#: adapter name in the config -> class
+ADAPTERS = {
+    "pqkit": PqkitIndex,
+    "faiss": FaissIndex,
+    "sklearn": SklearnBrute,
+    "notebook": NotebookIVFPQ,
+}
+
+
+def make_adapter(name: str, **build_params) -> BaseANN:
+    if name not in ADAPTERS:
+        raise ValueError(f"unknown adapter {name!r}; expected one of {sorted(ADAPTERS)}")
+    return ADAPTERS[name](**build_params)
