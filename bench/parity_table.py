@@ -61,12 +61,8 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return sum(np.intersect1d(found[r], truth[r]).size for r in range(nq)) / (nq * k)
 
 
-def run_pqkit(base, train, queries, truth, nlist, M, nbits, seed) -> dict:
-    start = time.perf_counter()
-    index = pqkit.IndexIVFPQ(base.shape[1], nlist, M, nbits, seed=seed)
-    index.train(train)
-    index.add(base)
-    build_s = time.perf_counter() - start
+def sweep_nprobe(index, queries, truth, build_s: float) -> dict:
+    """Recall and search time at every nprobe; works for pqkit and faiss IVF indexes alike."""
     recalls, search_s = {}, {}
     for nprobe in NPROBES:
         index.nprobe = nprobe
@@ -75,6 +71,14 @@ def run_pqkit(base, train, queries, truth, nlist, M, nbits, seed) -> dict:
         search_s[nprobe] = time.perf_counter() - start
         recalls[nprobe] = recall_at_k(ids, truth)
     return {"build_s": build_s, "recall": recalls, "search_s": search_s}
+
+
+def run_pqkit(base, train, queries, truth, nlist, M, nbits, seed) -> dict:
+    start = time.perf_counter()
+    index = pqkit.IndexIVFPQ(base.shape[1], nlist, M, nbits, seed=seed)
+    index.train(train)
+    index.add(base)
+    return sweep_nprobe(index, queries, truth, time.perf_counter() - start)
 
 
 def run_faiss(faiss, base, train, queries, truth, nlist, M, nbits, seed) -> dict:
@@ -86,15 +90,7 @@ def run_faiss(faiss, base, train, queries, truth, nlist, M, nbits, seed) -> dict
     index.pq.cp.seed = seed
     index.train(train)
     index.add(base)
-    build_s = time.perf_counter() - start
-    recalls, search_s = {}, {}
-    for nprobe in NPROBES:
-        index.nprobe = nprobe
-        start = time.perf_counter()
-        _, ids = index.search(queries, K)
-        search_s[nprobe] = time.perf_counter() - start
-        recalls[nprobe] = recall_at_k(ids, truth)
-    return {"build_s": build_s, "recall": recalls, "search_s": search_s}
+    return sweep_nprobe(index, queries, truth, time.perf_counter() - start)
 
 
 def measure(n_base: int, n_train: int, n_queries: int, data_seed: int, train_seeds) -> list[dict]:

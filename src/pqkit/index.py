@@ -630,7 +630,21 @@ class IndexFlat(Index):
 
 
 # ===================================================================== IndexPQ
-class IndexPQ(Index):
+class _HasProductQuantizer:
+    """Shared by the PQ indexes: the ``pq`` attribute and thread-count propagation to it."""
+
+    @property
+    def pq(self) -> ProductQuantizer:
+        """The product quantizer (of the residuals, for IVF-PQ)."""
+        return self._pq
+
+    @Index.n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = check_n_threads(value)
+        self._pq.n_threads = self._n_threads
+
+
+class IndexPQ(_HasProductQuantizer, Index):
     """Approximate search over product-quantized codes (ADC, no inverted file).
 
     Parameters
@@ -664,15 +678,6 @@ class IndexPQ(Index):
         self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads)
         self._store = _RowStore(self._pq.code_size, np.uint8)
 
-    @property
-    def pq(self) -> ProductQuantizer:
-        """The product quantizer."""
-        return self._pq
-
-    @Index.n_threads.setter
-    def n_threads(self, value):
-        self._n_threads = check_n_threads(value)
-        self._pq.n_threads = self._n_threads
 
     def _ntotal(self) -> int:
         return self._store.n
@@ -998,7 +1003,7 @@ class IndexIVFFlat(_IndexIVF):
 
 
 # ===================================================================== IndexIVFPQ
-class IndexIVFPQ(_IndexIVF):
+class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
     """Inverted file over product-quantized residuals (IVFADC).
 
     Jégou, Douze, Schmid, "Product quantization for nearest neighbor search", IEEE TPAMI 2011,
@@ -1054,15 +1059,6 @@ class IndexIVFPQ(_IndexIVF):
         self._term2 = None
         self._term2_key = None
 
-    @property
-    def pq(self) -> ProductQuantizer:
-        """The product quantizer of the residuals."""
-        return self._pq
-
-    @Index.n_threads.setter
-    def n_threads(self, value):
-        self._n_threads = check_n_threads(value)
-        self._pq.n_threads = self._n_threads
 
     def _is_trained(self) -> bool:
         return self._centroids is not None and self._pq.is_trained
