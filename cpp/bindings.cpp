@@ -11,7 +11,9 @@
 
 #include "flat.h"
 #include "ivf.h"
+#include "invlists.h"
 #include "kmeans.h"
+#include "micro.h"
 #include "parallel.h"
 #include "pq.h"
 #include "simd.h"
@@ -167,61 +169,61 @@ py::array_t<float> pq_train_py(const py::array& x, py::ssize_t M, py::ssize_t nb
     return codebooks;
 }
 
-py::array_t<uint8_t> pq_encode_py(const py::array& x, const py::array& codebooks, py::ssize_t nbits,
-                                  int n_threads) {
-    const float* xp = checked<float>(x, "x", {-1, -1});
-    PQArgs a = pq_args(codebooks, x.shape(1), nbits);
+PQCodebooks make_pq_codebooks(const py::array& codebooks, py::ssize_t nbits) {
+    if (codebooks.ndim() != 3) {
+        throw std::invalid_argument("codebooks must have shape (M, ksub, dsub), got " + shape_str(codebooks));
+    }
+    PQArgs a = pq_args(codebooks, codebooks.shape(0) * codebooks.shape(2), nbits);
+    py::gil_scoped_release release;
+    return PQCodebooks(a.shape, a.codebooks);
+}
+
+py::array_t<uint8_t> pq_encode_py(const py::array& x, const PQCodebooks& pq, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(pq.shape().d)});
     size_t n = x.shape(0);
-    py::array_t<uint8_t> codes({n, a.shape.code_size});
+    py::array_t<uint8_t> codes({n, pq.shape().code_size});
     uint8_t* out = codes.mutable_data();
     py::gil_scoped_release release;
-    pq_encode(xp, n, a.shape, a.codebooks, n_threads, out);
+    pq_encode(xp, n, pq, n_threads, out);
     return codes;
 }
 
-py::array_t<float> pq_decode_py(const py::array& codes, const py::array& codebooks, py::ssize_t nbits,
-                                int n_threads) {
-    if (codebooks.ndim() != 3) throw std::invalid_argument("codebooks must have shape (M, ksub, dsub)");
-    PQArgs a = pq_args(codebooks, codebooks.shape(0) * codebooks.shape(2), nbits);
-    const uint8_t* cp = checked<uint8_t>(codes, "codes", {-1, static_cast<py::ssize_t>(a.shape.code_size)});
+py::array_t<float> pq_decode_py(const py::array& codes, const PQCodebooks& pq, int n_threads) {
+    const uint8_t* cp = checked<uint8_t>(codes, "codes", {-1, static_cast<py::ssize_t>(pq.shape().code_size)});
     size_t n = codes.shape(0);
-    py::array_t<float> x({n, a.shape.d});
+    py::array_t<float> x({n, pq.shape().d});
     float* out = x.mutable_data();
     py::gil_scoped_release release;
-    pq_decode(cp, n, a.shape, a.codebooks, n_threads, out);
+    pq_decode(cp, n, pq, n_threads, out);
     return x;
 }
 
-py::array_t<float> pq_distance_tables_py(const py::array& x, const py::array& codebooks,
-                                         const std::string& metric, int n_threads) {
-    const float* xp = checked<float>(x, "x", {-1, -1});
-    if (codebooks.ndim() != 3) throw std::invalid_argument("codebooks must have shape (M, ksub, dsub)");
-    py::ssize_t ksub = codebooks.shape(1);
-    py::ssize_t nbits = 0;
-    while ((py::ssize_t(1) << nbits) < ksub) ++nbits;
-    if ((py::ssize_t(1) << nbits) != ksub) throw std::invalid_argument("codebooks ksub must be a power of two");
-    PQArgs a = pq_args(codebooks, x.shape(1), nbits);
+py::array_t<float> pq_distance_tables_py(const py::array& x, const PQCodebooks& pq, const std::string& metric,
+                                         int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(pq.shape().d)});
     Metric m = parse_metric(metric);
     size_t nq = x.shape(0);
-    py::array_t<float> tables({nq, a.shape.M, a.shape.ksub});
+    py::array_t<float> tables({nq, pq.shape().M, pq.shape().ksub});
     float* out = tables.mutable_data();
     py::gil_scoped_release release;
-    pq_distance_tables(xp, nq, a.shape, a.codebooks, m, n_threads, out);
+    pq_distance_tables(xp, nq, pq, m, n_threads, out);
     return tables;
 }
 
-SearchResult pq_search_py(const py::array& x, const py::array& codebooks, py::ssize_t nbits, const py::array& codes,
-                          py::ssize_t k, const std::string& metric, int n_threads) {
-    const float* xp = checked<float>(x, "x", {-1, -1});
-    PQArgs a = pq_args(codebooks, x.shape(1), nbits);
-    const uint8_t* cp = checked<uint8_t>(codes, "codes", {-1, static_cast<py::ssize_t>(a.shape.code_size)});
+SearchResult pq_search_py(const py::array& x, const PQCodebooks& pq, const InvertedLists& lists, py::ssize_t k,
+                          const std::string& metric, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(pq.shape().d)});
+    if (lists.code_size() != pq.shape().code_size || lists.layout() != CodeLayout::Blocked) {
+        throw std::invalid_argument("code store does not match the quantizer: expected blocked codes of " +
+                                    std::to_string(pq.shape().code_size) + " bytes");
+    }
     Metric m = parse_metric(metric);
-    size_t kk = positive(k, "k"), nq = x.shape(0), n = codes.shape(0);
+    size_t kk = positive(k, "k"), nq = x.shape(0);
     SearchResult r = alloc_result(nq, kk);
     float* D = r.first.mutable_data();
     int64_t* I = r.second.mutable_data();
     py::gil_scoped_release release;
-    pq_search(xp, nq, a.shape, a.codebooks, cp, n, kk, m, n_threads, D, I);
+    pq_search(xp, nq, pq, lists, kk, m, n_threads, D, I);
     return r;
 }
 
@@ -249,20 +251,6 @@ py::array_t<uint8_t> pq_pack_py(const py::array& idx, py::ssize_t nbits) {
     return codes;
 }
 
-py::array_t<float> term2_py(const py::array& centroids, const py::array& codebooks) {
-    const float* cp = checked<float>(centroids, "centroids", {-1, -1});
-    if (codebooks.ndim() != 3) throw std::invalid_argument("codebooks must have shape (M, ksub, dsub)");
-    py::ssize_t ksub = codebooks.shape(1), nbits = 0;
-    while ((py::ssize_t(1) << nbits) < ksub) ++nbits;
-    PQArgs a = pq_args(codebooks, centroids.shape(1), nbits);
-    size_t nlist = centroids.shape(0);
-    py::array_t<float> term2({nlist, a.shape.M, a.shape.ksub});
-    float* out = term2.mutable_data();
-    py::gil_scoped_release release;
-    ivfpq_precompute_term2(cp, nlist, a.shape, a.codebooks, out);
-    return term2;
-}
-
 IVFSearchParams ivf_params(py::ssize_t nprobe, py::ssize_t k, const std::string& metric, int n_threads) {
     IVFSearchParams p;
     p.nprobe = positive(nprobe, "nprobe");
@@ -272,49 +260,57 @@ IVFSearchParams ivf_params(py::ssize_t nprobe, py::ssize_t k, const std::string&
     return p;
 }
 
-SearchResult ivfflat_search_py(const py::array& x, const py::array& centroids, const InvertedLists& lists,
+SearchResult ivfflat_search_py(const py::array& x, const CoarseQuantizer& coarse, const InvertedLists& lists,
                                py::ssize_t nprobe, py::ssize_t k, const std::string& metric, int n_threads) {
-    const float* xp = checked<float>(x, "x", {-1, -1});
-    const float* cp = checked<float>(centroids, "centroids", {-1, x.shape(1)});
+    const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(coarse.dim())});
     IVFSearchParams p = ivf_params(nprobe, k, metric, n_threads);
-    size_t nq = x.shape(0), d = x.shape(1), nlist = centroids.shape(0);
+    size_t nq = x.shape(0);
     SearchResult r = alloc_result(nq, p.k);
     float* D = r.first.mutable_data();
     int64_t* I = r.second.mutable_data();
     py::gil_scoped_release release;
-    ivfflat_search(xp, nq, d, cp, nlist, lists, p, D, I);
+    ivfflat_search(xp, nq, coarse, lists, p, D, I);
     return r;
 }
 
-SearchResult ivfpq_search_py(const py::array& x, const py::array& centroids, const py::array& codebooks,
-                             py::ssize_t nbits, const InvertedLists& lists, const py::object& term2,
-                             py::ssize_t nprobe, py::ssize_t k, const std::string& metric, int n_threads) {
-    const float* xp = checked<float>(x, "x", {-1, -1});
-    const float* cp = checked<float>(centroids, "centroids", {-1, x.shape(1)});
-    PQArgs a = pq_args(codebooks, x.shape(1), nbits);
+SearchResult ivfpq_search_py(const py::array& x, const CoarseQuantizer& coarse, const PQCodebooks& pq,
+                             const InvertedLists& lists, py::ssize_t nprobe, py::ssize_t k, const std::string& metric,
+                             int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(coarse.dim())});
+    if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
     IVFSearchParams p = ivf_params(nprobe, k, metric, n_threads);
-    size_t nq = x.shape(0), nlist = centroids.shape(0);
-    const float* t2 = nullptr;
-    if (!term2.is_none()) {
-        t2 = checked<float>(term2.cast<py::array>(), "term2",
-                            {static_cast<py::ssize_t>(nlist), static_cast<py::ssize_t>(a.shape.M),
-                             static_cast<py::ssize_t>(a.shape.ksub)});
-    }
+    size_t nq = x.shape(0);
     SearchResult r = alloc_result(nq, p.k);
     float* D = r.first.mutable_data();
     int64_t* I = r.second.mutable_data();
     py::gil_scoped_release release;
-    ivfpq_search(xp, nq, cp, nlist, a.shape, a.codebooks, lists, t2, p, D, I);
+    ivfpq_search(xp, nq, coarse, pq, lists, p, D, I);
     return r;
 }
 
-void lists_add(InvertedLists& lists, const py::array& list_nos, const py::array& ids, const py::array& codes) {
+py::array_t<float> ivfpq_code_bias_py(const py::array& codes, const py::array& list_nos, const CoarseQuantizer& coarse,
+                                      const PQCodebooks& pq, int n_threads) {
+    const int64_t* lp = checked<int64_t>(list_nos, "list_nos", {-1});
+    py::ssize_t n = list_nos.shape(0);
+    const uint8_t* cp = checked<uint8_t>(codes, "codes", {n, static_cast<py::ssize_t>(pq.shape().code_size)});
+    if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
+    py::array_t<float> bias(n);
+    float* out = bias.mutable_data();
+    py::gil_scoped_release release;
+    ivfpq_code_bias(cp, static_cast<size_t>(n), lp, coarse, pq, n_threads, out);
+    return bias;
+}
+
+void lists_add(InvertedLists& lists, const py::array& list_nos, const py::array& ids, const py::array& codes,
+               const py::object& bias) {
     const int64_t* lp = checked<int64_t>(list_nos, "list_nos", {-1});
     py::ssize_t n = list_nos.shape(0);
     const int64_t* ip = checked<int64_t>(ids, "ids", {n});
     const uint8_t* cp = checked<uint8_t>(codes, "codes", {n, static_cast<py::ssize_t>(lists.code_size())});
+    const float* bp = nullptr;
+    if (!bias.is_none()) bp = checked<float>(bias.cast<py::array>(), "bias", {n});
     py::gil_scoped_release release;
-    lists.add(lp, ip, cp, static_cast<size_t>(n));
+    lists.add(lp, ip, cp, bp, static_cast<size_t>(n));
 }
 
 size_t check_list_no(const InvertedLists& lists, py::ssize_t l) {
@@ -338,7 +334,7 @@ py::tuple lists_export(const InvertedLists& lists) {
         sp[l] = static_cast<int64_t>(n);
         if (n == 0) continue;
         std::memcpy(ip + at, lists.list_ids(l), n * sizeof(int64_t));
-        std::memcpy(cp + at * cs, lists.list_codes(l), n * cs);
+        lists.copy_codes(l, cp + at * cs);
         at += n;
     }
     return py::make_tuple(sizes, ids, codes);
@@ -379,28 +375,65 @@ PYBIND11_MODULE(_core, m) {
           py::arg("n_threads"));
     m.def("pq_train", &pq_train_py, py::arg("x"), py::arg("M"), py::arg("nbits"), py::arg("niter"), py::arg("seed"),
           py::arg("max_points_per_centroid"), py::arg("n_threads"));
-    m.def("pq_encode", &pq_encode_py, py::arg("x"), py::arg("codebooks"), py::arg("nbits"), py::arg("n_threads"));
-    m.def("pq_decode", &pq_decode_py, py::arg("codes"), py::arg("codebooks"), py::arg("nbits"),
+    py::class_<PQCodebooks>(m, "PQCodebooks")
+        .def(py::init(&make_pq_codebooks), py::arg("codebooks"), py::arg("nbits"))
+        .def_property_readonly("d", [](const PQCodebooks& pq) { return pq.shape().d; })
+        .def_property_readonly("M", [](const PQCodebooks& pq) { return pq.shape().M; })
+        .def_property_readonly("nbits", [](const PQCodebooks& pq) { return pq.shape().nbits; })
+        .def_property_readonly("code_size", [](const PQCodebooks& pq) { return pq.shape().code_size; });
+    py::class_<CoarseQuantizer>(m, "CoarseQuantizer")
+        .def(py::init([](const py::array& centroids, const std::string& metric) {
+                 const float* cp = checked<float>(centroids, "centroids", {-1, -1});
+                 size_t nlist = positive(centroids.shape(0), "nlist"), d = positive(centroids.shape(1), "d");
+                 Metric mt = parse_metric(metric);
+                 py::gil_scoped_release release;
+                 return std::make_unique<CoarseQuantizer>(cp, nlist, d, mt);
+             }),
+             py::arg("centroids"), py::arg("metric"))
+        .def_property_readonly("nlist", &CoarseQuantizer::nlist)
+        .def_property_readonly("d", &CoarseQuantizer::dim);
+    m.def("pq_encode", &pq_encode_py, py::arg("x"), py::arg("pq"), py::arg("n_threads"));
+    m.def("pq_decode", &pq_decode_py, py::arg("codes"), py::arg("pq"), py::arg("n_threads"));
+    m.def("pq_distance_tables", &pq_distance_tables_py, py::arg("x"), py::arg("pq"), py::arg("metric"),
           py::arg("n_threads"));
-    m.def("pq_distance_tables", &pq_distance_tables_py, py::arg("x"), py::arg("codebooks"), py::arg("metric"),
-          py::arg("n_threads"));
-    m.def("pq_search", &pq_search_py, py::arg("x"), py::arg("codebooks"), py::arg("nbits"), py::arg("codes"),
-          py::arg("k"), py::arg("metric"), py::arg("n_threads"));
+    m.def("pq_search", &pq_search_py, py::arg("x"), py::arg("pq"), py::arg("invlists"), py::arg("k"),
+          py::arg("metric"), py::arg("n_threads"));
     m.def("pq_unpack_codes", &pq_unpack_py, py::arg("codes"), py::arg("M"), py::arg("nbits"));
     m.def("pq_pack_codes", &pq_pack_py, py::arg("idx"), py::arg("nbits"));
-    m.def("ivfpq_precompute_term2", &term2_py, py::arg("centroids"), py::arg("codebooks"));
-    m.def("ivfflat_search", &ivfflat_search_py, py::arg("x"), py::arg("centroids"), py::arg("invlists"),
+    m.def("ivfflat_search", &ivfflat_search_py, py::arg("x"), py::arg("coarse"), py::arg("invlists"),
           py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"));
-    m.def("ivfpq_search", &ivfpq_search_py, py::arg("x"), py::arg("centroids"), py::arg("codebooks"),
-          py::arg("nbits"), py::arg("invlists"), py::arg("term2"), py::arg("nprobe"), py::arg("k"),
-          py::arg("metric"), py::arg("n_threads"));
+    m.def("ivfpq_search", &ivfpq_search_py, py::arg("x"), py::arg("coarse"), py::arg("pq"), py::arg("invlists"),
+          py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"));
+    m.def("ivfpq_code_bias", &ivfpq_code_bias_py, py::arg("codes"), py::arg("list_nos"), py::arg("coarse"),
+          py::arg("pq"), py::arg("n_threads"));
+    m.def("micro_scan", [](size_t M, size_t nbits, size_t n, size_t repeats, const std::string& level) {
+        SimdLevel lv = parse_simd_level(level);
+        py::gil_scoped_release release;
+        return micro_scan(M, nbits, n, repeats, lv);
+    }, py::arg("M"), py::arg("nbits"), py::arg("n"), py::arg("repeats"), py::arg("level"),
+       "Seconds per scan of n synthetic codes with one level's kernel (bench/micro).");
+    m.def("micro_memory_read", [](size_t nbytes, size_t repeats) {
+        py::gil_scoped_release release;
+        return micro_memory_read(nbytes, repeats);
+    }, py::arg("nbytes"), py::arg("repeats"), "Seconds per read of an nbytes buffer (bench/micro).");
 
     py::class_<InvertedLists>(m, "InvertedLists")
-        .def(py::init<size_t, size_t>(), py::arg("nlist"), py::arg("code_size"))
+        .def(py::init([](size_t nlist, size_t code_size, const std::string& layout, bool with_bias) {
+                 if (layout != "rows" && layout != "blocked")
+                     throw std::invalid_argument("layout must be 'rows' or 'blocked', got '" + layout + "'");
+                 return std::make_unique<InvertedLists>(
+                     nlist, code_size, layout == "rows" ? CodeLayout::Rows : CodeLayout::Blocked, with_bias);
+             }),
+             py::arg("nlist"), py::arg("code_size"), py::arg("layout"), py::arg("with_bias") = false)
+        .def_property_readonly("with_bias", &InvertedLists::with_bias)
         .def_property_readonly("nlist", &InvertedLists::nlist)
         .def_property_readonly("code_size", &InvertedLists::code_size)
         .def_property_readonly("ntotal", &InvertedLists::ntotal)
-        .def("add", &lists_add, py::arg("list_nos"), py::arg("ids"), py::arg("codes"))
+        .def("add", &lists_add, py::arg("list_nos"), py::arg("ids"), py::arg("codes"), py::arg("bias") = py::none())
+        .def("set_bias", [](InvertedLists& lists, const py::array& bias) {
+            const float* bp = checked<float>(bias, "bias", {static_cast<py::ssize_t>(lists.ntotal())});
+            lists.set_bias(bp);
+        }, py::arg("bias"), "Replace every bias, in list order (as export() orders the codes).")
         .def("list_sizes", [](const InvertedLists& lists) {
             py::array_t<int64_t> out(lists.nlist());
             for (size_t l = 0; l < lists.nlist(); ++l) out.mutable_at(l) = static_cast<int64_t>(lists.list_size(l));
@@ -415,7 +448,7 @@ PYBIND11_MODULE(_core, m) {
         .def("list_codes", [](const InvertedLists& lists, py::ssize_t l) {
             size_t li = check_list_no(lists, l), n = lists.list_size(li);
             py::array_t<uint8_t> out({n, lists.code_size()});
-            if (n) std::memcpy(out.mutable_data(), lists.list_codes(li), n * lists.code_size());
+            lists.copy_codes(li, out.mutable_data());
             return out;
         }, py::arg("list_no"))
         .def("remove_ids", [](InvertedLists& lists, const py::array& ids) {

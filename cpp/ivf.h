@@ -1,6 +1,6 @@
 // Inverted-file indexes: a coarse quantizer (nlist centroids) partitions the
-// database; each list stores the codes and int64 ids of its vectors, and a
-// search scans only the nprobe lists nearest to the query.
+// database; each list stores the codes and int64 ids of its vectors
+// (invlists.h), and a search scans only the nprobe lists nearest to the query.
 #pragma once
 
 #include <cstddef>
@@ -8,34 +8,25 @@
 #include <vector>
 
 #include "flat.h"
+#include "invlists.h"
 #include "pq.h"
 
 namespace pqkit {
 
-class InvertedLists {
+// Coarse centroids (copied) with their norms, prepared once per index.
+class CoarseQuantizer {
 public:
-    InvertedLists(size_t nlist, size_t code_size);
-
-    size_t nlist() const { return ids_.size(); }
-    size_t code_size() const { return code_size_; }
-    size_t ntotal() const { return ntotal_; }
-    size_t list_size(size_t l) const { return ids_[l].size(); }
-    const int64_t* list_ids(size_t l) const { return ids_[l].data(); }
-    const uint8_t* list_codes(size_t l) const { return codes_[l].data(); }
-
-    // Throws std::invalid_argument (before changing anything) if a list number is out of range.
-    void add(const int64_t* list_nos, const int64_t* ids, const uint8_t* codes, size_t n);
-    size_t remove_ids(const int64_t* ids, size_t n);
-    // list_nos/offsets of each id, or -1/-1 when absent.
-    void locate(const int64_t* ids, size_t n, int64_t* list_nos, int64_t* offsets) const;
-    void reset();
-    size_t memory_usage_bytes() const;
+    CoarseQuantizer(const float* centroids, size_t nlist, size_t d, Metric metric);
+    CoarseQuantizer(const CoarseQuantizer&) = delete;
+    CoarseQuantizer& operator=(const CoarseQuantizer&) = delete;
+    const VectorSet& vectors() const { return vectors_; }
+    size_t nlist() const { return vectors_.size(); }
+    size_t dim() const { return vectors_.dim(); }
+    const float* centroid(size_t l) const { return data_.data() + l * dim(); }
 
 private:
-    size_t code_size_;
-    size_t ntotal_ = 0;
-    std::vector<std::vector<uint8_t>> codes_;
-    std::vector<std::vector<int64_t>> ids_;
+    std::vector<float> data_;
+    VectorSet vectors_;  // views data_
 };
 
 struct IVFSearchParams {
@@ -45,18 +36,18 @@ struct IVFSearchParams {
     int n_threads = 1;
 };
 
-// Raw float vectors in the lists (code_size = 4 * d).
-void ivfflat_search(const float* x, size_t nq, size_t d, const float* centroids, size_t nlist,
-                    const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I);
+// Raw float vectors in the lists (Rows layout, code_size = 4 * d).
+void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
+                    const IVFSearchParams& p, float* D, int64_t* I);
 
-// term2[l, m, k] = ||c_mk||^2 + 2 <y_l^(m), c_mk>, for the L2 decomposition (see ivf.cpp).
-void ivfpq_precompute_term2(const float* centroids, size_t nlist, const PQShape& shape,
-                            const float* codebooks, float* term2);
+// bias[i] = ||r_i||^2 + 2 <y_l, r_i> for codes (rows) of residuals r_i in list
+// list_nos[i], summed over sub-quantizers (see ivf.cpp). L2 only.
+void ivfpq_code_bias(const uint8_t* codes, size_t n, const int64_t* list_nos, const CoarseQuantizer& coarse,
+                     const PQCodebooks& pq, int n_threads, float* bias);
 
-// PQ codes of residuals x - y_l. term2 may be null (then residual tables are
-// built per (query, list)); it is only used for L2.
-void ivfpq_search(const float* x, size_t nq, const float* centroids, size_t nlist, const PQShape& shape,
-                  const float* codebooks, const InvertedLists& lists, const float* term2,
-                  const IVFSearchParams& p, float* D, int64_t* I);
+// PQ codes of residuals x - y_l (Blocked layout; with bias for L2). Exact
+// top-k of the float keys (see ivf.cpp for the key and scan.h for the scan).
+void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
+                  const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I);
 
 }  // namespace pqkit

@@ -19,6 +19,16 @@
 
 namespace pqkit {
 
+// Which codes of a quantized-table scan are worth an exact look (see scan.h).
+// With bias == nullptr a code passes when est <= max_est; otherwise when
+// float(est) * inv_scale + bias[i] <= limit (multiply, round, add, round).
+struct ScanFilter {
+    uint16_t max_est;
+    const float* bias;  // one per code, indexed like the codes of the call
+    float inv_scale;
+    float limit;
+};
+
 struct Kernels {
     // out[i * ldo + j] = <x_i, y_j> for i < nx, j < ny; rows have d floats.
     void (*dot_tile)(const float* x, size_t nx, const float* y, size_t ny, size_t d,
@@ -34,9 +44,18 @@ struct Kernels {
     // out[c] = sum_j q_j * ct[j, c], sequential over j.
     void (*ip_to_centroids_t)(const float* q, const float* ct, size_t dsub, size_t ksub,
                               float* out);
-    // 8-bit ADC: out[i] = sum_m table[m * 256 + codes[i * M + m]], sequential over m.
-    void (*adc_scan_u8)(const uint8_t* codes, size_t n, size_t M, const float* table,
-                        float* out);
+    // Quantized-table scans over the blocked layout (codes.h): for each code
+    // i < n, est_i = sum_m lut[m][code_m(i)] in exact 16-bit integer
+    // arithmetic (the caller bounds the table so the sum fits), then bit i % 64
+    // of masks[i / 64] is set when the code passes the filter. 8-bit codes:
+    // lut is M x 256 bytes plus 64 bytes of padding. 4-bit codes: lut is
+    // 2 * ceil(M / 2) x 16 bytes (an odd M gets a zero table last).
+    void (*scan_lut8)(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut,
+                      const ScanFilter& filter, uint64_t* masks);
+    void (*scan_lut4)(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut,
+                      const ScanFilter& filter, uint64_t* masks);
+    // Memory-read floor for the micro-benchmark: sums n bytes (any order).
+    uint64_t (*read_bytes)(const uint8_t* data, size_t n);
 };
 
 const Kernels& kernels();                  // the active level's table

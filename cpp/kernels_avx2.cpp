@@ -94,71 +94,157 @@ void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
     }
 }
 
-void l2_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
+// Per centroid, a sequential sum over j (as the reference). Four vectors of
+// 8 centroids advance together so the add chains overlap.
+template <bool L2>
+inline __m256 term(__m256 qj, __m256 t) {
+    if (L2) {
+        __m256 diff = _mm256_sub_ps(qj, t);
+        return _mm256_mul_ps(diff, diff);
+    }
+    return _mm256_mul_ps(qj, t);
+}
+
+template <bool L2>
+void to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
     size_t c = 0;
+    for (; c + 32 <= ksub; c += 32) {
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (size_t j = 0; j < dsub; ++j) {
+            const __m256 qj = _mm256_set1_ps(q[j]);
+            const float* row = ct + j * ksub + c;
+            for (int v = 0; v < 4; ++v) acc[v] = _mm256_add_ps(acc[v], term<L2>(qj, _mm256_loadu_ps(row + 8 * v)));
+        }
+        for (int v = 0; v < 4; ++v) _mm256_storeu_ps(out + c + 8 * v, acc[v]);
+    }
     for (; c + 8 <= ksub; c += 8) {
         __m256 acc = _mm256_setzero_ps();
-        for (size_t j = 0; j < dsub; ++j) {
-            __m256 diff = _mm256_sub_ps(_mm256_set1_ps(q[j]), _mm256_loadu_ps(ct + j * ksub + c));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(diff, diff));
-        }
+        for (size_t j = 0; j < dsub; ++j)
+            acc = _mm256_add_ps(acc, term<L2>(_mm256_set1_ps(q[j]), _mm256_loadu_ps(ct + j * ksub + c)));
         _mm256_storeu_ps(out + c, acc);
     }
     for (; c < ksub; ++c) {  // fewer than 8 centroids left (nbits < 3)
         float acc = 0.0f;
         for (size_t j = 0; j < dsub; ++j) {
-            float diff = q[j] - ct[j * ksub + c];
-            float p = diff * diff;
+            float diff = L2 ? q[j] - ct[j * ksub + c] : 0.0f;
+            float p = L2 ? diff * diff : q[j] * ct[j * ksub + c];
             acc = acc + p;
         }
         out[c] = acc;
     }
+}
+
+void l2_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
+    to_centroids_t<true>(q, ct, dsub, ksub, out);
 }
 
 void ip_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
-    size_t c = 0;
-    for (; c + 8 <= ksub; c += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (size_t j = 0; j < dsub; ++j)
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(q[j]), _mm256_loadu_ps(ct + j * ksub + c)));
-        _mm256_storeu_ps(out + c, acc);
+    to_centroids_t<false>(q, ct, dsub, ksub, out);
+}
+
+// ---- quantized-table scans (see kernels.h and scan.h)
+
+// Pass bits of 8 codes from their estimates as 32-bit integers.
+inline uint32_t filter8(__m256i est, const float* bias, const ScanFilter& f) {
+    __m256 pass;
+    if (bias == nullptr) {
+        __m256i over = _mm256_cmpgt_epi32(est, _mm256_set1_epi32(f.max_est));
+        return ~static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(over))) & 0xFFu;
     }
-    for (; c < ksub; ++c) {
-        float acc = 0.0f;
-        for (size_t j = 0; j < dsub; ++j) {
-            float p = q[j] * ct[j * ksub + c];
-            acc = acc + p;
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(est), _mm256_set1_ps(f.inv_scale));
+    pass = _mm256_cmp_ps(_mm256_add_ps(v, _mm256_loadu_ps(bias)), _mm256_set1_ps(f.limit), _CMP_LE_OQ);
+    return static_cast<uint32_t>(_mm256_movemask_ps(pass));
+}
+
+// The bias of a partial last block, zero-padded to a whole block.
+inline const float* block_bias(const float* bias, size_t valid, float* padded) {
+    if (bias == nullptr || valid == kBlock) return bias;
+    for (size_t i = 0; i < kBlock; ++i) padded[i] = i < valid ? bias[i] : 0.0f;
+    return padded;
+}
+
+inline uint64_t valid_bits(uint64_t mask, size_t valid) {
+    return valid < 64 ? mask & ((uint64_t(1) << valid) - 1) : mask;
+}
+
+// No byte permute in AVX2: eight 8-code gathers per sub-quantizer (4-byte
+// loads at byte offsets of the table, which is padded for them).
+void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, const ScanFilter& f,
+               uint64_t* masks) {
+    const __m256i low = _mm256_set1_epi32(0xFF);
+    float padded[kBlock];
+    for (size_t b = 0; b * kBlock < n; ++b) {
+        const uint8_t* blk = blocks + b * kBlock * M;
+        __m256i acc[8];
+        for (int h = 0; h < 8; ++h) acc[h] = _mm256_setzero_si256();
+        for (size_t m = 0; m < M; ++m) {
+            const int* t = reinterpret_cast<const int*>(lut + m * 256);
+            for (int h = 0; h < 8; ++h) {
+                __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + m * kBlock + 8 * h)));
+                acc[h] = _mm256_add_epi32(acc[h], _mm256_and_si256(_mm256_i32gather_epi32(t, idx, 1), low));
+            }
         }
-        out[c] = acc;
+        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        const float* bias = block_bias(f.bias ? f.bias + b * kBlock : nullptr, valid, padded);
+        uint64_t mask = 0;
+        for (int h = 0; h < 8; ++h) mask |= static_cast<uint64_t>(filter8(acc[h], bias ? bias + 8 * h : nullptr, f)) << (8 * h);
+        masks[b] = valid_bits(mask, valid);
     }
 }
 
-void adc_scan_u8(const uint8_t* codes, size_t n, size_t M, const float* table, float* out) {
-    const __m256i row_offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                   _mm256_set1_epi32(static_cast<int>(M)));
-    const __m256i low_byte = _mm256_set1_epi32(0xFF);
-    size_t i = 0;
-    // 4-byte loads at byte offsets: stop while the 3 extra bytes stay in bounds.
-    if (M * 8 < (size_t(1) << 31)) {
-        for (; (i + 8) * M + 3 <= n * M; i += 8) {
-            const uint8_t* block = codes + i * M;
-            __m256 acc = _mm256_setzero_ps();
-            for (size_t m = 0; m < M; ++m) {
-                __m256i words = _mm256_i32gather_epi32(reinterpret_cast<const int*>(block + m), row_offsets, 1);
-                __m256i idx = _mm256_add_epi32(_mm256_and_si256(words, low_byte),
-                                               _mm256_set1_epi32(static_cast<int>(m * 256)));
-                acc = _mm256_add_ps(acc, _mm256_i32gather_ps(table, idx, 4));
+// vpshufb per nibble on 32 codes at a time, 16-bit even/odd accumulation as in
+// the AVX-512 level.
+void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, const ScanFilter& f,
+               uint64_t* masks) {
+    const size_t code_size = (M + 1) / 2;
+    const __m256i low = _mm256_set1_epi16(0x00FF), nibble = _mm256_set1_epi8(0x0F);
+    float padded[kBlock];
+    for (size_t b = 0; b * kBlock < n; ++b) {
+        const uint8_t* blk = blocks + b * kBlock * code_size;
+        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        const float* bias = block_bias(f.bias ? f.bias + b * kBlock : nullptr, valid, padded);
+        uint64_t mask = 0;
+        for (int half = 0; half < 2; ++half) {
+            __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
+            for (size_t j = 0; j < code_size; ++j) {
+                const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + j * kBlock + 32 * half));
+                const __m256i t_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j)));
+                const __m256i t_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j + 16)));
+                __m256i v0 = _mm256_shuffle_epi8(t_lo, _mm256_and_si256(c, nibble));
+                __m256i v1 = _mm256_shuffle_epi8(t_hi, _mm256_and_si256(_mm256_srli_epi16(c, 4), nibble));
+                even = _mm256_add_epi16(even, _mm256_add_epi16(_mm256_and_si256(v0, low), _mm256_and_si256(v1, low)));
+                odd = _mm256_add_epi16(odd, _mm256_add_epi16(_mm256_srli_epi16(v0, 8), _mm256_srli_epi16(v1, 8)));
             }
-            _mm256_storeu_ps(out + i, acc);
+            // unpack interleaves within 128-bit lanes: lo = codes 0-7 | 16-23, hi = 8-15 | 24-31.
+            __m256i ul = _mm256_unpacklo_epi16(even, odd), uh = _mm256_unpackhi_epi16(even, odd);
+            __m256i first = _mm256_permute2x128_si256(ul, uh, 0x20), second = _mm256_permute2x128_si256(ul, uh, 0x31);
+            const __m256i parts[4] = {
+                _mm256_cvtepu16_epi32(_mm256_castsi256_si128(first)), _mm256_cvtepu16_epi32(_mm256_extracti128_si256(first, 1)),
+                _mm256_cvtepu16_epi32(_mm256_castsi256_si128(second)), _mm256_cvtepu16_epi32(_mm256_extracti128_si256(second, 1))};
+            for (int g = 0; g < 4; ++g) {
+                const size_t start = 32 * half + 8 * g;
+                mask |= static_cast<uint64_t>(filter8(parts[g], bias ? bias + start : nullptr, f)) << start;
+            }
         }
+        masks[b] = valid_bits(mask, valid);
     }
-    generic::adc_scan_u8(codes + i * M, n - i, M, table, out + i);
+}
+
+uint64_t read_bytes(const uint8_t* data, size_t n) {
+    __m256i acc = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + i)), _mm256_setzero_si256()));
+    alignas(32) uint64_t lanes[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3] + generic::read_bytes(data + i, n - i);
 }
 
 }  // namespace
 
 const Kernels table = {
-    dot_tile, sqnorms, l2sqr_ny, l2_to_centroids_t, ip_to_centroids_t, adc_scan_u8,
+    dot_tile,  sqnorms,   l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t,
+    scan_lut8, scan_lut4, read_bytes,
 };
 
 }  // namespace avx2

@@ -77,59 +77,148 @@ void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
     }
 }
 
-void l2_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
-    for (size_t c = 0; c < ksub; c += 16) {
+// Per centroid, a sequential sum over j (as the reference). Four vectors of
+// 16 centroids advance together: independent chains, so the adds overlap
+// instead of waiting on each other's latency.
+template <bool L2>
+void to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
+    size_t c = 0;
+    for (; c + 64 <= ksub; c += 64) {
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (size_t j = 0; j < dsub; ++j) {
+            const __m512 qj = _mm512_set1_ps(q[j]);
+            const float* row = ct + j * ksub + c;
+            for (int v = 0; v < 4; ++v) {
+                __m512 t = _mm512_loadu_ps(row + 16 * v);
+                if (L2) {
+                    __m512 diff = _mm512_sub_ps(qj, t);
+                    acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(diff, diff));
+                } else {
+                    acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(qj, t));
+                }
+            }
+        }
+        for (int v = 0; v < 4; ++v) _mm512_storeu_ps(out + c + 16 * v, acc[v]);
+    }
+    for (; c < ksub; c += 16) {
         const __mmask16 m = c + 16 <= ksub ? static_cast<__mmask16>(0xFFFF) : tail_mask(ksub - c);
         __m512 acc = _mm512_setzero_ps();
         for (size_t j = 0; j < dsub; ++j) {
-            __m512 diff = _mm512_sub_ps(_mm512_set1_ps(q[j]), _mm512_maskz_loadu_ps(m, ct + j * ksub + c));
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(diff, diff));
+            __m512 t = _mm512_maskz_loadu_ps(m, ct + j * ksub + c);
+            if (L2) {
+                __m512 diff = _mm512_sub_ps(_mm512_set1_ps(q[j]), t);
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(diff, diff));
+            } else {
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(q[j]), t));
+            }
         }
         _mm512_mask_storeu_ps(out + c, m, acc);
     }
+}
+
+void l2_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
+    to_centroids_t<true>(q, ct, dsub, ksub, out);
 }
 
 void ip_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
-    for (size_t c = 0; c < ksub; c += 16) {
-        const __mmask16 m = c + 16 <= ksub ? static_cast<__mmask16>(0xFFFF) : tail_mask(ksub - c);
-        __m512 acc = _mm512_setzero_ps();
-        for (size_t j = 0; j < dsub; ++j)
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(q[j]), _mm512_maskz_loadu_ps(m, ct + j * ksub + c)));
-        _mm512_mask_storeu_ps(out + c, m, acc);
+    to_centroids_t<false>(q, ct, dsub, ksub, out);
+}
+
+// ---- quantized-table scans (see kernels.h and scan.h)
+//
+// 16-bit accumulation without widening: a 64-byte vector of looked-up values
+// is added as 32 "even" bytes (the low byte of each 16-bit lane, codes 0, 2,
+// 4, ...) and 32 "odd" bytes (the high byte, codes 1, 3, 5, ...). The sums
+// are exact integers, so the order of additions does not matter.
+
+// Natural order from the even/odd accumulators: codes 0..31 and 32..63.
+inline void interleave(__m512i even, __m512i odd, __m512i& first, __m512i& second) {
+    alignas(64) static const uint16_t lo_idx[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+    alignas(64) static const uint16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                    24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+    first = _mm512_permutex2var_epi16(even, _mm512_load_si512(lo_idx), odd);
+    second = _mm512_permutex2var_epi16(even, _mm512_load_si512(hi_idx), odd);
+}
+
+inline uint64_t filter_block(__m512i even, __m512i odd, size_t valid, const float* bias,
+                             const ScanFilter& f) {
+    __m512i e[2];
+    interleave(even, odd, e[0], e[1]);
+    uint64_t mask = 0;
+    if (bias == nullptr) {
+        const __m512i thr = _mm512_set1_epi16(static_cast<short>(f.max_est));
+        mask = static_cast<uint64_t>(_mm512_cmple_epu16_mask(e[0], thr)) |
+               (static_cast<uint64_t>(_mm512_cmple_epu16_mask(e[1], thr)) << 32);
+    } else {
+        const __m512 inv = _mm512_set1_ps(f.inv_scale), lim = _mm512_set1_ps(f.limit);
+        for (size_t g = 0; g < 4 && g * 16 < valid; ++g) {
+            __m256i part = (g & 1) ? _mm512_extracti64x4_epi64(e[g / 2], 1) : _mm512_castsi512_si256(e[g / 2]);
+            const __mmask16 lm = valid - g * 16 >= 16 ? static_cast<__mmask16>(0xFFFF) : tail_mask(valid - g * 16);
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(part)), inv);
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(lm, bias + g * 16));
+            mask |= static_cast<uint64_t>(_mm512_mask_cmp_ps_mask(lm, v, lim, _CMP_LE_OQ)) << (g * 16);
+        }
+    }
+    return valid < 64 ? mask & ((uint64_t(1) << valid) - 1) : mask;
+}
+
+// 256-entry lookups with vpermi2b: two 128-entry halves, the code's top bit picks one.
+void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, const ScanFilter& f,
+               uint64_t* masks) {
+    const __m512i low = _mm512_set1_epi16(0x00FF);
+    for (size_t b = 0; b * kBlock < n; ++b) {
+        const uint8_t* blk = blocks + b * kBlock * M;
+        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+        for (size_t m = 0; m < M; ++m) {
+            const __m512i c = _mm512_loadu_si512(blk + m * kBlock);
+            const uint8_t* t = lut + m * 256;
+            __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(t), c, _mm512_loadu_si512(t + 64));
+            __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(t + 128), c, _mm512_loadu_si512(t + 192));
+            __m512i v = _mm512_mask_blend_epi8(_mm512_movepi8_mask(c), lo, hi);
+            even = _mm512_add_epi16(even, _mm512_and_si512(v, low));
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(v, 8));
+        }
+        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
     }
 }
 
-// 16 codes at a time: a byte gather of code m of each row (4-byte loads at
-// byte offsets, masked to the low byte), then a gather from the table.
-void adc_scan_u8(const uint8_t* codes, size_t n, size_t M, const float* table, float* out) {
-    const __m512i row_offsets = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(static_cast<int>(M)));
-    const __m512i low_byte = _mm512_set1_epi32(0xFF);
-    size_t i = 0;
-    // Each lane loads 4 bytes from its code byte: a vector block runs only
-    // while those 3 extra bytes stay inside the buffer; the rest runs the
-    // reference loop.
-    if (M * 16 < (size_t(1) << 31)) {
-        for (; (i + 16) * M + 3 <= n * M; i += 16) {
-            const uint8_t* block = codes + i * M;
-            __m512 acc = _mm512_setzero_ps();
-            for (size_t m = 0; m < M; ++m) {
-                __m512i words = _mm512_i32gather_epi32(row_offsets, block + m, 1);
-                __m512i idx = _mm512_add_epi32(_mm512_and_si512(words, low_byte),
-                                               _mm512_set1_epi32(static_cast<int>(m * 256)));
-                acc = _mm512_add_ps(acc, _mm512_i32gather_ps(idx, table, 4));
-            }
-            _mm512_storeu_ps(out + i, acc);
+// 16-entry lookups with vpshufb, one per nibble.
+void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, const ScanFilter& f,
+               uint64_t* masks) {
+    const size_t code_size = (M + 1) / 2;
+    const __m512i low = _mm512_set1_epi16(0x00FF), nibble = _mm512_set1_epi8(0x0F);
+    for (size_t b = 0; b * kBlock < n; ++b) {
+        const uint8_t* blk = blocks + b * kBlock * code_size;
+        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+        for (size_t j = 0; j < code_size; ++j) {
+            const __m512i c = _mm512_loadu_si512(blk + j * kBlock);
+            const __m512i t_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j)));
+            const __m512i t_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j + 16)));
+            __m512i v0 = _mm512_shuffle_epi8(t_lo, _mm512_and_si512(c, nibble));
+            __m512i v1 = _mm512_shuffle_epi8(t_hi, _mm512_and_si512(_mm512_srli_epi16(c, 4), nibble));
+            even = _mm512_add_epi16(even, _mm512_add_epi16(_mm512_and_si512(v0, low), _mm512_and_si512(v1, low)));
+            odd = _mm512_add_epi16(odd, _mm512_add_epi16(_mm512_srli_epi16(v0, 8), _mm512_srli_epi16(v1, 8)));
         }
+        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
     }
-    generic::adc_scan_u8(codes + i * M, n - i, M, table, out + i);
+}
+
+uint64_t read_bytes(const uint8_t* data, size_t n) {
+    __m512i acc = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_loadu_si512(data + i), _mm512_setzero_si512()));
+    uint64_t sum = static_cast<uint64_t>(_mm512_reduce_add_epi64(acc));
+    return sum + generic::read_bytes(data + i, n - i);
 }
 
 }  // namespace
 
 const Kernels table = {
-    dot_tile, sqnorms, l2sqr_ny, l2_to_centroids_t, ip_to_centroids_t, adc_scan_u8,
+    dot_tile,  sqnorms,   l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t,
+    scan_lut8, scan_lut4, read_bytes,
 };
 
 }  // namespace avx512

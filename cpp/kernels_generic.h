@@ -7,6 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "codes.h"
+#include "kernels.h"
+
 namespace pqkit {
 // Internal linkage on purpose: each level's file gets its own copy compiled
 // with its own flags (a shared inline copy could leak AVX-512 code into the
@@ -100,14 +103,66 @@ inline void ip_to_centroids_t(const float* q, const float* ct, size_t dsub, size
     }
 }
 
-inline void adc_scan_u8(const uint8_t* codes, size_t n, size_t M, const float* table,
-                        float* out) {
-    for (size_t i = 0; i < n; ++i) {
-        const uint8_t* code = codes + i * M;
-        float acc = 0.0f;
-        for (size_t m = 0; m < M; ++m) acc = acc + table[m * 256 + code[m]];
-        out[i] = acc;
+// The filter of one block, given its 64 estimates (codes past `valid` never pass).
+inline uint64_t filter_block(const uint16_t* est, size_t valid, const float* bias,
+                             const ScanFilter& f) {
+    uint64_t mask = 0;
+    for (size_t i = 0; i < valid; ++i) {
+        bool pass;
+        if (bias == nullptr) {
+            pass = est[i] <= f.max_est;
+        } else {
+            float v = static_cast<float>(est[i]) * f.inv_scale;
+            pass = v + bias[i] <= f.limit;
+        }
+        if (pass) mask |= uint64_t(1) << i;
     }
+    return mask;
+}
+
+inline void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut,
+                      const ScanFilter& f, uint64_t* masks) {
+    for (size_t b = 0; b * kBlock < n; ++b) {
+        const uint8_t* blk = blocks + b * kBlock * M;
+        uint16_t est[kBlock] = {0};
+        for (size_t m = 0; m < M; ++m) {
+            const uint8_t* row = blk + m * kBlock;
+            const uint8_t* t = lut + m * 256;
+            for (size_t i = 0; i < kBlock; ++i) est[i] = static_cast<uint16_t>(est[i] + t[row[i]]);
+        }
+        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        masks[b] = filter_block(est, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
+    }
+}
+
+inline void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut,
+                      const ScanFilter& f, uint64_t* masks) {
+    const size_t code_size = (M + 1) / 2;
+    for (size_t b = 0; b * kBlock < n; ++b) {
+        const uint8_t* blk = blocks + b * kBlock * code_size;
+        uint16_t est[kBlock] = {0};
+        for (size_t j = 0; j < code_size; ++j) {
+            const uint8_t* row = blk + j * kBlock;
+            const uint8_t* t_lo = lut + 2 * j * 16;
+            const uint8_t* t_hi = t_lo + 16;
+            for (size_t i = 0; i < kBlock; ++i)
+                est[i] = static_cast<uint16_t>(est[i] + t_lo[row[i] & 15] + t_hi[row[i] >> 4]);
+        }
+        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        masks[b] = filter_block(est, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
+    }
+}
+
+inline uint64_t read_bytes(const uint8_t* data, size_t n) {
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        __builtin_memcpy(&w, data + i, 8);
+        acc += w;
+    }
+    for (; i < n; ++i) acc += data[i];
+    return acc;
 }
 
 }  // namespace generic

@@ -5,14 +5,15 @@
 #include <stdexcept>
 #include <string>
 
+#include "invlists.h"
 #include "kernels.h"
 #include "kmeans.h"
 #include "parallel.h"
+#include "scan.h"
 #include "topk.h"
 
 namespace pqkit {
 namespace {
-constexpr size_t kScanBlock = 1024;
 constexpr size_t kEncodeBlock = 256;
 }  // namespace
 
@@ -27,15 +28,23 @@ PQShape make_pq_shape(size_t d, size_t M, size_t nbits) {
     return PQShape{d, M, nbits, size_t(1) << nbits, d / M, (M * nbits + 7) / 8};
 }
 
-PQTables::PQTables(const PQShape& s, const float* codebooks)
-    : shape_(s), transposed_(s.M * s.dsub * s.ksub) {
+PQCodebooks::PQCodebooks(const PQShape& s, const float* codebooks)
+    : shape_(s), codebooks_(codebooks, codebooks + s.M * s.ksub * s.dsub), transposed_(s.M * s.dsub * s.ksub),
+      sqnorms_(s.M * s.ksub) {
     for (size_t m = 0; m < s.M; ++m)
         for (size_t c = 0; c < s.ksub; ++c)
             for (size_t j = 0; j < s.dsub; ++j)
                 transposed_[(m * s.dsub + j) * s.ksub + c] = codebooks[(m * s.ksub + c) * s.dsub + j];
+    kernels().sqnorms(codebooks, s.M * s.ksub, s.dsub, sqnorms_.data());
 }
 
-void PQTables::compute(const float* q, Metric metric, float* table) const {
+void PQCodebooks::search_table(const float* q, Metric metric, float* table) const {
+    compute(q, metric, table);
+    if (metric == Metric::IP)
+        for (size_t i = 0; i < shape_.M * shape_.ksub; ++i) table[i] = -table[i];
+}
+
+void PQCodebooks::compute(const float* q, Metric metric, float* table) const {
     const Kernels& K = kernels();
     const PQShape& s = shape_;
     for (size_t m = 0; m < s.M; ++m) {
@@ -85,22 +94,6 @@ void pq_pack(const PQShape& s, const int32_t* idx, size_t n, uint8_t* codes) {
     }
 }
 
-void adc_scan(const PQShape& s, const uint8_t* codes, size_t n, const float* table, float* out,
-              std::vector<int32_t>& scratch) {
-    if (s.nbits == 8) {
-        kernels().adc_scan_u8(codes, n, s.M, table, out);
-        return;
-    }
-    scratch.resize(n * s.M);
-    pq_unpack(s, codes, n, scratch.data());
-    for (size_t i = 0; i < n; ++i) {
-        const int32_t* idx = scratch.data() + i * s.M;
-        float acc = 0.0f;
-        for (size_t m = 0; m < s.M; ++m) acc = acc + table[m * s.ksub + static_cast<size_t>(idx[m])];
-        out[i] = acc;
-    }
-}
-
 void pq_train(const float* x, size_t n, const PQShape& s, int niter, uint64_t seed,
               size_t max_points_per_centroid, int n_threads, float* codebooks) {
     if (n < s.ksub) {
@@ -121,8 +114,9 @@ void pq_train(const float* x, size_t n, const PQShape& s, int niter, uint64_t se
     }
 }
 
-void pq_encode(const float* x, size_t n, const PQShape& s, const float* codebooks, int n_threads,
-               uint8_t* codes) {
+void pq_encode(const float* x, size_t n, const PQCodebooks& pq, int n_threads, uint8_t* codes) {
+    const PQShape& s = pq.shape();
+    const float* codebooks = pq.data();
     std::vector<NearestCentroid> assigners;
     assigners.reserve(s.M);
     for (size_t m = 0; m < s.M; ++m)
@@ -142,8 +136,9 @@ void pq_encode(const float* x, size_t n, const PQShape& s, const float* codebook
     });
 }
 
-void pq_decode(const uint8_t* codes, size_t n, const PQShape& s, const float* codebooks, int n_threads,
-               float* x) {
+void pq_decode(const uint8_t* codes, size_t n, const PQCodebooks& pq, int n_threads, float* x) {
+    const PQShape& s = pq.shape();
+    const float* codebooks = pq.data();
     parallel_for(n, n_threads, kEncodeBlock, [&](size_t begin, size_t end, int) {
         std::vector<int32_t> idx((end - begin) * s.M);
         pq_unpack(s, codes + begin * s.code_size, end - begin, idx.data());
@@ -155,36 +150,30 @@ void pq_decode(const uint8_t* codes, size_t n, const PQShape& s, const float* co
     });
 }
 
-void pq_distance_tables(const float* x, size_t nq, const PQShape& s, const float* codebooks,
-                        Metric metric, int n_threads, float* tables) {
-    PQTables pt(s, codebooks);
+void pq_distance_tables(const float* x, size_t nq, const PQCodebooks& pq, Metric metric, int n_threads,
+                        float* tables) {
+    const PQShape& s = pq.shape();
     parallel_for(nq, n_threads, 16, [&](size_t begin, size_t end, int) {
-        for (size_t q = begin; q < end; ++q) pt.compute(x + q * s.d, metric, tables + q * s.M * s.ksub);
+        for (size_t q = begin; q < end; ++q) pq.compute(x + q * s.d, metric, tables + q * s.M * s.ksub);
     });
 }
 
-void pq_search(const float* x, size_t nq, const PQShape& s, const float* codebooks, const uint8_t* codes,
-               size_t n, size_t k, Metric metric, int n_threads, float* D, int64_t* I) {
-    PQTables pt(s, codebooks);
+void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, size_t k,
+               Metric metric, int n_threads, float* D, int64_t* I) {
+    const PQShape& s = pq.shape();
     const bool l2 = metric == Metric::L2;
     parallel_for(nq, n_threads, 1, [&](size_t begin, size_t end, int) {
-        std::vector<float> table(s.M * s.ksub), dist(kScanBlock);
-        std::vector<int32_t> scratch;
+        std::vector<float> table(s.M * s.ksub);
+        QuantizedTable qt;
+        ScanBuffers buffers;
         TopK heap(k);
         for (size_t q = begin; q < end; ++q) {
-            pt.compute(x + q * s.d, metric, table.data());
+            pq.search_table(x + q * s.d, metric, table.data());
+            quantize_table(s, table.data(), qt);
             heap.clear();
-            for (size_t i0 = 0; i0 < n; i0 += kScanBlock) {
-                size_t nb = std::min(kScanBlock, n - i0);
-                adc_scan(s, codes + i0 * s.code_size, nb, table.data(), dist.data(), scratch);
-                float th = heap.threshold();
-                for (size_t i = 0; i < nb; ++i) {
-                    float key = l2 ? dist[i] : -dist[i];
-                    if (key <= th) {
-                        heap.push(key, static_cast<int64_t>(i0 + i));
-                        th = heap.threshold();
-                    }
-                }
+            for (size_t l = 0; l < lists.nlist(); ++l) {
+                const CodeRun run{lists.list_codes(l), lists.list_size(l), lists.list_ids(l), nullptr, 0.0f};
+                scan_codes(s, table.data(), qt, run, 0.0f, heap, buffers);
             }
             heap.write(D + q * k, I + q * k, !l2);
         }

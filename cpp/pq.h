@@ -23,39 +23,40 @@ struct PQShape {
 // Validates d % M == 0 and 1 <= nbits <= 16 (std::invalid_argument otherwise).
 PQShape make_pq_shape(size_t d, size_t M, size_t nbits);
 
-// Codebooks prepared for distance tables: per subquantizer, transposed to
-// dsub x ksub so one query subvector meets ksub centroids in vector lanes.
-class PQTables {
+class InvertedLists;
+
+// Trained codebooks (copied), prepared once for distance tables: per
+// subquantizer transposed to dsub x ksub, so one query subvector meets ksub
+// centroids in vector lanes, and their squared norms. Indexes keep one and
+// rebuild it only when the codebooks change.
+class PQCodebooks {
 public:
-    PQTables(const PQShape& shape, const float* codebooks);
+    PQCodebooks(const PQShape& shape, const float* codebooks);
+    const PQShape& shape() const { return shape_; }
+    const float* data() const { return codebooks_.data(); }      // M x ksub x dsub
+    const float* sqnorms() const { return sqnorms_.data(); }     // M x ksub
     // Writes M x ksub: ||q_m - c_mk||^2 (L2) or <q_m, c_mk> (IP).
     void compute(const float* q, Metric metric, float* table) const;
-    const PQShape& shape() const { return shape_; }
+    // The search table, "smaller is better": the L2 table, or the negated IP table.
+    void search_table(const float* q, Metric metric, float* table) const;
 
 private:
     PQShape shape_;
-    std::vector<float> transposed_;
+    std::vector<float> codebooks_, transposed_, sqnorms_;
 };
-
-// out[i] = sum_m table[m * ksub + code_m(i)], sequential over m, for n packed codes.
-// `scratch` is reused between calls (unpacked indices for nbits != 8).
-void adc_scan(const PQShape& shape, const uint8_t* codes, size_t n, const float* table, float* out,
-              std::vector<int32_t>& scratch);
 
 void pq_unpack(const PQShape& shape, const uint8_t* codes, size_t n, int32_t* idx);
 void pq_pack(const PQShape& shape, const int32_t* idx, size_t n, uint8_t* codes);
 
 void pq_train(const float* x, size_t n, const PQShape& shape, int niter, uint64_t seed,
               size_t max_points_per_centroid, int n_threads, float* codebooks);
-void pq_encode(const float* x, size_t n, const PQShape& shape, const float* codebooks, int n_threads,
-               uint8_t* codes);
-void pq_decode(const uint8_t* codes, size_t n, const PQShape& shape, const float* codebooks,
-               int n_threads, float* x);
-void pq_distance_tables(const float* x, size_t nq, const PQShape& shape, const float* codebooks,
-                        Metric metric, int n_threads, float* tables);
-// ADC search over n codes; I holds row numbers.
-void pq_search(const float* x, size_t nq, const PQShape& shape, const float* codebooks,
-               const uint8_t* codes, size_t n, size_t k, Metric metric, int n_threads, float* D,
-               int64_t* I);
+void pq_encode(const float* x, size_t n, const PQCodebooks& pq, int n_threads, uint8_t* codes);
+void pq_decode(const uint8_t* codes, size_t n, const PQCodebooks& pq, int n_threads, float* x);
+void pq_distance_tables(const float* x, size_t nq, const PQCodebooks& pq, Metric metric, int n_threads,
+                        float* tables);
+// ADC search over every code of `lists` (IndexPQ keeps one list); I holds ids.
+// Exact top-k of the float ADC keys (see scan.h).
+void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, size_t k,
+               Metric metric, int n_threads, float* D, int64_t* I);
 
 }  // namespace pqkit

@@ -630,6 +630,51 @@ class IndexFlat(Index):
 
 
 # ===================================================================== IndexPQ
+class _ListStore:
+    """Codes and ids kept by the engine in a :class:`_core.InvertedLists` (IndexPQ: one list).
+
+    The host class sets ``self._invlists`` and ``self._max_id`` and implements
+    ``_decode(codes, list_nos)``. PQ codes sit in the engine's blocked layout (64 codes per
+    block, byte-transposed, for the SIMD scans); they enter and leave as rows.
+    """
+
+    def _ntotal(self) -> int:
+        return int(self._invlists.ntotal)
+
+    def _id_upper_bound(self):
+        return self._max_id
+
+    def _contains(self, ids):
+        if self.ntotal == 0 or int(ids.min()) > self._max_id:
+            return np.zeros(ids.shape, dtype=bool)
+        list_nos, _ = self._invlists.locate(ids)
+        return np.asarray(list_nos) >= 0
+
+    def _store_codes(self, list_nos, ids, codes, bias=None) -> None:
+        self._invlists.add(list_nos, ids, codes, bias)
+        if ids.size:
+            self._max_id = max(self._max_id, int(ids.max()))
+
+    def _reconstruct(self, ids):
+        list_nos, offsets = (np.asarray(a, dtype=np.int64) for a in self._invlists.locate(ids))
+        found = list_nos >= 0
+        if not found.all():
+            self._raise_unknown(ids, found)
+        codes = np.empty((ids.size, self.code_size), dtype=np.uint8)
+        # One iteration per distinct list (at most nlist), copying that list once.
+        for list_no in np.unique(list_nos):
+            members = np.flatnonzero(list_nos == list_no)
+            codes[members] = self._invlists.list_codes(int(list_no))[offsets[members]]
+        return self._decode(codes, list_nos)
+
+    def _remove(self, ids):
+        return self._invlists.remove_ids(ids)
+
+    def _reset(self):
+        self._invlists.reset()
+        self._max_id = -1
+
+
 class _HasProductQuantizer:
     """Shared by the PQ indexes: the ``pq`` attribute and thread-count propagation to it."""
 
@@ -644,7 +689,7 @@ class _HasProductQuantizer:
         self._pq.n_threads = self._n_threads
 
 
-class IndexPQ(_HasProductQuantizer, Index):
+class IndexPQ(_HasProductQuantizer, _ListStore, Index):
     """Approximate search over product-quantized codes (ADC, no inverted file).
 
     Parameters
@@ -668,19 +713,19 @@ class IndexPQ(_HasProductQuantizer, Index):
 
     Notes
     -----
-    Stores (ntotal, code_size) uint8 codes and (ntotal,) int64 ids. Search computes one ADC
-    table per query (see :mod:`pqkit.pq`) and scans all codes. Conversions, metrics and result
+    Stores code_size bytes and one int64 id per vector (codes in the engine's blocked layout).
+    Search computes one ADC table per query (see :mod:`pqkit.pq`) and scans all codes: a
+    byte-quantized copy of the table filters the codes with SIMD integer sums, and every code
+    that can still enter the top k gets its exact float ADC distance, so results equal a plain
+    float ADC scan. Conversions, metrics and result
     padding: see :mod:`pqkit.index`.
     """
 
     def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None):
         super().__init__(d, metric, n_threads)
         self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads)
-        self._store = _RowStore(self._pq.code_size, np.uint8)
-
-
-    def _ntotal(self) -> int:
-        return self._store.n
+        self._invlists = _core.InvertedLists(1, self._pq.code_size, "blocked")
+        self._max_id = -1
 
     def _is_trained(self) -> bool:
         return self._pq.is_trained
@@ -691,47 +736,29 @@ class IndexPQ(_HasProductQuantizer, Index):
     def _train(self, x):
         self._pq._train_validated(x, stacklevel=4)
 
-    def _contains(self, ids):
-        return self._store.contains(ids)
-
-    def _id_upper_bound(self):
-        return self._store.max_id
-
     def _add(self, x, ids):
-        codes = _core.pq_encode(x, self._pq.codebooks, self._pq.nbits, self._nt())
-        self._store.append(codes, ids)
+        codes = _core.pq_encode(x, self._pq._core(), self._nt())
+        self._store_codes(np.zeros(ids.size, dtype=np.int64), ids, codes)
+
+    def _decode(self, codes, list_nos):
+        return _core.pq_decode(codes, self._pq._core(), self._nt())
 
     def _search(self, x, k):
-        D, rows = _core.pq_search(
-            x, self._pq.codebooks, self._pq.nbits, self._store.data, k, self._core_metric,
-            self._nt(),
+        return _core.pq_search(
+            x, self._pq._core(), self._invlists, k, self._core_metric, self._nt()
         )
-        return D, _map_rows_to_ids(rows, self._store.ids)
-
-    def _reconstruct(self, ids):
-        rows = self._store.rows_of(ids)
-        found = rows >= 0
-        if not found.all():
-            self._raise_unknown(ids, found)
-        codes = self._store.data[rows]
-        return _core.pq_decode(codes, self._pq.codebooks, self._pq.nbits, self._nt())
-
-    def _remove(self, ids):
-        return self._store.remove(ids)
-
-    def _reset(self):
-        self._store.clear()
 
     def _memory_usage_bytes(self) -> int:
         codebooks = self._pq.codebooks
-        return int(self._store.nbytes() + (0 if codebooks is None else codebooks.nbytes))
+        return int(self._invlists.memory_usage_bytes()) + (0 if codebooks is None else codebooks.nbytes)
 
     def _get_state(self):
         params = {
             "d": self._d, "metric": self._metric, "M": self._pq.M, "nbits": self._pq.nbits,
             "seed": self._pq.seed,
         }
-        arrays = {"codes": self._store.data, "ids": self._store.ids}
+        _, ids, codes = self._invlists.export()
+        arrays = {"codes": codes, "ids": ids}
         if self._pq.codebooks is not None:
             arrays["codebooks"] = self._pq.codebooks
         return params, arrays
@@ -752,12 +779,12 @@ class IndexPQ(_HasProductQuantizer, Index):
             pq.set_codebooks(arrays["codebooks"])
         elif n:
             raise ValueError("codes present but no codebooks")
-        index._store.append(arrays["codes"], ids)
+        index._store_codes(np.zeros(n, dtype=np.int64), ids, arrays["codes"])
         return index
 
 
 # ===================================================================== IVF base
-class _IndexIVF(Index):
+class _IndexIVF(_ListStore, Index):
     """Shared inverted-file logic: coarse k-means centroids + :class:`_core.InvertedLists`.
 
     A vector is stored in the list of its nearest centroid (``coarse_assign``, with the index's
@@ -772,8 +799,11 @@ class _IndexIVF(Index):
         self._centroids = None
         self._centroids_version = 0
         self.nprobe = nprobe
-        self._invlists = _core.InvertedLists(self._nlist, self.code_size)
+        self._invlists = _core.InvertedLists(
+            self._nlist, self.code_size, self._layout, self._with_bias()
+        )
         self._max_id = -1  # upper bound of the stored ids (fast path of the duplicate check)
+        self._coarse = None  # (centroids version, _core.CoarseQuantizer)
 
     @property
     def nlist(self) -> int:
@@ -828,8 +858,16 @@ class _IndexIVF(Index):
         self._centroids_version += 1
         return self
 
-    def _ntotal(self) -> int:
-        return int(self._invlists.ntotal)
+    def _with_bias(self) -> bool:
+        return False
+
+    def _core_coarse(self):
+        """The engine's prepared coarse quantizer (centroids copied, norms computed), rebuilt
+        only when the centroids change."""
+        if self._coarse is None or self._coarse[0] != self._centroids_version:
+            self._coarse = (self._centroids_version,
+                            _core.CoarseQuantizer(self._centroids, self._core_metric))
+        return self._coarse[1]
 
     def list_sizes(self):
         """Number of vectors in each inverted list.
@@ -852,39 +890,14 @@ class _IndexIVF(Index):
         list_nos, _ = _core.coarse_assign(x, self._centroids, self._core_metric, self._nt())
         return np.asarray(list_nos, dtype=np.int64)
 
-    def _id_upper_bound(self):
-        return self._max_id
-
-    def _contains(self, ids):
-        if self.ntotal == 0 or int(ids.min()) > self._max_id:
-            return np.zeros(ids.shape, dtype=bool)
-        list_nos, _ = self._invlists.locate(ids)
-        return np.asarray(list_nos) >= 0
-
     def _add(self, x, ids):
         list_nos = self._coarse_assign(x)
         codes = self._encode(x, list_nos)
-        self._invlists.add(list_nos, ids, codes)
-        self._max_id = max(self._max_id, int(ids.max()))
+        self._store_codes(list_nos, ids, codes, self._code_bias(codes, list_nos))
 
-    def _reconstruct(self, ids):
-        list_nos, offsets = (np.asarray(a, dtype=np.int64) for a in self._invlists.locate(ids))
-        found = list_nos >= 0
-        if not found.all():
-            self._raise_unknown(ids, found)
-        codes = np.empty((ids.size, self.code_size), dtype=np.uint8)
-        # One iteration per distinct list (at most nlist), copying that list once.
-        for list_no in np.unique(list_nos):
-            members = np.flatnonzero(list_nos == list_no)
-            codes[members] = self._invlists.list_codes(int(list_no))[offsets[members]]
-        return self._decode(codes, list_nos)
-
-    def _remove(self, ids):
-        return self._invlists.remove_ids(ids)
-
-    def _reset(self):
-        self._invlists.reset()
-        self._max_id = -1
+    def _code_bias(self, codes, list_nos):
+        """Per-code float the lists keep beside each code (IVF-PQ under L2), else None."""
+        return None
 
     def _invlists_state(self) -> dict:
         sizes, ids, codes = self._invlists.export()
@@ -904,8 +917,8 @@ class _IndexIVF(Index):
             if self._centroids is None:
                 raise ValueError("vectors present but no centroids")
             list_nos = np.repeat(np.arange(self._nlist, dtype=np.int64), sizes)
-            self._invlists.add(list_nos, ids, arrays["codes"])
-            self._max_id = int(ids.max())
+            codes = arrays["codes"]
+            self._store_codes(list_nos, ids, codes, self._code_bias(codes, list_nos))
 
     def _load_centroids(self, arrays: dict) -> None:
         if "centroids" in arrays:
@@ -955,6 +968,8 @@ class IndexIVFFlat(_IndexIVF):
     scanned. Conversions, metrics and result padding: see :mod:`pqkit.index`.
     """
 
+    _layout = "rows"
+
     def __init__(self, d, nlist, metric="l2", nprobe=1, *, seed=1234, n_threads=None):
         super().__init__(d, nlist, metric, nprobe, seed, n_threads)
 
@@ -977,7 +992,7 @@ class IndexIVFFlat(_IndexIVF):
 
     def _search(self, x, k):
         return _core.ivfflat_search(
-            x, self._centroids, self._invlists, self._nprobe, k, self._core_metric, self._nt()
+            x, self._core_coarse(), self._invlists, self._nprobe, k, self._core_metric, self._nt()
         )
 
     def _memory_usage_bytes(self) -> int:
@@ -1040,13 +1055,15 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
     least ``nlist`` training vectors), then trains the PQ on the training residuals (at least
     ``ksub = 2**nbits`` vectors).
 
-    For L2 with ``nbits <= 8`` the search uses the decomposition
+    For L2 the search uses the decomposition
 
-        ||q - c_l - r||^2 = ||q - c_l||^2 + sum_m (||r_m||^2 + 2<c_l,m, r_m>) - 2 sum_m <q_m, r_m>
+        ||q - c_l - r||^2 = ||q - c_l||^2 + (||r||^2 + 2<c_l, r>) - 2 sum_m <q_m, r_m>
 
-    whose middle term ``term2[l, m, j] = ||C_m[j]||^2 + 2 <c_l,m, C_m[j]>`` does not depend on
-    the query; it is computed once (nlist * M * ksub floats, counted by
-    :meth:`memory_usage_bytes`) and recomputed when the centroids or codebooks change.
+    whose middle term depends only on the stored code and its list: it is kept as one float per
+    code (counted by :meth:`memory_usage_bytes`, recomputed when the codebooks change), so a
+    query needs one table for all lists. The scan filters codes with a byte-quantized table
+    (SIMD integer sums) and gives every code that can still enter the top k its exact float
+    distance, so results equal a plain float scan.
     Conversions, metrics and result padding: see :mod:`pqkit.index`.
     """
 
@@ -1056,8 +1073,7 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
             check_positive_int(d, "d"), M, nbits, seed=seed, n_threads=n_threads
         )
         super().__init__(d, nlist, metric, nprobe, seed, n_threads)
-        self._term2 = None
-        self._term2_key = None
+        self._bias_version = None  # (centroids, codebooks) versions the stored bias was made with
 
 
     def _is_trained(self) -> bool:
@@ -1077,31 +1093,48 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
 
     def _encode(self, x, list_nos):
         residuals = x - self._centroids[list_nos]
-        return _core.pq_encode(residuals, self._pq.codebooks, self._pq.nbits, self._nt())
+        return _core.pq_encode(residuals, self._pq._core(), self._nt())
 
     def _decode(self, codes, list_nos):
-        residuals = _core.pq_decode(codes, self._pq.codebooks, self._pq.nbits, self._nt())
+        residuals = _core.pq_decode(codes, self._pq._core(), self._nt())
         return residuals + self._centroids[list_nos]
 
-    def _precomputed_term2(self):
-        """The cached L2 term2 table (nlist, M, ksub), or None when it does not apply."""
-        if self._core_metric != "l2" or self._pq.nbits > 8:
+    _layout = "blocked"
+
+    def _with_bias(self) -> bool:
+        return self._core_metric == "l2"
+
+    def _versions(self):
+        return (self._centroids_version, self._pq._codebooks_version)
+
+    def _code_bias(self, codes, list_nos):
+        if not self._with_bias():
             return None
-        key = (self._centroids_version, self._pq._codebooks_version)
-        if self._term2_key != key:
-            self._term2 = _core.ivfpq_precompute_term2(self._centroids, self._pq.codebooks)
-            self._term2_key = key
-        return self._term2
+        if self.ntotal == 0:
+            self._bias_version = self._versions()
+        return _core.ivfpq_code_bias(codes, list_nos, self._core_coarse(), self._pq._core(),
+                                     self._nt())
+
+    def _refresh_bias(self) -> None:
+        """Recompute the stored per-code bias after the codebooks changed (set_codebooks)."""
+        if not self._with_bias() or self.ntotal == 0 or self._bias_version == self._versions():
+            return
+        sizes, _, codes = self._invlists.export()
+        list_nos = np.repeat(np.arange(self._nlist, dtype=np.int64), np.asarray(sizes))
+        self._invlists.set_bias(_core.ivfpq_code_bias(
+            codes, list_nos, self._core_coarse(), self._pq._core(), self._nt()))
+        self._bias_version = self._versions()
 
     def _search(self, x, k):
+        self._refresh_bias()
         return _core.ivfpq_search(
-            x, self._centroids, self._pq.codebooks, self._pq.nbits, self._invlists,
-            self._precomputed_term2(), self._nprobe, k, self._core_metric, self._nt(),
+            x, self._core_coarse(), self._pq._core(), self._invlists, self._nprobe, k,
+            self._core_metric, self._nt(),
         )
 
     def _memory_usage_bytes(self) -> int:
         total = int(self._invlists.memory_usage_bytes())
-        for array in (self._centroids, self._pq.codebooks, self._term2):
+        for array in (self._centroids, self._pq.codebooks):
             if array is not None:
                 total += array.nbytes
         return total

@@ -103,8 +103,9 @@ class ProductQuantizer:
         self.code_size = (self.M * self.nbits + 7) // 8
         self.codebooks = None
         # Incremented whenever the codebooks change, so that owners can invalidate caches
-        # derived from them (e.g. the IVF-PQ precomputed term2 table).
+        # derived from them (e.g. the IVF-PQ per-code bias).
         self._codebooks_version = 0
+        self._prepared = None  # (codebooks array, _core.PQCodebooks) built from it
 
     @property
     def is_trained(self) -> bool:
@@ -140,6 +141,7 @@ class ProductQuantizer:
             x, self.M, self.nbits, self.niter, self.seed, self.max_points_per_centroid, self._nt()
         )
         self.codebooks = np.asarray(codebooks, dtype=np.float32)
+        self.codebooks.setflags(write=False)
         self._codebooks_version += 1
 
     def set_codebooks(self, codebooks) -> "ProductQuantizer":
@@ -158,8 +160,16 @@ class ProductQuantizer:
         self.codebooks = check_float_array(
             codebooks, (self.M, self.ksub, self.dsub), "codebooks"
         )
+        self.codebooks.setflags(write=False)
         self._codebooks_version += 1
         return self
+
+    def _core(self):
+        """The engine's prepared copy of the codebooks (transposed, with norms), built once per
+        codebooks array. The array is read-only, so in-place edits cannot leave it stale."""
+        if self._prepared is None or self._prepared[0] is not self.codebooks:
+            self._prepared = (self.codebooks, _core.PQCodebooks(self.codebooks, self.nbits))
+        return self._prepared[1]
 
     def encode(self, x):
         """Encode vectors.
@@ -176,7 +186,7 @@ class ProductQuantizer:
         """
         check_trained(self.is_trained, "ProductQuantizer")
         x = as_float_matrix(x, self.d)
-        return _core.pq_encode(x, self.codebooks, self.nbits, self._nt())
+        return _core.pq_encode(x, self._core(), self._nt())
 
     def decode(self, codes):
         """Reconstruct vectors from codes.
@@ -193,7 +203,7 @@ class ProductQuantizer:
         """
         check_trained(self.is_trained, "ProductQuantizer")
         codes = check_codes(codes, self.code_size)
-        return _core.pq_decode(codes, self.codebooks, self.nbits, self._nt())
+        return _core.pq_decode(codes, self._core(), self._nt())
 
     def distance_table(self, x, metric="l2"):
         """ADC distance tables of query vectors.
@@ -217,7 +227,7 @@ class ProductQuantizer:
         if metric == "cosine":
             x = normalize_rows(x)
         core_metric = "l2" if metric == "l2" else "ip"
-        return _core.pq_distance_tables(x, self.codebooks, core_metric, self._nt())
+        return _core.pq_distance_tables(x, self._core(), core_metric, self._nt())
 
     def unpack_codes(self, codes):
         """Split packed codes into per-sub-quantizer indices.

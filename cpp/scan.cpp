@@ -1,0 +1,148 @@
+#include "scan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "codes.h"
+#include "kernels.h"
+
+namespace pqkit {
+namespace {
+
+// Blocks scanned between two refreshes of the filter (the heap tightens it).
+constexpr size_t kBlocksPerStep = 4;
+
+// The exact key of code i: base + (bias + sum_m T[m, code_m]), left to right.
+float exact_key(const PQShape& s, const uint8_t* blocks, size_t i, const float* table, float bias, float base,
+                ScanBuffers& buf) {
+    float acc = bias;
+    const uint8_t* p = blocks + blocked_offset(i, 0, s.code_size);
+    if (s.nbits == 8) {
+        for (size_t m = 0; m < s.M; ++m) acc = acc + table[m * 256 + p[m * kBlock]];
+    } else if (s.nbits == 4) {
+        for (size_t m = 0; m < s.M; ++m) {
+            const uint8_t byte = p[(m / 2) * kBlock];
+            acc = acc + table[m * 16 + ((m & 1) ? byte >> 4 : byte & 15)];
+        }
+    } else {
+        buf.code.resize(s.code_size);
+        buf.idx.resize(s.M);
+        blocked_get(blocks, i, s.code_size, buf.code.data());
+        pq_unpack(s, buf.code.data(), 1, buf.idx.data());
+        for (size_t m = 0; m < s.M; ++m) acc = acc + table[m * s.ksub + static_cast<size_t>(buf.idx[m])];
+    }
+    return base + acc;
+}
+
+inline void consider(const PQShape& s, const CodeRun& run, size_t i, const float* table, float base, TopK& heap,
+                     ScanBuffers& buf) {
+    const float key = exact_key(s, run.blocks, i, table, run.bias ? run.bias[i] : 0.0f, base, buf);
+    if (key <= heap.threshold()) heap.push(key, run.ids[i]);
+}
+
+// The filter that lets through every code whose exact key can be <= tau.
+// Returns false when no code of the run can (then the rest is skipped).
+//
+// Bounds, with u = 2^-24 and A the real sum of the code's table entries:
+//  * est <= s * (A - O) term by term (floor), up to the double-precision
+//    rounding of (T - o) * s, covered by `units_slack`;
+//  * the float key differs from base + bias + A by at most
+//    (M + 1) u (|base| + |bias| + sum_m max|T|), and the kernel's own float
+//    filter (bias runs) adds at most 4 u (sum of ranges + |bias|): `margin`
+//    takes (M + 4) * 4u times all magnitudes, several times the need.
+bool filter_for(const PQShape& s, const QuantizedTable& q, const CodeRun& run, float base, float tau,
+                ScanFilter& f) {
+    const double M = static_cast<double>(s.M);
+    const double margin =
+        (M + 4.0) * 0x1p-22 * (std::fabs(double(tau)) + std::fabs(double(base)) + double(run.bias_absmax) + q.abs_sum);
+    const double units_slack = M * 1e-4 + 1e-3;
+    const double room = double(tau) - double(base) - q.offset + margin;  // bound on bias + (A - O)
+    f.bias = run.bias;
+    if (run.bias == nullptr) {
+        const double units = room * q.scale + units_slack;
+        if (units < 0.0) return false;
+        f.max_est = units >= 65535.0 ? uint16_t(65535) : static_cast<uint16_t>(std::floor(units));
+        return true;
+    }
+    const double limit = room + units_slack / q.scale;
+    if (limit + double(run.bias_absmax) * (1.0 + 1e-6) < 0.0) return false;
+    f.limit = std::nextafter(static_cast<float>(limit), std::numeric_limits<float>::infinity());
+    f.inv_scale = static_cast<float>(1.0 / q.scale);
+    return true;
+}
+
+}  // namespace
+
+void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
+    q.enabled = false;
+    if (s.nbits != 8 && s.nbits != 4) return;
+    const size_t ksub = s.ksub;
+    const float qmax = static_cast<float>(std::min<size_t>(255, 65535 / s.M));
+    double range = 0.0;
+    q.offset = 0.0;
+    q.abs_sum = 0.0;
+    q.offsets.resize(s.M);
+    for (size_t m = 0; m < s.M; ++m) {
+        const float* t = table + m * ksub;
+        float lo = t[0], hi = t[0];
+        for (size_t k = 1; k < ksub; ++k) {
+            lo = t[k] < lo ? t[k] : lo;
+            hi = t[k] > hi ? t[k] : hi;
+        }
+        q.offsets[m] = lo;
+        q.offset += lo;
+        q.abs_sum += std::max(std::fabs(double(lo)), std::fabs(double(hi)));
+        range = std::max(range, double(hi) - double(lo));
+    }
+    if (!(range > 0.0) || !std::isfinite(range) || !std::isfinite(q.abs_sum) || qmax < 1.0f) return;
+    q.scale = double(qmax) / range;
+    // Single precision here: each entry may come out up to ~2^-22 * 255 units
+    // above (T - o) * s, which the filter's units_slack (1e-4 per term) covers.
+    const float scale = static_cast<float>(q.scale);
+    const size_t rows = s.nbits == 8 ? s.M : 2 * s.code_size;  // 4-bit: an odd M gets a zero table
+    q.lut.assign(rows * ksub + 64, 0);                          // + padding for 4-byte gathers
+    for (size_t m = 0; m < s.M; ++m) {
+        const float* t = table + m * ksub;
+        const float o = q.offsets[m];
+        uint8_t* out = q.lut.data() + m * ksub;
+        for (size_t k = 0; k < ksub; ++k) {
+            float v = (t[k] - o) * scale;  // >= 0; truncation is floor
+            v = v < qmax ? v : qmax;
+            out[k] = static_cast<uint8_t>(static_cast<int>(v));
+        }
+    }
+    q.enabled = true;
+}
+
+void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, const CodeRun& run, float base,
+                TopK& heap, ScanBuffers& buf) {
+    const Kernels& K = kernels();
+    buf.masks.resize(kBlocksPerStep);
+    size_t count = 0;
+    for (size_t start = 0; start < run.n; start += count) {
+        const float tau = heap.threshold();
+        if (!q.enabled || !(tau < std::numeric_limits<float>::infinity())) {
+            // The heap is not full yet: evaluate exactly, one block at a time so the
+            // filter starts as soon as k codes are in.
+            count = std::min(kBlock, run.n - start);
+            for (size_t i = start; i < start + count; ++i) consider(s, run, i, table, base, heap, buf);
+            continue;
+        }
+        count = std::min(kBlocksPerStep * kBlock, run.n - start);
+        ScanFilter f{};
+        if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases: nothing later passes either
+        if (f.bias != nullptr) f.bias += start;
+        const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);
+        if (s.nbits == 8)
+            K.scan_lut8(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
+        else
+            K.scan_lut4(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
+        for (size_t b = 0; b * kBlock < count; ++b)
+            for (uint64_t bits = buf.masks[b]; bits != 0; bits &= bits - 1)
+                consider(s, run, start + b * kBlock + static_cast<size_t>(__builtin_ctzll(bits)), table, base, heap,
+                         buf);
+    }
+}
+
+}  // namespace pqkit
