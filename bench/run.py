@@ -103,7 +103,7 @@ def run_algorithms(config: dict, data, algorithm_specs: list[dict], log) -> list
                              "error": repr(error)})
                 continue
             build_seconds = time.perf_counter() - start
-            n_max = spec.get("max_queries")
+            n_max = spec.get("max_queries", config.get("max_queries"))
             queries = data.queries[:n_max] if n_max else data.queries
             truth = data.ground_truth[:len(queries)]
             for threads in spec.get("threads", threads_list):

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import pqkit
 from tests import reference as ref
+from tests.conftest import clustered_split
 
 
 def _random_codebooks(M, nbits, dsub, seed=0):
@@ -179,3 +180,16 @@ def test_encode_decode_random_shapes(n, M, dsub, nbits, seed):
     ref.assert_codes_equal_up_to_ties(x, codebooks, got, ref.pq_assign(x, codebooks), max_mismatch_fraction=1.0)
     np.testing.assert_array_equal(codes, ref.pack_codes(got, nbits))
     np.testing.assert_array_equal(pq.decode(codes), ref.pq_decode(got, codebooks))
+
+
+def test_quantizer_copies_and_pickles_with_its_engine_state():
+    """deepcopy and pickle drop the engine's prepared codebooks and rebuild them on demand."""
+    import copy
+    import pickle
+
+    base, _ = clustered_split(3000, 1, 16, seed=4)
+    pq = pqkit.ProductQuantizer(16, 4, 6, seed=3).train(base)
+    codes = pq.encode(base)  # builds the prepared copy
+    for clone in (copy.deepcopy(pq), pickle.loads(pickle.dumps(pq))):
+        np.testing.assert_array_equal(clone.encode(base), codes)
+        assert not clone.codebooks.flags.writeable

@@ -200,8 +200,9 @@ def as_float_matrix(x, d: int | None = None, name: str = "x", check_finite_value
             f"{name} must have {d} columns (the index dimension d), got shape {arr.shape}; "
             f"reshape or pick an index built with d={arr.shape[1]}"
         )
-    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+        with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
     if check_finite_values:
         check_finite(arr, name)
     return arr

@@ -276,6 +276,17 @@ class ProductQuantizer:
             )
         return _core.pq_pack_codes(np.ascontiguousarray(arr, dtype=np.int32), self.nbits)
 
+    def __getstate__(self):
+        # The engine's prepared copy is rebuilt on demand (it cannot be pickled or copied).
+        state = self.__dict__.copy()
+        state["_prepared"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.codebooks is not None:
+            self.codebooks.setflags(write=False)
+
     def __repr__(self) -> str:
         return (
             f"ProductQuantizer(d={self.d}, M={self.M}, nbits={self.nbits}, "
