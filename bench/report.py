@@ -489,6 +489,9 @@ def summary_markdown(by_dataset: dict[str, list[dict]], out_dir: Path, link_base
         reports.append(text)
     lines += ["", "Per dataset (every target, thread count and matched-parameter comparison): "
               + ", ".join(reports) + "."]
+    for name in by_dataset:
+        if (out_dir / f"{name}.png").is_file():
+            lines += ["", f"![{name}: recall vs speed, 1 thread]({link(out_dir / f'{name}.png')})"]
     if (out_dir / "micro.md").is_file():
         lines += ["", f"Scan kernels against the memory-read floor: [micro-benchmark]({link(out_dir / 'micro.md')})."]
     lines += ["", "Reproduce: `python bench/run.py --all && python bench/micro/run.py && "
