@@ -19,6 +19,11 @@ inline size_t blocked_bytes(size_t n, size_t code_size) {
     return (n + kBlock - 1) / kBlock * kBlock * code_size;
 }
 
+// Codes of block b that exist (the last block of n codes may be partial).
+inline size_t block_valid(size_t n, size_t b) {
+    return n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+}
+
 // Byte j of code i sits at this offset.
 inline size_t blocked_offset(size_t i, size_t j, size_t code_size) {
     return (i / kBlock) * kBlock * code_size + j * kBlock + i % kBlock;

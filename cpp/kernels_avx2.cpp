@@ -184,7 +184,7 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
                 acc[h] = _mm256_add_epi32(acc[h], _mm256_and_si256(_mm256_i32gather_epi32(t, idx, 1), low));
             }
         }
-        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        const size_t valid = block_valid(n, b);
         const float* bias = block_bias(f.bias ? f.bias + b * kBlock : nullptr, valid, padded);
         uint64_t mask = 0;
         for (int h = 0; h < 8; ++h) mask |= static_cast<uint64_t>(filter8(acc[h], bias ? bias + 8 * h : nullptr, f)) << (8 * h);
@@ -201,7 +201,7 @@ void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
     float padded[kBlock];
     for (size_t b = 0; b * kBlock < n; ++b) {
         const uint8_t* blk = blocks + b * kBlock * code_size;
-        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        const size_t valid = block_valid(n, b);
         const float* bias = block_bias(f.bias ? f.bias + b * kBlock : nullptr, valid, padded);
         uint64_t mask = 0;
         for (int half = 0; half < 2; ++half) {

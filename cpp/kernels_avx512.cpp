@@ -179,7 +179,7 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
             even = _mm512_add_epi16(even, _mm512_and_si512(v, low));
             odd = _mm512_add_epi16(odd, _mm512_srli_epi16(v, 8));
         }
-        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        const size_t valid = block_valid(n, b);
         masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
     }
 }
@@ -201,7 +201,7 @@ void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
             even = _mm512_add_epi16(even, _mm512_add_epi16(_mm512_and_si512(v0, low), _mm512_and_si512(v1, low)));
             odd = _mm512_add_epi16(odd, _mm512_add_epi16(_mm512_srli_epi16(v0, 8), _mm512_srli_epi16(v1, 8)));
         }
-        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        const size_t valid = block_valid(n, b);
         masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
     }
 }

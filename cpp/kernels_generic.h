@@ -130,7 +130,7 @@ inline void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* 
             const uint8_t* t = lut + m * 256;
             for (size_t i = 0; i < kBlock; ++i) est[i] = static_cast<uint16_t>(est[i] + t[row[i]]);
         }
-        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        const size_t valid = block_valid(n, b);
         masks[b] = filter_block(est, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
     }
 }
@@ -148,7 +148,7 @@ inline void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* 
             for (size_t i = 0; i < kBlock; ++i)
                 est[i] = static_cast<uint16_t>(est[i] + t_lo[row[i] & 15] + t_hi[row[i] >> 4]);
         }
-        const size_t valid = n - b * kBlock < kBlock ? n - b * kBlock : kBlock;
+        const size_t valid = block_valid(n, b);
         masks[b] = filter_block(est, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
     }
 }
