@@ -9,6 +9,7 @@ No data are downloaded.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 import time
@@ -16,6 +17,10 @@ import time
 import numpy as np
 
 __all__ = ["main", "recall_at_k"]
+
+# modules adding subcommands: each defines ``register(subparsers)``, which adds its parsers and
+# sets ``run=callable(args)`` as their default
+_COMMAND_MODULES: list[str] = []
 
 
 def recall_at_k(found_ids: np.ndarray, true_ids: np.ndarray) -> float:
@@ -171,13 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--k", type=_positive_int, default=10, help="neighbours per query (default 10)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
     demo.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all cores)")
+    demo.set_defaults(run=lambda args: run_demo(args.n, args.d, args.nq, args.k, args.seed, args.threads))
+    for module_name in _COMMAND_MODULES:
+        # each module's ``register`` only declares its arguments; heavy imports (torch) happen when
+        # its command runs, so ``pqkit demo`` stays fast
+        importlib.import_module(module_name, __package__).register(commands)
     args = parser.parse_args(argv)
-    if args.command != "demo":
+    if getattr(args, "run", None) is None:
         parser.print_help()
         return 2
-    run_demo(args.n, args.d, args.nq, args.k, args.seed, args.threads)
-    return 0
-
+    result = args.run(args)
+    return result if isinstance(result, int) else 0
 
 if __name__ == "__main__":
     sys.exit(main())
