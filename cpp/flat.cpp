@@ -75,14 +75,19 @@ void NearestCentroid::assign_serial(const float* x, size_t n, int64_t* labels, f
     const Kernels& K = kernels();
     const size_t d = refs_.dim(), nc = refs_.size();
     if (direct_) {
-        std::vector<float> buf(nc);
-        for (size_t i = 0; i < n; ++i) {
-            K.l2_to_centroids_t(x + i * d, transposed_.data(), d, nc, buf.data());
-            size_t best = 0;
-            for (size_t c = 1; c < nc; ++c)
-                if (buf[c] < buf[best]) best = c;
-            labels[i] = static_cast<int64_t>(best);
-            dist[i] = buf[best];
+        constexpr size_t kBatch = 8;
+        std::vector<float> buf(kBatch * nc);
+        for (size_t i0 = 0; i0 < n; i0 += kBatch) {
+            const size_t nb = std::min(kBatch, n - i0);
+            K.l2_to_centroids_t(x + i0 * d, nb, d, transposed_.data(), d, nc, buf.data(), nc);
+            for (size_t i = 0; i < nb; ++i) {
+                const float* row = buf.data() + i * nc;
+                size_t best = 0;
+                for (size_t c = 1; c < nc; ++c)
+                    if (row[c] < row[best]) best = c;
+                labels[i0 + i] = static_cast<int64_t>(best);
+                dist[i0 + i] = row[best];
+            }
         }
         return;
     }

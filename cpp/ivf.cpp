@@ -31,6 +31,7 @@ void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, c
         search_block(coarse.vectors(), x + begin * d, nb, nprobe, coarse_dist.data(), probes.data());
         TopK heap(p.k);
         Worker worker = make_worker();
+        worker.prepare(begin, nb);
         for (size_t q = 0; q < nb; ++q) {
             heap.clear();
             worker.begin(begin + q);
@@ -60,6 +61,7 @@ struct FlatWorker {
     const float* query = nullptr;
     std::vector<float> dist;
 
+    void prepare(size_t, size_t) {}
     void begin(size_t q) { query = x + q * d; }
     void scan(size_t l, float, TopK& heap) {
         const size_t n = lists.list_size(l);
@@ -102,27 +104,35 @@ struct PQWorker {
     const PQCodebooks& pq;
     const InvertedLists& lists;
     Metric metric;
-    std::vector<float> table;
+    std::vector<float> tables;  // the chunk's queries, M x ksub each
+    size_t first = 0;
+    const float* table = nullptr;
     QuantizedTable quantized;
     ScanBuffers buffers;
 
+    // The tables of a chunk of queries at once (the codebooks are read once for all).
+    void prepare(size_t first_query, size_t nq) {
+        const PQShape& s = pq.shape();
+        first = first_query;
+        tables.resize(nq * s.M * s.ksub);
+        if (metric == Metric::L2) {
+            pq.compute(x + first_query * s.d, nq, Metric::IP, tables.data());
+            for (float& t : tables) t = -2.0f * t;
+        } else {
+            pq.search_table(x + first_query * s.d, nq, Metric::IP, tables.data());
+        }
+    }
     void begin(size_t q) {
         const PQShape& s = pq.shape();
-        table.resize(s.M * s.ksub);
-        if (metric == Metric::L2) {
-            pq.compute(x + q * s.d, Metric::IP, table.data());
-            for (float& t : table) t = -2.0f * t;
-        } else {
-            pq.search_table(x + q * s.d, Metric::IP, table.data());
-        }
-        quantize_table(s, table.data(), quantized);
+        table = tables.data() + (q - first) * s.M * s.ksub;
+        quantize_table(s, table, quantized);
     }
     void scan(size_t l, float coarse_dist, TopK& heap) {
         const CodeRun run{lists.list_codes(l), lists.list_size(l), lists.list_ids(l), lists.list_bias(l),
                           lists.list_bias_absmax(l)};
         if (run.n == 0) return;
         const float base = metric == Metric::L2 ? coarse_dist : -coarse_dist;
-        scan_codes(pq.shape(), table.data(), quantized, run, base, heap, buffers);
+        scan_codes(pq.shape(), table, quantized, run, base, heap, buffers);
     }
 };
 
@@ -169,7 +179,7 @@ void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, cons
                   const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I) {
     check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
     ivf_search_loop<PQWorker>(x, nq, coarse, p, D, I,
-                              [&] { return PQWorker{x, pq, lists, p.metric, {}, {}, {}}; });
+                              [&] { return PQWorker{x, pq, lists, p.metric, {}, 0, nullptr, {}, {}}; });
 }
 
 }  // namespace pqkit

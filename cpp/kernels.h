@@ -37,13 +37,20 @@ struct Kernels {
     void (*sqnorms)(const float* x, size_t n, size_t d, float* out);
     // out[j] = ||x - y_j||^2 computed directly (16-lane order).
     void (*l2sqr_ny)(const float* x, const float* y, size_t ny, size_t d, float* out);
-    // Centroids stored transposed, ct[j * ksub + c] (j < dsub, c < ksub):
-    // out[c] = sum_j (q_j - ct[j, c])^2, sequential over j.
-    void (*l2_to_centroids_t)(const float* q, const float* ct, size_t dsub, size_t ksub,
-                              float* out);
-    // out[c] = sum_j q_j * ct[j, c], sequential over j.
-    void (*ip_to_centroids_t)(const float* q, const float* ct, size_t dsub, size_t ksub,
-                              float* out);
+    // Centroids stored transposed, ct[j * ksub + c] (j < dsub, c < ksub), for
+    // nq queries q_i = q + i * ldq: out[i * ldo + c] = sum_j (q_ij - ct[j, c])^2,
+    // sequential over j. Batching queries lets each codebook row loaded feed
+    // several queries; every entry keeps the reference's order of operations.
+    void (*l2_to_centroids_t)(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub,
+                              size_t ksub, float* out, size_t ldo);
+    // out[i * ldo + c] = sum_j q_ij * ct[j, c], sequential over j.
+    void (*ip_to_centroids_t)(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub,
+                              size_t ksub, float* out, size_t ldo);
+    // lo = min_i t[i], hi = max_i t[i] over n >= 1 floats.
+    void (*min_max)(const float* t, size_t n, float* lo, float* hi);
+    // out[i] = (uint8) trunc(min((t[i] - offset) * scale, qmax)), for values >= 0
+    // (t[i] >= offset, scale > 0, qmax <= 255).
+    void (*quantize_row)(const float* t, size_t n, float offset, float scale, float qmax, uint8_t* out);
     // Quantized-table scans over the blocked layout (codes.h): for each code
     // i < n, est_i = sum_m lut[m][code_m(i)] in exact 16-bit integer
     // arithmetic (the caller bounds the table so the sum fits), then bit i % 64

@@ -105,41 +105,104 @@ inline __m256 term(__m256 qj, __m256 t) {
     return _mm256_mul_ps(qj, t);
 }
 
-template <bool L2>
-void to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
+// NQ queries by 16 centroids per step (see the AVX-512 file): each row of
+// the codebook loaded feeds NQ queries; 2 * NQ independent accumulators.
+template <bool L2, int NQ>
+void centroids_t_group(const float* q, size_t ldq, const float* ct, size_t dsub, size_t ksub, float* out,
+                       size_t ldo) {
     size_t c = 0;
-    for (; c + 32 <= ksub; c += 32) {
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (; c + 16 <= ksub; c += 16) {
+        __m256 acc[NQ][2];
+        for (int i = 0; i < NQ; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
         for (size_t j = 0; j < dsub; ++j) {
-            const __m256 qj = _mm256_set1_ps(q[j]);
             const float* row = ct + j * ksub + c;
-            for (int v = 0; v < 4; ++v) acc[v] = _mm256_add_ps(acc[v], term<L2>(qj, _mm256_loadu_ps(row + 8 * v)));
+            const __m256 t0 = _mm256_loadu_ps(row), t1 = _mm256_loadu_ps(row + 8);
+            for (int i = 0; i < NQ; ++i) {
+                const __m256 qj = _mm256_set1_ps(q[i * ldq + j]);
+                acc[i][0] = _mm256_add_ps(acc[i][0], term<L2>(qj, t0));
+                acc[i][1] = _mm256_add_ps(acc[i][1], term<L2>(qj, t1));
+            }
         }
-        for (int v = 0; v < 4; ++v) _mm256_storeu_ps(out + c + 8 * v, acc[v]);
+        for (int i = 0; i < NQ; ++i) {
+            _mm256_storeu_ps(out + i * ldo + c, acc[i][0]);
+            _mm256_storeu_ps(out + i * ldo + c + 8, acc[i][1]);
+        }
     }
     for (; c + 8 <= ksub; c += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (size_t j = 0; j < dsub; ++j)
-            acc = _mm256_add_ps(acc, term<L2>(_mm256_set1_ps(q[j]), _mm256_loadu_ps(ct + j * ksub + c)));
-        _mm256_storeu_ps(out + c, acc);
+        __m256 acc[NQ];
+        for (int i = 0; i < NQ; ++i) acc[i] = _mm256_setzero_ps();
+        for (size_t j = 0; j < dsub; ++j) {
+            const __m256 t = _mm256_loadu_ps(ct + j * ksub + c);
+            for (int i = 0; i < NQ; ++i) acc[i] = _mm256_add_ps(acc[i], term<L2>(_mm256_set1_ps(q[i * ldq + j]), t));
+        }
+        for (int i = 0; i < NQ; ++i) _mm256_storeu_ps(out + i * ldo + c, acc[i]);
     }
     for (; c < ksub; ++c) {  // fewer than 8 centroids left (nbits < 3)
-        float acc = 0.0f;
-        for (size_t j = 0; j < dsub; ++j) {
-            float diff = L2 ? q[j] - ct[j * ksub + c] : 0.0f;
-            float p = L2 ? diff * diff : q[j] * ct[j * ksub + c];
-            acc = acc + p;
+        for (int i = 0; i < NQ; ++i) {
+            const float* qi = q + i * ldq;
+            float acc = 0.0f;
+            for (size_t j = 0; j < dsub; ++j) {
+                float diff = L2 ? qi[j] - ct[j * ksub + c] : 0.0f;
+                float p = L2 ? diff * diff : qi[j] * ct[j * ksub + c];
+                acc = acc + p;
+            }
+            out[i * ldo + c] = acc;
         }
-        out[c] = acc;
     }
 }
 
-void l2_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
-    to_centroids_t<true>(q, ct, dsub, ksub, out);
+template <bool L2>
+void to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub, size_t ksub, float* out,
+                    size_t ldo) {
+    size_t i = 0;
+    for (; i + 4 <= nq; i += 4) centroids_t_group<L2, 4>(q + i * ldq, ldq, ct, dsub, ksub, out + i * ldo, ldo);
+    for (; i < nq; ++i) centroids_t_group<L2, 1>(q + i * ldq, ldq, ct, dsub, ksub, out + i * ldo, ldo);
 }
 
-void ip_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
-    to_centroids_t<false>(q, ct, dsub, ksub, out);
+void l2_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub, size_t ksub,
+                       float* out, size_t ldo) {
+    to_centroids_t<true>(q, nq, ldq, ct, dsub, ksub, out, ldo);
+}
+
+void ip_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub, size_t ksub,
+                       float* out, size_t ldo) {
+    to_centroids_t<false>(q, nq, ldq, ct, dsub, ksub, out, ldo);
+}
+
+// min/max are exact, so any grouping gives the reference's result.
+void min_max(const float* t, size_t n, float* lo, float* hi) {
+    if (n < 8) return generic::min_max(t, n, lo, hi);
+    __m256 a = _mm256_loadu_ps(t), b = a;
+    size_t i = 8;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(t + i);
+        a = _mm256_min_ps(v, a);
+        b = _mm256_max_ps(v, b);
+    }
+    if (i < n) {  // overlapping last vector
+        const __m256 v = _mm256_loadu_ps(t + n - 8);
+        a = _mm256_min_ps(v, a);
+        b = _mm256_max_ps(v, b);
+    }
+    alignas(32) float la[8], lb[8];
+    _mm256_store_ps(la, a);
+    _mm256_store_ps(lb, b);
+    generic::min_max(la, 8, lo, hi);
+    float unused;
+    generic::min_max(lb, 8, &unused, hi);
+}
+
+// The reference's float operations lane by lane; vcvttps2dq truncates as its cast.
+void quantize_row(const float* t, size_t n, float offset, float scale, float qmax, uint8_t* out) {
+    const __m256 o = _mm256_set1_ps(offset), s = _mm256_set1_ps(scale), top = _mm256_set1_ps(qmax);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_min_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(t + i), o), s), top);
+        const __m256i w = _mm256_cvttps_epi32(v);  // 0..255 in each 32-bit lane
+        const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(w16, w16));
+    }
+    generic::quantize_row(t + i, n - i, offset, scale, qmax, out + i);
 }
 
 // ---- quantized-table scans (see kernels.h and scan.h)
@@ -243,7 +306,7 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
 }  // namespace
 
 const Kernels table = {
-    dot_tile,  sqnorms,   l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t,
+    dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, min_max, quantize_row,
     scan_lut8, scan_lut4, read_bytes,
 };
 

@@ -77,51 +77,98 @@ void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
     }
 }
 
-// Per centroid, a sequential sum over j (as the reference). Four vectors of
-// 16 centroids advance together: independent chains, so the adds overlap
-// instead of waiting on each other's latency.
+// Per centroid, a sequential sum over j (as the reference). NQ queries by 64
+// centroids advance together: each codebook row loaded from memory feeds NQ
+// queries, and the 4 * NQ accumulators are independent chains, so the adds
+// overlap instead of waiting on each other's latency.
 template <bool L2>
-void to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
+inline __m512 term(__m512 qj, __m512 t) {
+    if (L2) {
+        __m512 diff = _mm512_sub_ps(qj, t);
+        return _mm512_mul_ps(diff, diff);
+    }
+    return _mm512_mul_ps(qj, t);
+}
+
+template <bool L2, int NQ>
+void centroids_t_group(const float* q, size_t ldq, const float* ct, size_t dsub, size_t ksub, float* out,
+                       size_t ldo) {
     size_t c = 0;
     for (; c + 64 <= ksub; c += 64) {
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        __m512 acc[NQ][4];
+        for (int i = 0; i < NQ; ++i)
+            for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_setzero_ps();
         for (size_t j = 0; j < dsub; ++j) {
-            const __m512 qj = _mm512_set1_ps(q[j]);
             const float* row = ct + j * ksub + c;
-            for (int v = 0; v < 4; ++v) {
-                __m512 t = _mm512_loadu_ps(row + 16 * v);
-                if (L2) {
-                    __m512 diff = _mm512_sub_ps(qj, t);
-                    acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(diff, diff));
-                } else {
-                    acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(qj, t));
-                }
+            __m512 t[4];
+            for (int v = 0; v < 4; ++v) t[v] = _mm512_loadu_ps(row + 16 * v);
+            for (int i = 0; i < NQ; ++i) {
+                const __m512 qj = _mm512_set1_ps(q[i * ldq + j]);
+                for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_add_ps(acc[i][v], term<L2>(qj, t[v]));
             }
         }
-        for (int v = 0; v < 4; ++v) _mm512_storeu_ps(out + c + 16 * v, acc[v]);
+        for (int i = 0; i < NQ; ++i)
+            for (int v = 0; v < 4; ++v) _mm512_storeu_ps(out + i * ldo + c + 16 * v, acc[i][v]);
     }
     for (; c < ksub; c += 16) {
         const __mmask16 m = c + 16 <= ksub ? static_cast<__mmask16>(0xFFFF) : tail_mask(ksub - c);
-        __m512 acc = _mm512_setzero_ps();
+        __m512 acc[NQ];
+        for (int i = 0; i < NQ; ++i) acc[i] = _mm512_setzero_ps();
         for (size_t j = 0; j < dsub; ++j) {
-            __m512 t = _mm512_maskz_loadu_ps(m, ct + j * ksub + c);
-            if (L2) {
-                __m512 diff = _mm512_sub_ps(_mm512_set1_ps(q[j]), t);
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(diff, diff));
-            } else {
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(q[j]), t));
-            }
+            const __m512 t = _mm512_maskz_loadu_ps(m, ct + j * ksub + c);
+            for (int i = 0; i < NQ; ++i) acc[i] = _mm512_add_ps(acc[i], term<L2>(_mm512_set1_ps(q[i * ldq + j]), t));
         }
-        _mm512_mask_storeu_ps(out + c, m, acc);
+        for (int i = 0; i < NQ; ++i) _mm512_mask_storeu_ps(out + i * ldo + c, m, acc[i]);
     }
 }
 
-void l2_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
-    to_centroids_t<true>(q, ct, dsub, ksub, out);
+template <bool L2>
+void to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub, size_t ksub, float* out,
+                    size_t ldo) {
+    size_t i = 0;
+    for (; i + 4 <= nq; i += 4) centroids_t_group<L2, 4>(q + i * ldq, ldq, ct, dsub, ksub, out + i * ldo, ldo);
+    for (; i < nq; ++i) centroids_t_group<L2, 1>(q + i * ldq, ldq, ct, dsub, ksub, out + i * ldo, ldo);
 }
 
-void ip_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub, float* out) {
-    to_centroids_t<false>(q, ct, dsub, ksub, out);
+void l2_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub, size_t ksub,
+                       float* out, size_t ldo) {
+    to_centroids_t<true>(q, nq, ldq, ct, dsub, ksub, out, ldo);
+}
+
+void ip_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub, size_t ksub,
+                       float* out, size_t ldo) {
+    to_centroids_t<false>(q, nq, ldq, ct, dsub, ksub, out, ldo);
+}
+
+// min/max are exact, so any grouping gives the reference's result.
+void min_max(const float* t, size_t n, float* lo, float* hi) {
+    if (n < 16) return generic::min_max(t, n, lo, hi);
+    __m512 a = _mm512_loadu_ps(t), b = a;
+    size_t i = 16;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(t + i);
+        a = _mm512_min_ps(v, a);
+        b = _mm512_max_ps(v, b);
+    }
+    if (i < n) {  // overlapping last vector
+        const __m512 v = _mm512_loadu_ps(t + n - 16);
+        a = _mm512_min_ps(v, a);
+        b = _mm512_max_ps(v, b);
+    }
+    *lo = _mm512_reduce_min_ps(a);
+    *hi = _mm512_reduce_max_ps(b);
+}
+
+// The same float operations as the reference, lane by lane; truncation to int
+// (vcvttps2dq) is the reference's cast.
+void quantize_row(const float* t, size_t n, float offset, float scale, float qmax, uint8_t* out) {
+    const __m512 o = _mm512_set1_ps(offset), s = _mm512_set1_ps(scale), top = _mm512_set1_ps(qmax);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_min_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(t + i), o), s), top);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v)));
+    }
+    generic::quantize_row(t + i, n - i, offset, scale, qmax, out + i);
 }
 
 // ---- quantized-table scans (see kernels.h and scan.h)
@@ -217,7 +264,7 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
 }  // namespace
 
 const Kernels table = {
-    dot_tile,  sqnorms,   l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t,
+    dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, min_max, quantize_row,
     scan_lut8, scan_lut4, read_bytes,
 };
 

@@ -76,30 +76,54 @@ inline void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float*
     for (size_t j = 0; j < ny; ++j) out[j] = l2sqr(x, y + j * d, d);
 }
 
-inline void l2_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub,
-                              float* out) {
-    for (size_t c = 0; c < ksub; ++c) out[c] = 0.0f;
-    for (size_t j = 0; j < dsub; ++j) {
-        const float qj = q[j];
-        const float* row = ct + j * ksub;
-        for (size_t c = 0; c < ksub; ++c) {
-            float diff = qj - row[c];
-            float p = diff * diff;
-            out[c] = out[c] + p;
+inline void l2_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub,
+                              size_t ksub, float* out, size_t ldo) {
+    for (size_t i = 0; i < nq; ++i) {
+        float* o = out + i * ldo;
+        for (size_t c = 0; c < ksub; ++c) o[c] = 0.0f;
+        for (size_t j = 0; j < dsub; ++j) {
+            const float qj = q[i * ldq + j];
+            const float* row = ct + j * ksub;
+            for (size_t c = 0; c < ksub; ++c) {
+                float diff = qj - row[c];
+                float p = diff * diff;
+                o[c] = o[c] + p;
+            }
         }
     }
 }
 
-inline void ip_to_centroids_t(const float* q, const float* ct, size_t dsub, size_t ksub,
-                              float* out) {
-    for (size_t c = 0; c < ksub; ++c) out[c] = 0.0f;
-    for (size_t j = 0; j < dsub; ++j) {
-        const float qj = q[j];
-        const float* row = ct + j * ksub;
-        for (size_t c = 0; c < ksub; ++c) {
-            float p = qj * row[c];
-            out[c] = out[c] + p;
+inline void ip_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub,
+                              size_t ksub, float* out, size_t ldo) {
+    for (size_t i = 0; i < nq; ++i) {
+        float* o = out + i * ldo;
+        for (size_t c = 0; c < ksub; ++c) o[c] = 0.0f;
+        for (size_t j = 0; j < dsub; ++j) {
+            const float qj = q[i * ldq + j];
+            const float* row = ct + j * ksub;
+            for (size_t c = 0; c < ksub; ++c) {
+                float p = qj * row[c];
+                o[c] = o[c] + p;
+            }
         }
+    }
+}
+
+inline void min_max(const float* t, size_t n, float* lo, float* hi) {
+    float a = t[0], b = t[0];
+    for (size_t i = 1; i < n; ++i) {
+        a = t[i] < a ? t[i] : a;
+        b = t[i] > b ? t[i] : b;
+    }
+    *lo = a;
+    *hi = b;
+}
+
+inline void quantize_row(const float* t, size_t n, float offset, float scale, float qmax, uint8_t* out) {
+    for (size_t i = 0; i < n; ++i) {
+        float v = (t[i] - offset) * scale;
+        v = v < qmax ? v : qmax;
+        out[i] = static_cast<uint8_t>(static_cast<int>(v));
     }
 }
 

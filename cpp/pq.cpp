@@ -15,6 +15,8 @@
 namespace pqkit {
 namespace {
 constexpr size_t kEncodeBlock = 256;
+// Queries whose distance tables are computed together.
+constexpr size_t kQueryBatch = 8;
 }  // namespace
 
 PQShape make_pq_shape(size_t d, size_t M, size_t nbits) {
@@ -38,21 +40,22 @@ PQCodebooks::PQCodebooks(const PQShape& s, const float* codebooks)
     kernels().sqnorms(codebooks, s.M * s.ksub, s.dsub, sqnorms_.data());
 }
 
-void PQCodebooks::search_table(const float* q, Metric metric, float* table) const {
-    compute(q, metric, table);
+void PQCodebooks::search_table(const float* q, size_t nq, Metric metric, float* tables) const {
+    compute(q, nq, metric, tables);
     if (metric == Metric::IP)
-        for (size_t i = 0; i < shape_.M * shape_.ksub; ++i) table[i] = -table[i];
+        for (size_t i = 0; i < nq * shape_.M * shape_.ksub; ++i) tables[i] = -tables[i];
 }
 
-void PQCodebooks::compute(const float* q, Metric metric, float* table) const {
+void PQCodebooks::compute(const float* q, size_t nq, Metric metric, float* tables) const {
     const Kernels& K = kernels();
     const PQShape& s = shape_;
+    const size_t table_size = s.M * s.ksub;
     for (size_t m = 0; m < s.M; ++m) {
         const float* ct = transposed_.data() + m * s.dsub * s.ksub;
         if (metric == Metric::L2)
-            K.l2_to_centroids_t(q + m * s.dsub, ct, s.dsub, s.ksub, table + m * s.ksub);
+            K.l2_to_centroids_t(q + m * s.dsub, nq, s.d, ct, s.dsub, s.ksub, tables + m * s.ksub, table_size);
         else
-            K.ip_to_centroids_t(q + m * s.dsub, ct, s.dsub, s.ksub, table + m * s.ksub);
+            K.ip_to_centroids_t(q + m * s.dsub, nq, s.d, ct, s.dsub, s.ksub, tables + m * s.ksub, table_size);
     }
 }
 
@@ -153,8 +156,8 @@ void pq_decode(const uint8_t* codes, size_t n, const PQCodebooks& pq, int n_thre
 void pq_distance_tables(const float* x, size_t nq, const PQCodebooks& pq, Metric metric, int n_threads,
                         float* tables) {
     const PQShape& s = pq.shape();
-    parallel_for(nq, n_threads, 16, [&](size_t begin, size_t end, int) {
-        for (size_t q = begin; q < end; ++q) pq.compute(x + q * s.d, metric, tables + q * s.M * s.ksub);
+    parallel_for(nq, n_threads, kQueryBatch, [&](size_t begin, size_t end, int) {
+        pq.compute(x + begin * s.d, end - begin, metric, tables + begin * s.M * s.ksub);
     });
 }
 
@@ -162,18 +165,23 @@ void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedL
                Metric metric, int n_threads, float* D, int64_t* I) {
     const PQShape& s = pq.shape();
     const bool l2 = metric == Metric::L2;
-    parallel_for(nq, n_threads, 1, [&](size_t begin, size_t end, int) {
-        std::vector<float> table(s.M * s.ksub);
+    // Few queries: one per task, so every thread gets work; otherwise batches
+    // whose tables are computed together.
+    const size_t batch = nq >= kQueryBatch * static_cast<size_t>(std::max(n_threads, 1)) ? kQueryBatch : 1;
+    parallel_for(nq, n_threads, batch, [&](size_t begin, size_t end, int) {
+        const size_t table_size = s.M * s.ksub;
+        std::vector<float> tables((end - begin) * table_size);
+        pq.search_table(x + begin * s.d, end - begin, metric, tables.data());
         QuantizedTable qt;
         ScanBuffers buffers;
         TopK heap(k);
         for (size_t q = begin; q < end; ++q) {
-            pq.search_table(x + q * s.d, metric, table.data());
-            quantize_table(s, table.data(), qt);
+            const float* table = tables.data() + (q - begin) * table_size;
+            quantize_table(s, table, qt);
             heap.clear();
             for (size_t l = 0; l < lists.nlist(); ++l) {
                 const CodeRun run{lists.list_codes(l), lists.list_size(l), lists.list_ids(l), nullptr, 0.0f};
-                scan_codes(s, table.data(), qt, run, 0.0f, heap, buffers);
+                scan_codes(s, table, qt, run, 0.0f, heap, buffers);
             }
             heap.write(D + q * k, I + q * k, !l2);
         }

@@ -35,10 +35,12 @@ public:
     const PQShape& shape() const { return shape_; }
     const float* data() const { return codebooks_.data(); }      // M x ksub x dsub
     const float* sqnorms() const { return sqnorms_.data(); }     // M x ksub
-    // Writes M x ksub: ||q_m - c_mk||^2 (L2) or <q_m, c_mk> (IP).
-    void compute(const float* q, Metric metric, float* table) const;
-    // The search table, "smaller is better": the L2 table, or the negated IP table.
-    void search_table(const float* q, Metric metric, float* table) const;
+    // For nq queries (rows of d floats), writes nq tables of M x ksub:
+    // ||q_m - c_mk||^2 (L2) or <q_m, c_mk> (IP). Batching queries reuses each
+    // codebook row loaded; every entry is the same for any batch size.
+    void compute(const float* q, size_t nq, Metric metric, float* tables) const;
+    // The search tables, "smaller is better": the L2 table, or the negated IP table.
+    void search_table(const float* q, size_t nq, Metric metric, float* tables) const;
 
 private:
     PQShape shape_;

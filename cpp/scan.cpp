@@ -83,13 +83,10 @@ void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
     q.offset = 0.0;
     q.abs_sum = 0.0;
     q.offsets.resize(s.M);
+    const Kernels& K = kernels();
     for (size_t m = 0; m < s.M; ++m) {
-        const float* t = table + m * ksub;
-        float lo = t[0], hi = t[0];
-        for (size_t k = 1; k < ksub; ++k) {
-            lo = t[k] < lo ? t[k] : lo;
-            hi = t[k] > hi ? t[k] : hi;
-        }
+        float lo, hi;
+        K.min_max(table + m * ksub, ksub, &lo, &hi);
         q.offsets[m] = lo;
         q.offset += lo;
         q.abs_sum += std::max(std::fabs(double(lo)), std::fabs(double(hi)));
@@ -101,17 +98,10 @@ void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
     // above (T - o) * s, which the filter's units_slack (1e-4 per term) covers.
     const float scale = static_cast<float>(q.scale);
     const size_t rows = s.nbits == 8 ? s.M : 2 * s.code_size;  // 4-bit: an odd M gets a zero table
-    q.lut.assign(rows * ksub + 64, 0);                          // + padding for 4-byte gathers
-    for (size_t m = 0; m < s.M; ++m) {
-        const float* t = table + m * ksub;
-        const float o = q.offsets[m];
-        uint8_t* out = q.lut.data() + m * ksub;
-        for (size_t k = 0; k < ksub; ++k) {
-            float v = (t[k] - o) * scale;  // >= 0; truncation is floor
-            v = v < qmax ? v : qmax;
-            out[k] = static_cast<uint8_t>(static_cast<int>(v));
-        }
-    }
+    q.lut.resize(rows * ksub + 64);                             // + padding for 4-byte gathers
+    for (size_t m = 0; m < s.M; ++m)  // (T - o) * s >= 0, so truncation is floor
+        K.quantize_row(table + m * ksub, ksub, q.offsets[m], scale, qmax, q.lut.data() + m * ksub);
+    std::fill(q.lut.begin() + static_cast<std::ptrdiff_t>(s.M * ksub), q.lut.end(), uint8_t(0));
     q.enabled = true;
 }
 
