@@ -24,6 +24,33 @@ void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, c
     const size_t nprobe = std::min(p.nprobe, coarse.nlist());
     const size_t d = coarse.dim();
     const bool l2 = p.metric == Metric::L2;
+    const size_t threads = static_cast<size_t>(std::max(p.n_threads, 1));
+    if (nq < threads && nprobe >= 2 * threads) {
+        // Fewer queries than threads (one query, say): the probes of each query
+        // are dealt out to the threads in turn (nearest lists spread over all),
+        // each keeps its own top-k, and the parts merge. The top-k of a union is
+        // the top-k of the parts' top-k, so the result is the serial one.
+        std::vector<float> coarse_dist(nprobe);
+        std::vector<int64_t> probes(nprobe);
+        std::vector<TopK> parts(threads, TopK(p.k));
+        for (size_t q = 0; q < nq; ++q) {
+            search_block(coarse.vectors(), x + q * d, 1, nprobe, coarse_dist.data(), probes.data());
+            parallel_for(threads, p.n_threads, 1, [&](size_t begin, size_t end, int) {
+                for (size_t part = begin; part < end; ++part) {
+                    Worker worker = make_worker();
+                    worker.prepare(q, 1);
+                    worker.begin(q);
+                    parts[part].clear();
+                    for (size_t j = part; j < nprobe; j += threads)
+                        if (probes[j] >= 0) worker.scan(static_cast<size_t>(probes[j]), coarse_dist[j], parts[part]);
+                }
+            });
+            TopK heap(p.k);
+            for (const TopK& part : parts) heap.merge(part);
+            heap.write(D + q * p.k, I + q * p.k, !l2);
+        }
+        return;
+    }
     parallel_for(nq, p.n_threads, kQueryChunk, [&](size_t begin, size_t end, int) {
         const size_t nb = end - begin;
         std::vector<float> coarse_dist(nb * nprobe);

@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include <pthread.h>
 
 namespace pqkit {
 namespace {
@@ -38,12 +41,86 @@ int hardware_concurrency() {
     return n == 0 ? 1 : static_cast<int>(n);
 }
 
+namespace {
+
+// Worker threads kept between calls, so a short call (one query) does not pay
+// for creating threads. One call at a time owns the pool (try_lock); a
+// concurrent call from another Python thread, or a nested call from inside a
+// worker, starts its own threads instead, as before the pool existed.
+class ThreadPool {
+public:
+    // Runs job(1) .. job(helpers) on pool threads while the caller runs
+    // job(0) itself; returns when all have finished. Requires the lock.
+    void run(int helpers, const std::function<void(int)>& job) {
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            while (static_cast<int>(threads_.size()) < helpers) {
+                const int id = static_cast<int>(threads_.size()) + 1;
+                threads_.emplace_back([this, id] { loop(id); });
+            }
+            job_ = &job;
+            active_ = helpers;
+            pending_ = helpers;
+            ++generation_;
+        }
+        wake_.notify_all();
+        job(0);
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [this] { return pending_ == 0; });
+        job_ = nullptr;
+    }
+    std::mutex owner;  // held by the call that uses the pool
+
+private:
+    void loop(int id) {
+        uint64_t seen = 0;
+        for (;;) {
+            const std::function<void(int)>* job;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_ != seen; });
+                seen = generation_;
+                if (id > active_) continue;  // not needed this time
+                job = job_;
+            }
+            (*job)(id);  // never throws: parallel_for's job catches everything
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--pending_ == 0) done_.notify_one();
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    std::vector<std::thread> threads_;  // never joined: the pool lives until the process ends
+    const std::function<void(int)>* job_ = nullptr;
+    int active_ = 0, pending_ = 0;
+    uint64_t generation_ = 0;
+};
+
+// Deliberately never destroyed (its threads are still blocked at exit). After
+// fork() the child has none of the parent's threads, so it gets a new, empty
+// pool and the old one is abandoned.
+ThreadPool* g_pool = nullptr;
+thread_local bool t_in_worker = false;
+std::once_flag g_pool_once;
+
+ThreadPool& pool() {
+    std::call_once(g_pool_once, [] {
+        g_pool = new ThreadPool();
+        pthread_atfork(nullptr, nullptr, [] { g_pool = new ThreadPool(); });
+    });
+    return *g_pool;
+}
+
+}  // namespace
+
 void parallel_for(size_t n, int n_threads, size_t chunk,
                   const std::function<void(size_t, size_t, int)>& body) {
     if (n == 0) return;
     if (chunk == 0) chunk = 1;
     const size_t n_chunks = (n + chunk - 1) / chunk;
-    const int workers = static_cast<int>(
+    // A call made from inside a worker runs serially on that worker.
+    const int workers = t_in_worker ? 1 : static_cast<int>(
         std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(std::max(n_threads, 1)), n_chunks)));
 
     std::atomic<size_t> next{0};
@@ -51,11 +128,14 @@ void parallel_for(size_t n, int n_threads, size_t chunk,
     std::exception_ptr error;
     std::mutex error_mutex;
     bool interrupted = false;
+    InterruptPoller poller;
 
-    auto run = [&](int worker, InterruptPoller* poller) {
+    const std::function<void(int)> run = [&](int worker) {
+        const bool outer = !t_in_worker;
+        t_in_worker = true;
         try {
             while (!stop.load(std::memory_order_relaxed)) {
-                if (poller != nullptr && poller->due_and_fired()) {
+                if (worker == 0 && poller.due_and_fired()) {
                     interrupted = true;
                     stop.store(true);
                     break;
@@ -70,14 +150,24 @@ void parallel_for(size_t n, int n_threads, size_t chunk,
             if (!error) error = std::current_exception();
             stop.store(true);
         }
+        if (outer) t_in_worker = false;
     };
 
-    std::vector<std::thread> threads;
-    threads.reserve(static_cast<size_t>(workers - 1));
-    for (int w = 1; w < workers; ++w) threads.emplace_back(run, w, nullptr);
-    InterruptPoller poller;
-    run(0, &poller);
-    for (auto& t : threads) t.join();
+    if (workers == 1) {
+        run(0);
+    } else {
+        ThreadPool& shared = pool();
+        std::unique_lock<std::mutex> owner(shared.owner, std::try_to_lock);
+        if (owner.owns_lock()) {
+            shared.run(workers - 1, run);
+        } else {
+            std::vector<std::thread> threads;
+            threads.reserve(static_cast<size_t>(workers - 1));
+            for (int w = 1; w < workers; ++w) threads.emplace_back(run, w);
+            run(0);
+            for (auto& t : threads) t.join();
+        }
+    }
 
     if (error) std::rethrow_exception(error);
     if (interrupted) throw Interrupted();

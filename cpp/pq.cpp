@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "codes.h"
 #include "invlists.h"
 #include "kernels.h"
 #include "kmeans.h"
@@ -165,6 +166,38 @@ void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedL
                Metric metric, int n_threads, float* D, int64_t* I) {
     const PQShape& s = pq.shape();
     const bool l2 = metric == Metric::L2;
+    const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
+    if (nq < threads && lists.ntotal() >= 2 * threads * kBlock) {
+        // Fewer queries than threads: each list's blocks are split into one
+        // contiguous range per thread, each thread keeps its own top-k and the
+        // parts merge (the top-k of a union is the top-k of the parts' top-k).
+        std::vector<TopK> parts(threads, TopK(k));
+        std::vector<float> table(s.M * s.ksub);
+        QuantizedTable qt;
+        for (size_t q = 0; q < nq; ++q) {
+            pq.search_table(x + q * s.d, 1, metric, table.data());
+            quantize_table(s, table.data(), qt);
+            parallel_for(threads, n_threads, 1, [&](size_t begin, size_t end, int) {
+                ScanBuffers buffers;
+                for (size_t part = begin; part < end; ++part) {
+                    parts[part].clear();
+                    for (size_t l = 0; l < lists.nlist(); ++l) {
+                        const size_t blocks = (lists.list_size(l) + kBlock - 1) / kBlock;
+                        const size_t first = blocks * part / threads * kBlock;
+                        const size_t last = std::min(lists.list_size(l), blocks * (part + 1) / threads * kBlock);
+                        if (first >= last) continue;
+                        const CodeRun run{lists.list_codes(l) + blocked_offset(first, 0, s.code_size), last - first,
+                                          lists.list_ids(l) + first, nullptr, 0.0f};
+                        scan_codes(s, table.data(), qt, run, 0.0f, parts[part], buffers);
+                    }
+                }
+            });
+            TopK heap(k);
+            for (const TopK& part : parts) heap.merge(part);
+            heap.write(D + q * k, I + q * k, !l2);
+        }
+        return;
+    }
     // Few queries: one per task, so every thread gets work; otherwise batches
     // whose tables are computed together.
     const size_t batch = nq >= kQueryBatch * static_cast<size_t>(std::max(n_threads, 1)) ? kQueryBatch : 1;

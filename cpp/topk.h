@@ -33,6 +33,11 @@ public:
         }
     }
 
+    // Adds every entry kept by `other` (top-k of a union = top-k of the parts' top-k).
+    void merge(const TopK& other) {
+        for (const Entry& e : other.heap_) push(e.key, e.id);
+    }
+
     // Writes the kept entries best first; pads with (pad_key, -1). When
     // negate is set the keys are negated back (inner-product similarities).
     void write(float* distances, int64_t* ids, bool negate) {

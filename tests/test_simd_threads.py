@@ -13,6 +13,16 @@ import pqkit
 from tests.conftest import clustered_split
 
 
+def _one_query_at_a_time(index, queries: np.ndarray, k: int = 10) -> np.ndarray:
+    """Search each query alone (with more threads than queries, the engine splits one query's work
+    over threads); D and I side by side as float64."""
+    rows = []
+    for row in range(queries.shape[0]):
+        distances, ids = index.search(queries[row:row + 1], k)
+        rows.append(np.concatenate([distances.astype(np.float64), ids.astype(np.float64)], axis=1))
+    return np.concatenate(rows)
+
+
 def _compute_all() -> dict:
     """Train, encode and search with every kernel family; return every output array."""
     base, queries = clustered_split(10_000, 200, 32, seed=21)
@@ -32,6 +42,7 @@ def _compute_all() -> dict:
             index.pq.set_codebooks(pq.codebooks)
             index.add(base)
             out[f"indexpq{nbits}.{metric}.D"], out[f"indexpq{nbits}.{metric}.I"] = index.search(queries, 10)
+            out[f"indexpq{nbits}.{metric}.single"] = _one_query_at_a_time(index, queries[:6])
 
     for metric in ("l2", "ip", "cosine"):
         flat = pqkit.IndexFlat(32, metric=metric)
@@ -61,6 +72,9 @@ def _compute_all() -> dict:
         out[f"{key}.codebooks"] = ivfpq.pq.codebooks
         out[f"{key}.recon"] = ivfpq.reconstruct_n(np.arange(0, 10_000, 7))
         out[f"{key}.D"], out[f"{key}.I"] = ivfpq.search(queries, 10)
+        ivfpq.nprobe = 16
+        out[f"{key}.single"] = _one_query_at_a_time(ivfpq, queries[:6])
+        out[f"{key}.pair"] = np.concatenate([a.astype(np.float64) for a in ivfpq.search(queries[:2], 10)], axis=1)
     return out
 
 
@@ -97,7 +111,7 @@ def test_every_simd_level_is_bit_identical(scalar_reference, simd_level):
     _assert_identical(_compute_all(), scalar_reference, f"SIMD level {simd_level}")
 
 
-@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 5])
 def test_every_thread_count_is_bit_identical(scalar_reference, restore_threads, restore_simd, n_threads):
     pqkit.set_simd_level(pqkit.available_simd_levels()[-1])
     pqkit.set_num_threads(n_threads)
