@@ -111,6 +111,20 @@ struct FlatWorker {
     }
 };
 
+// Per-thread buffers kept between calls (pool threads live on), so a search
+// neither allocates nor zero-fills its tables. One worker at a time uses them
+// on a thread: workers are created and finished one after another.
+struct PQScratch {
+    std::vector<float> tables;
+    QuantizedTable quantized;
+    ScanBuffers buffers;
+};
+
+PQScratch& pq_scratch() {
+    thread_local PQScratch scratch;
+    return scratch;
+}
+
 // IVF-PQ with residuals. A database vector is y = y_l + r, with y_l its
 // coarse centroid and r ~ sum_m c_m(code) its PQ-reconstructed residual.
 // L2, for a query q:
@@ -131,16 +145,15 @@ struct PQWorker {
     const PQCodebooks& pq;
     const InvertedLists& lists;
     Metric metric;
-    std::vector<float> tables;  // the chunk's queries, M x ksub each
+    PQScratch& scratch;  // this thread's tables (M x ksub per query of the chunk) and buffers
     size_t first = 0;
     const float* table = nullptr;
-    QuantizedTable quantized;
-    ScanBuffers buffers;
 
     // The tables of a chunk of queries at once (the codebooks are read once for all).
     void prepare(size_t first_query, size_t nq) {
         const PQShape& s = pq.shape();
         first = first_query;
+        std::vector<float>& tables = scratch.tables;
         tables.resize(nq * s.M * s.ksub);
         if (metric == Metric::L2) {
             pq.compute(x + first_query * s.d, nq, Metric::IP, tables.data());
@@ -151,15 +164,15 @@ struct PQWorker {
     }
     void begin(size_t q) {
         const PQShape& s = pq.shape();
-        table = tables.data() + (q - first) * s.M * s.ksub;
-        quantize_table(s, table, quantized);
+        table = scratch.tables.data() + (q - first) * s.M * s.ksub;
+        quantize_table(s, table, scratch.quantized);
     }
     void scan(size_t l, float coarse_dist, TopK& heap) {
         const CodeRun run{lists.list_codes(l), lists.list_size(l), lists.list_ids(l), lists.list_bias(l),
                           lists.list_bias_absmax(l)};
         if (run.n == 0) return;
         const float base = metric == Metric::L2 ? coarse_dist : -coarse_dist;
-        scan_codes(pq.shape(), table, quantized, run, base, heap, buffers);
+        scan_codes(pq.shape(), table, scratch.quantized, run, base, heap, scratch.buffers);
     }
 };
 
@@ -206,7 +219,7 @@ void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, cons
                   const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I) {
     check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
     ivf_search_loop<PQWorker>(x, nq, coarse, p, D, I,
-                              [&] { return PQWorker{x, pq, lists, p.metric, {}, 0, nullptr, {}, {}}; });
+                              [&] { return PQWorker{x, pq, lists, p.metric, pq_scratch(), 0, nullptr}; });
 }
 
 }  // namespace pqkit
