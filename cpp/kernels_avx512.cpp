@@ -30,6 +30,22 @@ float dot(const float* x, const float* y, size_t d) {
     return reduce(acc);
 }
 
+// One x-row against 4 y-rows per step: 4 independent add chains instead of one
+// (a single chain waits on the add latency at every step).
+void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
+    size_t j = 0;
+    for (; j + 4 <= ny; j += 4) {
+        const float* y0 = y + j * d;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (size_t c = 0; c < d; c += 16) {
+            const __m512 xv = load(x, c, d);
+            for (int b = 0; b < 4; ++b) acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(xv, load(y0 + b * d, c, d)));
+        }
+        for (int b = 0; b < 4; ++b) out[j + b] = reduce(acc[b]);
+    }
+    for (; j < ny; ++j) out[j] = dot(x, y + j * d, d);
+}
+
 // 4 x-rows by 4 y-rows per step: 16 independent accumulators, each one the
 // same lane-wise sum the reference computes for its (x, y) pair.
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out,
@@ -57,8 +73,7 @@ void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, fl
         for (; j < ny; ++j)
             for (int a = 0; a < 4; ++a) out[(i + a) * ldo + j] = dot(x0 + a * d, y + j * d, d);
     }
-    for (; i < nx; ++i)
-        for (size_t j = 0; j < ny; ++j) out[i * ldo + j] = dot(x + i * d, y + j * d, d);
+    for (; i < nx; ++i) dot_ny(x + i * d, y, ny, d, out + i * ldo);
 }
 
 void sqnorms(const float* x, size_t n, size_t d, float* out) {
@@ -66,7 +81,20 @@ void sqnorms(const float* x, size_t n, size_t d, float* out) {
 }
 
 void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
-    for (size_t r = 0; r < ny; ++r) {
+    size_t r = 0;
+    for (; r + 4 <= ny; r += 4) {  // 4 independent chains, as in dot_ny
+        const float* y0 = y + r * d;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (size_t j = 0; j < d; j += 16) {
+            const __m512 xv = load(x, j, d);
+            for (int b = 0; b < 4; ++b) {
+                __m512 diff = _mm512_sub_ps(xv, load(y0 + b * d, j, d));
+                acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(diff, diff));
+            }
+        }
+        for (int b = 0; b < 4; ++b) out[r + b] = reduce(acc[b]);
+    }
+    for (; r < ny; ++r) {
         const float* yr = y + r * d;
         __m512 acc = _mm512_setzero_ps();
         for (size_t j = 0; j < d; j += 16) {
