@@ -28,15 +28,38 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
     const bool l2 = refs.metric() == Metric::L2;
     std::vector<float> buf(kQueryBlock * kRefBlock);
     std::vector<float> xnorms(kQueryBlock);
-    std::vector<TopK> heaps(kQueryBlock, TopK(k));
+    std::vector<TopK> heaps(k == 1 ? 0 : kQueryBlock, TopK(k));
+    float best_key[kQueryBlock];
+    int64_t best_row[kQueryBlock];
     for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
         const size_t nb = std::min(kQueryBlock, nq - q0);
         const float* xb = x + q0 * d;
         if (l2) K.sqnorms(xb, nb, d, xnorms.data());
-        for (size_t q = 0; q < nb; ++q) heaps[q].clear();
+        for (size_t q = 0; q < heaps.size() && q < nb; ++q) heaps[q].clear();
+        std::fill(best_key, best_key + kQueryBlock, std::numeric_limits<float>::infinity());
+        std::fill(best_row, best_row + kQueryBlock, int64_t(-1));
         for (size_t r0 = 0; r0 < refs.size(); r0 += kRefBlock) {
             const size_t rb = std::min(kRefBlock, refs.size() - r0);
             K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.data(), rb);
+            if (k == 1) {
+                // Nearest only (k-means and PQ assignment): a running minimum. The
+                // first of equal keys wins, the smallest row, as in TopK's order.
+                for (size_t q = 0; q < nb; ++q) {
+                    const float* ips = buf.data() + q * rb;
+                    float best = best_key[q];
+                    int64_t arg = best_row[q];
+                    for (size_t j = 0; j < rb; ++j) {
+                        const float key = l2 ? l2_key(xnorms[q], refs.norms()[r0 + j], ips[j]) : -ips[j];
+                        if (arg < 0 ? key <= best : key < best) {  // TopK's test: the first needs key <= +inf
+                            best = key;
+                            arg = static_cast<int64_t>(r0 + j);
+                        }
+                    }
+                    best_key[q] = best;
+                    best_row[q] = arg;
+                }
+                continue;
+            }
             for (size_t q = 0; q < nb; ++q) {
                 const float* ips = buf.data() + q * rb;
                 TopK& heap = heaps[q];
@@ -49,6 +72,15 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
                     }
                 }
             }
+        }
+        if (k == 1) {
+            for (size_t q = 0; q < nb; ++q) {  // as TopK::write: NaN-free keys, padding when nothing was found
+                const bool found = best_row[q] >= 0;
+                D[q0 + q] = !found ? (l2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity())
+                                   : (l2 ? best_key[q] : -best_key[q]);
+                I[q0 + q] = best_row[q];
+            }
+            continue;
         }
         for (size_t q = 0; q < nb; ++q) heaps[q].write(D + (q0 + q) * k, I + (q0 + q) * k, !l2);
     }
@@ -91,16 +123,7 @@ void NearestCentroid::assign_serial(const float* x, size_t n, int64_t* labels, f
         }
         return;
     }
-    std::vector<float> D(kQueryBlock);
-    std::vector<int64_t> I(kQueryBlock);
-    for (size_t i0 = 0; i0 < n; i0 += kQueryBlock) {
-        size_t nb = std::min(kQueryBlock, n - i0);
-        search_block(refs_, x + i0 * d, nb, 1, D.data(), I.data());
-        for (size_t q = 0; q < nb; ++q) {
-            labels[i0 + q] = I[q];
-            dist[i0 + q] = D[q];
-        }
-    }
+    search_block(refs_, x, n, 1, dist, labels);
 }
 
 void NearestCentroid::assign(const float* x, size_t n, int n_threads, int64_t* labels,

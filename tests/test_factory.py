@@ -44,8 +44,8 @@ def test_factory_index_trains_and_searches(small_clustered):
 @pytest.mark.parametrize(
     "description",
     ["", "flat", "FLAT", "PQ", "PQx8", "PQ16x", "PQ0", "PQ16x0", "PQ16x17", "IVF,Flat", "IVF0,Flat", "IVF256",
-     "IVF256,", "IVF256;Flat", "IVF256,PQ", "IVF256,Flat,PQ8", "Flat,IVF256", "HNSW32", "OPQ16,PQ16",
-     "PCA32,Flat", "IVF256,PQ16x4fs", "PQ-4", "IVF-1,Flat", "PQ16 x4", "IVF256,PQ7"],
+     "IVF256,", "IVF256;Flat", "IVF256,PQ", "IVF256,Flat,PQ8", "Flat,IVF256", "HNSW32", "OPQ16",
+     "PCA32", "PCA0,Flat", "OPQ7,PQ16", "IVF256,PQ16x4fs", "PQ-4", "IVF-1,Flat", "PQ16 x4", "IVF256,PQ7"],
 )
 def test_bad_strings(description):
     with pytest.raises(ValueError) as err:
