@@ -11,7 +11,10 @@ namespace pqkit {
 namespace {
 constexpr size_t kQueryBlock = 16;
 constexpr size_t kRefBlock = 1024;
-constexpr size_t kDirectMaxDim = 16;
+// Below this dimension nearest-centroid L2 is computed directly on transposed
+// centroids: vertical sums, no horizontal reduction per (row, centroid) pair,
+// which dominates dot products of a few 16-lane chunks (PQ sub-vectors).
+constexpr size_t kDirectMaxDim = 33;
 }  // namespace
 
 VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric)
@@ -114,9 +117,7 @@ void NearestCentroid::assign_serial(const float* x, size_t n, int64_t* labels, f
             K.l2_to_centroids_t(x + i0 * d, nb, d, transposed_.data(), d, nc, buf.data(), nc);
             for (size_t i = 0; i < nb; ++i) {
                 const float* row = buf.data() + i * nc;
-                size_t best = 0;
-                for (size_t c = 1; c < nc; ++c)
-                    if (row[c] < row[best]) best = c;
+                const size_t best = K.argmin(row, nc);
                 labels[i0 + i] = static_cast<int64_t>(best);
                 dist[i0 + i] = row[best];
             }

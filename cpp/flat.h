@@ -47,7 +47,7 @@ void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d,
                  Metric metric, int n_threads, float* D, int64_t* I);
 
 // Nearest centroid for each row of x: labels[i] and its distance (squared L2,
-// or the inner product for IP). Serial and parallel versions. For d < 16 the
+// or the inner product for IP). Serial and parallel versions. For d <= 32 the
 // L2 distances are computed directly on transposed centroids, otherwise
 // through norms and dot-product tiles.
 class NearestCentroid {

@@ -46,6 +46,9 @@ struct Kernels {
     // out[i * ldo + c] = sum_j q_ij * ct[j, c], sequential over j.
     void (*ip_to_centroids_t)(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub,
                               size_t ksub, float* out, size_t ldo);
+    // The first index of the smallest of n >= 1 floats, as the scalar loop
+    // "if (v[i] < v[best]) best = i" finds it (NaN included).
+    size_t (*argmin)(const float* v, size_t n);
     // lo = min_i t[i], hi = max_i t[i] over n >= 1 floats.
     void (*min_max)(const float* t, size_t n, float* lo, float* hi);
     // out[i] = (uint8) trunc(min((t[i] - offset) * scale, qmax)), for values >= 0

@@ -199,6 +199,35 @@ void ip_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, s
     to_centroids_t<false>(q, nq, ldq, ct, dsub, ksub, out, ldo);
 }
 
+// As the AVX-512 version: the minimum, then its first position; NaN -> scalar.
+size_t argmin(const float* v, size_t n) {
+    if (n < 16) return generic::argmin(v, n);
+    __m256 lo = _mm256_loadu_ps(v);
+    __m256 nan = _mm256_cmp_ps(lo, lo, _CMP_UNORD_Q);
+    size_t i = 8;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(v + i);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+        lo = _mm256_min_ps(x, lo);
+    }
+    bool any_nan = _mm256_movemask_ps(nan) != 0;
+    for (size_t j = i; j < n; ++j) any_nan = any_nan || v[j] != v[j];
+    if (any_nan) return generic::argmin(v, n);
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, lo);
+    float m = lanes[0];
+    for (int l = 1; l < 8; ++l) m = lanes[l] < m ? lanes[l] : m;
+    for (size_t j = i; j < n; ++j) m = v[j] < m ? v[j] : m;
+    const __m256 target = _mm256_set1_ps(m);
+    for (size_t j = 0; j + 8 <= n; j += 8) {
+        const int eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + j), target, _CMP_EQ_OQ));
+        if (eq) return j + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(eq)));
+    }
+    for (size_t j = n - n % 8; j < n; ++j)
+        if (v[j] == m) return j;
+    return generic::argmin(v, n);  // not reached
+}
+
 // min/max are exact, so any grouping gives the reference's result.
 void min_max(const float* t, size_t n, float* lo, float* hi) {
     if (n < 8) return generic::min_max(t, n, lo, hi);
@@ -336,7 +365,7 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
 }  // namespace
 
 const Kernels table = {
-    dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, min_max, quantize_row,
+    dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, argmin, min_max, quantize_row,
     scan_lut8, scan_lut4, read_bytes,
 };
 

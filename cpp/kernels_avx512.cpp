@@ -168,6 +168,36 @@ void ip_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, s
     to_centroids_t<false>(q, nq, ldq, ct, dsub, ksub, out, ldo);
 }
 
+// Without NaN the scalar loop finds the first position of the minimum value:
+// the minimum (exact in any order), then the first lane equal to it. With a
+// NaN anywhere the scalar loop itself runs, since its result then depends on
+// where the NaN sits.
+size_t argmin(const float* v, size_t n) {
+    if (n < 32) return generic::argmin(v, n);
+    __m512 lo = _mm512_loadu_ps(v);
+    __mmask16 nan = _mm512_cmp_ps_mask(lo, lo, _CMP_UNORD_Q);
+    size_t i = 16;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(v + i);
+        nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+        lo = _mm512_min_ps(x, lo);
+    }
+    for (size_t j = i; j < n; ++j) {
+        if (v[j] != v[j]) nan = 1;
+    }
+    if (nan) return generic::argmin(v, n);
+    float m = _mm512_reduce_min_ps(lo);
+    for (size_t j = i; j < n; ++j) m = v[j] < m ? v[j] : m;
+    const __m512 target = _mm512_set1_ps(m);
+    for (size_t j = 0; j + 16 <= n; j += 16) {
+        const __mmask16 eq = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + j), target, _CMP_EQ_OQ);
+        if (eq) return j + static_cast<size_t>(__builtin_ctz(eq));
+    }
+    for (size_t j = n - n % 16; j < n; ++j)
+        if (v[j] == m) return j;
+    return generic::argmin(v, n);  // not reached
+}
+
 // min/max are exact, so any grouping gives the reference's result.
 void min_max(const float* t, size_t n, float* lo, float* hi) {
     if (n < 16) return generic::min_max(t, n, lo, hi);
@@ -292,7 +322,7 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
 }  // namespace
 
 const Kernels table = {
-    dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, min_max, quantize_row,
+    dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, argmin, min_max, quantize_row,
     scan_lut8, scan_lut4, read_bytes,
 };
 

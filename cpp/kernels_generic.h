@@ -109,6 +109,13 @@ inline void ip_to_centroids_t(const float* q, size_t nq, size_t ldq, const float
     }
 }
 
+inline size_t argmin(const float* v, size_t n) {
+    size_t best = 0;
+    for (size_t i = 1; i < n; ++i)
+        if (v[i] < v[best]) best = i;
+    return best;
+}
+
 inline void min_max(const float* t, size_t n, float* lo, float* hi) {
     float a = t[0], b = t[0];
     for (size_t i = 1; i < n; ++i) {
