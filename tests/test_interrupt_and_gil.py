@@ -15,6 +15,9 @@ LONG_SEARCH = textwrap.dedent(
     import os, signal, threading, time
     import numpy as np
     import pqkit
+    # A process started in the background inherits SIGINT ignored; Ctrl-C semantics need the
+    # default handler (KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = np.random.default_rng(0)
     base = rng.standard_normal((200_000, 256), dtype=np.float32)
     queries = rng.standard_normal((20_000, 256), dtype=np.float32)

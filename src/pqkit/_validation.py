@@ -22,7 +22,9 @@ Conversions (the only ones pqkit ever makes):
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -32,6 +34,7 @@ __all__ = [
     "as_float_matrix",
     "check_codes",
     "check_finite",
+    "check_fits_in_memory",
     "check_float_array",
     "check_id_scalar",
     "check_ids",
@@ -40,6 +43,7 @@ __all__ = [
     "check_metric",
     "check_n_threads",
     "check_positive_int",
+    "check_result_size",
     "check_trained",
     "check_training_size",
     "normalize_rows",
@@ -79,6 +83,8 @@ def check_int(value, name: str, minimum: int | None = None, maximum: int | None 
     minimum, maximum : int, optional
         Inclusive bounds; outside them ValueError is raised.
     """
+    if type(value) is int and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+        return value  # the common case, without the slower abstract-class checks
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {_describe(value)}")
     value = int(value)
@@ -98,6 +104,8 @@ def check_positive_int(value, name: str, maximum: int | None = None) -> int:
 
 def check_k(k) -> int:
     """Validate the number of neighbours ``k`` of a search (an int >= 1)."""
+    if type(k) is int and k >= 1:  # the common case, without the slower abstract-class checks
+        return k
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
         raise TypeError(f"k must be an int (number of neighbours), got {_describe(k)}")
     if k < 1:
@@ -106,6 +114,37 @@ def check_k(k) -> int:
             "results are padded with -1 ids when fewer than k vectors exist, so any k >= 1 works"
         )
     return int(k)
+
+
+@functools.lru_cache(maxsize=None)
+def _physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX, or not reported
+        return None
+
+
+def check_fits_in_memory(nbytes: int, what: str, hint: str) -> None:
+    """Raise ValueError, before allocating, when ``nbytes`` exceed the machine's memory.
+
+    Without this check such a request ends in a MemoryError at best, or in the kernel's OOM
+    killer when the allocation is lazy (overcommit) and then touched.
+    """
+    limit = _physical_memory_bytes()
+    if limit is not None and nbytes > limit:
+        raise ValueError(
+            f"{what} needs {nbytes / 2**30:.1f} GiB, more than this machine's memory "
+            f"({limit / 2**30:.1f} GiB); {hint}"
+        )
+
+
+def check_result_size(n: int, k: int) -> None:
+    """Refuse a search whose (n, k) results (12 bytes each: float32 D, int64 I) cannot fit in
+    memory, before anything is allocated."""
+    check_fits_in_memory(
+        12 * n * k, f"k={k} for {n} queries (results D float32 and I int64 of shape ({n}, {k}))",
+        "k beyond ntotal only adds padding: use k <= ntotal, or search fewer queries at a time",
+    )
 
 
 def check_n_threads(n_threads, name: str = "n_threads") -> int | None:

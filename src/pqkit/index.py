@@ -32,7 +32,19 @@ Ids
 
 Threads
     ``n_threads=None`` uses :func:`pqkit.get_num_threads`; results do not depend on it. The
-    thread count is not saved with the index.
+    thread count is not saved with the index. An index may be shared by Python threads: it
+    holds a reader-writer lock, so any number of ``search`` / ``reconstruct`` / ``save`` calls
+    run at once (with the GIL released in the engine) and give exactly the results of serial
+    calls, while ``train`` / ``add`` / ``add_with_ids`` / ``remove_ids`` / ``reset`` /
+    ``set_centroids`` wait until running searches end and run alone (waiting writers go
+    first, so a stream of searches cannot starve them). Changing ``index.pq``'s codebooks
+    directly is not covered by the lock: do it while no other thread uses the index.
+
+Engines
+    ``backend=None`` uses :func:`pqkit.get_backend` (``"cpp"``, the compiled core, unless it
+    cannot be imported); ``backend="numba"`` selects the portable Numba engine, which gives
+    the same codes, ids and distances (see :mod:`pqkit._backends`). The engine is fixed for
+    the life of the index and not saved with it (``load`` uses the default).
 
 Persistence
     ``index.save(path)`` / :func:`pqkit.load` and ``pickle`` use the same checked binary format
@@ -41,11 +53,14 @@ Persistence
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from . import _core, _io, _threads
+from . import _backends, _io, _threads
 from ._validation import (
     as_float_matrix,
+    check_fits_in_memory,
     check_float_array,
     check_id_scalar,
     check_ids,
@@ -54,6 +69,7 @@ from ._validation import (
     check_metric,
     check_n_threads,
     check_positive_int,
+    check_result_size,
     check_trained,
     check_training_size,
     normalize_rows,
@@ -64,6 +80,8 @@ from .pq import ProductQuantizer
 __all__ = ["Index", "IndexFlat", "IndexIVFFlat", "IndexIVFPQ", "IndexPQ"]
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
+# Bookkeeping of one empty inverted list in the engines (vector headers for codes, ids, bias).
+_BYTES_PER_EMPTY_LIST = 80
 
 
 def _format_ids(ids: np.ndarray, limit: int = 5) -> str:
@@ -149,6 +167,76 @@ class _RowStore:
         return self._data.nbytes + self._ids.nbytes
 
 
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation).
+
+    Not reentrant: the public methods of :class:`Index` take it once and call only the
+    private hooks, which never take it. ``read()`` and ``write()`` return reusable guard
+    objects (``with lock.read(): ...``); searches take the read side on every call, so it is
+    kept to one short critical section on entry and one on exit.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+        self._read_guard = _Guard(self._acquire_read, self._release_read)
+        self._write_guard = _Guard(self._acquire_write, self._release_write)
+
+    def read(self) -> "_Guard":
+        return self._read_guard
+
+    def write(self) -> "_Guard":
+        return self._write_guard
+
+    def _acquire_read(self) -> None:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def _release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0 and self._writers_waiting:
+                self._cond.notify_all()
+
+    def _acquire_write(self) -> None:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+
+    def _release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+class _Guard:
+    """A context manager calling ``acquire`` on entry and ``release`` on exit (stateless, so
+    one instance serves every thread)."""
+
+    __slots__ = ("_acquire", "_release")
+
+    def __init__(self, acquire, release):
+        self._acquire = acquire
+        self._release = release
+
+    def __enter__(self):
+        self._acquire()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._release()
+        return False
+
+
 class Index:
     """Base class of all pqkit indexes (common behaviour; not instantiated directly).
 
@@ -167,13 +255,15 @@ class Index:
         Bytes stored per vector (excluding its 8-byte id).
     n_threads : int or None
         Worker threads; None uses :func:`pqkit.get_num_threads`.
+    backend : {"cpp", "numba"}
+        The engine (read-only; chosen at construction).
     """
 
     # Whether train() changes how stored vectors are encoded (then it is refused while the
     # index holds vectors).
     _training_changes_codes = True
 
-    def __init__(self, d, metric="l2", n_threads=None):
+    def __init__(self, d, metric="l2", n_threads=None, backend=None):
         if type(self) is Index:
             raise TypeError(
                 "Index is an abstract base class; use IndexFlat, IndexPQ, IndexIVFFlat, "
@@ -182,8 +272,19 @@ class Index:
         self._d = check_positive_int(d, "d")
         self._metric = check_metric(metric)
         self._n_threads = check_n_threads(n_threads)
+        self._backend = _backends.resolve(backend)
+        self._lock = _ReadWriteLock()
 
     # ----------------------------------------------------------------- properties
+    @property
+    def backend(self) -> str:
+        """The engine: "cpp" (compiled core) or "numba" (portable)."""
+        return self._backend
+
+    @property
+    def _engine(self):
+        return _backends.core(self._backend)
+
     @property
     def d(self) -> int:
         """Vector dimension."""
@@ -260,13 +361,14 @@ class Index:
             If the index already holds vectors whose codes would change (all but IndexFlat);
             call :meth:`reset` first.
         """
-        if self.ntotal and self._training_changes_codes:
-            raise ValueError(
-                f"{self._name()}.train() would make the codes of the {self.ntotal} stored vectors "
-                "stale; call reset() first, then train and add again"
-            )
         x = self._prepare(x)
-        self._train(x)
+        with self._lock.write():
+            if self.ntotal and self._training_changes_codes:
+                raise ValueError(
+                    f"{self._name()}.train() would make the codes of the {self.ntotal} stored "
+                    "vectors stale; call reset() first, then train and add again"
+                )
+            self._train(x)
         return self
 
     def add(self, x) -> None:
@@ -288,8 +390,9 @@ class Index:
         """
         check_trained(self.is_trained, self._name())
         x = self._prepare(x)
-        start = max(self.ntotal, self._id_upper_bound() + 1)
-        self._add_checked(x, np.arange(start, start + x.shape[0], dtype=np.int64), "add()")
+        with self._lock.write():
+            start = max(self.ntotal, self._id_upper_bound() + 1)
+            self._add_checked(x, np.arange(start, start + x.shape[0], dtype=np.int64), "add()")
 
     def add_with_ids(self, x, ids) -> None:
         """Add vectors with the given ids.
@@ -312,7 +415,8 @@ class Index:
         check_trained(self.is_trained, self._name())
         x = self._prepare(x)
         ids = check_ids(ids, n=x.shape[0])
-        self._add_checked(x, ids, "add_with_ids()")
+        with self._lock.write():
+            self._add_checked(x, ids, "add_with_ids()")
 
     def _add_checked(self, x: np.ndarray, ids: np.ndarray, caller: str) -> None:
         if ids.size == 0:
@@ -354,9 +458,22 @@ class Index:
         check_trained(self.is_trained, self._name())
         k = check_k(k)
         x = self._prepare(x)
-        if x.shape[0] == 0 or self.ntotal == 0:
-            return self._empty_result(x.shape[0], k)
-        return self._search(x, k)
+        check_result_size(x.shape[0], k)
+        while True:
+            with self._lock.read():
+                if x.shape[0] == 0 or self.ntotal == 0:
+                    return self._empty_result(x.shape[0], k)
+                if not self._stale_before_search():
+                    return self._search(x, k)
+            with self._lock.write():
+                self._refresh_before_search()
+
+    def _stale_before_search(self) -> bool:
+        """Whether derived data must be refreshed (under the write lock) before a search."""
+        return False
+
+    def _refresh_before_search(self) -> None:
+        pass
 
     def reconstruct(self, key):
         """Return the stored (or decoded) vector of one id.
@@ -373,7 +490,9 @@ class Index:
             normalised for the cosine metric.
         """
         key = check_id_scalar(key)
-        return self.reconstruct_n(np.array([key], dtype=np.int64))[0]
+        check_trained(self.is_trained, self._name())
+        with self._lock.read():
+            return self._reconstruct(np.array([key], dtype=np.int64))[0]
 
     def reconstruct_n(self, ids):
         """Return the stored (or decoded) vectors of several ids.
@@ -396,7 +515,8 @@ class Index:
         ids = check_ids(ids)
         if ids.size == 0:
             return np.empty((0, self._d), dtype=np.float32)
-        return self._reconstruct(ids)
+        with self._lock.read():
+            return self._reconstruct(ids)
 
     def _raise_unknown(self, ids: np.ndarray, found: np.ndarray) -> None:
         missing = ids[~found]
@@ -419,13 +539,15 @@ class Index:
             Number of vectors removed.
         """
         ids = check_ids(ids)
-        if ids.size == 0 or self.ntotal == 0:
-            return 0
-        return int(self._remove(ids))
+        with self._lock.write():
+            if ids.size == 0 or self.ntotal == 0:
+                return 0
+            return int(self._remove(ids))
 
     def reset(self) -> None:
         """Remove all vectors; training (centroids, codebooks) is kept."""
-        self._reset()
+        with self._lock.write():
+            self._reset()
 
     def memory_usage_bytes(self) -> int:
         """Bytes held by the index data.
@@ -438,7 +560,8 @@ class Index:
         -------
         int
         """
-        return int(self._memory_usage_bytes())
+        with self._lock.read():
+            return int(self._memory_usage_bytes())
 
     def save(self, path) -> None:
         """Write the index to ``path`` atomically (see :mod:`pqkit._io` for the format).
@@ -447,11 +570,13 @@ class Index:
         ----------
         path : str or os.PathLike
         """
-        _io.save(self, path)
+        with self._lock.read():
+            _io.save(self, path)
 
     def __reduce__(self):
         # Pickling goes through the same checked byte format as save/load.
-        return (_io.index_from_bytes, (_io.index_to_bytes(self),))
+        with self._lock.read():
+            return (_io.index_from_bytes, (_io.index_to_bytes(self),))
 
     def __repr__(self) -> str:
         return (
@@ -565,8 +690,8 @@ class IndexFlat(Index):
 
     _training_changes_codes = False
 
-    def __init__(self, d, metric="l2", n_threads=None):
-        super().__init__(d, metric, n_threads)
+    def __init__(self, d, metric="l2", n_threads=None, *, backend=None):
+        super().__init__(d, metric, n_threads, backend)
         self._store = _RowStore(self._d, np.float32)
 
     def _ntotal(self) -> int:
@@ -591,7 +716,7 @@ class IndexFlat(Index):
         self._store.append(x, ids)
 
     def _search(self, x, k):
-        D, rows = _core.flat_search(x, self._store.data, k, self._core_metric, self._nt())
+        D, rows = self._engine.flat_search(x, self._store.data, k, self._core_metric, self._nt())
         return D, _map_rows_to_ids(rows, self._store.ids)
 
     def _reconstruct(self, ids):
@@ -631,7 +756,7 @@ class IndexFlat(Index):
 
 # ===================================================================== IndexPQ
 class _ListStore:
-    """Codes and ids kept by the engine in a :class:`_core.InvertedLists` (IndexPQ: one list).
+    """Codes and ids kept by the engine in a ``InvertedLists`` (IndexPQ: one list).
 
     The host class sets ``self._invlists`` and ``self._max_id`` and implements
     ``_decode(codes, list_nos)``. PQ codes sit in the engine's blocked layout (64 codes per
@@ -721,10 +846,11 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
     padding: see :mod:`pqkit.index`.
     """
 
-    def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None):
-        super().__init__(d, metric, n_threads)
-        self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads)
-        self._invlists = _core.InvertedLists(1, self._pq.code_size, "blocked")
+    def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None, backend=None):
+        super().__init__(d, metric, n_threads, backend)
+        self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads,
+                                    backend=self._backend)
+        self._invlists = self._engine.InvertedLists(1, self._pq.code_size, "blocked")
         self._max_id = -1
 
     def _is_trained(self) -> bool:
@@ -737,14 +863,14 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
         self._pq._train_validated(x, stacklevel=4)
 
     def _add(self, x, ids):
-        codes = _core.pq_encode(x, self._pq._core(), self._nt())
+        codes = self._engine.pq_encode(x, self._pq._core(), self._nt())
         self._store_codes(np.zeros(ids.size, dtype=np.int64), ids, codes)
 
     def _decode(self, codes, list_nos):
-        return _core.pq_decode(codes, self._pq._core(), self._nt())
+        return self._engine.pq_decode(codes, self._pq._core(), self._nt())
 
     def _search(self, x, k):
-        return _core.pq_search(
+        return self._engine.pq_search(
             x, self._pq._core(), self._invlists, k, self._core_metric, self._nt()
         )
 
@@ -785,25 +911,28 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
 
 # ===================================================================== IVF base
 class _IndexIVF(_ListStore, Index):
-    """Shared inverted-file logic: coarse k-means centroids + :class:`_core.InvertedLists`.
+    """Shared inverted-file logic: coarse k-means centroids + the engine's ``InvertedLists``.
 
     A vector is stored in the list of its nearest centroid (``coarse_assign``, with the index's
     metric: L2, or inner product for ip/cosine); a search probes the ``nprobe`` lists whose
     centroids are nearest the query.
     """
 
-    def __init__(self, d, nlist, metric, nprobe, seed, n_threads):
-        super().__init__(d, metric, n_threads)
+    def __init__(self, d, nlist, metric, nprobe, seed, n_threads, backend):
+        super().__init__(d, metric, n_threads, backend)
         self._nlist = check_positive_int(nlist, "nlist")
+        check_fits_in_memory(
+            self._nlist * _BYTES_PER_EMPTY_LIST, f"nlist={self._nlist} inverted lists",
+            "use fewer lists (typically about sqrt(ntotal) to 16 * sqrt(ntotal))")
         self._seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
         self._centroids = None
         self._centroids_version = 0
         self.nprobe = nprobe
-        self._invlists = _core.InvertedLists(
+        self._invlists = self._engine.InvertedLists(
             self._nlist, self.code_size, self._layout, self._with_bias()
         )
         self._max_id = -1  # upper bound of the stored ids (fast path of the duplicate check)
-        self._coarse = None  # (centroids version, _core.CoarseQuantizer)
+        self._coarse = None  # (centroids version, the engine's CoarseQuantizer)
 
     @property
     def nlist(self) -> int:
@@ -849,13 +978,15 @@ class _IndexIVF(_ListStore, Index):
             If the index holds vectors (their list assignment would be stale); call
             :meth:`reset` first.
         """
-        if self.ntotal:
-            raise ValueError(
-                f"cannot change the centroids of an index holding {self.ntotal} vectors (their "
-                "list assignment would be stale); call reset() first"
-            )
-        self._centroids = check_float_array(centroids, (self._nlist, self._d), "centroids")
-        self._centroids_version += 1
+        centroids = check_float_array(centroids, (self._nlist, self._d), "centroids")
+        with self._lock.write():
+            if self.ntotal:
+                raise ValueError(
+                    f"cannot change the centroids of an index holding {self.ntotal} vectors "
+                    "(their list assignment would be stale); call reset() first"
+                )
+            self._centroids = centroids
+            self._centroids_version += 1
         return self
 
     def _with_bias(self) -> bool:
@@ -864,10 +995,11 @@ class _IndexIVF(_ListStore, Index):
     def _core_coarse(self):
         """The engine's prepared coarse quantizer (centroids copied, norms computed), rebuilt
         only when the centroids change."""
-        if self._coarse is None or self._coarse[0] != self._centroids_version:
-            self._coarse = (self._centroids_version,
-                            _core.CoarseQuantizer(self._centroids, self._core_metric))
-        return self._coarse[1]
+        cached, version = self._coarse, self._centroids_version  # one read each: thread-safe
+        if cached is None or cached[0] != version:
+            cached = (version, self._engine.CoarseQuantizer(self._centroids, self._core_metric))
+            self._coarse = cached
+        return cached[1]
 
     def list_sizes(self):
         """Number of vectors in each inverted list.
@@ -876,18 +1008,20 @@ class _IndexIVF(_ListStore, Index):
         -------
         numpy.ndarray of int64, shape (nlist,)
         """
-        return np.asarray(self._invlists.list_sizes(), dtype=np.int64)
+        with self._lock.read():
+            return np.asarray(self._invlists.list_sizes(), dtype=np.int64)
 
     def _train_coarse(self, x: np.ndarray) -> None:
         """Train the coarse centroids by k-means on ``x`` (25 iterations, the index seed)."""
-        kmeans = KMeans(self._d, self._nlist, niter=25, seed=self._seed, n_threads=self._n_threads)
+        kmeans = KMeans(self._d, self._nlist, niter=25, seed=self._seed, n_threads=self._n_threads,
+                        backend=self._backend)
         # frames: _train_validated <- here <- _train <- Index.train <- user
         kmeans._train_validated(x, stacklevel=5)
         self._centroids = kmeans.centroids
         self._centroids_version += 1
 
     def _coarse_assign(self, x: np.ndarray) -> np.ndarray:
-        list_nos, _ = _core.coarse_assign(x, self._centroids, self._core_metric, self._nt())
+        list_nos, _ = self._engine.coarse_assign(x, self._centroids, self._core_metric, self._nt())
         return np.asarray(list_nos, dtype=np.int64)
 
     def _add(self, x, ids):
@@ -970,8 +1104,9 @@ class IndexIVFFlat(_IndexIVF):
 
     _layout = "rows"
 
-    def __init__(self, d, nlist, metric="l2", nprobe=1, *, seed=1234, n_threads=None):
-        super().__init__(d, nlist, metric, nprobe, seed, n_threads)
+    def __init__(self, d, nlist, metric="l2", nprobe=1, *, seed=1234, n_threads=None,
+                 backend=None):
+        super().__init__(d, nlist, metric, nprobe, seed, n_threads, backend)
 
     def _is_trained(self) -> bool:
         return self._centroids is not None
@@ -991,7 +1126,7 @@ class IndexIVFFlat(_IndexIVF):
         return np.ascontiguousarray(codes).view(np.float32).reshape(-1, self._d)
 
     def _search(self, x, k):
-        return _core.ivfflat_search(
+        return self._engine.ivfflat_search(
             x, self._core_coarse(), self._invlists, self._nprobe, k, self._core_metric, self._nt()
         )
 
@@ -1067,12 +1202,13 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
     Conversions, metrics and result padding: see :mod:`pqkit.index`.
     """
 
-    def __init__(self, d, nlist, M, nbits=8, metric="l2", nprobe=1, *, seed=1234, n_threads=None):
+    def __init__(self, d, nlist, M, nbits=8, metric="l2", nprobe=1, *, seed=1234, n_threads=None,
+                 backend=None):
         # The PQ must exist before the base constructor sizes the inverted lists by code_size.
         self._pq = ProductQuantizer(
-            check_positive_int(d, "d"), M, nbits, seed=seed, n_threads=n_threads
+            check_positive_int(d, "d"), M, nbits, seed=seed, n_threads=n_threads, backend=backend
         )
-        super().__init__(d, nlist, metric, nprobe, seed, n_threads)
+        super().__init__(d, nlist, metric, nprobe, seed, n_threads, backend)
         self._bias_version = None  # (centroids, codebooks) versions the stored bias was made with
 
 
@@ -1093,10 +1229,10 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
 
     def _encode(self, x, list_nos):
         residuals = x - self._centroids[list_nos]
-        return _core.pq_encode(residuals, self._pq._core(), self._nt())
+        return self._engine.pq_encode(residuals, self._pq._core(), self._nt())
 
     def _decode(self, codes, list_nos):
-        residuals = _core.pq_decode(codes, self._pq._core(), self._nt())
+        residuals = self._engine.pq_decode(codes, self._pq._core(), self._nt())
         return residuals + self._centroids[list_nos]
 
     _layout = "blocked"
@@ -1112,8 +1248,8 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
             return None
         if self.ntotal == 0:
             self._bias_version = self._versions()
-        return _core.ivfpq_code_bias(codes, list_nos, self._core_coarse(), self._pq._core(),
-                                     self._nt())
+        return self._engine.ivfpq_code_bias(codes, list_nos, self._core_coarse(),
+                                            self._pq._core(), self._nt())
 
     def _refresh_bias(self) -> None:
         """Recompute the stored per-code bias after the codebooks changed (set_codebooks)."""
@@ -1121,13 +1257,18 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
             return
         sizes, _, codes = self._invlists.export()
         list_nos = np.repeat(np.arange(self._nlist, dtype=np.int64), np.asarray(sizes))
-        self._invlists.set_bias(_core.ivfpq_code_bias(
+        self._invlists.set_bias(self._engine.ivfpq_code_bias(
             codes, list_nos, self._core_coarse(), self._pq._core(), self._nt()))
         self._bias_version = self._versions()
 
-    def _search(self, x, k):
+    def _stale_before_search(self) -> bool:
+        return self._with_bias() and self._bias_version != self._versions()
+
+    def _refresh_before_search(self) -> None:
         self._refresh_bias()
-        return _core.ivfpq_search(
+
+    def _search(self, x, k):
+        return self._engine.ivfpq_search(
             x, self._core_coarse(), self._pq._core(), self._invlists, self._nprobe, k,
             self._core_metric, self._nt(),
         )

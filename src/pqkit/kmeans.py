@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core, _threads
+from . import _backends, _threads
 from ._validation import (
     as_float_matrix,
     check_float_array,
@@ -44,6 +44,10 @@ class KMeans:
         Training uses at most ``max_points_per_centroid * k`` points (a seeded subsample).
     n_threads : int or None, default None
         Worker threads; None uses :func:`pqkit.get_num_threads`.
+    backend : {"cpp", "numba"} or None, default None
+        Engine; None uses :func:`pqkit.get_backend`. ``assign`` gives the same result on both;
+        ``train`` follows the same algorithm with another random stream (see
+        :mod:`pqkit._backends`).
 
     Attributes
     ----------
@@ -66,7 +70,8 @@ class KMeans:
     (dtype('float32'), dtype('int64'), (5,))
     """
 
-    def __init__(self, d, k, niter=25, seed=1234, max_points_per_centroid=256, n_threads=None):
+    def __init__(self, d, k, niter=25, seed=1234, max_points_per_centroid=256, n_threads=None,
+                 *, backend=None):
         self.d = check_positive_int(d, "d")
         self.k = check_positive_int(k, "k")
         self.niter = check_positive_int(niter, "niter")
@@ -75,6 +80,7 @@ class KMeans:
             max_points_per_centroid, "max_points_per_centroid"
         )
         self.n_threads = check_n_threads(n_threads)
+        self.backend = _backends.resolve(backend)
         self.centroids = None
         self.objective = None
 
@@ -108,7 +114,7 @@ class KMeans:
         what = f"k-means with k={self.k}"
         check_training_size(x.shape[0], self.k, what, "at least one per centroid")
         warn_few_training_points(x.shape[0], self.k, what, stacklevel=stacklevel)
-        centroids, objective = _core.kmeans(
+        centroids, objective = _backends.core(self.backend).kmeans(
             x,
             self.k,
             self.niter,
@@ -152,7 +158,7 @@ class KMeans:
         """
         check_trained(self.is_trained, "KMeans")
         x = as_float_matrix(x, self.d)
-        labels, distances = _core.coarse_assign(
+        labels, distances = _backends.core(self.backend).coarse_assign(
             x, self.centroids, "l2", _threads.resolve(self.n_threads)
         )
         return distances, labels

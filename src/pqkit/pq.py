@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core, _threads
+from . import _backends, _threads
 from ._validation import (
     as_float_matrix,
     check_codes,
@@ -55,6 +55,9 @@ class ProductQuantizer:
         Each sub-quantizer trains on at most ``max_points_per_centroid * ksub`` points.
     n_threads : int or None, default None
         Worker threads; None uses :func:`pqkit.get_num_threads`.
+    backend : {"cpp", "numba"} or None, default None
+        Engine; None uses :func:`pqkit.get_backend`. Both give the same codes, tables and
+        decodings for the same codebooks; trained codebooks differ (see :mod:`pqkit._backends`).
 
     Attributes
     ----------
@@ -82,14 +85,17 @@ class ProductQuantizer:
     """
 
     def __init__(self, d, M, nbits=8, niter=25, seed=1234, max_points_per_centroid=256,
-                 n_threads=None):
+                 n_threads=None, *, backend=None):
         self.d = check_positive_int(d, "d")
         self.M = check_positive_int(M, "M")
         if self.d % self.M != 0:
-            divisors = [m for m in range(1, self.d + 1) if self.d % m == 0]
+            # Listing the divisors costs O(d): only for plausible dimensions (a hostile file
+            # may claim any d).
+            hint = (f"valid M for this d: {[m for m in range(1, self.d + 1) if self.d % m == 0]}"
+                    if self.d <= 1 << 16 else "choose an M that divides d")
             raise ValueError(
                 f"d={self.d} must be divisible by M={self.M} (each sub-vector has d/M dimensions); "
-                f"valid M for this d: {divisors}"
+                f"{hint}"
             )
         self.nbits = check_int(nbits, "nbits", minimum=1, maximum=16)
         self.niter = check_positive_int(niter, "niter")
@@ -98,6 +104,7 @@ class ProductQuantizer:
             max_points_per_centroid, "max_points_per_centroid"
         )
         self.n_threads = check_n_threads(n_threads)
+        self.backend = _backends.resolve(backend)
         self.ksub = 1 << self.nbits
         self.dsub = self.d // self.M
         self.code_size = (self.M * self.nbits + 7) // 8
@@ -105,7 +112,7 @@ class ProductQuantizer:
         # Incremented whenever the codebooks change, so that owners can invalidate caches
         # derived from them (e.g. the IVF-PQ per-code bias).
         self._codebooks_version = 0
-        self._prepared = None  # (codebooks array, _core.PQCodebooks) built from it
+        self._prepared = None  # (codebooks array, engine's PQCodebooks) built from it
 
     @property
     def is_trained(self) -> bool:
@@ -114,6 +121,10 @@ class ProductQuantizer:
 
     def _nt(self) -> int:
         return _threads.resolve(self.n_threads)
+
+    @property
+    def _engine(self):
+        return _backends.core(self.backend)
 
     def train(self, x) -> "ProductQuantizer":
         """Train the M sub-codebooks by k-means on the sub-vectors.
@@ -137,7 +148,7 @@ class ProductQuantizer:
         what = f"product quantizer (M={self.M}, nbits={self.nbits}, ksub={self.ksub})"
         check_training_size(x.shape[0], self.ksub, what, "ksub = 2**nbits per sub-quantizer")
         warn_few_training_points(x.shape[0], self.ksub, what, stacklevel=stacklevel)
-        codebooks = _core.pq_train(
+        codebooks = self._engine.pq_train(
             x, self.M, self.nbits, self.niter, self.seed, self.max_points_per_centroid, self._nt()
         )
         self.codebooks = np.asarray(codebooks, dtype=np.float32)
@@ -167,9 +178,11 @@ class ProductQuantizer:
     def _core(self):
         """The engine's prepared copy of the codebooks (transposed, with norms), built once per
         codebooks array. The array is read-only, so in-place edits cannot leave it stale."""
-        if self._prepared is None or self._prepared[0] is not self.codebooks:
-            self._prepared = (self.codebooks, _core.PQCodebooks(self.codebooks, self.nbits))
-        return self._prepared[1]
+        prepared, codebooks = self._prepared, self.codebooks  # one read each: thread-safe
+        if prepared is None or prepared[0] is not codebooks:
+            prepared = (codebooks, self._engine.PQCodebooks(codebooks, self.nbits))
+            self._prepared = prepared
+        return prepared[1]
 
     def encode(self, x):
         """Encode vectors.
@@ -186,7 +199,7 @@ class ProductQuantizer:
         """
         check_trained(self.is_trained, "ProductQuantizer")
         x = as_float_matrix(x, self.d)
-        return _core.pq_encode(x, self._core(), self._nt())
+        return self._engine.pq_encode(x, self._core(), self._nt())
 
     def decode(self, codes):
         """Reconstruct vectors from codes.
@@ -203,7 +216,7 @@ class ProductQuantizer:
         """
         check_trained(self.is_trained, "ProductQuantizer")
         codes = check_codes(codes, self.code_size)
-        return _core.pq_decode(codes, self._core(), self._nt())
+        return self._engine.pq_decode(codes, self._core(), self._nt())
 
     def distance_table(self, x, metric="l2"):
         """ADC distance tables of query vectors.
@@ -227,7 +240,7 @@ class ProductQuantizer:
         if metric == "cosine":
             x = normalize_rows(x)
         core_metric = "l2" if metric == "l2" else "ip"
-        return _core.pq_distance_tables(x, self._core(), core_metric, self._nt())
+        return self._engine.pq_distance_tables(x, self._core(), core_metric, self._nt())
 
     def unpack_codes(self, codes):
         """Split packed codes into per-sub-quantizer indices.
@@ -242,7 +255,7 @@ class ProductQuantizer:
             Values in ``[0, ksub)``.
         """
         codes = check_codes(codes, self.code_size)
-        return _core.pq_unpack_codes(codes, self.M, self.nbits)
+        return self._engine.pq_unpack_codes(codes, self.M, self.nbits)
 
     def pack_codes(self, indices):
         """Bit-pack per-sub-quantizer indices into codes (inverse of :meth:`unpack_codes`).
@@ -274,7 +287,7 @@ class ProductQuantizer:
                 f"indices must lie in [0, {self.ksub}) (ksub = 2**nbits with nbits={self.nbits}), "
                 f"got values in [{int(arr.min())}, {int(arr.max())}]"
             )
-        return _core.pq_pack_codes(np.ascontiguousarray(arr, dtype=np.int32), self.nbits)
+        return self._engine.pq_pack_codes(np.ascontiguousarray(arr, dtype=np.int32), self.nbits)
 
     def __getstate__(self):
         # The engine's prepared copy is rebuilt on demand (it cannot be pickled or copied).
@@ -284,6 +297,8 @@ class ProductQuantizer:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if "backend" not in state:  # pickled before engines were selectable
+            self.backend = _backends.get_backend()
         if self.codebooks is not None:
             self.codebooks.setflags(write=False)
 
