@@ -72,3 +72,13 @@ def test_non_string_description_and_bad_metric():
         pqkit.index_factory(64, 16)
     with pytest.raises(ValueError, match="l2"):
         pqkit.index_factory(64, "Flat", metric="L1")
+
+
+@pytest.mark.parametrize("description", ["Flat", "PQ8", "IVF16,Flat", "IVF16,PQ8", "PCA16,IVF16,PQ8,RFlat"])
+def test_backend_reaches_the_core_index(description):
+    index = pqkit.index_factory(32, description, backend="numba")
+    while isinstance(index, (pqkit.IndexRefine, pqkit.IndexPreTransform)):  # unwrap the wrappers
+        index = index.base_index if isinstance(index, pqkit.IndexRefine) else index.index
+    assert index.backend == "numba"
+    with pytest.raises(ValueError, match="backend"):
+        pqkit.index_factory(32, description, backend="fortran")

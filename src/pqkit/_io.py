@@ -19,6 +19,12 @@ rest of the file (before anything is allocated), the checksum (before any array 
 finally that the shapes agree with the parameters. Any failure raises ValueError
 ("corrupted or not a pqkit file: ...").
 
+Composite indexes (:class:`pqkit.IndexPreTransform`, :class:`pqkit.IndexRefine`) use the same
+flat layout: each part's type and parameters sit under a key of the composite's params
+(``{"transform": {...}, "index": {"type": "IndexIVFPQ", "params": {...}}}``) and its arrays are
+named ``"<key>.<name>"`` (``"index.codes"``, ``"transform.A"``); parts nest at most
+``MAX_NESTING`` levels, and the header JSON itself is refused when nested too deeply.
+
 ``pickle`` goes through the same bytes (``Index.__reduce__`` -> :func:`index_from_bytes`).
 ``save`` writes to a temporary file in the target directory and renames it over the target
 (``os.replace``), so a crash never leaves a half-written index under the target name.
@@ -26,9 +32,11 @@ finally that the shapes agree with the parameters. Any failure raises ValueError
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import io
 import json
+import math
 import os
 import secrets
 import struct
@@ -56,8 +64,52 @@ def _corrupted(reason: str) -> ValueError:
 
 def _index_types() -> dict:
     from .index import IndexFlat, IndexIVFFlat, IndexIVFPQ, IndexPQ
+    from .refine import IndexRefine
+    from .transforms import IndexPreTransform
 
-    return {cls.__name__: cls for cls in (IndexFlat, IndexPQ, IndexIVFFlat, IndexIVFPQ)}
+    return {cls.__name__: cls for cls in (IndexFlat, IndexPQ, IndexIVFFlat, IndexIVFPQ,
+                                          IndexPreTransform, IndexRefine)}
+
+
+# ------------------------------------------------------------------------ composite indexes
+# A composite index (IndexPreTransform, IndexRefine) stores each part's parameters under a key
+# of its own params, {"type": ..., "params": {...}}, and the part's arrays under "<key>.<name>".
+# The file stays flat (one header, at most MAX_ARRAYS arrays); nesting is bounded by
+# MAX_NESTING so that a hostile header cannot recurse deeply.
+MAX_NESTING = 4
+_nesting = contextvars.ContextVar("pqkit_io_nesting", default=0)
+
+
+def nest_state(params: dict, arrays: dict, key: str, part) -> tuple:
+    """Add the state of ``part`` (a pqkit index) under ``key`` to ``(params, arrays)``."""
+    part_params, part_arrays = part._get_state()
+    params = dict(params)
+    params[key] = {"type": type(part).__name__, "params": part_params}
+    arrays = dict(arrays)
+    arrays.update({f"{key}.{name}": arr for name, arr in part_arrays.items()})
+    return params, arrays
+
+
+def unnest_state(params: dict, arrays: dict, key: str):
+    """Rebuild the part stored under ``key`` by :func:`nest_state` (ValueError if invalid)."""
+    spec = params.get(key)
+    if (not isinstance(spec, dict) or not isinstance(spec.get("type"), str)
+            or not isinstance(spec.get("params"), dict)):
+        raise ValueError(f"part {key!r} must be an object with 'type' (str) and 'params' (object)")
+    types = _index_types()
+    if spec["type"] not in types:
+        raise ValueError(f"part {key!r} has unknown index type {spec['type']!r}")
+    depth = _nesting.get()
+    if depth >= MAX_NESTING:
+        raise ValueError(f"composite indexes nest at most {MAX_NESTING} levels deep")
+    prefix = key + "."
+    part_arrays = {name[len(prefix):]: arr for name, arr in arrays.items()
+                   if name.startswith(prefix)}
+    token = _nesting.set(depth + 1)
+    try:
+        return types[spec["type"]]._from_state(spec["params"], part_arrays)
+    finally:
+        _nesting.reset(token)
 
 
 # ------------------------------------------------------------------------------- writing
@@ -162,6 +214,8 @@ def _parse_header(raw: bytes) -> tuple:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _corrupted(f"header is not valid UTF-8 JSON ({exc})") from None
+    except RecursionError:
+        raise _corrupted("header JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise _corrupted("header is not a JSON object")
     index_type, params, specs = (header.get(k) for k in ("index_type", "params", "arrays"))
@@ -177,12 +231,14 @@ def _parse_header(raw: bytes) -> tuple:
         if not isinstance(name, str) or name in names:
             raise _corrupted(f"array name {name!r} is missing, not a string or repeated")
         names.add(name)
-        if dtype not in DTYPE_WHITELIST:
+        if not isinstance(dtype, str) or dtype not in DTYPE_WHITELIST:
             raise _corrupted(
                 f"array {name!r} has dtype {dtype!r}; allowed: {sorted(DTYPE_WHITELIST)}"
             )
+        itemsize = DTYPE_WHITELIST[dtype].itemsize
         if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-                or not all(type(s) is int and 0 <= s < 2**62 for s in shape)):
+                or not all(type(s) is int and 0 <= s < 2**62 for s in shape)
+                or math.prod(max(s, 1) for s in shape) * itemsize >= 2**62):  # numpy's limit
             raise _corrupted(f"array {name!r} has invalid shape {shape!r}")
         nbytes = DTYPE_WHITELIST[dtype].itemsize
         for s in shape:
@@ -245,7 +301,7 @@ def _read(f, size: int):
         return types[index_type]._from_state(params, loaded)
     except KeyError as exc:
         raise _corrupted(f"{index_type} header lacks parameter {exc}") from None
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise _corrupted(f"contents inconsistent with a valid {index_type}: {exc}") from None
 
 
@@ -259,8 +315,8 @@ def load(path):
     Returns
     -------
     pqkit.Index
-        An instance of the saved class (IndexFlat, IndexPQ, IndexIVFFlat or IndexIVFPQ); the
-        thread setting is not saved (it is None, i.e. the global default).
+        An instance of the saved class (IndexFlat, IndexPQ, IndexIVFFlat, IndexIVFPQ,
+        IndexPreTransform or IndexRefine, with their parts); the thread setting is not saved (it is None, i.e. the global default).
 
     Raises
     ------

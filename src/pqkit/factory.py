@@ -6,20 +6,28 @@ import re
 
 from ._validation import check_metric, check_n_threads, check_positive_int
 from .index import IndexFlat, IndexIVFFlat, IndexIVFPQ, IndexPQ
+from .refine import IndexRefine
+from .transforms import OPQ, PCA, IndexPreTransform
 
 __all__ = ["index_factory"]
 
 GRAMMAR = (
-    '"Flat" | "PQ{M}" | "PQ{M}x{nbits}" | "IVF{nlist},Flat" | "IVF{nlist},PQ{M}" | '
-    '"IVF{nlist},PQ{M}x{nbits}"  (M, nbits, nlist positive integers; PQ{M} means nbits=8; '
-    'examples: "Flat", "PQ16", "PQ16x4", "IVF256,Flat", "IVF1024,PQ32x8")'
+    '[transform ","] core [",RFlat" | ",Refine(Flat)"] with core one of "Flat" | "PQ{M}" | '
+    '"PQ{M}x{nbits}" | "IVF{nlist},Flat" | "IVF{nlist},PQ{M}" | "IVF{nlist},PQ{M}x{nbits}" and '
+    'transform one of "PCA{d_out}" | "PCAW{d_out}" (whitened) | "OPQ{M}" | "OPQ{M}_{d_out}"  '
+    '(M, nbits, nlist, d_out positive integers; PQ{M} means nbits=8; examples: "Flat", "PQ16", '
+    '"PQ16x4", "IVF256,Flat", "IVF1024,PQ32x8", "PCA128,IVF100,PQ8", "OPQ16,IVF1024,PQ16", '
+    '"OPQ16_64,IVF256,PQ16,RFlat")'
 )
 
 _PQ = r"PQ(?P<M>[0-9]+)(?:x(?P<nbits>[0-9]+))?"
-_PATTERN = re.compile(rf"(?:IVF(?P<nlist>[0-9]+),)?(?:(?P<flat>Flat)|{_PQ})")
+_CORE = rf"(?:IVF(?P<nlist>[0-9]+),)?(?:(?P<flat>Flat)|{_PQ})"
+_TRANSFORM = (r"(?:(?P<pca>PCAW?)(?P<pca_d>[0-9]+)"
+              r"|OPQ(?P<opq_M>[0-9]+)(?:_(?P<opq_d>[0-9]+))?),")
+_PATTERN = re.compile(rf"(?:{_TRANSFORM})?{_CORE}(?P<refine>,RFlat|,Refine\(Flat\))?")
 
 
-def index_factory(d, description, metric="l2", n_threads=None):
+def index_factory(d, description, metric="l2", n_threads=None, backend=None):
     """Create an untrained index from a description string (FAISS ``index_factory`` subset).
 
     Parameters
@@ -34,8 +42,21 @@ def index_factory(d, description, metric="l2", n_threads=None):
             "IVF{nlist},Flat"           -> IndexIVFFlat(d, nlist)
             "IVF{nlist},PQ{M}[x{nbits}]"-> IndexIVFPQ(d, nlist, M, nbits)
 
+        optionally preceded by a transform (the core is then built for its output dimension)::
+
+            "PCA{d_out},..."            -> IndexPreTransform(PCA(d, d_out), core)
+            "PCAW{d_out},..."           -> the same with whitening (eigen_power=-0.5)
+            "OPQ{M},..."                -> IndexPreTransform(OPQ(d, M), core)
+            "OPQ{M}_{d_out},..."        -> IndexPreTransform(OPQ(d, M, d_out), core)
+
+        and optionally followed by ``",RFlat"`` (or ``",Refine(Flat)"``), which wraps everything
+        before it in :class:`pqkit.IndexRefine` (exact re-ranking in the input space, as FAISS
+        ``IndexRefineFlat``; ``k_factor=1``, set ``index.k_factor`` to fetch more candidates).
+
     metric : {"l2", "ip", "cosine"}, default "l2"
     n_threads : int or None, default None
+    backend : {"cpp", "numba"} or None, default None
+        The engine of the index (None: :func:`pqkit.get_backend`); see :class:`pqkit.Index`.
 
     Returns
     -------
@@ -55,6 +76,8 @@ def index_factory(d, description, metric="l2", n_threads=None):
     >>> import pqkit
     >>> pqkit.index_factory(64, "IVF256,PQ16x4")
     IndexIVFPQ(d=64, nlist=256, metric='l2', nprobe=1, ntotal=0, is_trained=False)
+    >>> pqkit.index_factory(64, "PCA32,IVF256,PQ8").index.d
+    32
     """
     d = check_positive_int(d, "d")
     metric = check_metric(metric)
@@ -66,15 +89,35 @@ def index_factory(d, description, metric="l2", n_threads=None):
     match = _PATTERN.fullmatch(description.strip())
     if match is None:
         raise ValueError(f"cannot parse index description {description!r}; accepted: {GRAMMAR}")
+    core_d = d
+    transform = None
+    if match.group("pca"):
+        core_d = check_positive_int(int(match.group("pca_d")), "d_out (in PCA{d_out})")
+        transform = PCA(d, core_d, whiten=match.group("pca") == "PCAW")
+    elif match.group("opq_M"):
+        opq_M = check_positive_int(int(match.group("opq_M")), "M (in OPQ{M})")
+        opq_d = match.group("opq_d")
+        core_d = d if opq_d is None else check_positive_int(int(opq_d), "d_out (in OPQ{M}_{d})")
+        transform = OPQ(d, opq_M, core_d)
+    index = _core_index(core_d, match, metric, n_threads, backend)
+    if transform is not None:
+        index = IndexPreTransform(transform, index)
+    if match.group("refine"):
+        index = IndexRefine(index)
+    return index
+
+
+def _core_index(d, match, metric, n_threads, backend):
     nlist, M, nbits = match.group("nlist"), match.group("M"), match.group("nbits")
     if match.group("flat"):
         if nlist is None:
-            return IndexFlat(d, metric, n_threads=n_threads)
-        return IndexIVFFlat(d, check_positive_int(int(nlist), "nlist"), metric, n_threads=n_threads)
+            return IndexFlat(d, metric, n_threads=n_threads, backend=backend)
+        return IndexIVFFlat(d, check_positive_int(int(nlist), "nlist"), metric, n_threads=n_threads,
+                            backend=backend)
     M = check_positive_int(int(M), "M (in PQ{M})")
     nbits = 8 if nbits is None else int(nbits)
     if nlist is None:
-        return IndexPQ(d, M, nbits, metric, n_threads=n_threads)
+        return IndexPQ(d, M, nbits, metric, n_threads=n_threads, backend=backend)
     return IndexIVFPQ(
-        d, check_positive_int(int(nlist), "nlist"), M, nbits, metric, n_threads=n_threads
+        d, check_positive_int(int(nlist), "nlist"), M, nbits, metric, n_threads=n_threads, backend=backend
     )

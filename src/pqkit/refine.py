@@ -1,0 +1,234 @@
+"""Re-ranking of approximate candidates with exact vectors (FAISS ``IndexRefineFlat``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._validation import check_k
+from .index import Index, IndexFlat
+
+__all__ = ["IndexRefine", "IndexRefineFlat"]
+
+#: Floats gathered per block of queries (bounds the (block, k * k_factor, d) buffer to 64 MiB).
+_GATHER_FLOATS = 1 << 24
+
+
+#: Largest refine factor accepted (beyond it, re-ranking costs more than exact search).
+MAX_K_FACTOR = 1024
+
+
+def check_k_factor(k_factor) -> float:
+    """Validate a refine factor: a finite real number >= 1."""
+    if isinstance(k_factor, (bool, np.bool_)) or not isinstance(k_factor, (int, float, np.number)):
+        raise TypeError(f"k_factor must be a number >= 1, got {type(k_factor).__name__}")
+    k_factor = float(k_factor)
+    if not (math.isfinite(k_factor) and 1.0 <= k_factor <= MAX_K_FACTOR):
+        raise ValueError(
+            f"k_factor must be a finite number in [1, {MAX_K_FACTOR}] (candidates fetched = "
+            f"ceil(k * k_factor)), got {k_factor}"
+        )
+    return k_factor
+
+
+class IndexRefine(Index):
+    """An approximate index whose candidates are re-ranked with the exact vectors.
+
+    Parameters
+    ----------
+    base_index : pqkit.Index
+        The approximate index (IndexPQ, IndexIVFPQ, an IndexPreTransform, ...). It must not hold
+        vectors yet: vectors are added to both it and the exact store.
+    k_factor : float, default 1.0
+        ``search(x, k)`` fetches ``ceil(k * k_factor)`` candidates from ``base_index`` and returns
+        the ``k`` with the smallest exact distances (largest for "ip"/"cosine").
+
+    Attributes
+    ----------
+    base_index : pqkit.Index
+    refine_index : pqkit.IndexFlat
+        The exact vectors (``4 * d`` bytes each plus the id), same metric and ids.
+    k_factor : float
+        Settable.
+    nprobe : int
+        Forwarded to ``base_index`` (IVF only).
+
+    Notes
+    -----
+    Distances returned are exact (squared L2, inner product or cosine similarity) for the
+    candidates found; a neighbour missed by ``base_index`` stays missed. Memory is the base
+    index plus ``(4 * d + 8)`` bytes per vector. Conversions, metrics and result padding: see
+    :mod:`pqkit.index`.
+
+    Examples
+    --------
+    >>> import pqkit
+    >>> index = pqkit.IndexRefine(pqkit.IndexPQ(32, 8), k_factor=4)
+    >>> index.refine_index
+    IndexFlat(d=32, metric='l2', ntotal=0, is_trained=True)
+    """
+
+    def __init__(self, base_index, k_factor=1.0):
+        if not isinstance(base_index, Index):
+            raise TypeError(f"base_index must be a pqkit index, got {type(base_index).__name__}")
+        if base_index.ntotal:
+            raise ValueError(
+                f"base_index already holds {base_index.ntotal} vectors whose exact copies are "
+                "unknown; wrap an empty index (reset() it) and add the vectors to the IndexRefine"
+            )
+        super().__init__(base_index.d, base_index.metric, base_index.n_threads)
+        self.base_index = base_index
+        self.refine_index = IndexFlat(base_index.d, base_index.metric, base_index.n_threads,
+                                      backend=getattr(base_index, "_backend", None))
+        self.k_factor = k_factor
+
+    @property
+    def k_factor(self) -> float:
+        """Candidates fetched per result: ``ceil(k * k_factor)``."""
+        return self._k_factor
+
+    @k_factor.setter
+    def k_factor(self, value) -> None:
+        self._k_factor = check_k_factor(value)
+
+    @property
+    def nprobe(self) -> int:
+        """The base index's ``nprobe`` (AttributeError if it has none)."""
+        return self.base_index.nprobe
+
+    @nprobe.setter
+    def nprobe(self, value) -> None:
+        if not hasattr(self.base_index, "nprobe"):
+            raise AttributeError(f"{type(self.base_index).__name__} has no nprobe")
+        self.base_index.nprobe = value
+
+    def _ntotal(self):
+        return self.base_index.ntotal
+
+    def _is_trained(self):
+        return self.base_index.is_trained
+
+    def _code_size(self):
+        return self.base_index.code_size + self.refine_index.code_size
+
+    def _memory_usage_bytes(self):
+        return self.base_index.memory_usage_bytes() + self.refine_index.memory_usage_bytes()
+
+    def _train(self, x):
+        self.base_index.train(x)
+
+    def _contains(self, ids):
+        return self.base_index._contains(ids)
+
+    def _id_upper_bound(self):
+        return self.base_index._id_upper_bound()
+
+    def _add(self, x, ids):
+        self.base_index.add_with_ids(x, ids)
+        self.refine_index.add_with_ids(x, ids)
+
+    def _search(self, x, k):
+        k = check_k(k)
+        # More candidates than stored vectors only adds padding.
+        n_candidates = max(k, min(math.ceil(k * self._k_factor), self.ntotal))
+        _, candidates = self.base_index.search(x, n_candidates)
+        return self.rerank(x, candidates, k)
+
+    def rerank(self, x, candidates, k):
+        """Exact distances of candidate ids and the best ``k`` of them.
+
+        Parameters
+        ----------
+        x : numpy.ndarray of float32, shape (n, d)
+            Queries (already converted; normalised for "cosine").
+        candidates : numpy.ndarray of int64, shape (n, c)
+            Candidate ids, ``-1`` for none.
+        k : int
+
+        Returns
+        -------
+        D : numpy.ndarray of float32, shape (n, k)
+        I : numpy.ndarray of int64, shape (n, k)
+        """
+        n, c = candidates.shape
+        valid = candidates >= 0
+        higher_better = self._metric != "l2"
+        pad = -np.inf if higher_better else np.inf
+        D = np.full((n, c), pad, dtype=np.float32)
+        # Each distinct candidate is fetched once; rows index into that table.
+        unique_ids, position = np.unique(np.where(valid, candidates, -1), return_inverse=True)
+        position = position.reshape(n, c)
+        table = np.zeros((unique_ids.size, self._d), dtype=np.float32)
+        present = unique_ids >= 0
+        if present.any():
+            table[present] = self.refine_index.reconstruct_n(unique_ids[present])
+        block = max(1, _GATHER_FLOATS // max(1, c * self._d))
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            v = table[position[start:stop]]  # (block, c, d)
+            q = x[start:stop, None, :]
+            if higher_better:
+                values = np.einsum("qcd,qcd->qc", v, np.broadcast_to(q, v.shape))
+            else:
+                diff = v - q
+                values = np.einsum("qcd,qcd->qc", diff, diff)
+            D[start:stop] = np.where(valid[start:stop], values, pad)
+        # best first, ties by the smaller id, padding last
+        ids = np.where(valid, candidates, np.iinfo(np.int64).max)
+        by_id = np.argsort(ids, axis=1, kind="stable")
+        D = np.take_along_axis(D, by_id, axis=1)
+        I = np.take_along_axis(candidates, by_id, axis=1)
+        by_distance = np.argsort(-D if higher_better else D, axis=1, kind="stable")[:, :k]
+        D = np.take_along_axis(D, by_distance, axis=1)
+        I = np.take_along_axis(I, by_distance, axis=1)
+        if I.shape[1] < k:
+            D = np.concatenate([D, np.full((n, k - I.shape[1]), pad, np.float32)], axis=1)
+            I = np.concatenate([I, np.full((n, k - I.shape[1]), -1, np.int64)], axis=1)
+        return np.ascontiguousarray(D), np.ascontiguousarray(I)
+
+    def _reconstruct(self, ids):
+        return self.refine_index.reconstruct_n(ids)
+
+    def _remove(self, ids):
+        removed = self.base_index.remove_ids(ids)
+        self.refine_index.remove_ids(ids)
+        return removed
+
+    def _reset(self):
+        self.base_index.reset()
+        self.refine_index.reset()
+
+    def _get_state(self):
+        from ._io import nest_state
+
+        params, arrays = nest_state({"k_factor": self._k_factor}, {}, "base", self.base_index)
+        return nest_state(params, arrays, "refine", self.refine_index)
+
+    @classmethod
+    def _from_state(cls, params, arrays):
+        from ._io import unnest_state
+
+        base = unnest_state(params, arrays, "base")
+        refine = unnest_state(params, arrays, "refine")
+        if not isinstance(refine, IndexFlat) or refine.d != base.d or refine.metric != base.metric:
+            raise ValueError("the refine index must be an IndexFlat of the base index's d and metric")
+        refine_ids = arrays.get("refine.ids")
+        if refine.ntotal != base.ntotal or (refine.ntotal and not base._contains(refine_ids).all()):
+            raise ValueError("the refine index and the base index hold different ids")
+        return cls._assemble(base, refine, params["k_factor"])
+
+    @classmethod
+    def _assemble(cls, base, refine, k_factor) -> "IndexRefine":
+        """An IndexRefine over a filled base index and its matching exact store."""
+        index = cls.__new__(cls)
+        Index.__init__(index, base.d, base.metric, base.n_threads)
+        index.base_index, index.refine_index = base, refine
+        index.k_factor = k_factor
+        return index
+
+    def __repr__(self):
+        return f"IndexRefine({self.base_index!r}, k_factor={self._k_factor})"
+
+
+IndexRefineFlat = IndexRefine

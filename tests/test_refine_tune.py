@@ -1,0 +1,153 @@
+"""IndexRefine (exact re-ranking), tune, suggest and estimate_memory."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import pqkit
+from pqkit.tune import TuneReport
+from tests.conftest import clustered_split
+from tests import reference as ref
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered_split(8000, 100, 32, seed=21, n_clusters=40)
+
+
+@pytest.fixture(scope="module")
+def truth(data):
+    base, queries = data
+    exact = pqkit.IndexFlat(32)
+    exact.add(base)
+    return exact.search(queries, 10)
+
+
+def _recall(I, truth_I):
+    return np.mean([np.intersect1d(a, b).size / truth_I.shape[1] for a, b in zip(I, truth_I)])
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_refine_distances_exact_and_recall_higher(data, metric):
+    base, queries = data
+    approx = pqkit.IndexPQ(32, 8, 4, metric)
+    approx.train(base)
+    approx.add(base)
+    refine = pqkit.IndexRefine(pqkit.IndexPQ(32, 8, 4, metric), k_factor=4)
+    refine.train(base)
+    refine.add(base)
+    D, I = refine.search(queries, 10)
+    # distances are the exact ones of the returned ids, best first
+    exact = ref.pairwise(queries, base, metric)
+    np.testing.assert_allclose(D, np.take_along_axis(exact, I, axis=1), rtol=1e-4, atol=1e-3)
+    assert (np.diff(D, axis=1) >= 0).all() if metric == "l2" else (np.diff(D, axis=1) <= 0).all()
+    exact_index = pqkit.IndexFlat(32, metric)
+    exact_index.add(base)
+    _, I_true = exact_index.search(queries, 10)
+    r_approx = _recall(approx.search(queries, 10)[1], I_true)
+    r_refine = _recall(I, I_true)
+    assert r_refine > r_approx + 0.1, (r_refine, r_approx)
+    # the candidates are the base index's top k * k_factor, re-ranked
+    _, candidates = approx.search(queries, 40)
+    for row in range(5):
+        assert set(I[row]) <= set(candidates[row])
+
+
+def test_refine_padding_remove_reset_errors(data):
+    base, queries = data
+    index = pqkit.IndexRefine(pqkit.IndexIVFFlat(32, 8), k_factor=2)
+    index.train(base)
+    index.add(base[:5])
+    D, I = index.search(queries[:2], 10)
+    assert (I[:, 5:] == -1).all() and np.isinf(D[:, 5:]).all()
+    assert index.remove_ids(np.array([0, 1])) == 2 and index.ntotal == 3
+    assert index.refine_index.ntotal == 3
+    assert 0 not in index.search(base[:1], 3)[1]
+    index.reset()
+    assert index.ntotal == 0 and index.refine_index.ntotal == 0
+    with pytest.raises(ValueError, match=r"k_factor must be a finite number in \[1, 1024\]"):
+        index.k_factor = 0.5
+    filled = pqkit.IndexFlat(32)
+    filled.add(base[:3])
+    with pytest.raises(ValueError, match="already holds 3 vectors"):
+        pqkit.IndexRefine(filled)
+
+
+def test_tune_picks_minimal_nprobe_and_k_factor(data, truth):
+    base, queries = data
+    index = pqkit.index_factory(32, "IVF64,PQ8x4,RFlat")
+    index.train(base)
+    index.add(base)
+    report = pqkit.tune(index, queries, target_recall=0.9, k=10)
+    assert isinstance(report, TuneReport) and report.reached
+    assert report.recall >= 0.9
+    assert index.nprobe == report.nprobe and index.k_factor == report.k_factor
+    # the recall is what a search at that setting gives
+    assert _recall(index.search(queries, 10)[1], truth[1]) == pytest.approx(report.recall)
+    # minimal: one step less nprobe at the chosen k_factor misses the target
+    if report.nprobe > 1:
+        lower = [t for t in report.trials
+                 if t["k_factor"] == report.k_factor and t["nprobe"] < report.nprobe]
+        assert lower and max(t["recall"] for t in lower) < 0.9
+    assert "reaches" in str(report)
+
+
+def test_tune_needs_vectors_for_pq_and_reports_unreachable(data):
+    base, queries = data
+    index = pqkit.IndexIVFPQ(32, 32, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pqkit.TrainingWarning)
+        index.train(base)
+    index.add(base)
+    with pytest.raises(ValueError, match="pass xb="):
+        pqkit.tune(index, queries)
+    report = pqkit.tune(index, queries, target_recall=1.0, xb=base, apply=False)
+    assert not report.reached and index.nprobe == 1
+    assert report.recall == max(t["recall"] for t in report.trials)
+    assert [t["nprobe"] for t in report.trials] == [1, 2, 4, 8, 16, 32]
+    with pytest.raises(ValueError, match="target_recall"):
+        pqkit.tune(index, queries, target_recall=1.5, xb=base)
+
+
+@pytest.mark.parametrize("description,exact", [
+    ("Flat", True), ("PQ8", True), ("PQ8x4", True), ("PCA16,PQ8x4", True), ("PQ8,RFlat", True),
+    ("IVF16,Flat", False), ("IVF16,PQ8", False), ("OPQ8,IVF16,PQ8x4,RFlat", False)])
+def test_estimate_memory_matches_measured(data, description, exact):
+    base, _ = data
+    n = 5000
+    estimate = pqkit.estimate_memory(description, n, 32)
+    index = pqkit.index_factory(32, description)
+    for part in (index, getattr(index, "base_index", None)):
+        if isinstance(part, pqkit.IndexPreTransform) and isinstance(part.transform, pqkit.OPQ):
+            part.transform.niter = 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pqkit.TrainingWarning)
+        index.train(base)
+    index.add(base[:n])
+    measured = index.memory_usage_bytes()
+    if exact:
+        assert estimate == measured
+    else:  # equal-size lists assumed; the lists' balance moves the measured value
+        assert 0.75 * measured <= estimate <= 1.25 * measured, (estimate, measured)
+
+
+def test_suggest_respects_budget_and_target():
+    big = pqkit.suggest(1_000_000, 128)
+    assert big.factory == "Flat" and big.memory_bytes == pqkit.estimate_memory("Flat", 1_000_000, 128)
+    tight = pqkit.suggest(1_000_000, 128, memory_budget=100_000_000)
+    assert tight.memory_bytes <= 100_000_000 and "IVF" in tight.factory and "PQ" in tight.factory
+    assert tight.nprobe is not None
+    fast = pqkit.suggest(1_000_000, 128, memory_budget=2_000_000_000, target="speed")
+    assert "IVF" in fast.factory and fast.factory != "Flat"
+    # a dimension with no small divisor goes through OPQ
+    odd = pqkit.suggest(200_000, 97, memory_budget=20_000_000)
+    assert odd.factory.startswith("OPQ") and odd.memory_bytes <= 20_000_000
+    index = pqkit.index_factory(97, odd.factory)
+    assert index.d == 97
+    with pytest.raises(ValueError, match="no index fits"):
+        pqkit.suggest(1_000_000, 128, memory_budget=1000)
+    with pytest.raises(ValueError, match="target"):
+        pqkit.suggest(1000, 8, target="memory")
