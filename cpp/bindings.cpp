@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "coreset.h"
 #include "flat.h"
 #include "ivf.h"
 #include "invlists.h"
@@ -123,6 +124,23 @@ py::tuple kmeans_py(const py::array& x, py::ssize_t k, int niter, uint64_t seed,
         objective = kmeans_train(xp, n, d, p, out);
     }
     return py::make_tuple(centroids, objective);
+}
+
+py::array_t<int64_t> greedy_kcenter_py(const py::array& x, py::ssize_t n_select, py::ssize_t first,
+                                       const py::object& weights, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    const size_t n = positive(x.shape(0), "n"), d = positive(x.shape(1), "d");
+    const float* wp = weights.is_none() ? nullptr : checked<float>(weights.cast<py::array>(), "weights", {x.shape(0)});
+    if (n_select < 1 || static_cast<size_t>(n_select) > n)
+        throw std::invalid_argument("n_select must be in 1.." + std::to_string(n) + ", got " + std::to_string(n_select));
+    if (first < 0 || static_cast<size_t>(first) >= n)
+        throw std::invalid_argument("first must be a row number in 0.." + std::to_string(n - 1) + ", got " +
+                                    std::to_string(first));
+    py::array_t<int64_t> out(n_select);
+    int64_t* op = out.mutable_data();
+    py::gil_scoped_release release;
+    greedy_kcenter(xp, n, d, static_cast<size_t>(n_select), static_cast<size_t>(first), wp, n_threads, op);
+    return out;
 }
 
 SearchResult flat_search_py(const py::array& x, const py::array& y, py::ssize_t k, const std::string& metric,
@@ -369,6 +387,8 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("kmeans", &kmeans_py, py::arg("x"), py::arg("k"), py::arg("niter"), py::arg("seed"),
           py::arg("max_points_per_centroid"), py::arg("n_threads"));
+    m.def("greedy_kcenter", &greedy_kcenter_py, py::arg("x"), py::arg("n_select"), py::arg("first"),
+          py::arg("weights"), py::arg("n_threads"));
     m.def("flat_search", &flat_search_py, py::arg("x"), py::arg("y"), py::arg("k"), py::arg("metric"),
           py::arg("n_threads"));
     m.def("coarse_assign", &coarse_assign_py, py::arg("x"), py::arg("centroids"), py::arg("metric"),

@@ -1,0 +1,64 @@
+#include "coreset.h"
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "parallel.h"
+
+namespace pqkit {
+namespace {
+// Rows per task: large enough that a step's dispatch cost stays small, small
+// enough that both cores share a step of a 10k-row bank.
+constexpr size_t kRowsPerTask = 4096;
+}  // namespace
+
+void greedy_kcenter(const float* x, size_t n, size_t d, size_t n_select, size_t first, const float* weights,
+                    int n_threads, int64_t* selected) {
+    if (n == 0 || d == 0) throw std::invalid_argument("greedy_kcenter needs n >= 1 rows of d >= 1 floats");
+    if (n_select == 0 || n_select > n)
+        throw std::invalid_argument("n_select must be in 1.." + std::to_string(n) + ", got " + std::to_string(n_select));
+    if (first >= n) throw std::invalid_argument("first row out of range: " + std::to_string(first));
+    const size_t tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
+    std::vector<float> min_dist(n, std::numeric_limits<float>::infinity());
+    std::vector<float> best_score(tasks);
+    std::vector<size_t> best_row(tasks);
+    size_t centre = first;
+    for (size_t t = 0; t < n_select; ++t) {
+        selected[t] = static_cast<int64_t>(centre);
+        const float* c = x + centre * d;
+        parallel_for(n, n_threads, kRowsPerTask, [&](size_t begin, size_t end, int) {
+            const Kernels& K = kernels();
+            float dist[256];
+            float top = -1.0f;
+            size_t arg = begin;
+            for (size_t r0 = begin; r0 < end; r0 += 256) {
+                const size_t rb = std::min<size_t>(256, end - r0);
+                K.l2sqr_ny(c, x + r0 * d, rb, d, dist);
+                for (size_t j = 0; j < rb; ++j) {
+                    const size_t i = r0 + j;
+                    float m = min_dist[i];
+                    m = dist[j] < m ? dist[j] : m;
+                    if (i == centre) m = 0.0f;
+                    min_dist[i] = m;
+                    const float score = weights ? weights[i] * m : m;
+                    if (score > top) {
+                        top = score;
+                        arg = i;
+                    }
+                }
+            }
+            best_score[begin / kRowsPerTask] = top;
+            best_row[begin / kRowsPerTask] = arg;
+        });
+        size_t winner = 0;
+        for (size_t task = 1; task < tasks; ++task)
+            if (best_score[task] > best_score[winner]) winner = task;
+        centre = best_row[winner];
+    }
+}
+
+}  // namespace pqkit

@@ -1,0 +1,265 @@
+"""The PatchCore model: fit a memory bank, score images, save and load."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from .._validation import check_int, check_positive_int
+from .coreset import COMPRESSION_METHODS, coreset_indices, patch_variance_weights
+from .neighbors import BACKENDS, make_backend
+from .scoring import anomaly_maps, image_scores, patch_scores
+
+__all__ = ["PatchCore"]
+
+FORMAT = "pqkit-patchcore"
+FORMAT_VERSION = 1
+_BACKEND_FILES = {"pqkit_flat": "memory_bank.pqkit", "pqkit_pq": "memory_bank.pqkit",
+                  "pqkit_ivfpq": "memory_bank.pqkit", "exact_knn": "memory_bank.npy",
+                  "faiss_flat": "memory_bank.faiss", "faiss_ivfpq": "memory_bank.faiss"}
+
+
+class PatchCore:
+    """PatchCore anomaly detector (Roth et al. 2022) with a pluggable nearest-neighbour backend.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default "efficientnet_lite0"
+    layers : sequence of str, optional
+        Default for EfficientNet-Lite0: ``("_blocks.4", "_blocks.10")``.
+    image_size : int, default 224
+        Images are resized to a square of this size; anomaly maps have this size.
+    target_dim : int, default 128
+        Patch feature length.
+    coreset_method : {"v1", "v2", "random", "all"}, default "v1"
+    coreset_ratio : float in (0, 1], default 0.1
+        Fraction of the training patches kept in the memory bank.
+    projection_dim : int, default 128
+        Dimension of the random projection used by the coreset selection.
+    backend : str, default "pqkit_flat"
+        One of :data:`pqkit.patchcore.neighbors.BACKENDS`.
+    backend_params : dict, optional
+        E.g. ``{"nlist": 100, "m": 8, "nbits": 8, "nprobe": 8}`` for "pqkit_ivfpq".
+    num_neighbors : int, default 9
+        ``b`` of the image-score reweighting.
+    seed : int, default 0
+    batch_size : int, default 16
+    device : str, default "cpu"
+
+    Attributes
+    ----------
+    backend_ : Backend
+        The fitted memory-bank index.
+    feature_shape_ : (h, w, d)
+        Patch grid and feature length.
+    """
+
+    def __init__(self, backbone="efficientnet_lite0", layers=None, image_size: int = 224, target_dim: int = 128,
+                 coreset_method: str = "v1", coreset_ratio: float = 0.1, projection_dim: int = 128,
+                 backend: str = "pqkit_flat", backend_params: dict | None = None, num_neighbors: int = 9,
+                 seed: int = 0, batch_size: int = 16, device="cpu"):
+        if coreset_method not in COMPRESSION_METHODS:
+            raise ValueError(f"coreset_method must be one of {list(COMPRESSION_METHODS)}, got {coreset_method!r}")
+        if not isinstance(coreset_ratio, (int, float)) or not 0 < coreset_ratio <= 1:
+            raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+        self.backbone = backbone
+        self.layers = None if layers is None else list(layers)
+        self.image_size = check_positive_int(image_size, "image_size")
+        self.target_dim = check_positive_int(target_dim, "target_dim")
+        self.coreset_method = coreset_method
+        self.coreset_ratio = float(coreset_ratio)
+        self.projection_dim = check_positive_int(projection_dim, "projection_dim")
+        self.backend = backend
+        self.backend_params = dict(backend_params or {})
+        make_backend(backend, **self.backend_params)  # fail early on bad parameters
+        self.num_neighbors = check_int(num_neighbors, "num_neighbors", minimum=2)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.device = device
+        self._embedder = None
+
+    # ------------------------------------------------------------------ features
+    @property
+    def embedder(self):
+        """The :class:`~pqkit.patchcore.embedding.PatchEmbedder` (built on first use; needs torch)."""
+        if self._embedder is None:
+            from .embedding import PatchEmbedder
+
+            self._embedder = PatchEmbedder(self.backbone, self.layers, self.image_size, self.target_dim,
+                                           self.batch_size, self.device)
+            self.layers = self._embedder.layers
+        return self._embedder
+
+    def embed(self, paths, progress: bool = True) -> np.ndarray:
+        """Patch features (n, h, w, target_dim) float32 of image files."""
+        return self.embedder.embed_paths(paths, progress=progress)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, paths, progress: bool = True) -> "PatchCore":
+        """Build the memory bank from normal training images (file paths)."""
+        return self.fit_features(self.embed(paths, progress=progress))
+
+    def fit_features(self, features: np.ndarray) -> "PatchCore":
+        """Build the memory bank from patch features.
+
+        Parameters
+        ----------
+        features : numpy.ndarray of float32, shape (n_images, h, w, d)
+        """
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 4 or features.shape[0] == 0:
+            raise ValueError(f"features must have shape (n_images, h, w, d) with n_images >= 1, got {features.shape}")
+        flat = features.reshape(-1, features.shape[-1])
+        if self.coreset_method == "all":
+            n_select = flat.shape[0]
+        else:
+            n_select = max(1, int(round(self.coreset_ratio * flat.shape[0])))
+        weights = patch_variance_weights(features) if self.coreset_method == "v2" else None
+        selected = coreset_indices(flat, n_select, self.coreset_method, self.projection_dim, self.seed, weights)
+        backend = make_backend(self.backend, **self.backend_params)
+        backend.fit(flat[selected])
+        self.backend_ = backend
+        self.feature_shape_ = tuple(int(v) for v in features.shape[1:])
+        self.n_train_patches_ = int(flat.shape[0])
+        self.bank_size_ = int(n_select)
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "backend_"):
+            raise ValueError("PatchCore is not fitted; call fit(train_paths) or PatchCore.load(directory)")
+
+    # ------------------------------------------------------------------ predict
+    def score_features(self, features: np.ndarray, reweight: bool = True):
+        """Image scores and patch-score grids of precomputed patch features.
+
+        Returns
+        -------
+        scores : numpy.ndarray of float64, shape (n,)
+        distances : numpy.ndarray of float32, shape (n, h, w)
+            Patch scores (Euclidean nearest-neighbour distances).
+        """
+        self._check_fitted()
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 4 or features.shape[1:] != self.feature_shape_:
+            raise ValueError(f"features must have shape (n, {', '.join(map(str, self.feature_shape_))}) "
+                             f"like the training features, got {features.shape}")
+        distances, nearest = patch_scores(self.backend_, features)
+        scores = image_scores(features, distances, nearest, self.backend_, self.num_neighbors, reweight)
+        return scores, distances
+
+    def predict(self, paths, progress: bool = True, maps: bool = True):
+        """Score image files.
+
+        Returns
+        -------
+        scores : numpy.ndarray of float64, shape (n,)
+        maps : numpy.ndarray of float32, shape (n, image_size, image_size), or None
+            Anomaly maps (upsampled, Gaussian sigma 4), when ``maps``.
+        """
+        self._check_fitted()
+        scores, distances = self.score_features(self.embed(paths, progress=progress))
+        return scores, (anomaly_maps(distances, self.image_size) if maps else None)
+
+    # ------------------------------------------------------------------ persistence
+    def config(self) -> dict:
+        if not isinstance(self.backbone, str):
+            backbone = None
+        else:
+            backbone = self.backbone
+        return {"backbone": backbone, "layers": self.layers, "image_size": self.image_size,
+                "target_dim": self.target_dim, "coreset_method": self.coreset_method,
+                "coreset_ratio": self.coreset_ratio, "projection_dim": self.projection_dim,
+                "backend": self.backend, "backend_params": self.backend_params,
+                "num_neighbors": self.num_neighbors, "seed": self.seed, "batch_size": self.batch_size}
+
+    def save(self, directory) -> None:
+        """Write ``config.json`` and the memory-bank index into ``directory``.
+
+        The files are written into a temporary sibling folder that then replaces ``directory``,
+        so a failure leaves no half-written model. An existing ``directory`` must be empty or a
+        saved PatchCore model (it is replaced).
+        """
+        self._check_fitted()
+        directory = os.path.abspath(os.fspath(directory))
+        if os.path.exists(directory):
+            if not os.path.isdir(directory):
+                raise ValueError(f"{directory!r} exists and is not a folder")
+            entries = os.listdir(directory)
+            if entries and "config.json" not in entries:
+                raise ValueError(f"{directory!r} is not empty and not a saved PatchCore model; "
+                                 "choose a new or empty folder")
+        parent = os.path.dirname(directory)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".patchcore-", dir=parent)
+        try:
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.config(),
+                    "layers": self.layers if self.layers is not None else self.embedder_layers(),
+                    "feature_shape": list(self.feature_shape_), "n_train_patches": self.n_train_patches_,
+                    "bank_size": self.bank_size_, "backend_file": _BACKEND_FILES[self.backend]}
+            with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as handle:
+                json.dump(meta, handle, indent=2)
+            self.backend_.save(os.path.join(tmp, _BACKEND_FILES[self.backend]))
+            if os.path.exists(directory):
+                old = tempfile.mkdtemp(prefix=".patchcore-old-", dir=parent)
+                os.rmdir(old)
+                os.replace(directory, old)
+                os.replace(tmp, directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, directory)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def embedder_layers(self):
+        from ..features import BACKBONES
+
+        if isinstance(self.backbone, str):
+            return list(BACKBONES[self.backbone]["patch_layers"])
+        return None
+
+    @classmethod
+    def load(cls, directory, backbone=None, device="cpu") -> "PatchCore":
+        """Load a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        directory : str
+        backbone : torch.nn.Module, optional
+            Required when the model was fitted with a custom module (its name is not saved).
+        device : str, default "cpu"
+        """
+        directory = os.fspath(directory)
+        path = os.path.join(directory, "config.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"no PatchCore model in {directory!r} (config.json missing)")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                meta = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read {path!r}: {exc}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{path!r} is not a pqkit PatchCore config")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path!r} has format version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        if meta["backbone"] is None and backbone is None:
+            raise ValueError("this model was fitted with a custom backbone module; pass it as backbone=")
+        model = cls(backbone=backbone if backbone is not None else meta["backbone"], layers=meta["layers"],
+                    image_size=meta["image_size"], target_dim=meta["target_dim"],
+                    coreset_method=meta["coreset_method"], coreset_ratio=meta["coreset_ratio"],
+                    projection_dim=meta["projection_dim"], backend=meta["backend"],
+                    backend_params=meta["backend_params"], num_neighbors=meta["num_neighbors"],
+                    seed=meta["seed"], batch_size=meta["batch_size"], device=device)
+        backend_cls = BACKENDS[meta["backend"]]
+        model.backend_ = backend_cls.load(os.path.join(directory, meta["backend_file"]), meta["backend"],
+                                          meta["backend_params"])
+        model.feature_shape_ = tuple(meta["feature_shape"])
+        model.n_train_patches_ = meta["n_train_patches"]
+        model.bank_size_ = meta["bank_size"]
+        return model

@@ -1,0 +1,320 @@
+"""Nearest-neighbour backends for the PatchCore memory bank, behind one interface.
+
+Every backend has
+
+- ``fit(bank)``: build (and train, for the quantised ones) on a float32 (n, d) memory bank;
+- ``search(queries, k) -> (D, I)``: float32 **squared** L2 distances and int64 ids, (nq, k),
+  nearest first (pqkit's result convention, held for every backend);
+- ``reconstruct(ids) -> (len(ids), d)`` float32: the memory-bank vectors as the backend stores
+  them (decoded codes for PQ backends), used by the image-score reweighting;
+- ``memory_bytes()``: bytes the searchable bank occupies;
+- ``save(path)`` / ``Backend.load(path)``: one file.
+
+Backends (``BACKENDS``): ``pqkit_flat`` (:class:`pqkit.IndexFlat`, exact), ``pqkit_pq``
+(:class:`pqkit.IndexPQ`), ``pqkit_ivfpq`` (:class:`pqkit.IndexIVFPQ`), ``exact_knn``
+(scikit-learn ``NearestNeighbors``, the seed's baseline), ``faiss_flat`` and ``faiss_ivfpq``
+(faiss, an optional baseline; imported only when used).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .._validation import as_float_matrix, check_k, check_positive_int
+
+__all__ = ["BACKENDS", "Backend", "make_backend"]
+
+
+class Backend:
+    """Interface of a memory-bank search backend (see the module docstring)."""
+
+    name = "backend"
+
+    def __init__(self, **params):
+        self.params = params
+        self.d_ = None
+        self.n_threads = None
+
+    def fit(self, bank) -> "Backend":
+        bank = as_float_matrix(bank, name="memory bank")
+        if bank.shape[0] == 0:
+            raise ValueError("memory bank is empty; fit needs at least one vector")
+        self.d_ = bank.shape[1]
+        self._fit(bank)
+        return self
+
+    def _check_fitted(self):
+        if self.d_ is None:
+            raise ValueError(f"{self.name} backend is not fitted; call fit(memory_bank) first")
+
+    def search(self, queries, k: int = 1):
+        """Return (D float32 squared L2 (nq, k), I int64 (nq, k))."""
+        self._check_fitted()
+        queries = as_float_matrix(queries, self.d_, name="queries")
+        k = check_k(k)
+        distances, ids = self._search(queries, k)
+        return np.ascontiguousarray(distances, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
+
+    def reconstruct(self, ids) -> np.ndarray:
+        self._check_fitted()
+        return np.ascontiguousarray(self._reconstruct(np.asarray(ids, dtype=np.int64).reshape(-1)),
+                                    dtype=np.float32)
+
+    def set_num_threads(self, n_threads: int) -> None:
+        """Threads used by ``search`` (every backend honours it, for fair timings)."""
+        self.n_threads = check_positive_int(n_threads, "n_threads")
+
+    def describe(self) -> dict:
+        return {"backend": self.name, **self.params}
+
+    # file: JSON header line + backend payload
+    def save(self, path) -> None:
+        """Write the fitted backend to ``path`` (written to a temporary file, then renamed)."""
+        self._check_fitted()
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            self._save(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path, name: str, params: dict) -> "Backend":
+        backend = make_backend(name, **params)
+        backend._load(os.fspath(path))
+        return backend
+
+
+class _PqkitBackend(Backend):
+    def _make(self, d):
+        raise NotImplementedError
+
+    def _fit(self, bank):
+        index = self._make(bank.shape[1])
+        if not index.is_trained:
+            index.train(bank)
+        index.add(bank)
+        self.index = index
+
+    def _search(self, queries, k):
+        if self.n_threads is not None:
+            self.index.n_threads = self.n_threads
+        return self.index.search(queries, k)
+
+    def _reconstruct(self, ids):
+        return self.index.reconstruct_n(ids)
+
+    def memory_bytes(self) -> int:
+        self._check_fitted()
+        return int(self.index.memory_usage_bytes())
+
+    def _save(self, path):
+        self.index.save(path)
+
+    def _load(self, path):
+        import pqkit
+
+        self.index = pqkit.load(path)
+        self.d_ = self.index.d
+        self._after_load()
+
+    def _after_load(self):
+        pass
+
+
+class PqkitFlat(_PqkitBackend):
+    """Exact search with :class:`pqkit.IndexFlat`."""
+
+    name = "pqkit_flat"
+
+    def __init__(self):
+        super().__init__()
+
+    def _make(self, d):
+        import pqkit
+
+        return pqkit.IndexFlat(d)
+
+
+class PqkitPQ(_PqkitBackend):
+    """:class:`pqkit.IndexPQ` (exhaustive scan of PQ codes). Parameters: ``m``, ``nbits``."""
+
+    name = "pqkit_pq"
+
+    def __init__(self, m: int = 8, nbits: int = 8, seed: int = 1234):
+        super().__init__(m=m, nbits=nbits, seed=seed)
+
+    def _make(self, d):
+        import pqkit
+
+        return pqkit.IndexPQ(d, self.params["m"], self.params["nbits"], seed=self.params["seed"])
+
+
+class PqkitIVFPQ(_PqkitBackend):
+    """:class:`pqkit.IndexIVFPQ`. Parameters: ``nlist``, ``m``, ``nbits``, ``nprobe``."""
+
+    name = "pqkit_ivfpq"
+
+    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, seed: int = 1234):
+        super().__init__(nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, seed=seed)
+
+    def _make(self, d):
+        import pqkit
+
+        p = self.params
+        return pqkit.IndexIVFPQ(d, p["nlist"], p["m"], p["nbits"], nprobe=p["nprobe"], seed=p["seed"])
+
+    def set_nprobe(self, nprobe: int) -> None:
+        self.params["nprobe"] = nprobe
+        self.index.nprobe = nprobe
+
+    def _after_load(self):
+        self.index.nprobe = self.params["nprobe"]
+
+
+class SklearnNN(Backend):
+    """scikit-learn ``NearestNeighbors`` (exact). Parameter: ``algorithm`` (default "auto", which
+    is brute force for d > 15)."""
+
+    name = "exact_knn"
+
+    def __init__(self, algorithm: str = "auto"):
+        super().__init__(algorithm=algorithm)
+
+    def _fit(self, bank):
+        from sklearn.neighbors import NearestNeighbors
+
+        self.bank_ = bank
+        self.nn_ = NearestNeighbors(n_neighbors=1, algorithm=self.params["algorithm"], n_jobs=self.n_threads)
+        self.nn_.fit(bank)
+
+    def _search(self, queries, k):
+        if self.n_threads is not None:
+            self.nn_.n_jobs = self.n_threads
+        k_eff = min(k, self.bank_.shape[0])
+        distances, ids = self.nn_.kneighbors(queries, n_neighbors=k_eff)
+        distances = np.square(distances, dtype=np.float64)
+        if k_eff < k:
+            pad = k - k_eff
+            distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return distances, ids
+
+    def _reconstruct(self, ids):
+        return self.bank_[ids]
+
+    def memory_bytes(self) -> int:
+        self._check_fitted()
+        extra = 0
+        tree = getattr(self.nn_, "_tree", None)
+        if tree is not None:
+            extra = sum(a.nbytes for a in tree.get_arrays() if isinstance(a, np.ndarray)) - self.bank_.nbytes
+        return int(self.bank_.nbytes + max(extra, 0))
+
+    def _save(self, path):
+        with open(path, "wb") as handle:
+            np.save(handle, self.bank_, allow_pickle=False)
+
+    def _load(self, path):
+        with open(path, "rb") as handle:
+            bank = np.load(handle, allow_pickle=False)
+        self.fit(bank)
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError("faiss backends need faiss: pip install faiss-cpu (an optional baseline, "
+                          "not a pqkit dependency)") from exc
+    return faiss
+
+
+class _FaissBackend(Backend):
+    def _search(self, queries, k):
+        faiss = _faiss()
+        if self.n_threads is not None:
+            faiss.omp_set_num_threads(self.n_threads)
+        return self.index.search(queries, k)
+
+    def _reconstruct(self, ids):
+        return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.empty((0, self.d_))
+
+    def memory_bytes(self) -> int:
+        """Size of the serialised index: codes, ids, centroids and codebooks."""
+        self._check_fitted()
+        return int(_faiss().serialize_index(self.index).nbytes)
+
+    def _save(self, path):
+        _faiss().write_index(self.index, path)
+
+    def _load(self, path):
+        self.index = _faiss().read_index(path)
+        self.d_ = self.index.d
+        self._after_load()
+
+    def _after_load(self):
+        pass
+
+
+class FaissFlat(_FaissBackend):
+    """faiss ``IndexFlatL2`` (exact)."""
+
+    name = "faiss_flat"
+
+    def __init__(self):
+        super().__init__()
+
+    def _fit(self, bank):
+        faiss = _faiss()
+        self.index = faiss.IndexFlatL2(bank.shape[1])
+        self.index.add(bank)
+
+
+class FaissIVFPQ(_FaissBackend):
+    """faiss ``IndexIVFPQ`` (by-residual, like pqkit's). Parameters as :class:`PqkitIVFPQ`."""
+
+    name = "faiss_ivfpq"
+
+    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, seed: int = 1234):
+        super().__init__(nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, seed=seed)
+
+    def _fit(self, bank):
+        faiss = _faiss()
+        p = self.params
+        quantizer = faiss.IndexFlatL2(bank.shape[1])
+        index = faiss.IndexIVFPQ(quantizer, bank.shape[1], p["nlist"], p["m"], p["nbits"])
+        index.cp.seed = p["seed"]
+        index.pq.cp.seed = p["seed"]
+        index.train(bank)
+        index.add(bank)
+        index.nprobe = p["nprobe"]
+        index.make_direct_map()
+        self._quantizer = quantizer  # keep the coarse quantizer alive with the index
+        self.index = index
+
+    def set_nprobe(self, nprobe: int) -> None:
+        self.params["nprobe"] = nprobe
+        self.index.nprobe = nprobe
+
+    def _after_load(self):
+        self.index.nprobe = self.params["nprobe"]
+        self.index.make_direct_map()
+
+
+BACKENDS = {cls.name: cls for cls in (PqkitFlat, PqkitPQ, PqkitIVFPQ, SklearnNN, FaissFlat, FaissIVFPQ)}
+
+
+def make_backend(name: str, **params) -> Backend:
+    """Construct a backend by name with its parameters (see ``BACKENDS``)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    try:
+        return BACKENDS[name](**params)
+    except TypeError as exc:
+        raise TypeError(f"bad parameters for backend {name!r}: {exc}") from None
+
