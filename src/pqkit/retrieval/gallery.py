@@ -1,0 +1,602 @@
+"""A searchable gallery: vectors (or images) in a pqkit index, plus ids, labels and file paths.
+
+A gallery directory holds two files::
+
+    <gallery>/index.pqkit    the pqkit index (pqkit's own versioned, checksummed format)
+    <gallery>/gallery.json   metadata: format version, metric, index description, nprobe, the
+                             embedder spec, and one entry per vector (id, optional label, path)
+
+Loading reads JSON only (no pickle, nothing executed), checks every field's type and that the ids
+agree with the index, and raises :class:`ValueError` on any mismatch. Image paths are stored
+relative to the folder the gallery was built from (``root``, stored both absolute and relative to
+the gallery directory), so a gallery directory and its image folder can move together.
+
+Scores follow the metric: cosine similarity (``"cosine"``, the default: rows are L2-normalised, so
+the score is an inner product of unit vectors, and ``||a - b||^2 = 2 - 2 cos``), inner product
+(``"ip"``), both larger-is-better, or squared L2 distance (``"l2"``), smaller-is-better.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._validation import as_float_matrix, check_ids, check_k, check_metric
+from .images import CNNEmbedder, PixelEmbedder, embedder_from_spec, list_images, read_image
+from .indexing import build_index, choose_index
+
+__all__ = ["Gallery", "QueryResult"]
+
+FORMAT = "pqkit-gallery"
+FORMAT_VERSION = 1
+INDEX_FILE = "index.pqkit"
+META_FILE = "gallery.json"
+#: gallery.json larger than this is refused before parsing (about 2,000 bytes per entry of slack
+#: for ten million entries would be far more than any gallery this tool builds).
+MAX_META_BYTES = 1 << 30
+#: images decoded and embedded at a time by :meth:`Gallery.from_folder`
+_CHUNK = 256
+
+
+@dataclass
+class QueryResult:
+    """The neighbours of one query, best first.
+
+    Attributes
+    ----------
+    ids : ndarray of int64, shape (m,)
+        Gallery ids (m <= k; ``-1`` padding removed).
+    scores : ndarray of float32, shape (m,)
+        Similarity (cosine/ip, larger is closer) or squared L2 distance (l2, smaller is closer).
+    paths : list of str or None
+        Absolute image paths of the neighbours (None entries for a gallery without paths).
+    labels : list
+        Labels of the neighbours (None entries for a gallery without labels).
+    search_ms : float
+        Time of the index search alone.
+    embed_ms : float
+        Time spent embedding the query image (0 for vector and id queries).
+    query_id : int or None
+        The gallery id queried by :meth:`Gallery.query_id` (left out of ``ids``).
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    paths: list
+    labels: list
+    search_ms: float
+    embed_ms: float = 0.0
+    query_id: int | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (lists of Python numbers)."""
+        return {
+            "ids": [int(i) for i in self.ids],
+            "scores": [float(s) for s in self.scores],
+            "paths": self.paths,
+            "labels": self.labels,
+            "search_ms": self.search_ms,
+            "embed_ms": self.embed_ms,
+            "query_id": self.query_id,
+        }
+
+
+def _labels_array(labels, n: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"labels must be 1-D with one label per vector: expected length {n}, got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "U":
+        return arr
+    raise TypeError(f"labels must be integers or strings, got dtype {arr.dtype}")
+
+
+class Gallery:
+    """Vectors in a pqkit index with their ids, labels and image paths.
+
+    Build one with :meth:`from_vectors` or :meth:`from_folder`, query it with
+    :meth:`query_vector`, :meth:`query_image` or :meth:`query_id` (or :meth:`search` for a batch),
+    store it with :meth:`save` and :meth:`load`.
+
+    Attributes
+    ----------
+    index : pqkit.Index
+    ids : ndarray of int64, shape (n,)
+    labels : ndarray of int64 or str, shape (n,), or None
+    paths : list of str (relative to ``root``), or None
+    root : str or None
+        Folder the paths are relative to.
+    metric : {"cosine", "ip", "l2"}
+    description : str
+        Factory string of the index (``"Flat"``, ``"IVF245,Flat"``, ``"IVF245,PQ16x8"``, ...).
+    embedder_spec : dict or None
+        How images are embedded (see :func:`pqkit.retrieval.images.embedder_from_spec`); None for a
+        vector-only gallery, which cannot be queried by image.
+    choice : dict or None
+        What :func:`pqkit.retrieval.indexing.choose_index` measured, when a target recall was given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pqkit.retrieval import Gallery
+    >>> x = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+    >>> g = Gallery.from_vectors(x, labels=np.arange(500) % 3)
+    >>> r = g.query_id(7, k=3)
+    >>> r.ids.shape, bool((r.ids != 7).all())
+    ((3,), True)
+    """
+
+    def __init__(self, index, ids, *, labels=None, paths=None, root=None, metric="cosine",
+                 description="Flat", embedder_spec=None, choice=None):
+        self.index = index
+        self.ids = check_ids(ids, n=index.ntotal)
+        self.labels = _labels_array(labels, self.ids.shape[0])
+        if paths is not None:
+            paths = [os.fspath(p) for p in paths]
+            if len(paths) != self.ids.shape[0]:
+                raise ValueError(f"paths must have one entry per vector: expected {self.ids.shape[0]}, got {len(paths)}")
+        self.paths = paths
+        self.root = None if root is None else os.fspath(root)
+        self.metric = check_metric(metric)
+        self.description = description
+        self.embedder_spec = embedder_spec
+        self.choice = choice
+        self._embedder = None
+        order = np.argsort(self.ids, kind="stable")
+        self._sorted_ids, self._sorted_rows = self.ids[order], order
+
+    # ------------------------------------------------------------------------ building
+    @classmethod
+    def from_vectors(cls, vectors, ids=None, *, labels=None, paths=None, root=None, index="Flat",
+                     metric="cosine", target_recall=None, k=10, nprobe=None, embedder_spec=None,
+                     seed=1234):
+        """Build a gallery from vectors.
+
+        Parameters
+        ----------
+        vectors : array_like of float, shape (n, d)
+            Converted to float32. With ``metric="cosine"`` every row is L2-normalised (zero rows
+            raise ValueError).
+        ids : array_like of int, shape (n,), optional
+            Unique ids >= 0; default ``0..n-1``.
+        labels : array_like of int or str, shape (n,), optional
+            Class labels (used by the evaluation: mAP, precision@k).
+        paths : sequence of str, shape (n,), optional
+            Image file of each vector, relative to ``root`` (or absolute).
+        root : str, optional
+        index : str, default "Flat"
+            ``"Flat"``, ``"IVF,Flat"``, ``"IVF,PQ"`` or a full factory string (see
+            :mod:`pqkit.retrieval.indexing`); ignored when ``target_recall`` is given.
+        metric : {"cosine", "ip", "l2"}, default "cosine"
+        target_recall : float in (0, 1], optional
+            Choose the fastest index reaching this k-recall@k instead
+            (:func:`pqkit.retrieval.indexing.choose_index`).
+        k : int, default 10
+            The k of ``target_recall``.
+        nprobe : int, optional
+            Lists probed by an IVF index named in ``index`` (default nlist // 16).
+        embedder_spec : dict, optional
+            How query images are embedded (set by :meth:`from_folder`).
+        seed : int
+            Seed of the index training and of the recall sample.
+
+        Returns
+        -------
+        Gallery
+
+        Raises
+        ------
+        TypeError, ValueError
+            Bad vectors, ids or labels (messages say expected vs got).
+        """
+        metric = check_metric(metric)
+        x = as_float_matrix(vectors, name="vectors")
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("vectors is empty (0 rows); a gallery needs at least one vector")
+        ids = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n=n)
+        if np.unique(ids).shape[0] != n:
+            raise ValueError("ids must be unique; found duplicates")
+        if metric == "cosine":
+            from .._validation import normalize_rows
+
+            x = normalize_rows(x, "vectors")
+        if target_recall is not None:
+            built, choice = choose_index(x, ids, target_recall, k=check_k(k), metric=metric, seed=seed)
+            description = choice["description"]
+        else:
+            built, description = build_index(x, ids, index, metric=metric, nprobe=nprobe, seed=seed)
+            choice = None
+        return cls(built, ids, labels=labels, paths=paths, root=root, metric=metric,
+                   description=description, embedder_spec=embedder_spec, choice=choice)
+
+    @classmethod
+    def from_folder(cls, folder, *, embedder=None, labels_from_subfolders=True, index="Flat",
+                    metric="cosine", target_recall=None, k=10, nprobe=None, skip_unreadable=False,
+                    progress=False, seed=1234):
+        """Embed every image under ``folder`` and build a gallery of them.
+
+        Parameters
+        ----------
+        folder : str or os.PathLike
+            Searched recursively for image files (:data:`pqkit.retrieval.images.IMAGE_EXTENSIONS`).
+        embedder : CNNEmbedder or PixelEmbedder, optional
+            Default :class:`CNNEmbedder` (EfficientNet-Lite0, 224 px).
+        labels_from_subfolders : bool, default True
+            Label each image with the name of its first-level subfolder (the ImageFolder layout
+            ``folder/<class>/<image>``); images directly in ``folder`` get no labels.
+        index, metric, target_recall, k, nprobe, seed
+            As in :meth:`from_vectors`.
+        skip_unreadable : bool, default False
+            Leave out files that cannot be decoded instead of raising.
+        progress : bool, default False
+            Show a tqdm progress bar over the images.
+
+        Returns
+        -------
+        Gallery
+            Ids ``0..n-1`` in sorted path order; ``embedder_spec`` set, so :meth:`query_image` works;
+            ``seconds_per_image`` holds the embedding time per image (decoding excluded).
+
+        Raises
+        ------
+        ValueError
+            Missing or empty folder, or an unreadable image (the message names the file).
+        """
+        from tqdm.auto import tqdm
+
+        root = Path(folder).resolve() if Path(folder).exists() else Path(folder)
+        files = list_images(root)
+        if embedder is None:
+            embedder = CNNEmbedder()
+        kept, chunks, seconds = [], [], 0.0
+        # chunks bound the memory of decoded images; every file is decoded (and checked) here
+        with tqdm(total=len(files), desc="embedding images", unit="img", disable=not progress) as bar:
+            for start in range(0, len(files), _CHUNK):
+                images = []
+                for path in files[start:start + _CHUNK]:
+                    try:
+                        images.append(read_image(path))
+                    except ValueError:
+                        if not skip_unreadable:
+                            raise
+                        continue
+                    kept.append(path)
+                if images:
+                    tick = time.perf_counter()
+                    chunks.append(embedder(images))
+                    seconds += time.perf_counter() - tick
+                bar.update(min(_CHUNK, len(files) - start))
+        if not kept:
+            raise ValueError(f"none of the {len(files)} image files under {str(root)!r} could be read")
+        vectors = np.concatenate(chunks)
+        rel = [p.relative_to(root).as_posix() for p in kept]
+        labels = None
+        if labels_from_subfolders and all("/" in r for r in rel):
+            labels = np.array([r.split("/", 1)[0] for r in rel])
+        gallery = cls.from_vectors(vectors, labels=labels, paths=rel, root=str(root), index=index, metric=metric,
+                                   target_recall=target_recall, k=k, nprobe=nprobe,
+                                   embedder_spec=embedder.spec(), seed=seed)
+        gallery._embedder = embedder
+        gallery.seconds_per_image = seconds / len(kept)
+        return gallery
+
+    # ------------------------------------------------------------------------ properties
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def d(self) -> int:
+        """Dimension of the vectors."""
+        return self.index.d
+
+    @property
+    def higher_is_better(self) -> bool:
+        """True for similarity scores (cosine, ip), False for L2 distances."""
+        return self.metric != "l2"
+
+    def __repr__(self) -> str:
+        return (f"Gallery(n={len(self)}, d={self.d}, metric={self.metric!r}, index={self.description!r}, "
+                f"labels={self.labels is not None}, paths={self.paths is not None}, "
+                f"embedder={self.embedder_spec})")
+
+    def rows_of(self, ids) -> np.ndarray:
+        """Row positions (into ``labels``/``paths``) of gallery ids; unknown ids raise ValueError."""
+        ids = np.atleast_1d(np.asarray(ids))
+        pos = np.searchsorted(self._sorted_ids, ids)
+        pos = np.minimum(pos, len(self) - 1)
+        found = self._sorted_ids[pos] == ids
+        if not found.all():
+            missing = ids[~found][:5].tolist()
+            raise ValueError(
+                f"unknown gallery id(s) {missing}; the gallery holds {len(self)} ids from "
+                f"{int(self._sorted_ids[0])} to {int(self._sorted_ids[-1])}"
+            )
+        return self._sorted_rows[pos]
+
+    def path_of(self, gallery_id) -> str | None:
+        """Absolute image path of one id (None if the gallery has no paths)."""
+        if self.paths is None:
+            return None
+        rel = self.paths[int(self.rows_of(gallery_id)[0])]
+        return rel if self.root is None else str(Path(self.root) / rel)
+
+    def label_of(self, gallery_id):
+        """Label of one id as a Python int or str (None if the gallery has no labels)."""
+        if self.labels is None:
+            return None
+        return self.labels[int(self.rows_of(gallery_id)[0])].item()
+
+    @property
+    def embedder(self):
+        """The embedder of query images (rebuilt from ``embedder_spec`` on first use)."""
+        if self._embedder is None:
+            if self.embedder_spec is None:
+                raise ValueError(
+                    "this gallery was built from vectors without an embedder, so it cannot be queried "
+                    "by image; query by vector or id, or build it with Gallery.from_folder"
+                )
+            self._embedder = embedder_from_spec(self.embedder_spec)
+        return self._embedder
+
+    @embedder.setter
+    def embedder(self, value) -> None:
+        if not isinstance(value, (CNNEmbedder, PixelEmbedder)):
+            raise TypeError(f"embedder must be a CNNEmbedder or PixelEmbedder, got {type(value).__name__}")
+        self._embedder = value
+        self.embedder_spec = value.spec()
+
+    # ------------------------------------------------------------------------ querying
+    def search(self, vectors, k: int = 10):
+        """Batch search.
+
+        Parameters
+        ----------
+        vectors : array_like of float, shape (nq, d) or (d,)
+        k : int
+
+        Returns
+        -------
+        scores : ndarray of float32, shape (nq, k)
+        ids : ndarray of int64, shape (nq, k)
+            ``-1`` (score ``-inf``/``+inf``) where fewer than k were found.
+
+        Raises
+        ------
+        ValueError
+            Wrong dimension (the message names the gallery's d and embedder).
+        """
+        x = as_float_matrix(vectors, name="query vectors")
+        if x.shape[1] != self.d:
+            source = f" (embedder {self.embedder_spec})" if self.embedder_spec else ""
+            raise ValueError(
+                f"query vectors have dimension {x.shape[1]}, this gallery has d={self.d}{source}; "
+                "embed queries the way the gallery was built"
+            )
+        return self.index.search(x, check_k(k))
+
+    def _result(self, scores, ids, search_ms, embed_ms=0.0, exclude=None, k=None) -> QueryResult:
+        keep = ids >= 0
+        if exclude is not None:
+            keep &= ids != exclude
+        ids, scores = ids[keep][:k], scores[keep][:k]
+        rows = self.rows_of(ids) if ids.size else np.empty(0, dtype=np.int64)
+        paths = [None] * ids.size
+        if self.paths is not None:
+            paths = [self.path_of(int(i)) for i in ids]
+        labels = [None] * ids.size if self.labels is None else [self.labels[r].item() for r in rows]
+        return QueryResult(ids, scores, paths, labels, search_ms, embed_ms, query_id=exclude)
+
+    def query_vector(self, vector, k: int = 10) -> QueryResult:
+        """The k nearest gallery entries of one vector.
+
+        Parameters
+        ----------
+        vector : array_like of float, shape (d,) or (1, d)
+        k : int
+
+        Returns
+        -------
+        QueryResult
+        """
+        x = as_float_matrix(vector, name="query vector")
+        if x.shape[0] != 1:
+            raise ValueError(f"query_vector takes one vector, got {x.shape[0]} rows; use search() for a batch")
+        k = check_k(k)
+        start = time.perf_counter()
+        scores, ids = self.search(x, k)
+        search_ms = 1e3 * (time.perf_counter() - start)
+        return self._result(scores[0], ids[0], search_ms, k=k)
+
+    def query_image(self, image, k: int = 10) -> QueryResult:
+        """The k nearest gallery entries of an image (a path or a uint8 (H, W[, 3]) array).
+
+        The image is embedded with the gallery's embedder (see :attr:`embedder`).
+
+        Raises
+        ------
+        ValueError
+            Unreadable image, or a gallery without embedder.
+        """
+        embedder = self.embedder
+        start = time.perf_counter()
+        vector = embedder([image])
+        embed_ms = 1e3 * (time.perf_counter() - start)
+        result = self.query_vector(vector[:1], k)
+        result.embed_ms = embed_ms
+        return result
+
+    def query_id(self, gallery_id, k: int = 10, include_self: bool = False) -> QueryResult:
+        """The k nearest gallery entries of a gallery entry.
+
+        The query vector is the stored one (exact for Flat and IVF-Flat, the PQ reconstruction for
+        PQ indexes). The entry itself is left out unless ``include_self``.
+
+        Raises
+        ------
+        ValueError
+            Unknown id.
+        """
+        self.rows_of(gallery_id)  # the clear "unknown id" error
+        k = check_k(k)
+        vector = self.index.reconstruct(int(gallery_id))
+        start = time.perf_counter()
+        scores, ids = self.search(vector, k + (0 if include_self else 1))
+        search_ms = 1e3 * (time.perf_counter() - start)
+        exclude = None if include_self else int(gallery_id)
+        result = self._result(scores[0], ids[0], search_ms, exclude=exclude, k=k)
+        result.query_id = int(gallery_id)
+        return result
+
+    # ------------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write the gallery to directory ``path`` (created if missing).
+
+        Files: ``index.pqkit`` (pqkit format) and ``gallery.json`` (metadata); see the module
+        docstring.
+        """
+        folder = Path(os.fspath(path))
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"gallery path {str(folder)!r} exists and is not a directory")
+        folder.mkdir(parents=True, exist_ok=True)
+        entries = {"id": [int(i) for i in self.ids]}
+        if self.labels is not None:
+            entries["label"] = [v.item() for v in self.labels]
+        if self.paths is not None:
+            entries["path"] = list(self.paths)
+        nprobe = getattr(self.index, "nprobe", None)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "metric": self.metric,
+            "description": self.description,
+            "nprobe": nprobe,
+            "d": self.d,
+            "n": len(self),
+            "root": self.root,
+            # lets a gallery directory move together with its image folder
+            "root_from_gallery": None if self.root is None else os.path.relpath(self.root, folder.resolve()),
+            "embedder": self.embedder_spec,
+            "choice": None if self.choice is None else json.loads(json.dumps(dict(self.choice))),
+            "entries": entries,
+        }
+        self.index.save(folder / INDEX_FILE)
+        tmp = folder / f".{META_FILE}.tmp"
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp, folder / META_FILE)
+
+    @classmethod
+    def load(cls, path) -> "Gallery":
+        """Read a gallery written by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            Missing files, metadata that is not this format (not JSON, wrong types, wrong
+            version), ids that disagree with the index, or a corrupted index file.
+        """
+        import pqkit
+
+        folder = Path(os.fspath(path))
+        meta_path, index_path = folder / META_FILE, folder / INDEX_FILE
+        if not meta_path.is_file() or not index_path.is_file():
+            raise ValueError(
+                f"{str(folder)!r} is not a gallery: expected the files {META_FILE} and {INDEX_FILE} in it "
+                "(write one with `pqkit retrieve index <folder> --out <gallery>` or Gallery.save)"
+            )
+        if meta_path.stat().st_size > MAX_META_BYTES:
+            raise ValueError(f"{meta_path} is larger than {MAX_META_BYTES} bytes; not a gallery file")
+        try:
+            meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{meta_path} is not valid JSON gallery metadata ({exc})") from None
+        meta = _check_meta(meta, meta_path)
+        index = pqkit.load(index_path)
+        if index.d != meta["d"] or index.ntotal != meta["n"] or index.metric != meta["metric"]:
+            raise ValueError(
+                f"{index_path} does not match {meta_path}: index has d={index.d}, n={index.ntotal}, "
+                f"metric={index.metric!r}; metadata says d={meta['d']}, n={meta['n']}, metric={meta['metric']!r}"
+            )
+        entries = meta["entries"]
+        ids = np.asarray(entries["id"], dtype=np.int64)
+        # n unique ids, all present in an index of n vectors: the same set
+        if np.unique(ids).shape[0] != ids.shape[0] or (ids.size and not index._contains(ids).all()):
+            raise ValueError(f"the ids in {meta_path} are not the ids stored in {index_path}")
+        if meta["nprobe"] is not None and hasattr(index, "nprobe"):
+            index.nprobe = meta["nprobe"]
+        labels = entries.get("label")
+        root = meta["root"]
+        if root is not None and not Path(root).is_dir() and meta.get("root_from_gallery") is not None:
+            moved = (folder / meta["root_from_gallery"]).resolve()
+            root = str(moved) if moved.is_dir() else root
+        return cls(index, ids, labels=None if labels is None else np.asarray(labels), paths=entries.get("path"),
+                   root=root, metric=meta["metric"], description=meta["description"],
+                   embedder_spec=meta["embedder"], choice=meta["choice"])
+
+
+def _check_meta(meta, where) -> dict:
+    """Check the structure and types of gallery.json; raise ValueError naming the bad field."""
+
+    def bad(msg):
+        return ValueError(f"{where}: invalid gallery metadata: {msg}")
+
+    if not isinstance(meta, dict):
+        raise bad(f"expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise bad(f"'format' must be {FORMAT!r}, got {meta.get('format')!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise bad(f"unsupported format_version {meta.get('format_version')!r}; this pqkit reads {FORMAT_VERSION}")
+    if meta.get("metric") not in ("cosine", "ip", "l2"):
+        raise bad(f"'metric' must be 'cosine', 'ip' or 'l2', got {meta.get('metric')!r}")
+    for key in ("d", "n"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(f"{key!r} must be an int >= 0, got {value!r}")
+    if not isinstance(meta.get("description"), str):
+        raise bad(f"'description' must be a str, got {meta.get('description')!r}")
+    nprobe = meta.get("nprobe")
+    if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1):
+        raise bad(f"'nprobe' must be null or an int >= 1, got {nprobe!r}")
+    for key in ("root", "root_from_gallery"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad(f"{key!r} must be null or a str")
+    if meta.get("embedder") is not None:
+        try:
+            embedder_from_spec(meta["embedder"])
+        except (TypeError, ValueError) as exc:
+            raise bad(f"'embedder': {exc}") from None
+    if meta.get("choice") is not None and not isinstance(meta["choice"], dict):
+        raise bad("'choice' must be null or an object")
+    entries = meta.get("entries")
+    if not isinstance(entries, dict) or not isinstance(entries.get("id"), list):
+        raise bad("'entries' must be an object with an 'id' list")
+    n = meta["n"]
+    unknown = set(entries) - {"id", "label", "path"}
+    if unknown:
+        raise bad(f"unknown entry fields {sorted(unknown)}")
+    for key, values in entries.items():
+        if not isinstance(values, list) or len(values) != n:
+            raise bad(f"entries.{key} must be a list of length n={n}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**63 for i in entries["id"]):
+        raise bad("entries.id must hold ints in [0, 2**63)")
+    if "label" in entries:
+        labels = entries["label"]
+        if not (all(isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63 for v in labels)
+                or all(isinstance(v, str) for v in labels)):
+            raise bad("entries.label must hold only ints (int64) or only strs")
+    if "path" in entries:
+        for p in entries["path"]:
+            if not isinstance(p, str) or not p or "\x00" in p:
+                raise bad("entries.path must hold non-empty strs")
+            if ".." in Path(p).parts:
+                raise bad(f"entries.path may not leave the gallery's root with '..': {p!r}")
+    return meta
+
