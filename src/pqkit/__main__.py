@@ -20,7 +20,7 @@ __all__ = ["main", "recall_at_k"]
 
 # modules adding subcommands: each defines ``register(subparsers)``, which adds its parsers and
 # sets ``run=callable(args)`` as their default
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = [".retrieval.cli", ".patchcore.cli"]
 
 
 def recall_at_k(found_ids: np.ndarray, true_ids: np.ndarray) -> float:
