@@ -74,6 +74,15 @@ def glove_split(n_base: int, n_queries: int, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
+def faiss():
+    try:
+        import faiss as faiss_module
+    except ImportError as exc:
+        skip_or_fail(f"faiss-cpu is not installed ({exc}); install the test extra: pip install \".[test]\"")
+    return faiss_module
+
+
+@pytest.fixture(scope="session")
 def clustered():
     """(base (20000, 32), queries (200, 32)) float32 from a 50-component Gaussian mixture."""
     return clustered_split(20_000, 200, 32)

@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 
 import pqkit
-from tests.conftest import clustered_split, skip_or_fail
+from tests.conftest import clustered_split
 from tests.parity.helpers import assert_same_neighbours
-
-
-@pytest.fixture(scope="module")
-def faiss():
-    try:
-        import faiss as faiss_module
-    except ImportError as exc:
-        skip_or_fail(f"faiss-cpu is not installed ({exc}); pip install \".[test]\"")
-    return faiss_module
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,7 @@ import numpy as np
 import pytest
 
 import pqkit
-from tests.conftest import clustered_split, fashion_split, skip_or_fail
-
-
-@pytest.fixture(scope="module")
-def faiss():
-    try:
-        import faiss as faiss_module
-    except ImportError as exc:
-        skip_or_fail(f"faiss-cpu is not installed ({exc}); pip install \".[test]\"")
-    return faiss_module
+from tests.conftest import clustered_split, fashion_split
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,9 @@ def _size_pair(size) -> tuple:
     raise ValueError(f"size must be an int >= 1 or a (height, width) pair of ints >= 1, got {size!r}")
 
 
-def _as_rgb_uint8(image, index: int) -> np.ndarray:
+def as_rgb_uint8(image, index: int) -> np.ndarray:
+    """One image as an RGB uint8 array (H, W, 3): grayscale is repeated, an alpha channel dropped;
+    other dtypes raise TypeError and other shapes ValueError, naming ``images[index]``."""
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise TypeError(
@@ -220,7 +222,7 @@ def to_tensor(images, size):
         raise ValueError("images is empty; pass at least one image")
     batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
     for i, image in enumerate(images):
-        arr = _as_rgb_uint8(image, i)
+        arr = as_rgb_uint8(image, i)
         if arr.shape[:2] != (height, width):
             arr = np.asarray(Image.fromarray(arr).resize((width, height), Image.BILINEAR))
         batch[i] = arr
@@ -312,7 +314,7 @@ def _load_all(images_or_paths: Iterable) -> list:
         if isinstance(item, (str, os.PathLike)):
             out.append(load_image(item))
         else:
-            out.append(_as_rgb_uint8(item, i))
+            out.append(as_rgb_uint8(item, i))
     return out
 
 

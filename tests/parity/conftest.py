@@ -8,19 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import skip_or_fail
-
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/parity/" in item.nodeid.replace("\\", "/"):
             item.add_marker(pytest.mark.parity)
 
-
-@pytest.fixture(scope="session")
-def faiss():
-    try:
-        import faiss as faiss_module
-    except ImportError as exc:
-        skip_or_fail(f"faiss-cpu is not installed ({exc}); install the test extra: pip install \".[test]\"")
-    return faiss_module

@@ -173,24 +173,11 @@ def _as_image_list(images) -> list[np.ndarray]:
         images = list(images)
     elif isinstance(images, (str, os.PathLike, np.ndarray)):
         images = [images]
+    from ..features import as_rgb_uint8
+
     out = []
-    for item in images:
-        if isinstance(item, (str, os.PathLike)):
-            out.append(read_image(item))
-            continue
-        arr = np.asarray(item)
-        if arr.dtype != np.uint8:
-            raise TypeError(
-                f"images must be uint8 arrays (H, W) or (H, W, 3) or file paths, got dtype {arr.dtype}; "
-                "convert with np.clip(x, 0, 255).astype(np.uint8)"
-            )
-        if arr.ndim == 2:
-            arr = np.repeat(arr[:, :, None], 3, axis=2)
-        elif arr.ndim == 3 and arr.shape[2] == 1:
-            arr = np.repeat(arr, 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"an image must have shape (H, W) or (H, W, 3), got {arr.shape}")
-        out.append(arr)
+    for i, item in enumerate(images):
+        out.append(read_image(item) if isinstance(item, (str, os.PathLike)) else as_rgb_uint8(item, i))
     return out
 
 
