@@ -387,6 +387,12 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("kmeans", &kmeans_py, py::arg("x"), py::arg("k"), py::arg("niter"), py::arg("seed"),
           py::arg("max_points_per_centroid"), py::arg("n_threads"));
+    m.def("_set_min_split_bytes", [](size_t bytes) {
+        const size_t previous = min_split_bytes_per_thread();
+        set_min_split_bytes_per_thread(bytes);
+        return previous;
+    }, py::arg("bytes"), "Test hook: the code bytes per thread above which one query's scan is split "
+                        "over threads (returns the previous value).");
     m.def("greedy_kcenter", &greedy_kcenter_py, py::arg("x"), py::arg("n_select"), py::arg("first"),
           py::arg("weights"), py::arg("n_threads"));
     m.def("flat_search", &flat_search_py, py::arg("x"), py::arg("y"), py::arg("k"), py::arg("metric"),

@@ -14,13 +14,14 @@ namespace {
 
 constexpr size_t kQueryChunk = 8;
 
+
 // Runs the coarse search for a chunk of queries, then for each query calls
 // worker.begin(query) and worker.scan(list, coarse distance, heap) for every
 // probed list (nearest first), and writes the results. Worker is built once
 // per chunk of queries, so its buffers are reused across queries and lists.
 template <class Worker, class MakeWorker>
-void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, const IVFSearchParams& p, float* D,
-                     int64_t* I, MakeWorker&& make_worker) {
+void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
+                     const IVFSearchParams& p, float* D, int64_t* I, MakeWorker&& make_worker) {
     const size_t nprobe = std::min(p.nprobe, coarse.nlist());
     const size_t d = coarse.dim();
     const bool l2 = p.metric == Metric::L2;
@@ -35,13 +36,20 @@ void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, c
         std::vector<TopK> parts(threads, TopK(p.k));
         for (size_t q = 0; q < nq; ++q) {
             search_block(coarse.vectors(), x + q * d, 1, nprobe, coarse_dist.data(), probes.data());
-            parallel_for(threads, p.n_threads, 1, [&](size_t begin, size_t end, int) {
+            // Splitting pays only when each thread gets enough bytes to scan to
+            // outweigh waking the others and computing the query's tables again.
+            size_t bytes = 0;
+            for (size_t j = 0; j < nprobe; ++j)
+                if (probes[j] >= 0) bytes += lists.list_size(static_cast<size_t>(probes[j])) * lists.code_size();
+            const size_t n_parts = bytes >= min_split_bytes_per_thread() * threads ? threads : 1;
+            for (size_t part = n_parts; part < threads; ++part) parts[part].clear();
+            parallel_for(n_parts, p.n_threads, 1, [&](size_t begin, size_t end, int) {
                 for (size_t part = begin; part < end; ++part) {
                     Worker worker = make_worker();
                     worker.prepare(q, 1);
                     worker.begin(q);
                     parts[part].clear();
-                    for (size_t j = part; j < nprobe; j += threads)
+                    for (size_t j = part; j < nprobe; j += n_parts)
                         if (probes[j] >= 0) worker.scan(static_cast<size_t>(probes[j]), coarse_dist[j], parts[part]);
                 }
             });
@@ -185,7 +193,7 @@ void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, co
                     const IVFSearchParams& p, float* D, int64_t* I) {
     const size_t d = coarse.dim();
     check_lists(lists, coarse.nlist(), d * sizeof(float), CodeLayout::Rows, false);
-    ivf_search_loop<FlatWorker>(x, nq, coarse, p, D, I,
+    ivf_search_loop<FlatWorker>(x, nq, coarse, lists, p, D, I,
                                 [&] { return FlatWorker{x, d, p.metric == Metric::L2, lists, nullptr, {}}; });
 }
 
@@ -218,7 +226,7 @@ void ivfpq_code_bias(const uint8_t* codes, size_t n, const int64_t* list_nos, co
 void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
                   const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I) {
     check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
-    ivf_search_loop<PQWorker>(x, nq, coarse, p, D, I,
+    ivf_search_loop<PQWorker>(x, nq, coarse, lists, p, D, I,
                               [&] { return PQWorker{x, pq, lists, p.metric, pq_scratch(), 0, nullptr}; });
 }
 

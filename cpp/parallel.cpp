@@ -36,6 +36,13 @@ private:
 
 void set_interrupt_checker(InterruptChecker checker) { g_checker.store(checker); }
 
+namespace {
+std::atomic<size_t> g_min_split_bytes{256 * 1024};
+}  // namespace
+
+size_t min_split_bytes_per_thread() { return g_min_split_bytes.load(std::memory_order_relaxed); }
+void set_min_split_bytes_per_thread(size_t bytes) { g_min_split_bytes.store(bytes, std::memory_order_relaxed); }
+
 int hardware_concurrency() {
     unsigned n = std::thread::hardware_concurrency();
     return n == 0 ? 1 : static_cast<int>(n);
@@ -47,6 +54,11 @@ namespace {
 // for creating threads. One call at a time owns the pool (try_lock); a
 // concurrent call from another Python thread, or a nested call from inside a
 // worker, starts its own threads instead, as before the pool existed.
+//
+// Waking a sleeping thread costs tens of microseconds on a VM, as much as a
+// whole single-query search, so both sides first spin for a short while (a
+// new job for an idle worker, the last helper for the caller) before they
+// sleep on a condition variable.
 class ThreadPool {
 public:
     // Runs job(1) .. job(helpers) on pool threads while the caller runs
@@ -60,32 +72,51 @@ public:
             }
             job_ = &job;
             active_ = helpers;
-            pending_ = helpers;
-            ++generation_;
+            pending_.store(helpers, std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);
         }
         wake_.notify_all();
         job(0);
-        std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [this] { return pending_ == 0; });
-        job_ = nullptr;
+        if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+        }
     }
     std::mutex owner;  // held by the call that uses the pool
 
 private:
+    template <class Ready>
+    static bool spin_until(Ready&& ready) {
+        const auto start = std::chrono::steady_clock::now();
+        while (!ready()) {
+            if (std::chrono::steady_clock::now() - start > std::chrono::microseconds(200)) return false;
+            std::this_thread::yield();
+        }
+        return true;
+    }
+
     void loop(int id) {
         uint64_t seen = 0;
         for (;;) {
-            const std::function<void(int)>* job;
-            {
+            if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
                 std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [&] { return generation_ != seen; });
-                seen = generation_;
-                if (id > active_) continue;  // not needed this time
-                job = job_;
+                wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
             }
+            const std::function<void(int)>* job;
+            int active;
+            {
+                // job_ and active_ were written under the mutex before the new generation
+                std::lock_guard<std::mutex> lock(mutex_);
+                seen = generation_.load(std::memory_order_acquire);
+                job = job_;
+                active = active_;
+            }
+            if (id > active) continue;  // not needed this time
             (*job)(id);  // never throws: parallel_for's job catches everything
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (--pending_ == 0) done_.notify_one();
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard<std::mutex> lock(mutex_);  // the caller may be about to sleep
+                done_.notify_one();
+            }
         }
     }
 
@@ -93,8 +124,9 @@ private:
     std::condition_variable wake_, done_;
     std::vector<std::thread> threads_;  // never joined: the pool lives until the process ends
     const std::function<void(int)>* job_ = nullptr;
-    int active_ = 0, pending_ = 0;
-    uint64_t generation_ = 0;
+    int active_ = 0;
+    std::atomic<int> pending_{0};
+    std::atomic<uint64_t> generation_{0};
 };
 
 // Deliberately never destroyed (its threads are still blocked at exit). After

@@ -167,7 +167,8 @@ void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedL
     const PQShape& s = pq.shape();
     const bool l2 = metric == Metric::L2;
     const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
-    if (nq < threads && lists.ntotal() >= 2 * threads * kBlock) {
+    if (nq < threads && threads > 1 && lists.ntotal() >= 2 * threads * kBlock &&
+        lists.ntotal() * s.code_size >= min_split_bytes_per_thread() * threads) {
         // Fewer queries than threads: each list's blocks are split into one
         // contiguous range per thread, each thread keeps its own top-k and the
         // parts merge (the top-k of a union is the top-k of the parts' top-k).

@@ -119,6 +119,23 @@ def test_every_thread_count_is_bit_identical(scalar_reference, restore_threads, 
     _assert_identical(_compute_all(), scalar_reference, f"{n_threads} thread(s)")
 
 
+@pytest.mark.parametrize("n_threads", [2, 3, 5])
+def test_single_queries_split_over_threads_are_bit_identical(scalar_reference, restore_threads, restore_simd,
+                                                              n_threads):
+    """With fewer queries than threads, one query's lists or code blocks are shared out to the
+    threads (only for large scans by default; forced here on small data)."""
+    from pqkit import _core
+
+    pqkit.set_simd_level(pqkit.available_simd_levels()[-1])
+    pqkit.set_num_threads(n_threads)
+    previous = _core._set_min_split_bytes(0)
+    try:
+        got = _compute_all()
+    finally:
+        _core._set_min_split_bytes(previous)
+    _assert_identical(got, scalar_reference, f"{n_threads} threads, split single queries")
+
+
 def test_unknown_simd_level_is_refused(restore_simd):
     with pytest.raises(ValueError):
         pqkit.set_simd_level("sse9")
