@@ -76,8 +76,9 @@ inline void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float*
     for (size_t j = 0; j < ny; ++j) out[j] = l2sqr(x, y + j * d, d);
 }
 
-inline void l2_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub,
-                              size_t ksub, float* out, size_t ldo) {
+template <bool L2>
+inline void to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub, size_t ksub,
+                           float* out, size_t ldo) {
     for (size_t i = 0; i < nq; ++i) {
         float* o = out + i * ldo;
         for (size_t c = 0; c < ksub; ++c) o[c] = 0.0f;
@@ -86,27 +87,21 @@ inline void l2_to_centroids_t(const float* q, size_t nq, size_t ldq, const float
             const float* row = ct + j * ksub;
             for (size_t c = 0; c < ksub; ++c) {
                 float diff = qj - row[c];
-                float p = diff * diff;
+                float p = L2 ? diff * diff : qj * row[c];
                 o[c] = o[c] + p;
             }
         }
     }
 }
 
+inline void l2_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub,
+                              size_t ksub, float* out, size_t ldo) {
+    to_centroids_t<true>(q, nq, ldq, ct, dsub, ksub, out, ldo);
+}
+
 inline void ip_to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub,
                               size_t ksub, float* out, size_t ldo) {
-    for (size_t i = 0; i < nq; ++i) {
-        float* o = out + i * ldo;
-        for (size_t c = 0; c < ksub; ++c) o[c] = 0.0f;
-        for (size_t j = 0; j < dsub; ++j) {
-            const float qj = q[i * ldq + j];
-            const float* row = ct + j * ksub;
-            for (size_t c = 0; c < ksub; ++c) {
-                float p = qj * row[c];
-                o[c] = o[c] + p;
-            }
-        }
-    }
+    to_centroids_t<false>(q, nq, ldq, ct, dsub, ksub, out, ldo);
 }
 
 inline size_t argmin(const float* v, size_t n) {
