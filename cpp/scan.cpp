@@ -72,6 +72,58 @@ bool filter_for(const PQShape& s, const QuantizedTable& q, const CodeRun& run, f
     return true;
 }
 
+// Codes sampled from the head of a run to seed an empty heap (fewer when M is
+// large, so the sample costs at most ~8k table lookups).
+size_t seed_sample_size(const PQShape& s, size_t n) {
+    const size_t cap = std::min<size_t>(256, std::max<size_t>(kBlock, 8192 / std::max<size_t>(s.M, 1)));
+    return std::min(n, cap);
+}
+
+// Fills a heap that still has room before the filtered scan starts, so that the
+// filter works with a tight threshold from the first block on. The integer
+// estimates of the first `sample` codes rank them (est / s + bias is a lower
+// bound of the exact key up to a constant); the best `need` of them get their
+// exact key and are pushed. Which codes are pushed changes only the speed: the
+// pushed keys are exact, and every other code still goes through the filter.
+// Bit i % 64 of seeded[i / 64] marks code i as already pushed.
+void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, const float* table, float base,
+               TopK& heap, ScanBuffers& buf, size_t sample, uint64_t* seeded) {
+    const size_t need = std::min(heap.k() - heap.size(), sample);
+    if (need == 0) return;
+    std::vector<uint32_t>& est = buf.est;
+    est.assign(sample, 0u);
+    const uint8_t* lut = q.lut.data();
+    for (size_t b0 = 0; b0 < sample; b0 += kBlock) {
+        const size_t nb = std::min(kBlock, sample - b0);
+        const uint8_t* block = run.blocks + blocked_offset(b0, 0, s.code_size);
+        uint32_t* e = est.data() + b0;
+        for (size_t m = 0; m < s.M; ++m) {
+            if (s.nbits == 8) {
+                const uint8_t* row = lut + m * 256;
+                const uint8_t* bytes = block + m * kBlock;
+                for (size_t i = 0; i < nb; ++i) e[i] += row[bytes[i]];
+            } else {
+                const uint8_t* row = lut + m * 16;
+                const uint8_t* bytes = block + (m / 2) * kBlock;
+                const int shift = (m & 1) ? 4 : 0;
+                for (size_t i = 0; i < nb; ++i) e[i] += row[(bytes[i] >> shift) & 15];
+            }
+        }
+    }
+    std::vector<std::pair<float, uint32_t>>& order = buf.order;
+    order.resize(sample);
+    const float inv_scale = static_cast<float>(1.0 / q.scale);
+    for (size_t i = 0; i < sample; ++i)
+        order[i] = {static_cast<float>(est[i]) * inv_scale + (run.bias ? run.bias[i] : 0.0f), static_cast<uint32_t>(i)};
+    if (need < sample)
+        std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(need), order.end());
+    for (size_t j = 0; j < need; ++j) {
+        const size_t i = order[j].second;
+        consider(s, run, i, table, base, heap, buf);
+        seeded[i / kBlock] |= uint64_t(1) << (i % kBlock);
+    }
+}
+
 }  // namespace
 
 void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
@@ -109,6 +161,14 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
                 TopK& heap, ScanBuffers& buf) {
     const Kernels& K = kernels();
     buf.masks.resize(kBlocksPerStep);
+    // Codes pushed by the seeding step (always among the first 256) are skipped later.
+    uint64_t seeded[256 / kBlock] = {0, 0, 0, 0};
+    size_t sampled = 0;
+    if (q.enabled && run.n > 0 && heap.size() < heap.k()) {
+        sampled = seed_sample_size(s, run.n);
+        seed_heap(s, q, run, table, base, heap, buf, sampled, seeded);
+    }
+    const auto seeded_bits = [&](size_t block) { return block < 256 / kBlock ? seeded[block] : uint64_t(0); };
     size_t count = 0;
     for (size_t start = 0; start < run.n; start += count) {
         const float tau = heap.threshold();
@@ -116,7 +176,9 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
             // The heap is not full yet: evaluate exactly, one block at a time so the
             // filter starts as soon as k codes are in.
             count = std::min(kBlock, run.n - start);
-            for (size_t i = start; i < start + count; ++i) consider(s, run, i, table, base, heap, buf);
+            const uint64_t skip = seeded_bits(start / kBlock);
+            for (size_t i = start; i < start + count; ++i)
+                if (!((skip >> (i % kBlock)) & 1)) consider(s, run, i, table, base, heap, buf);
             continue;
         }
         count = std::min(kBlocksPerStep * kBlock, run.n - start);
@@ -128,10 +190,13 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
             K.scan_lut8(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
         else
             K.scan_lut4(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
-        for (size_t b = 0; b * kBlock < count; ++b)
-            for (uint64_t bits = buf.masks[b]; bits != 0; bits &= bits - 1)
+        for (size_t b = 0; b * kBlock < count; ++b) {
+            const size_t block = start / kBlock + b;
+            const uint64_t bits0 = start < sampled ? buf.masks[b] & ~seeded_bits(block) : buf.masks[b];
+            for (uint64_t bits = bits0; bits != 0; bits &= bits - 1)
                 consider(s, run, start + b * kBlock + static_cast<size_t>(__builtin_ctzll(bits)), table, base, heap,
                          buf);
+        }
     }
 }
 

@@ -17,6 +17,9 @@ public:
 
     void clear() { heap_.clear(); }
 
+    size_t size() const { return heap_.size(); }
+    size_t k() const { return k_; }
+
     // Worst kept key, or +inf while fewer than k are kept: a cheap pre-filter.
     float threshold() const {
         return heap_.size() < k_ ? std::numeric_limits<float>::infinity() : heap_.front().key;

@@ -56,7 +56,7 @@ def test_indexpq_equals_float_adc(simd_level, nbits, metric):
     idx = pq.unpack_codes(pq.encode(base)).astype(np.int64)
     tables = pq.distance_table(queries, metric)
     keys = tables if metric == "l2" else -tables
-    for k in (1, 10, 100):
+    for k in (1, 10, 100, 300):  # 300: more than the seeding sample (256 codes)
         D, I = index.search(queries, k)
         D_ref, I_ref = _float_adc_topk(keys, idx, ids, k)
         np.testing.assert_array_equal(I, I_ref)
