@@ -3,6 +3,7 @@
 Every adapter is built from a dict of *build* parameters, then::
 
     algo.fit(base)                     # train + add, float32 (n, d); timed by the runner
+    algo.fit_seconds                   # {"train_seconds": .., "add_seconds": ..} where they split
     algo.set_query_params(nprobe=16)   # search-time knobs; cheap, no rebuild
     I = algo.query(queries, k)         # int64 (nq, k) ids, -1 where fewer than k were found
     algo.memory_bytes()                # bytes of the index (codes, ids, centroids, codebooks)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import operator
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -34,6 +36,16 @@ class BaseANN:
         self.build_params = dict(build_params)
         self.query_params: dict = {}
         self.n_threads = 1
+        self.fit_seconds: dict = {}  # train and add timed apart by adapters that can
+
+    def _train_then_add(self, index, base) -> None:
+        """``index.train(base)`` (if untrained) then ``index.add(base)``, each timed."""
+        start = time.perf_counter()
+        if not index.is_trained:
+            index.train(base)
+        middle = time.perf_counter()
+        index.add(base)
+        self.fit_seconds = {"train_seconds": middle - start, "add_seconds": time.perf_counter() - middle}
 
     def set_threads(self, n_threads: int) -> None:
         self.n_threads = int(n_threads)
@@ -87,9 +99,7 @@ class PqkitIndex(BaseANN):
         import pqkit
 
         self.index = pqkit.index_factory(base.shape[1], self.description, metric=self.metric)
-        if self.index.is_trained is False:
-            self.index.train(base)
-        self.index.add(base)
+        self._train_then_add(self.index, base)
 
     def set_query_params(self, **params):
         super().set_query_params(**params)
@@ -160,9 +170,7 @@ class FaissIndex(BaseANN):
         self.base_index = index
         if self.refine:
             index = faiss.IndexRefineFlat(self.base_index)
-        if not index.is_trained:
-            index.train(base)
-        index.add(base)
+        self._train_then_add(index, base)
         self.index = index
 
     def set_query_params(self, **params):

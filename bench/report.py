@@ -319,6 +319,38 @@ def matched_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def build_lines(rows: list[dict]) -> list[str]:
+    """Training and adding time, pqkit vs faiss (its fastest level and variant) at the same build
+    parameters, with the build thread count of the run."""
+    builds: dict = {}
+    for row in rows:
+        if "train_seconds" not in row or row["algorithm"] not in ("pqkit", "faiss"):
+            continue
+        key = match_key(row)[:-2]  # family and build parameters: nprobe and threads do not matter
+        slot = builds.setdefault(key, {}).setdefault(row["algorithm"], {})
+        for part in ("train_seconds", "add_seconds"):
+            slot[part] = min(slot.get(part, float("inf")), row[part])
+        slot["threads"] = row["build_threads"]
+    lines = []
+    for key in sorted(builds, key=lambda k: tuple(-1 if v is None else v for v in k)):
+        both = builds[key]
+        if key[0] == "flat" or "pqkit" not in both or "faiss" not in both:
+            continue
+        mine, theirs = both["pqkit"], both["faiss"]
+        cells = []
+        for part in ("train_seconds", "add_seconds"):
+            ratio = theirs[part] / mine[part] if mine[part] > 0 else float("inf")
+            cells.append(f"{mine[part]:.2f} | {theirs[part]:.2f} | {ratio:.2f}")
+        lines.append(f"| {key[0]} | {params_text(key + (None, None))} | {mine['threads']} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return ["", "## Training and adding", "",
+            "Seconds for `train` and for `add` of the whole base, once per build (the fastest faiss level "
+            "and variant); a ratio > 1 means pqkit is faster.", "",
+            "| family | params | threads | pqkit train s | faiss train s | train ratio | pqkit add s | "
+            "faiss add s | add ratio |", "|---|---|---:|---:|---:|---:|---:|---:|---:|", *lines]
+
+
 def notebook_lines(rows: list[dict]) -> list[str]:
     pqkit_by_key = {match_key(r): r for r in rows if r["algorithm"] == "pqkit"}
     lines = []
@@ -365,7 +397,7 @@ def dataset_report(name: str, rows: list[dict], targets=RECALL_TARGETS, plot_fil
               "refine and k_factor included). Index memory is not equalised: the configs say what each ran.",
               *equal_recall_lines(equal_recall(rows, targets)),
               "", "## At identical parameters", "", *matched_lines(rows),
-              *notebook_lines(rows), *raw_lines(rows)]
+              *build_lines(rows), *notebook_lines(rows), *raw_lines(rows)]
     return "\n".join(lines) + "\n"
 
 

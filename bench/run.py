@@ -113,6 +113,7 @@ def run_algorithms(config: dict, data, algorithm_specs: list[dict], log) -> list
                     result = measure(algo, queries, truth, k, batch_size, repeats,
                                      spec.get("latency_queries", latency_queries))
                     row = {"dataset": data.name, **algo.describe(), "build_seconds": build_seconds,
+                           **algo.fit_seconds,
                            "build_threads": build_threads, "memory_bytes": algo.memory_bytes(),
                            "k": k, "batch_size": batch_size, **result}
                     rows.append(row)
