@@ -143,6 +143,20 @@ py::array_t<int64_t> greedy_kcenter_py(const py::array& x, py::ssize_t n_select,
     return out;
 }
 
+// Whether every value of a float32 array (any shape, C-contiguous) is finite: the
+// exponent bits of NaN and +-inf are all ones. No early exit, so the loop vectorizes.
+bool all_finite_py(const py::array& x) {
+    if (!py::isinstance<py::array_t<float>>(x) || x.dtype().kind() != 'f' || x.itemsize() != 4 ||
+        !(x.flags() & py::array::c_style))
+        throw py::type_error("all_finite takes a C-contiguous float32 array, got dtype " + std::string(py::str(x.dtype())));
+    const uint32_t* bits = static_cast<const uint32_t*>(x.data());
+    const size_t n = static_cast<size_t>(x.size());
+    py::gil_scoped_release release;
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((bits[i] & 0x7f800000u) == 0x7f800000u);
+    return bad == 0;
+}
+
 SearchResult flat_search_py(const py::array& x, const py::array& y, py::ssize_t k, const std::string& metric,
                             int n_threads) {
     const float* xp = checked<float>(x, "x", {-1, -1});
@@ -395,6 +409,7 @@ PYBIND11_MODULE(_core, m) {
                         "over threads (returns the previous value).");
     m.def("greedy_kcenter", &greedy_kcenter_py, py::arg("x"), py::arg("n_select"), py::arg("first"),
           py::arg("weights"), py::arg("n_threads"));
+    m.def("all_finite", &all_finite_py, py::arg("x"));
     m.def("flat_search", &flat_search_py, py::arg("x"), py::arg("y"), py::arg("k"), py::arg("metric"),
           py::arg("n_threads"));
     m.def("coarse_assign", &coarse_assign_py, py::arg("x"), py::arg("centroids"), py::arg("metric"),

@@ -270,3 +270,21 @@ def test_codes_are_never_converted():
     with pytest.raises(ValueError) as err:
         pq.decode(np.zeros((5, 3), np.uint8))
     assert _numbers_in(str(err.value), 2, 3), str(err.value)
+
+
+@pytest.mark.parametrize("n", [1, 15, 784, 100_003])
+def test_core_finite_check_finds_every_position(n):
+    """The compiled finite check behind every float input: each non-finite value, at the first,
+    a middle and the last position, is found; the largest finite floats pass."""
+    from pqkit import _core
+
+    x = np.full(n, np.finfo(np.float32).max, dtype=np.float32)
+    x[::2] *= -1
+    assert _core.all_finite(x) and _core.all_finite(x.reshape(1, -1))
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in {0, n // 2, n - 1}:
+            y = x.copy()
+            y[pos] = bad
+            assert not _core.all_finite(y), (bad, pos)
+    with pytest.raises(TypeError, match="float32"):
+        _core.all_finite(x.astype(np.float64))

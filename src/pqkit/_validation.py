@@ -141,10 +141,16 @@ def check_fits_in_memory(nbytes: int, what: str, hint: str) -> None:
 def check_result_size(n: int, k: int) -> None:
     """Refuse a search whose (n, k) results (12 bytes each: float32 D, int64 I) cannot fit in
     memory, before anything is allocated."""
+    if 12 * n * k <= _SMALL_RESULT_BYTES:  # the common case: no message to format
+        return
     check_fits_in_memory(
         12 * n * k, f"k={k} for {n} queries (results D float32 and I int64 of shape ({n}, {k}))",
         "k beyond ntotal only adds padding: use k <= ntotal, or search fewer queries at a time",
     )
+
+
+# Below this many bytes a request is never refused (no machine pqkit runs on has less memory).
+_SMALL_RESULT_BYTES = 64 << 20
 
 
 def check_n_threads(n_threads, name: str = "n_threads") -> int | None:
@@ -175,9 +181,25 @@ def check_trained(is_trained: bool, what: str) -> None:
         )
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """One pass without a temporary (the compiled core) for C-contiguous float32; NumPy otherwise."""
+    if _core_all_finite is not None and x.dtype == _FLOAT32 and x.flags.c_contiguous:
+        return _core_all_finite(x)
+    return bool(np.isfinite(x).all())
+
+
+try:  # validation must work without the compiled core (the Numba engine's fallback)
+    from ._core import all_finite as _core_all_finite
+except Exception:  # noqa: BLE001 - any import failure means "not available"
+    _core_all_finite = None
+
+
 def check_finite(x: np.ndarray, name: str) -> None:
     """Raise ValueError if a float array holds NaN or +-inf (reports the first bad row)."""
-    if x.size and not np.isfinite(x).all():
+    if x.size and not _all_finite(x):
         bad_rows = np.flatnonzero(~np.isfinite(x).reshape(x.shape[0], -1).all(axis=1))
         raise ValueError(
             f"{name} contains NaN or infinite values ({bad_rows.size} row(s), first at row "
@@ -212,6 +234,11 @@ def as_float_matrix(x, d: int | None = None, name: str = "x", check_finite_value
     ValueError
         Wrong number of dimensions or columns, NaN/inf.
     """
+    if (type(x) is np.ndarray and x.dtype == _FLOAT32 and x.ndim == 2 and (d is None or x.shape[1] == d)
+            and x.flags.c_contiguous):  # already what the engines take: only the values to check
+        if check_finite_values:
+            check_finite(x, name)
+        return x
     if isinstance(x, np.ndarray):
         arr = x
     else:
