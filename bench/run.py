@@ -177,12 +177,14 @@ def run_config(config_path: Path, small: bool, out: Path | None) -> Path:
     raw["rows"] += run_algorithms(config, data, local, lambda m: print(m, flush=True))
     save()
     if any(s["adapter"] == "faiss" for s in config["algorithms"]):
+        build_cache = tempfile.TemporaryDirectory(prefix="pqkit-bench-faiss-")
         for level in config.get("faiss_simd_levels", ["AVX512_SPR", "AVX2", "NONE"]):
             with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
                 child_out = Path(handle.name)
             command = [sys.executable, __file__, "--config", str(config_path), "--faiss-child", str(child_out)]
             command += ["--small"] if small else []
-            env = {**os.environ, "FAISS_SIMD_LEVEL": level}
+            env = {**os.environ, "FAISS_SIMD_LEVEL": level,
+                   adapters.FaissIndex.build_cache_env: build_cache.name}
             print(f"[{name}] faiss at FAISS_SIMD_LEVEL={level}", flush=True)
             result = subprocess.run(command, env=env)
             if result.returncode != 0:
@@ -196,6 +198,7 @@ def run_config(config_path: Path, small: bool, out: Path | None) -> Path:
                 print(f"[{name}] note: asked faiss for {level}, it ran {child['info']['faiss_simd_level']}")
             raw["rows"] += child["rows"]
             save()
+        build_cache.cleanup()
     save()
     print(f"[{name}] wrote {len(raw['rows'])} rows to {out}", flush=True)
     return out
