@@ -464,6 +464,22 @@ def test_sweep_exp3_and_exp2_on_tiny_tree(tmp_path):
     assert (tmp_path / "out" / "exp2_coreset.png").is_file()
 
 
+def test_exp3_figure_without_an_exact_row(tmp_path):
+    """A sweep without exact_knn has no speedups; the figure is still drawn (linear axis)."""
+    from pqkit.patchcore.sweep import EXP3_COLUMNS, plot_exp3
+
+    path = tmp_path / "results.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=EXP3_COLUMNS)
+        writer.writeheader()
+        for nprobe, auroc in ((1, 0.8), (4, 0.85)):
+            writer.writerow({"category": "c", "search_method": "pqkit_ivfpq", "pq_bits": 8, "nprobe": nprobe,
+                             "image_auroc": auroc, "memory_mb": 1.0, "search_time_ms": 2.0 * nprobe, "m": 8,
+                             "n_clusters": 16, "bank_size": 100})
+    plot_exp3(str(path), str(tmp_path / "fig.png"))
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
+
+
 def test_sweep_config_errors(tmp_path):
     from pqkit.patchcore.sweep import load_config
 

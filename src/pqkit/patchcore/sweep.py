@@ -407,7 +407,10 @@ def plot_exp3(csv_path: str, png_path: str) -> None:
     for method in dict.fromkeys(r["search_method"] for r in rows):
         sel = [r for r in rows if r["search_method"] == method]
         ax.scatter([r["speedup"] for r in sel], [r["image_auroc"] for r in sel], label=method, c=colours.get(method))
-    ax.set(xscale="log", xlabel="speedup vs exact_knn (log)", ylabel="image AUROC", title="1. accuracy vs speedup")
+    # Without an exact_knn row there is no speedup to show, and a log axis of no positive values fails.
+    has_speedup = any(r["speedup"] > 0 for r in rows)
+    ax.set(xscale="log" if has_speedup else "linear", xlabel="speedup vs exact_knn (log)", ylabel="image AUROC",
+           title="1. accuracy vs speedup" + ("" if has_speedup else " (no exact_knn row)"))
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     for method in dict.fromkeys(r["search_method"] for r in rows):
