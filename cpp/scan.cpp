@@ -72,11 +72,12 @@ bool filter_for(const PQShape& s, const QuantizedTable& q, const CodeRun& run, f
     return true;
 }
 
-// Codes sampled from the head of a run to seed an empty heap (fewer when M is
-// large, so the sample costs at most ~8k table lookups).
-size_t seed_sample_size(const PQShape& s, size_t n) {
-    const size_t cap = std::min<size_t>(256, std::max<size_t>(kBlock, 8192 / std::max<size_t>(s.M, 1)));
-    return std::min(n, cap);
+// Codes sampled from the head of a run to seed an empty heap: a few per
+// wanted result (the filter tightens further as the scan goes), at most 256,
+// and fewer when M is large so the sample costs at most ~8k table lookups.
+size_t seed_sample_size(const PQShape& s, size_t n, size_t k) {
+    const size_t by_k = std::min<size_t>(256, std::max<size_t>(kBlock, 8 * k));
+    return std::min({n, by_k, std::max<size_t>(16, 8192 / std::max<size_t>(s.M, 1))});
 }
 
 // Fills a heap that still has room before the filtered scan starts, so that the
@@ -91,24 +92,20 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
     const size_t need = std::min(heap.k() - heap.size(), sample);
     if (need == 0) return;
     std::vector<uint32_t>& est = buf.est;
-    est.assign(sample, 0u);
+    est.resize(sample);
     const uint8_t* lut = q.lut.data();
-    for (size_t b0 = 0; b0 < sample; b0 += kBlock) {
-        const size_t nb = std::min(kBlock, sample - b0);
-        const uint8_t* block = run.blocks + blocked_offset(b0, 0, s.code_size);
-        uint32_t* e = est.data() + b0;
-        for (size_t m = 0; m < s.M; ++m) {
-            if (s.nbits == 8) {
-                const uint8_t* row = lut + m * 256;
-                const uint8_t* bytes = block + m * kBlock;
-                for (size_t i = 0; i < nb; ++i) e[i] += row[bytes[i]];
-            } else {
-                const uint8_t* row = lut + m * 16;
-                const uint8_t* bytes = block + (m / 2) * kBlock;
-                const int shift = (m & 1) ? 4 : 0;
-                for (size_t i = 0; i < nb; ++i) e[i] += row[(bytes[i] >> shift) & 15];
+    for (size_t i = 0; i < sample; ++i) {
+        const uint8_t* code = run.blocks + blocked_offset(i, 0, s.code_size);  // byte j at code[j * kBlock]
+        uint32_t e = 0;
+        if (s.nbits == 8) {
+            for (size_t m = 0; m < s.M; ++m) e += lut[m * 256 + code[m * kBlock]];
+        } else {
+            for (size_t m = 0; m < s.M; ++m) {
+                const uint8_t byte = code[(m / 2) * kBlock];
+                e += lut[m * 16 + ((m & 1) ? byte >> 4 : byte & 15)];
             }
         }
+        est[i] = e;
     }
     std::vector<std::pair<float, uint32_t>>& order = buf.order;
     order.resize(sample);
@@ -165,7 +162,7 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
     uint64_t seeded[256 / kBlock] = {0, 0, 0, 0};
     size_t sampled = 0;
     if (q.enabled && run.n > 0 && heap.size() < heap.k()) {
-        sampled = seed_sample_size(s, run.n);
+        sampled = seed_sample_size(s, run.n, heap.k());
         seed_heap(s, q, run, table, base, heap, buf, sampled, seeded);
     }
     const auto seeded_bits = [&](size_t block) { return block < 256 / kBlock ? seeded[block] : uint64_t(0); };
