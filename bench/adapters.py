@@ -81,16 +81,21 @@ class BaseANN:
 
 
 class PqkitIndex(BaseANN):
-    """pqkit ``Flat`` / ``PQ`` / ``IVF,PQ`` built from nlist, M, nbits through ``index_factory``."""
+    """pqkit ``Flat`` / ``PQ`` / ``IVF,PQ`` built from nlist, M, nbits through ``index_factory``;
+    ``refine=True`` adds ``,RFlat`` (``IndexRefineFlat``, query parameter ``k_factor``)."""
 
     name = "pqkit"
 
     def __init__(self, kind: str, nlist: int | None = None, M: int | None = None, nbits: int = 8,
-                 metric: str = "l2"):
-        super().__init__(kind=kind, nlist=nlist, M=M, nbits=nbits, metric=metric)
+                 metric: str = "l2", refine: bool = False):
+        params = dict(kind=kind, nlist=nlist, M=M, nbits=nbits, metric=metric)
+        if refine:  # recorded only when set, so rows without it match older raw files
+            params["refine"] = True
+        super().__init__(**params)
         self.kind = kind
         self.family = _family(kind, nbits)
-        self.description = _factory_string(kind, nlist, M, nbits)
+        # ",RFlat": exact re-ranking of k * k_factor candidates (k_factor is a query parameter)
+        self.description = _factory_string(kind, nlist, M, nbits) + (",RFlat" if refine else "")
         self.metric = metric
 
     def set_threads(self, n_threads: int) -> None:
@@ -109,6 +114,8 @@ class PqkitIndex(BaseANN):
         super().set_query_params(**params)
         if "nprobe" in params:
             self.index.nprobe = int(params["nprobe"])
+        if "k_factor" in params:
+            self.index.k_factor = float(params["k_factor"])
 
     def query(self, queries, k):
         _, ids = self.index.search(queries, k)

@@ -85,6 +85,8 @@ def load_rows(paths) -> list[dict]:
     rows = []
     for path in paths:
         raw = json.loads(Path(path).read_text())
+        if "config" not in raw:  # not a run.py result (e.g. spot_check.json)
+            continue
         for row in raw["rows"]:
             if "error" in row:
                 continue
@@ -125,7 +127,7 @@ def series_label(row) -> str:
     """The plot line a row belongs to: library and index variant, without search parameters."""
     build = row["build_params"]
     if row["algorithm"] == "pqkit":
-        return f"pqkit {FAMILY_LABELS.get(row['family'], row['family'])}"
+        return f"pqkit {FAMILY_LABELS.get(row['family'], row['family'])}" + (" + refine" if build.get("refine") else "")
     if row["algorithm"] == "faiss":
         kind = variant_label(row).split("+")[0]
         bits = " 4-bit" if build.get("nbits") == 4 and build.get("kind") in ("pq", "ivfpq") else ""
@@ -141,7 +143,8 @@ def config_text(row) -> str:
     """What a chosen row ran: pqkit's factory string or faiss's variant, parameters and level."""
     nprobe = row["query_params"].get("nprobe")
     if row["algorithm"] == "pqkit":
-        return row["factory"] + (f" nprobe={nprobe}" if nprobe else "")
+        k_factor = row["query_params"].get("k_factor")
+        return row["factory"] + (f" nprobe={nprobe}" if nprobe else "") + (f" k_factor={k_factor}" if k_factor else "")
     params = params_text(match_key(row))
     return f"{variant_label(row)}{'' if params == '-' else ' ' + params} ({row['simd_level']})"
 
@@ -297,8 +300,12 @@ def matched_lines(rows: list[dict]) -> list[str]:
     ratios = defaultdict(lambda: {"qps": [], "lat": []})
     for row in sorted((r for r in rows if r["algorithm"] == "pqkit"), key=sort_key):
         key = match_key(row)
+        refine = bool(row["build_params"].get("refine"))
+        k_factor = row["query_params"].get("k_factor", 1)
         for (fkey, variant), fb in sorted(best.items(), key=lambda item: item[0][1]):
-            if fkey != key:
+            if fkey != key or ("+Refine" in variant) != refine:
+                continue
+            if refine and f"(k_factor={k_factor})" not in variant:  # refine against refine, same k_factor
                 continue
             fq, fl = fb["qps"], fb["lat"]
             qps_ratio = row["qps"] / fq["qps"]
