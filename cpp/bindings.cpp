@@ -15,6 +15,7 @@
 #include "invlists.h"
 #include "kmeans.h"
 #include "micro.h"
+#include "kernels.h"
 #include "parallel.h"
 #include "pq.h"
 #include "simd.h"
@@ -143,6 +144,19 @@ py::array_t<int64_t> greedy_kcenter_py(const py::array& x, py::ssize_t n_select,
     return out;
 }
 
+// Squared norms of the rows, as the exact search computes them (so a caller can keep them).
+py::array_t<float> sqnorms_py(const py::array& x, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    const size_t n = static_cast<size_t>(x.shape(0)), d = static_cast<size_t>(x.shape(1));
+    py::array_t<float> out(static_cast<py::ssize_t>(n));
+    float* op = out.mutable_data();
+    py::gil_scoped_release release;
+    parallel_for(n, n_threads, 4096, [&](size_t begin, size_t end, int) {
+        kernels().sqnorms(xp + begin * d, end - begin, d, op + begin);
+    });
+    return out;
+}
+
 // Whether every value of a float32 array (any shape, C-contiguous) is finite: the
 // exponent bits of NaN and +-inf are all ones. No early exit, so the loop vectorizes.
 bool all_finite_py(const py::array& x) {
@@ -158,16 +172,17 @@ bool all_finite_py(const py::array& x) {
 }
 
 SearchResult flat_search_py(const py::array& x, const py::array& y, py::ssize_t k, const std::string& metric,
-                            int n_threads) {
+                            int n_threads, const py::object& norms) {
     const float* xp = checked<float>(x, "x", {-1, -1});
     const float* yp = checked<float>(y, "y", {-1, x.shape(1)});
+    const float* np_ = norms.is_none() ? nullptr : checked<float>(norms.cast<py::array>(), "norms", {y.shape(0)});
     Metric m = parse_metric(metric);
     size_t kk = positive(k, "k"), nq = x.shape(0), ny = y.shape(0), d = x.shape(1);
     SearchResult r = alloc_result(nq, kk);
     float* D = r.first.mutable_data();
     int64_t* I = r.second.mutable_data();
     py::gil_scoped_release release;
-    flat_search(xp, nq, yp, ny, d, kk, m, n_threads, D, I);
+    flat_search(xp, nq, yp, ny, d, kk, m, n_threads, D, I, np_);
     return r;
 }
 
@@ -410,8 +425,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("greedy_kcenter", &greedy_kcenter_py, py::arg("x"), py::arg("n_select"), py::arg("first"),
           py::arg("weights"), py::arg("n_threads"));
     m.def("all_finite", &all_finite_py, py::arg("x"));
+    m.def("sqnorms", &sqnorms_py, py::arg("x"), py::arg("n_threads"));
     m.def("flat_search", &flat_search_py, py::arg("x"), py::arg("y"), py::arg("k"), py::arg("metric"),
-          py::arg("n_threads"));
+          py::arg("n_threads"), py::arg("norms") = py::none());
     m.def("coarse_assign", &coarse_assign_py, py::arg("x"), py::arg("centroids"), py::arg("metric"),
           py::arg("n_threads"));
     m.def("pq_train", &pq_train_py, py::arg("x"), py::arg("M"), py::arg("nbits"), py::arg("niter"), py::arg("seed"),

@@ -17,11 +17,11 @@ constexpr size_t kRefBlock = 1024;
 constexpr size_t kDirectMaxDim = 33;
 }  // namespace
 
-VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric)
-    : data_(data), n_(n), d_(d), metric_(metric) {
-    if (metric == Metric::L2) {
-        norms_.resize(n);
-        kernels().sqnorms(data, n, d, norms_.data());
+VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms)
+    : data_(data), n_(n), d_(d), metric_(metric), external_norms_(metric == Metric::L2 ? norms : nullptr) {
+    if (metric == Metric::L2 && external_norms_ == nullptr) {
+        own_norms_.resize(n);
+        kernels().sqnorms(data, n, d, own_norms_.data());
     }
 }
 
@@ -103,8 +103,8 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
 }
 
 void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d, size_t k,
-                 Metric metric, int n_threads, float* D, int64_t* I) {
-    VectorSet refs(y, ny, d, metric);
+                 Metric metric, int n_threads, float* D, int64_t* I, const float* norms) {
+    VectorSet refs(y, ny, d, metric, norms);
     parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
         search_block(refs, x + begin * d, end - begin, k, D + begin * k, I + begin * k);
     });

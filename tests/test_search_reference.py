@@ -46,6 +46,35 @@ def test_flat_self_search_finds_itself(clustered):
     assert np.all(np.abs(D[:, 0]) <= 1e-3)
 
 
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_flat_kept_norms_follow_every_change(clustered, backend):
+    """IndexFlat keeps its rows' squared norms between searches; after each add, remove and reset
+    its results still equal a freshly built index's, bit for bit."""
+    base, queries = clustered
+    a, b = base[:700], base[700:1500]
+    index = pqkit.IndexFlat(32, backend=backend)
+
+    def same_as_fresh(rows, ids):
+        fresh = pqkit.IndexFlat(32, backend=backend)
+        fresh.add_with_ids(rows, ids)
+        for got, want in zip(index.search(queries, 7), fresh.search(queries, 7)):
+            np.testing.assert_array_equal(got, want)
+
+    index.add(a)
+    same_as_fresh(a, np.arange(700))
+    index.add(b)
+    same_as_fresh(base[:1500], np.arange(1500))
+    index.remove_ids(np.arange(0, 1500, 3))
+    keep = np.setdiff1d(np.arange(1500), np.arange(0, 1500, 3))
+    same_as_fresh(base[keep], keep)
+    index.reset()
+    index.add(b)
+    same_as_fresh(b, np.arange(800))
+    index.remove_ids(np.arange(100))  # as many rows out as in: kept norms of the old rows would fit
+    index.add_with_ids(a[:100], np.arange(800, 900))
+    same_as_fresh(np.vstack([b[100:], a[:100]]), np.arange(100, 900))
+
+
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_flat_exact_ties_broken_by_smaller_id(metric):
     """Duplicated rows have equal distances: the smaller id comes first."""

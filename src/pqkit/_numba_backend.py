@@ -47,6 +47,7 @@ __all__ = [
     "available_simd_levels",
     "coarse_assign",
     "flat_search",
+    "sqnorms",
     "hardware_concurrency",
     "ivfflat_search",
     "ivfpq_code_bias",
@@ -403,17 +404,29 @@ class _NearestCentroid:
         return labels, dist
 
 
-def flat_search(x, y, k, metric, n_threads):
-    """Exact top-k rows of ``y`` for each row of ``x``: (D float32 (nq, k), I int64 row numbers)."""
+def sqnorms(x, n_threads):
+    """Squared norms of the rows, as the exact search computes them (float32 (n,))."""
+    x = _checked(x, np.float32, "x", (-1, -1))
+    out = np.empty(x.shape[0], dtype=np.float32)
+    _sqnorms(x, out)
+    return out
+
+
+def flat_search(x, y, k, metric, n_threads, norms=None):
+    """Exact top-k rows of ``y`` for each row of ``x``: (D float32 (nq, k), I int64 row numbers).
+    ``norms``: y's squared norms from :func:`sqnorms`, if the caller keeps them (L2)."""
     x = _checked(x, np.float32, "x", (-1, -1))
     y = _checked(y, np.float32, "y", (-1, x.shape[1]))
     l2 = _parse_metric(metric)
     k = _positive(k, "k")
     D = np.empty((x.shape[0], k), dtype=np.float32)
     I = np.empty((x.shape[0], k), dtype=np.int64)
-    norms = np.zeros(y.shape[0], dtype=np.float32)
-    if l2:
-        _sqnorms(y, norms)
+    if l2 and norms is not None:
+        norms = _checked(norms, np.float32, "norms", (y.shape[0],))
+    else:
+        norms = np.zeros(y.shape[0], dtype=np.float32)
+        if l2:
+            _sqnorms(y, norms)
     _parallel_rows(lambda b, e: _search_block(x[b:e], y, norms, l2, D[b:e], I[b:e]),
                    x.shape[0], n_threads, 16)
     return D, I

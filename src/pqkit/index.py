@@ -694,6 +694,10 @@ class IndexFlat(Index):
     def __init__(self, d, metric="l2", n_threads=None, *, backend=None):
         super().__init__(d, metric, n_threads, backend)
         self._store = _RowStore(self._d, np.float32)
+        # Squared norms of the stored rows (L2), computed by the first search after a change and
+        # kept: a single query then reads the vectors once instead of twice. Dropped by every
+        # add/remove/reset (they hold the write lock; searches only read).
+        self._norms = None
 
     def _ntotal(self) -> int:
         return self._store.n
@@ -714,10 +718,17 @@ class IndexFlat(Index):
         return self._store.max_id
 
     def _add(self, x, ids):
+        self._norms = None
         self._store.append(x, ids)
 
     def _search(self, x, k):
-        D, rows = self._engine.flat_search(x, self._store.data, k, self._core_metric, self._nt())
+        data, norms = self._store.data, None
+        if self._core_metric == "l2":
+            norms = self._norms
+            if norms is None:
+                norms = self._engine.sqnorms(data, self._nt())
+                self._norms = norms  # concurrent searches may both compute it: same values
+        D, rows = self._engine.flat_search(x, data, k, self._core_metric, self._nt(), norms)
         return D, _map_rows_to_ids(rows, self._store.ids)
 
     def _reconstruct(self, ids):
@@ -728,9 +739,11 @@ class IndexFlat(Index):
         return self._store.data[rows]
 
     def _remove(self, ids):
+        self._norms = None
         return self._store.remove(ids)
 
     def _reset(self):
+        self._norms = None
         self._store.clear()
 
     def _memory_usage_bytes(self) -> int:
