@@ -276,6 +276,7 @@ class CustomIndexIVFPQ:
         self.d = d
         self.ds = d // m
         self.index = IndexIVFPQ(d, nlist, m, nbits, seed=SEED)
+        self.index.coarse_niter = 25  # closer to the notebook's converged scikit-learn k-means
         self.coarse_quantizer = _KMeansView(lambda: self.index.centroids)
         self.fine_quantizers = [
             _KMeansView(lambda i=i: _sub_centroids(self.index.pq, i)) for i in range(m)

@@ -1025,9 +1025,14 @@ class _IndexIVF(_ListStore, Index):
         with self._lock.read():
             return np.asarray(self._invlists.list_sizes(), dtype=np.int64)
 
+    #: k-means iterations of the coarse quantizer (FAISS's IndexIVF default, ``cp.niter = 10``;
+    #: its points per centroid are capped at 256 as FAISS does). Settable per index before train.
+    coarse_niter = 10
+
     def _train_coarse(self, x: np.ndarray) -> None:
-        """Train the coarse centroids by k-means on ``x`` (25 iterations, the index seed)."""
-        kmeans = KMeans(self._d, self._nlist, niter=25, seed=self._seed, n_threads=self._n_threads,
+        """Train the coarse centroids by k-means on ``x`` (``coarse_niter`` iterations, the index seed)."""
+        niter = check_positive_int(self.coarse_niter, "coarse_niter")
+        kmeans = KMeans(self._d, self._nlist, niter=niter, seed=self._seed, n_threads=self._n_threads,
                         backend=self._backend)
         # frames: _train_validated <- here <- _train <- Index.train <- user
         kmeans._train_validated(x, stacklevel=5)
