@@ -239,3 +239,18 @@ def test_pq_search_random_shapes(n, M, dsub, nbits, nq, k, metric, seed):
     # float32 rounding of M table entries, each of the order of ||q||^2 + ||c||^2
     atol = 1e-5 * M * (1.0 + ref.distance_tolerance(queries, codebooks.reshape(-1, d // M), rel=1.0))
     ref.assert_knn_equal_up_to_ties(D, I, dist, k, metric, atol=atol)
+
+
+def test_reconstruct_after_changes_uses_fresh_id_order():
+    """IndexFlat keeps its ids' sort order between lookups; it must follow removals and additions
+    (here the row count stays the same, so a stale order would fit)."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((300, 8), dtype=np.float32)
+    index = pqkit.IndexFlat(8)
+    index.add_with_ids(base, np.arange(300)[::-1].copy())
+    wanted = np.arange(0, 300, 7)
+    np.testing.assert_array_equal(index.reconstruct_n(wanted), base[299 - wanted])
+    index.remove_ids(np.arange(20))
+    index.add_with_ids(base[:20], np.arange(1000, 1020))
+    ids = np.concatenate([np.arange(1000, 1020), np.arange(20, 300, 9)])
+    np.testing.assert_array_equal(index.reconstruct_n(ids), np.vstack([base[:20], base[299 - np.arange(20, 300, 9)]]))

@@ -106,6 +106,7 @@ class _RowStore:
         self._ids = _EMPTY_IDS
         self.n = 0
         self.max_id = -1  # upper bound of the stored ids (-1: none ever stored)
+        self._sorted = None  # (order, sorted ids) for rows_of, dropped by every change
 
     @property
     def data(self) -> np.ndarray:
@@ -124,6 +125,7 @@ class _RowStore:
             all_ids = np.empty(capacity, dtype=np.int64)
             all_ids[: self.n] = self.ids
             self._data, self._ids = data, all_ids
+        self._sorted = None
         self._data[self.n : n_new] = rows
         self._ids[self.n : n_new] = ids
         self.n = n_new
@@ -143,8 +145,12 @@ class _RowStore:
         if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
             matches = self.ids[None, :] == ids[:, None]
             return np.where(matches.any(axis=1), matches.argmax(axis=1), -1)
-        order = np.argsort(self.ids, kind="stable")
-        sorted_ids = self.ids[order]
+        cached = self._sorted  # one read: concurrent readers may both sort, with equal results
+        if cached is None or cached[0].shape[0] != self.n:
+            order = np.argsort(self.ids, kind="stable")
+            cached = (order, self.ids[order])
+            self._sorted = cached
+        order, sorted_ids = cached
         pos = np.minimum(np.searchsorted(sorted_ids, ids), self.n - 1)
         found = sorted_ids[pos] == ids
         return np.where(found, order[pos], -1)
@@ -155,6 +161,7 @@ class _RowStore:
         removed = np.isin(self.ids, ids)
         n_removed = int(removed.sum())
         if n_removed:
+            self._sorted = None
             keep = ~removed
             n_keep = self.n - n_removed
             self._data[:n_keep] = self.data[keep]
