@@ -275,8 +275,10 @@ def headline(rows: list[dict], targets, threads: int = 1) -> list[dict]:
 
 def header_lines(name: str, rows: list[dict]) -> list[str]:
     machine = rows[0]["_machine"]
-    faiss_info = rows[0]["_faiss"]
-    levels = ", ".join(f"{lvl} -> {info.get('faiss_simd_level', info.get('error'))}" for lvl, info in faiss_info.items())
+    # the raw file that ran faiss (a dataset may merge several, e.g. a pqkit-only supplement)
+    faiss_info = next((r["_faiss"] for r in rows if r["_faiss"]), {})
+    levels = ", ".join(f"{lvl} -> {info.get('faiss_simd_level', 'not run (' + str(info.get('error')) + ')')}"
+                       for lvl, info in faiss_info.items())
     version = next((i.get("faiss_version") for i in faiss_info.values() if "faiss_version" in i), "?")
     return [
         f"# {name}",
