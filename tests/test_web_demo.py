@@ -11,6 +11,7 @@ import io
 import json
 import os
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -159,9 +160,20 @@ def _click_and_wait(browser, element):
 
 
 def _upload(browser, path: Path):
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
 
-    browser.find_element(By.ID, "image-file").send_keys(str(path))
+    # Chrome now and then detaches the file input while the freshly loaded page settles
+    # ("Node with given id does not belong to the document"); find it again, up to 3 times.
+    for attempt in range(3):
+        try:
+            browser.find_element(By.ID, "image-file").send_keys(str(path))
+            break
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            if attempt == 2 or "does not belong to the document" not in str(exc) and not isinstance(
+                    exc, StaleElementReferenceException):
+                raise
+            time.sleep(0.2)
     _click_and_wait(browser, browser.find_element(By.ID, "upload-submit"))
 
 
