@@ -89,6 +89,11 @@ def _format_ids(ids: np.ndarray, limit: int = 5) -> str:
     return f"[{shown}{', ...' if ids.size > limit else ''}] ({ids.size} in all)"
 
 
+def _sorted_ids(ids: np.ndarray):
+    order = np.argsort(ids, kind="stable")
+    return order, ids[order]
+
+
 class _RowStore:
     """Rows of fixed width (vectors or codes) plus their int64 ids, in growable buffers.
 
@@ -106,7 +111,7 @@ class _RowStore:
         self._ids = _EMPTY_IDS
         self.n = 0
         self.max_id = -1  # upper bound of the stored ids (-1: none ever stored)
-        self._sorted = None  # (order, sorted ids) for rows_of, dropped by every change
+        self._derived = {}  # values computed from the stored rows, dropped by every change
 
     @property
     def data(self) -> np.ndarray:
@@ -125,12 +130,20 @@ class _RowStore:
             all_ids = np.empty(capacity, dtype=np.int64)
             all_ids[: self.n] = self.ids
             self._data, self._ids = data, all_ids
-        self._sorted = None
+        self._derived = {}
         self._data[self.n : n_new] = rows
         self._ids[self.n : n_new] = ids
         self.n = n_new
         if ids.size:
             self.max_id = max(self.max_id, int(ids.max()))
+
+    def derived(self, name: str, compute):
+        """``compute()``, kept until the rows change (concurrent readers may both compute it;
+        the values are equal, and the last one stays)."""
+        cache = self._derived  # one read: a change replaces the dict, never edits it under readers
+        if name not in cache:
+            cache[name] = compute()
+        return cache[name]
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``ids`` are stored."""
@@ -145,12 +158,7 @@ class _RowStore:
         if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
             matches = self.ids[None, :] == ids[:, None]
             return np.where(matches.any(axis=1), matches.argmax(axis=1), -1)
-        cached = self._sorted  # one read: concurrent readers may both sort, with equal results
-        if cached is None or cached[0].shape[0] != self.n:
-            order = np.argsort(self.ids, kind="stable")
-            cached = (order, self.ids[order])
-            self._sorted = cached
-        order, sorted_ids = cached
+        order, sorted_ids = self.derived("sorted ids", lambda: _sorted_ids(self.ids))
         pos = np.minimum(np.searchsorted(sorted_ids, ids), self.n - 1)
         found = sorted_ids[pos] == ids
         return np.where(found, order[pos], -1)
@@ -161,7 +169,7 @@ class _RowStore:
         removed = np.isin(self.ids, ids)
         n_removed = int(removed.sum())
         if n_removed:
-            self._sorted = None
+            self._derived = {}
             keep = ~removed
             n_keep = self.n - n_removed
             self._data[:n_keep] = self.data[keep]
@@ -701,10 +709,6 @@ class IndexFlat(Index):
     def __init__(self, d, metric="l2", n_threads=None, *, backend=None):
         super().__init__(d, metric, n_threads, backend)
         self._store = _RowStore(self._d, np.float32)
-        # Squared norms of the stored rows (L2), computed by the first search after a change and
-        # kept: a single query then reads the vectors once instead of twice. Dropped by every
-        # add/remove/reset (they hold the write lock; searches only read).
-        self._norms = None
 
     def _ntotal(self) -> int:
         return self._store.n
@@ -725,16 +729,14 @@ class IndexFlat(Index):
         return self._store.max_id
 
     def _add(self, x, ids):
-        self._norms = None
         self._store.append(x, ids)
 
     def _search(self, x, k):
         data, norms = self._store.data, None
         if self._core_metric == "l2":
-            norms = self._norms
-            if norms is None:
-                norms = self._engine.sqnorms(data, self._nt())
-                self._norms = norms  # concurrent searches may both compute it: same values
+            # kept by the store until the rows change: a single query then reads the vectors
+            # once instead of twice
+            norms = self._store.derived("sqnorms", lambda: self._engine.sqnorms(data, self._nt()))
         D, rows = self._engine.flat_search(x, data, k, self._core_metric, self._nt(), norms)
         return D, _map_rows_to_ids(rows, self._store.ids)
 
@@ -746,11 +748,9 @@ class IndexFlat(Index):
         return self._store.data[rows]
 
     def _remove(self, ids):
-        self._norms = None
         return self._store.remove(ids)
 
     def _reset(self):
-        self._norms = None
         self._store.clear()
 
     def _memory_usage_bytes(self) -> int:
