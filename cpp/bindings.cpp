@@ -18,6 +18,7 @@
 #include "kernels.h"
 #include "parallel.h"
 #include "pq.h"
+#include "refine.h"
 #include "simd.h"
 
 namespace py = pybind11;
@@ -183,6 +184,23 @@ SearchResult flat_search_py(const py::array& x, const py::array& y, py::ssize_t 
     int64_t* I = r.second.mutable_data();
     py::gil_scoped_release release;
     flat_search(xp, nq, yp, ny, d, kk, m, n_threads, D, I, np_);
+    return r;
+}
+
+// Exact re-ranking of candidate rows of y (see refine.h); ids are the result ids.
+SearchResult rerank_py(const py::array& x, const py::array& y, const py::array& rows, const py::array& ids,
+                       py::ssize_t k, const std::string& metric, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    const float* yp = checked<float>(y, "y", {-1, x.shape(1)});
+    const int64_t* rp = checked<int64_t>(rows, "rows", {x.shape(0), -1});
+    const int64_t* ip = checked<int64_t>(ids, "ids", {x.shape(0), rows.shape(1)});
+    Metric m = parse_metric(metric);
+    size_t kk = positive(k, "k"), nq = x.shape(0), ny = y.shape(0), d = x.shape(1), c = rows.shape(1);
+    SearchResult r = alloc_result(nq, kk);
+    float* D = r.first.mutable_data();
+    int64_t* I = r.second.mutable_data();
+    py::gil_scoped_release release;
+    rerank(xp, nq, yp, ny, d, rp, ip, c, kk, m, n_threads, D, I);
     return r;
 }
 
@@ -428,6 +446,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("sqnorms", &sqnorms_py, py::arg("x"), py::arg("n_threads"));
     m.def("flat_search", &flat_search_py, py::arg("x"), py::arg("y"), py::arg("k"), py::arg("metric"),
           py::arg("n_threads"), py::arg("norms") = py::none());
+    m.def("rerank", &rerank_py, py::arg("x"), py::arg("y"), py::arg("rows"), py::arg("ids"), py::arg("k"),
+          py::arg("metric"), py::arg("n_threads"));
     m.def("coarse_assign", &coarse_assign_py, py::arg("x"), py::arg("centroids"), py::arg("metric"),
           py::arg("n_threads"));
     m.def("pq_train", &pq_train_py, py::arg("x"), py::arg("M"), py::arg("nbits"), py::arg("niter"), py::arg("seed"),

@@ -22,11 +22,14 @@ namespace pqkit {
 // Which codes of a quantized-table scan are worth an exact look (see scan.h).
 // With bias == nullptr a code passes when est <= max_est; otherwise when
 // float(est) * inv_scale + bias[i] <= limit (multiply, round, add, round).
+// When est_out is set, the scan also writes every code's estimate there
+// (est_out[i] for code i, whole blocks: 64 * ceil(n / 64) values).
 struct ScanFilter {
     uint16_t max_est;
     const float* bias;  // one per code, indexed like the codes of the call
     float inv_scale;
     float limit;
+    uint16_t* est_out = nullptr;
 };
 
 struct Kernels {

@@ -310,6 +310,11 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
         const float* bias = block_bias(f.bias ? f.bias + b * kBlock : nullptr, valid, padded);
         uint64_t mask = 0;
         for (int h = 0; h < 8; ++h) mask |= static_cast<uint64_t>(filter8(acc[h], bias ? bias + 8 * h : nullptr, f)) << (8 * h);
+        if (f.est_out) {
+            alignas(32) int32_t lanes[kBlock];
+            for (int h = 0; h < 8; ++h) _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 8 * h), acc[h]);
+            for (size_t i = 0; i < kBlock; ++i) f.est_out[b * kBlock + i] = static_cast<uint16_t>(lanes[i]);
+        }
         masks[b] = valid_bits(mask, valid);
     }
 }
@@ -340,6 +345,10 @@ void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
             // unpack interleaves within 128-bit lanes: lo = codes 0-7 | 16-23, hi = 8-15 | 24-31.
             __m256i ul = _mm256_unpacklo_epi16(even, odd), uh = _mm256_unpackhi_epi16(even, odd);
             __m256i first = _mm256_permute2x128_si256(ul, uh, 0x20), second = _mm256_permute2x128_si256(ul, uh, 0x31);
+            if (f.est_out) {
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(f.est_out + b * kBlock + 32 * half), first);
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(f.est_out + b * kBlock + 32 * half + 16), second);
+            }
             const __m256i parts[4] = {
                 _mm256_cvtepu16_epi32(_mm256_castsi256_si128(first)), _mm256_cvtepu16_epi32(_mm256_extracti128_si256(first, 1)),
                 _mm256_cvtepu16_epi32(_mm256_castsi256_si128(second)), _mm256_cvtepu16_epi32(_mm256_extracti128_si256(second, 1))};

@@ -247,9 +247,13 @@ inline void interleave(__m512i even, __m512i odd, __m512i& first, __m512i& secon
 }
 
 inline uint64_t filter_block(__m512i even, __m512i odd, size_t valid, const float* bias,
-                             const ScanFilter& f) {
+                             const ScanFilter& f, uint16_t* est_out) {
     __m512i e[2];
     interleave(even, odd, e[0], e[1]);
+    if (est_out) {
+        _mm512_storeu_si512(est_out, e[0]);
+        _mm512_storeu_si512(est_out + 32, e[1]);
+    }
     uint64_t mask = 0;
     if (bias == nullptr) {
         const __m512i thr = _mm512_set1_epi16(static_cast<short>(f.max_est));
@@ -285,7 +289,8 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
             odd = _mm512_add_epi16(odd, _mm512_srli_epi16(v, 8));
         }
         const size_t valid = block_valid(n, b);
-        masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
+        masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f,
+                                f.est_out ? f.est_out + b * kBlock : nullptr);
     }
 }
 
@@ -307,7 +312,8 @@ void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
             odd = _mm512_add_epi16(odd, _mm512_add_epi16(_mm512_srli_epi16(v0, 8), _mm512_srli_epi16(v1, 8)));
         }
         const size_t valid = block_valid(n, b);
-        masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
+        masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f,
+                                f.est_out ? f.est_out + b * kBlock : nullptr);
     }
 }
 

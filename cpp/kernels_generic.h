@@ -157,6 +157,7 @@ inline void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* 
             for (size_t i = 0; i < kBlock; ++i) est[i] = static_cast<uint16_t>(est[i] + t[row[i]]);
         }
         const size_t valid = block_valid(n, b);
+        if (f.est_out) __builtin_memcpy(f.est_out + b * kBlock, est, sizeof(est));
         masks[b] = filter_block(est, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
     }
 }
@@ -175,6 +176,7 @@ inline void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* 
                 est[i] = static_cast<uint16_t>(est[i] + t_lo[row[i] & 15] + t_hi[row[i] >> 4]);
         }
         const size_t valid = block_valid(n, b);
+        if (f.est_out) __builtin_memcpy(f.est_out + b * kBlock, est, sizeof(est));
         masks[b] = filter_block(est, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
     }
 }

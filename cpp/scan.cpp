@@ -73,11 +73,10 @@ bool filter_for(const PQShape& s, const QuantizedTable& q, const CodeRun& run, f
 }
 
 // Codes sampled from the head of a run to seed an empty heap: a few per
-// wanted result (the filter tightens further as the scan goes), at most 256,
-// and fewer when M is large so the sample costs at most ~8k table lookups.
-size_t seed_sample_size(const PQShape& s, size_t n, size_t k) {
-    const size_t by_k = std::min<size_t>(256, std::max<size_t>(kBlock, 8 * k));
-    return std::min({n, by_k, std::max<size_t>(16, 8192 / std::max<size_t>(s.M, 1))});
+// wanted result (the filter tightens further as the scan goes), at most 256.
+// Their estimates come from the scan kernel, at the cost of scanning them.
+size_t seed_sample_size(size_t n, size_t k) {
+    return std::min(n, std::min<size_t>(256, std::max<size_t>(kBlock, 8 * k)));
 }
 
 // Fills a heap that still has room before the filtered scan starts, so that the
@@ -91,22 +90,18 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
                TopK& heap, ScanBuffers& buf, size_t sample, uint64_t* seeded) {
     const size_t need = std::min(heap.k() - heap.size(), sample);
     if (need == 0) return;
-    std::vector<uint32_t>& est = buf.est;
-    est.resize(sample);
-    const uint8_t* lut = q.lut.data();
-    for (size_t i = 0; i < sample; ++i) {
-        const uint8_t* code = run.blocks + blocked_offset(i, 0, s.code_size);  // byte j at code[j * kBlock]
-        uint32_t e = 0;
-        if (s.nbits == 8) {
-            for (size_t m = 0; m < s.M; ++m) e += lut[m * 256 + code[m * kBlock]];
-        } else {
-            for (size_t m = 0; m < s.M; ++m) {
-                const uint8_t byte = code[(m / 2) * kBlock];
-                e += lut[m * 16 + ((m & 1) ? byte >> 4 : byte & 15)];
-            }
-        }
-        est[i] = e;
-    }
+    // The kernel's integer estimates, every code passing (no bias, largest max_est).
+    std::vector<uint16_t>& est = buf.est;
+    est.resize((sample + kBlock - 1) / kBlock * kBlock);
+    buf.masks.resize(std::max(buf.masks.size(), est.size() / kBlock));
+    ScanFilter all{};
+    all.max_est = 65535;
+    all.est_out = est.data();
+    const Kernels& K = kernels();
+    if (s.nbits == 8)
+        K.scan_lut8(run.blocks, sample, s.M, q.lut.data(), all, buf.masks.data());
+    else
+        K.scan_lut4(run.blocks, sample, s.M, q.lut.data(), all, buf.masks.data());
     std::vector<std::pair<float, uint32_t>>& order = buf.order;
     order.resize(sample);
     const float inv_scale = static_cast<float>(1.0 / q.scale);
@@ -157,12 +152,12 @@ void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
 void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, const CodeRun& run, float base,
                 TopK& heap, ScanBuffers& buf) {
     const Kernels& K = kernels();
-    buf.masks.resize(kBlocksPerStep);
+    buf.masks.resize(std::max<size_t>(buf.masks.size(), kBlocksPerStep));
     // Codes pushed by the seeding step (always among the first 256) are skipped later.
     uint64_t seeded[256 / kBlock] = {0, 0, 0, 0};
     size_t sampled = 0;
     if (q.enabled && run.n > 0 && heap.size() < heap.k()) {
-        sampled = seed_sample_size(s, run.n, heap.k());
+        sampled = seed_sample_size(run.n, heap.k());
         seed_heap(s, q, run, table, base, heap, buf, sampled, seeded);
     }
     const auto seeded_bits = [&](size_t block) { return block < 256 / kBlock ? seeded[block] : uint64_t(0); };

@@ -50,7 +50,7 @@ struct CodeRun {
 
 struct ScanBuffers {
     std::vector<uint64_t> masks;
-    std::vector<uint32_t> est;                      // seeding: integer estimates of a sample
+    std::vector<uint16_t> est;                      // seeding: integer estimates of a sample
     std::vector<std::pair<float, uint32_t>> order;  // seeding: (lower bound, index)
     std::vector<uint8_t> code;
     std::vector<int32_t> idx;

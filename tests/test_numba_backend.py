@@ -83,6 +83,35 @@ def test_flat_search(metric):
         _assert_same(got, want, f"flat {metric} {what}")
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_rerank(metric):
+    """The compiled exact re-ranking (IndexRefine's second stage), with padding and custom ids."""
+    base, queries = _data(40)
+    rng = np.random.default_rng(3)
+    rows = rng.integers(-1, base.shape[0], size=(queries.shape[0], 30))
+    rows[:, 25:] = -1  # padding, as a base index returns it
+    ids = np.where(rows >= 0, 1000 + 7 * rows, -1)
+    results = [pqkit._backends.core(backend).rerank(queries, base, rows, ids, 12, metric, 2)
+               for backend in ("cpp", "numba")]
+    for got, want, what in zip(results[1], results[0], ("D", "I")):
+        _assert_same(got, want, f"rerank {metric} {what}")
+    D, I = results[0]
+    pair = ((queries[:, None, :] - base[rows]) ** 2).sum(-1) if metric == "l2" else \
+        -(queries[:, None, :] * base[rows]).sum(-1)
+    pair = np.where(rows >= 0, pair, np.inf)
+    best = np.sort(pair, axis=1)[:, :12]
+    np.testing.assert_allclose(D if metric == "l2" else -D, best, rtol=1e-5, atol=1e-4)
+    assert np.isin(I, ids).all() and not (I == -1).any()
+    for backend in ("cpp", "numba"):
+        engine = pqkit._backends.core(backend)
+        bad = rows.copy()
+        bad[3, 4] = base.shape[0]
+        with pytest.raises(ValueError, match="outside -1"):
+            engine.rerank(queries, base, bad, ids, 5, metric, 1)
+        with pytest.raises((TypeError, ValueError)):
+            engine.rerank(queries, base, rows.astype(np.int32), ids, 5, metric, 1)
+
+
 def test_kmeans_assign_and_coarse_assignment():
     base, queries = _data(32)
     centroids = pqkit.KMeans(32, 20, niter=3, backend="cpp").train(base).centroids

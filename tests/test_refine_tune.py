@@ -56,6 +56,29 @@ def test_refine_distances_exact_and_recall_higher(data, metric):
         assert set(I[row]) <= set(candidates[row])
 
 
+def test_refine_custom_ids_give_the_same_ranking(data):
+    """Ids equal to row numbers take a direct lookup; any other ids a sorted one: same results.
+    (The ids keep the rows' order, so ties between equal codes break the same way.)"""
+    base, queries = data
+    results = []
+    for ids in (np.arange(base.shape[0]), np.arange(base.shape[0]) * 2 + 11):
+        index = pqkit.IndexRefine(pqkit.IndexPQ(32, 8, 4), k_factor=3)
+        index.train(base)
+        index.add_with_ids(base, ids)
+        D, I = index.search(queries, 10)
+        results.append((D, np.where(I >= 0, (I - ids[0]) // (ids[1] - ids[0]), -1)))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    # a removal breaks the ids-are-rows shortcut; the lookup must follow
+    index = pqkit.IndexRefine(pqkit.IndexPQ(32, 8, 4), k_factor=3)
+    index.train(base)
+    index.add(base)
+    index.remove_ids(np.arange(0, base.shape[0], 2))
+    D, I = index.search(queries, 10)
+    np.testing.assert_allclose(D, ((queries[:, None, :] - base[I]) ** 2).sum(-1), rtol=1e-4, atol=1e-3)
+    assert (I % 2 == 1).all()
+
+
 def test_refine_padding_remove_reset_errors(data):
     base, queries = data
     index = pqkit.IndexRefine(pqkit.IndexIVFFlat(32, 8), k_factor=2)

@@ -432,6 +432,42 @@ def flat_search(x, y, k, metric, n_threads, norms=None):
     return D, I
 
 
+@_jit
+def _rerank(x, y, rows, ids, l2, D, I):
+    """Top-k (k = D.shape[1]) of each query's candidate rows by direct squared L2 or -<x, y>."""
+    k = D.shape[1]
+    acc = np.empty(16, dtype=np.float32)
+    hk = np.empty(k, dtype=np.float32)
+    hi = np.empty(k, dtype=np.int64)
+    for q in range(x.shape[0]):
+        size = 0
+        for j in range(rows.shape[1]):
+            r = rows[q, j]
+            if r < 0:
+                continue
+            key = _l2sqr(x[q], y[r], acc) if l2 else -_dot(x[q], y[r], acc)
+            size = _heap_push(hk, hi, size, key, ids[q, j])
+        _heap_write(hk, hi, size, not l2, D[q], I[q])
+
+
+def rerank(x, y, rows, ids, k, metric, n_threads):
+    """Exact re-ranking: for each query the best ``k`` of its candidate rows of ``y``
+    (``rows``, -1 for none), reported under ``ids``; ties by the smaller id."""
+    x = _checked(x, np.float32, "x", (-1, -1))
+    y = _checked(y, np.float32, "y", (-1, x.shape[1]))
+    rows = _checked(rows, np.int64, "rows", (x.shape[0], -1))
+    ids = _checked(ids, np.int64, "ids", rows.shape)
+    l2 = _parse_metric(metric)
+    k = _positive(k, "k")
+    if rows.size and (int(rows.min()) < -1 or int(rows.max()) >= y.shape[0]):
+        bad = int(rows.min()) if int(rows.min()) < -1 else int(rows.max())
+        raise ValueError(f"candidate row {bad} is outside -1..{y.shape[0] - 1}")
+    D, I = _alloc_result(x.shape[0], k)
+    _parallel_rows(lambda b, e: _rerank(x[b:e], y, rows[b:e], ids[b:e], l2, D[b:e], I[b:e]),
+                   x.shape[0], n_threads, 16)
+    return D, I
+
+
 def coarse_assign(x, centroids, metric, n_threads):
     """Nearest centroid of each row: (labels int64 (n,), distance float32 (n,))."""
     x = _checked(x, np.float32, "x", (-1, -1))

@@ -14,6 +14,7 @@ from ._validation import check_n_threads, check_positive_int
 __all__ = ["get_num_threads", "resolve", "set_num_threads"]
 
 _num_threads: int | None = None  # None: all cores (os.cpu_count())
+_CPU_COUNT = os.cpu_count() or 1  # read once: the call costs microseconds, paid on every search
 
 
 def set_num_threads(n: int | None) -> None:
@@ -32,7 +33,7 @@ def get_num_threads() -> int:
     """Return the default number of threads (``os.cpu_count()`` unless set)."""
     if _num_threads is not None:
         return _num_threads
-    return os.cpu_count() or 1
+    return _CPU_COUNT
 
 
 def resolve(n_threads: int | None) -> int:

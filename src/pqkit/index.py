@@ -155,6 +155,8 @@ class _RowStore:
         """Row number of each id, -1 where absent (int64, same shape as ``ids``)."""
         if self.n == 0:
             return np.full(ids.shape, -1, dtype=np.int64)
+        if self.derived("ids are row numbers", lambda: _ids_are_rows(self.ids)):
+            return np.where((ids >= 0) & (ids < self.n), ids, -1)
         if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
             matches = self.ids[None, :] == ids[:, None]
             return np.where(matches.any(axis=1), matches.argmax(axis=1), -1)
@@ -180,6 +182,12 @@ class _RowStore:
     def nbytes(self) -> int:
         """Bytes allocated for rows and ids, spare capacity included (as InvertedLists counts)."""
         return self._data.nbytes + self._ids.nbytes
+
+
+def _ids_are_rows(ids: np.ndarray) -> bool:
+    """Whether ``ids`` is 0, 1, ..., n-1 (the ids ``add`` assigns), so an id is its own row."""
+    return ids.size == 0 or (int(ids[0]) == 0 and int(ids[-1]) == ids.size - 1
+                             and bool((ids == np.arange(ids.size)).all()))
 
 
 class _ReadWriteLock:

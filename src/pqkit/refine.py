@@ -11,10 +11,6 @@ from .index import Index, IndexFlat
 
 __all__ = ["IndexRefine", "IndexRefineFlat"]
 
-#: Floats gathered per block of queries (bounds the (block, k * k_factor, d) buffer to 64 MiB).
-_GATHER_FLOATS = 1 << 24
-
-
 #: Largest refine factor accepted (beyond it, re-ranking costs more than exact search).
 MAX_K_FACTOR = 1024
 
@@ -151,41 +147,15 @@ class IndexRefine(Index):
         D : numpy.ndarray of float32, shape (n, k)
         I : numpy.ndarray of int64, shape (n, k)
         """
-        n, c = candidates.shape
-        valid = candidates >= 0
-        higher_better = self._metric != "l2"
-        pad = -np.inf if higher_better else np.inf
-        D = np.full((n, c), pad, dtype=np.float32)
-        # Each distinct candidate is fetched once; rows index into that table.
-        unique_ids, position = np.unique(np.where(valid, candidates, -1), return_inverse=True)
-        position = position.reshape(n, c)
-        table = np.zeros((unique_ids.size, self._d), dtype=np.float32)
-        present = unique_ids >= 0
-        if present.any():
-            table[present] = self.refine_index.reconstruct_n(unique_ids[present])
-        block = max(1, _GATHER_FLOATS // max(1, c * self._d))
-        for start in range(0, n, block):
-            stop = min(n, start + block)
-            v = table[position[start:stop]]  # (block, c, d)
-            q = x[start:stop, None, :]
-            if higher_better:
-                values = np.einsum("qcd,qcd->qc", v, np.broadcast_to(q, v.shape))
-            else:
-                diff = v - q
-                values = np.einsum("qcd,qcd->qc", diff, diff)
-            D[start:stop] = np.where(valid[start:stop], values, pad)
-        # best first, ties by the smaller id, padding last
-        ids = np.where(valid, candidates, np.iinfo(np.int64).max)
-        by_id = np.argsort(ids, axis=1, kind="stable")
-        D = np.take_along_axis(D, by_id, axis=1)
-        I = np.take_along_axis(candidates, by_id, axis=1)
-        by_distance = np.argsort(-D if higher_better else D, axis=1, kind="stable")[:, :k]
-        D = np.take_along_axis(D, by_distance, axis=1)
-        I = np.take_along_axis(I, by_distance, axis=1)
-        if I.shape[1] < k:
-            D = np.concatenate([D, np.full((n, k - I.shape[1]), pad, np.float32)], axis=1)
-            I = np.concatenate([I, np.full((n, k - I.shape[1]), -1, np.int64)], axis=1)
-        return np.ascontiguousarray(D), np.ascontiguousarray(I)
+        store = self.refine_index._store
+        rows = store.rows_of(candidates)
+        lost = (candidates >= 0) & (rows < 0)
+        if lost.any():
+            raise ValueError(f"candidate id {int(candidates[lost][0])} from the base index is not in "
+                             "the refine index; the two must hold the same ids")
+        # One compiled pass: exact distances from the stored floats, best k by (distance, id).
+        return self.refine_index._engine.rerank(x, store.data, rows, candidates, k,
+                                                self._core_metric, self._nt())
 
     def _reconstruct(self, ids):
         return self.refine_index.reconstruct_n(ids)
