@@ -151,11 +151,15 @@ class _RowStore:
             return np.zeros(ids.shape, dtype=bool)
         return np.isin(ids, self.ids)
 
+    def ids_are_rows(self) -> bool:
+        """Whether the stored ids are 0, 1, ..., n-1 (as ``add`` assigns them): each id is its row."""
+        return self.derived("ids are row numbers", lambda: _ids_are_rows(self.ids))
+
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row number of each id, -1 where absent (int64, same shape as ``ids``)."""
         if self.n == 0:
             return np.full(ids.shape, -1, dtype=np.int64)
-        if self.derived("ids are row numbers", lambda: _ids_are_rows(self.ids)):
+        if self.ids_are_rows():
             return np.where((ids >= 0) & (ids < self.n), ids, -1)
         if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
             matches = self.ids[None, :] == ids[:, None]

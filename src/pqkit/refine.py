@@ -148,11 +148,14 @@ class IndexRefine(Index):
         I : numpy.ndarray of int64, shape (n, k)
         """
         store = self.refine_index._store
-        rows = store.rows_of(candidates)
-        lost = (candidates >= 0) & (rows < 0)
-        if lost.any():
-            raise ValueError(f"candidate id {int(candidates[lost][0])} from the base index is not in "
-                             "the refine index; the two must hold the same ids")
+        if store.ids_are_rows():  # the core refuses any candidate outside -1..ntotal-1
+            rows = candidates
+        else:
+            rows = store.rows_of(candidates)
+            lost = (candidates >= 0) & (rows < 0)
+            if lost.any():
+                raise ValueError(f"candidate id {int(candidates[lost][0])} from the base index is "
+                                 "not in the refine index; the two must hold the same ids")
         # One compiled pass: exact distances from the stored floats, best k by (distance, id).
         return self.refine_index._engine.rerank(x, store.data, rows, candidates, k,
                                                 self._core_metric, self._nt())
