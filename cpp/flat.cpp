@@ -32,7 +32,8 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
     std::vector<float> buf(kQueryBlock * kRefBlock);
     std::vector<float> xnorms(kQueryBlock);
     std::vector<TopK> heaps(k == 1 ? 0 : kQueryBlock, TopK(k));
-    std::vector<float> kth;  // keys of one query and ref block, for the k-th smallest
+    std::vector<float> kth;     // keys of one query and ref block, for the k-th smallest
+    std::vector<float> sample;  // every 8th of those keys, for a cut below which the k-th lies
     float best_key[kQueryBlock];
     int64_t best_row[kQueryBlock];
     for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
@@ -73,10 +74,31 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
                     // Nothing above this block's k-th smallest key can be in the top-k (k keys of
                     // the block are at least as good), so only about k entries reach the heap
                     // instead of ~k ln(rb / k) in random order. NaN keys never enter, as in push.
+                    // The k-th smallest is found among the keys below a cut taken from every 8th
+                    // key (about 8 * (k / 8 + 4) keys pass it); when fewer than k pass, among
+                    // all keys. Either way it is the exact k-th smallest, so only speed depends
+                    // on the cut.
+                    float cut = th;
+                    if (rb >= 32 * k) {
+                        const size_t rank = k / 8 + 4;
+                        sample.clear();
+                        for (size_t j = 0; j < rb; j += 8)
+                            if (keys[j] <= th) sample.push_back(keys[j]);
+                        if (sample.size() > rank) {
+                            std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(rank),
+                                             sample.end());
+                            cut = sample[rank];
+                        }
+                    }
                     kth.clear();
                     for (size_t j = 0; j < rb; ++j)
-                        if (keys[j] <= th) kth.push_back(keys[j]);
-                    if (kth.size() > k) {
+                        if (keys[j] <= cut) kth.push_back(keys[j]);
+                    if (kth.size() < k && cut < th) {  // the cut was too tight
+                        kth.clear();
+                        for (size_t j = 0; j < rb; ++j)
+                            if (keys[j] <= th) kth.push_back(keys[j]);
+                    }
+                    if (kth.size() >= k) {
                         std::nth_element(kth.begin(), kth.begin() + static_cast<std::ptrdiff_t>(k - 1), kth.end());
                         th = std::min(th, kth[k - 1]);
                     }

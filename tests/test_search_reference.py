@@ -37,6 +37,23 @@ def test_flat_matches_brute_force(clustered, metric, k):
     assert (I == I_ref).mean() > 0.99
 
 
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+@pytest.mark.parametrize("near_rows", ["sampled", "others"])
+def test_flat_block_selection_whatever_the_row_pattern(near_rows, backend):
+    """The core finds each block's k-th key below a cut from every 8th key; rows laid out so the
+    cut is too tight (only every 8th row near the query) or loose must give the same top-k."""
+    rng = np.random.default_rng(8)
+    n, d, k = 2048, 16, 32
+    near = (np.arange(n) % 8 == 0) if near_rows == "sampled" else (np.arange(n) % 8 != 0)
+    base = np.where(near[:, None], 0.0, 5.0) + rng.standard_normal((n, d)) * 0.1
+    queries = rng.standard_normal((3, d)) * 0.1
+    index = pqkit.IndexFlat(d, backend=backend)
+    index.add(base.astype(np.float32))
+    D, I = index.search(queries.astype(np.float32), k)
+    dist = ref.pairwise(queries.astype(np.float32), base.astype(np.float32), "l2")
+    ref.assert_knn_equal_up_to_ties(D, I, dist, k, "l2", atol=1e-4)
+
+
 def test_flat_self_search_finds_itself(clustered):
     base, _ = clustered
     index = pqkit.IndexFlat(32)
