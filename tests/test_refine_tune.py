@@ -79,6 +79,20 @@ def test_refine_custom_ids_give_the_same_ranking(data):
     assert (I % 2 == 1).all()
 
 
+def test_wrapper_thread_setting_reaches_the_wrapped_indexes():
+    refine = pqkit.IndexRefine(pqkit.IndexIVFPQ(32, 8, 8, 8))
+    refine.n_threads = 1
+    assert (refine.base_index.n_threads, refine.refine_index.n_threads) == (1, 1)
+    assert refine.base_index.pq.n_threads == 1
+    pre = pqkit.IndexPreTransform(pqkit.PCA(32, 16), pqkit.IndexPQ(16, 4, 8))
+    pre.n_threads = 2
+    assert pre.index.n_threads == 2 and pre.index.pq.n_threads == 2
+    refine.n_threads = None
+    assert refine.base_index.n_threads is None
+    with pytest.raises(ValueError):
+        refine.n_threads = 0
+
+
 def test_refine_padding_remove_reset_errors(data):
     base, queries = data
     index = pqkit.IndexRefine(pqkit.IndexIVFFlat(32, 8), k_factor=2)

@@ -88,6 +88,13 @@ class IndexRefine(Index):
     def k_factor(self, value) -> None:
         self._k_factor = check_k_factor(value)
 
+    @Index.n_threads.setter
+    def n_threads(self, value) -> None:
+        """Set on the wrapper, it applies to both parts (the base search and the re-ranking)."""
+        Index.n_threads.fset(self, value)
+        self.base_index.n_threads = self._n_threads
+        self.refine_index.n_threads = self._n_threads
+
     @property
     def nprobe(self) -> int:
         """The base index's ``nprobe`` (AttributeError if it has none)."""

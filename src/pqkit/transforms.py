@@ -442,6 +442,12 @@ class IndexPreTransform(Index):
         self.index = index
         super().__init__(transform.d_in, index.metric, index.n_threads)
 
+    @Index.n_threads.setter
+    def n_threads(self, value) -> None:
+        """Set on the wrapper, it applies to the wrapped index too."""
+        Index.n_threads.fset(self, value)
+        self.index.n_threads = self._n_threads
+
     @property
     def nprobe(self) -> int:
         """The wrapped index's ``nprobe`` (AttributeError if it has none)."""
