@@ -11,6 +11,10 @@ namespace pqkit {
 namespace {
 constexpr size_t kQueryBlock = 16;
 constexpr size_t kRefBlock = 1024;
+// Below this k, pushing the keys under the heap's threshold straight into the
+// heap (about k ln(n / k) pushes of log k each) is cheaper than selecting the
+// block's k-th key first.
+constexpr size_t kSelectMinK = 32;
 // Below this dimension nearest-centroid L2 is computed directly on transposed
 // centroids: vertical sums, no horizontal reduction per (row, centroid) pair,
 // which dominates dot products of a few 16-lane chunks (PQ sub-vectors).
@@ -70,7 +74,7 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
                 TopK& heap = heaps[q];
                 float th = heap.threshold();
                 for (size_t j = 0; j < rb; ++j) keys[j] = l2 ? l2_key(xnorms[q], refs.norms()[r0 + j], keys[j]) : -keys[j];
-                if (rb > 4 * k) {
+                if (rb > 4 * k && k >= kSelectMinK) {
                     // Nothing above this block's k-th smallest key can be in the top-k (k keys of
                     // the block are at least as good), so only about k entries reach the heap
                     // instead of ~k ln(rb / k) in random order. NaN keys never enter, as in push.
