@@ -276,6 +276,12 @@ def _better(k1, i1, k2, i2):
 
 
 @_jit
+def _heap_buffers(k):
+    """Keys and ids of a top-k heap (filled by _heap_push, emptied by _heap_write)."""
+    return np.empty(k, dtype=np.float32), np.empty(k, dtype=np.int64)
+
+
+@_jit
 def _heap_push(hk, hi, size, key, idx):
     """Keep the k = len(hk) best (key, id) pairs; the worst sits at the root. Returns the size."""
     k = hk.shape[0]
@@ -345,8 +351,7 @@ def _search_block(x, y, ynorms, l2, D, I):
     """Top-k (k = D.shape[1]) rows of y for each row of x; keys via norms (L2) or -<x, y>."""
     k = D.shape[1]
     acc = np.empty(16, dtype=np.float32)
-    hk = np.empty(k, dtype=np.float32)
-    hi = np.empty(k, dtype=np.int64)
+    hk, hi = _heap_buffers(k)
     for q in range(x.shape[0]):
         xq = x[q]
         xnorm = _dot(xq, xq, acc) if l2 else np.float32(0.0)
@@ -437,8 +442,7 @@ def _rerank(x, y, rows, ids, l2, D, I):
     """Top-k (k = D.shape[1]) of each query's candidate rows by direct squared L2 or -<x, y>."""
     k = D.shape[1]
     acc = np.empty(16, dtype=np.float32)
-    hk = np.empty(k, dtype=np.float32)
-    hi = np.empty(k, dtype=np.int64)
+    hk, hi = _heap_buffers(k)
     for q in range(x.shape[0]):
         size = 0
         for j in range(rows.shape[1]):
@@ -731,8 +735,7 @@ def _pq_search(x, transposed, nbits, codes, ids, l2, D, I):
     M, dsub, ksub = transposed.shape
     k = D.shape[1]
     table = np.empty((M, ksub), dtype=np.float32)
-    hk = np.empty(k, dtype=np.float32)
-    hi = np.empty(k, dtype=np.int64)
+    hk, hi = _heap_buffers(k)
     no_bias = np.empty(0, dtype=np.float32)
     for q in range(x.shape[0]):
         for m in range(M):
@@ -811,8 +814,7 @@ def _check_lists(lists, nlist, code_size, layout, with_bias):
 def _ivfflat_scan(x, probes, vectors, ids, offsets, l2, D, I):
     k = D.shape[1]
     acc = np.empty(16, dtype=np.float32)
-    hk = np.empty(k, dtype=np.float32)
-    hi = np.empty(k, dtype=np.int64)
+    hk, hi = _heap_buffers(k)
     for q in range(x.shape[0]):
         size = 0
         th = _F32_INF
@@ -855,8 +857,7 @@ def _ivfpq_scan(x, coarse_dist, probes, transposed, nbits, codes, ids, bias, has
     M, dsub, ksub = transposed.shape
     k = D.shape[1]
     table = np.empty((M, ksub), dtype=np.float32)
-    hk = np.empty(k, dtype=np.float32)
-    hi = np.empty(k, dtype=np.int64)
+    hk, hi = _heap_buffers(k)
     for q in range(x.shape[0]):
         # L2: T = -2 <q_m, c_mk>; IP: T = -<q_m, c_mk> (both exact scalings of the IP table).
         for m in range(M):
