@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 
 #include "kernels.h"
 #include "parallel.h"
@@ -19,6 +20,61 @@ constexpr size_t kSelectMinK = 32;
 // centroids: vertical sums, no horizontal reduction per (row, centroid) pair,
 // which dominates dot products of a few 16-lane chunks (PQ sub-vectors).
 constexpr size_t kDirectMaxDim = 33;
+
+// Inner products become keys in place: squared L2 through the norms (y_norms
+// given) or the negated product. Plain loops the compiler vectorises; the
+// same operations as l2_key, in any width.
+void to_keys(float* __restrict ips, size_t n, float x_norm, const float* __restrict y_norms) {
+    if (y_norms != nullptr) {
+        for (size_t j = 0; j < n; ++j) ips[j] = l2_key(x_norm, y_norms[j], ips[j]);
+    } else {
+        for (size_t j = 0; j < n; ++j) ips[j] = -ips[j];
+    }
+}
+
+// Index of the first smallest non-NaN key, or n when all are NaN.
+size_t first_min(const float* keys, size_t n) {
+    size_t arg = n;
+    for (size_t j = 0; j < n; ++j)
+        if (keys[j] == keys[j] && (arg == n || keys[j] < keys[arg])) arg = j;
+    return arg;
+}
+
+// Key sets for the small-k bound in search_block: set l holds keys l, l + 32, ...
+constexpr size_t kStrideSets = 32;
+
+// The smallest key of each set (NaN keys never count; +inf for a set of NaNs).
+// Lane-wise, so it vectorises without reordering anything.
+void set_minima(const float* keys, size_t n, float* mins) {
+    for (size_t l = 0; l < kStrideSets; ++l) mins[l] = std::numeric_limits<float>::infinity();
+    size_t j = 0;
+    for (; j + kStrideSets <= n; j += kStrideSets)
+        for (size_t l = 0; l < kStrideSets; ++l) mins[l] = keys[j + l] < mins[l] ? keys[j + l] : mins[l];
+    for (size_t l = 0; j + l < n; ++l) mins[l] = keys[j + l] < mins[l] ? keys[j + l] : mins[l];
+}
+
+// The k-th smallest of n values (k <= n, k <= kStrideSets), by insertion into a
+// sorted run of the k smallest so far: for the few values of set_minima this
+// beats a general selection.
+float kth_smallest(const float* v, size_t n, size_t k) {
+    float best[kStrideSets];
+    size_t have = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const float x = v[i];
+        if (have == k && !(x < best[k - 1])) continue;
+        size_t p = have < k ? have++ : k - 1;
+        for (; p > 0 && x < best[p - 1]; --p) best[p] = best[p - 1];
+        best[p] = x;
+    }
+    return best[k - 1];
+}
+
+// Whether any of n (at most 16) keys is <= th; branch-free, so it vectorises.
+bool any_at_most(const float* keys, size_t n, float th) {
+    int hit = 0;
+    for (size_t j = 0; j < n; ++j) hit |= keys[j] <= th;
+    return hit != 0;
+}
 }  // namespace
 
 VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms)
@@ -33,9 +89,11 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
     const Kernels& K = kernels();
     const size_t d = refs.dim();
     const bool l2 = refs.metric() == Metric::L2;
-    std::vector<float> buf(kQueryBlock * kRefBlock);
-    std::vector<float> xnorms(kQueryBlock);
-    std::vector<TopK> heaps(k == 1 ? 0 : kQueryBlock, TopK(k));
+    const size_t q_rows = std::min(kQueryBlock, nq);
+    // Written by dot_tile before any read: no zero fill (this runs once per small chunk of queries).
+    std::unique_ptr<float[]> buf(new float[q_rows * std::min(kRefBlock, refs.size())]);
+    float xnorms[kQueryBlock];
+    std::vector<TopK> heaps(k == 1 ? 0 : q_rows, TopK(k));
     std::vector<float> kth;     // keys of one query and ref block, for the k-th smallest
     std::vector<float> sample;  // every 8th of those keys, for a cut below which the k-th lies
     float best_key[kQueryBlock];
@@ -43,37 +101,35 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
     for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
         const size_t nb = std::min(kQueryBlock, nq - q0);
         const float* xb = x + q0 * d;
-        if (l2) K.sqnorms(xb, nb, d, xnorms.data());
+        if (l2) K.sqnorms(xb, nb, d, xnorms);
         for (size_t q = 0; q < heaps.size() && q < nb; ++q) heaps[q].clear();
         std::fill(best_key, best_key + kQueryBlock, std::numeric_limits<float>::infinity());
         std::fill(best_row, best_row + kQueryBlock, int64_t(-1));
         for (size_t r0 = 0; r0 < refs.size(); r0 += kRefBlock) {
             const size_t rb = std::min(kRefBlock, refs.size() - r0);
-            K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.data(), rb);
+            K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.get(), rb);
+            const float* ref_norms = l2 ? refs.norms() + r0 : nullptr;
+            for (size_t q = 0; q < nb; ++q) to_keys(buf.get() + q * rb, rb, l2 ? xnorms[q] : 0.0f, ref_norms);
             if (k == 1) {
                 // Nearest only (k-means and PQ assignment): a running minimum. The
-                // first of equal keys wins, the smallest row, as in TopK's order.
+                // first of equal keys wins, the smallest row, as in TopK's order;
+                // NaN keys never win.
                 for (size_t q = 0; q < nb; ++q) {
-                    const float* ips = buf.data() + q * rb;
-                    float best = best_key[q];
-                    int64_t arg = best_row[q];
-                    for (size_t j = 0; j < rb; ++j) {
-                        const float key = l2 ? l2_key(xnorms[q], refs.norms()[r0 + j], ips[j]) : -ips[j];
-                        if (arg < 0 ? key <= best : key < best) {  // TopK's test: the first needs key <= +inf
-                            best = key;
-                            arg = static_cast<int64_t>(r0 + j);
-                        }
+                    const float* keys = buf.get() + q * rb;
+                    size_t j = K.argmin(keys, rb);
+                    if (keys[j] != keys[j]) j = first_min(keys, rb);  // keys[0] is NaN
+                    if (j == rb) continue;                              // all NaN
+                    if (best_row[q] < 0 ? keys[j] <= best_key[q] : keys[j] < best_key[q]) {
+                        best_key[q] = keys[j];
+                        best_row[q] = static_cast<int64_t>(r0 + j);
                     }
-                    best_key[q] = best;
-                    best_row[q] = arg;
                 }
                 continue;
             }
             for (size_t q = 0; q < nb; ++q) {
-                float* keys = buf.data() + q * rb;  // the products become keys in place
+                float* keys = buf.get() + q * rb;
                 TopK& heap = heaps[q];
                 float th = heap.threshold();
-                for (size_t j = 0; j < rb; ++j) keys[j] = l2 ? l2_key(xnorms[q], refs.norms()[r0 + j], keys[j]) : -keys[j];
                 if (rb > 4 * k && k >= kSelectMinK) {
                     // Nothing above this block's k-th smallest key can be in the top-k (k keys of
                     // the block are at least as good), so only about k entries reach the heap
@@ -107,10 +163,25 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
                         th = std::min(th, kth[k - 1]);
                     }
                 }
-                for (size_t j = 0; j < rb; ++j) {
-                    if (keys[j] <= th) {
-                        heap.push(keys[j], static_cast<int64_t>(r0 + j));
-                        th = std::min(th, heap.threshold());
+                if (k < kSelectMinK && 2 * k <= kStrideSets && rb >= 2 * kStrideSets) {
+                    // Small k: the keys split into kStrideSets sets (j mod kStrideSets), and the
+                    // k-th smallest of the sets' minima bounds the block's k-th smallest key (k
+                    // distinct keys are at most that). So only keys up to it (a few more than k)
+                    // reach the heap, instead of ~k ln(rb / k) in random order.
+                    float mins[kStrideSets];
+                    set_minima(keys, rb, mins);
+                    th = std::min(th, kth_smallest(mins, kStrideSets, k));
+                }
+                // 16 keys at a time: one branch per group that no key passes (most
+                // of them once the heap is full), instead of one per key.
+                for (size_t j0 = 0; j0 < rb; j0 += 16) {
+                    const size_t j1 = std::min(j0 + 16, rb);
+                    if (!any_at_most(keys + j0, j1 - j0, th)) continue;
+                    for (size_t j = j0; j < j1; ++j) {
+                        if (keys[j] <= th) {
+                            heap.push(keys[j], static_cast<int64_t>(r0 + j));
+                            th = std::min(th, heap.threshold());
+                        }
                     }
                 }
             }

@@ -52,11 +52,13 @@ struct Kernels {
     // The first index of the smallest of n >= 1 floats, as the scalar loop
     // "if (v[i] < v[best]) best = i" finds it (NaN included).
     size_t (*argmin)(const float* v, size_t n);
-    // lo = min_i t[i], hi = max_i t[i] over n >= 1 floats.
-    void (*min_max)(const float* t, size_t n, float* lo, float* hi);
-    // out[i] = (uint8) trunc(min((t[i] - offset) * scale, qmax)), for values >= 0
-    // (t[i] >= offset, scale > 0, qmax <= 255).
-    void (*quantize_row)(const float* t, size_t n, float offset, float scale, float qmax, uint8_t* out);
+    // For each row r of t (rows x n, n >= 1): lo[r] = min_i t[r][i], hi[r] = max_i t[r][i].
+    // One call per table: the rows are short (16 or 256 entries).
+    void (*min_max_rows)(const float* t, size_t rows, size_t n, float* lo, float* hi);
+    // out[r][i] = (uint8) trunc(min((t[r][i] - offsets[r]) * scale, qmax)), for
+    // values >= 0 (t[r][i] >= offsets[r], scale > 0, qmax <= 255); rows x n.
+    void (*quantize_rows)(const float* t, size_t rows, size_t n, const float* offsets, float scale, float qmax,
+                          uint8_t* out);
     // Quantized-table scans over the blocked layout (codes.h): for each code
     // i < n, est_i = sum_m lut[m][code_m(i)] in exact 16-bit integer
     // arithmetic (the caller bounds the table so the sum fits), then bit i % 64

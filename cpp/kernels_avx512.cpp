@@ -229,6 +229,15 @@ void quantize_row(const float* t, size_t n, float offset, float scale, float qma
     generic::quantize_row(t + i, n - i, offset, scale, qmax, out + i);
 }
 
+void min_max_rows(const float* t, size_t rows, size_t n, float* lo, float* hi) {
+    for (size_t r = 0; r < rows; ++r) min_max(t + r * n, n, lo + r, hi + r);
+}
+
+void quantize_rows(const float* t, size_t rows, size_t n, const float* offsets, float scale, float qmax,
+                   uint8_t* out) {
+    for (size_t r = 0; r < rows; ++r) quantize_row(t + r * n, n, offsets[r], scale, qmax, out + r * n);
+}
+
 // ---- quantized-table scans (see kernels.h and scan.h)
 //
 // 16-bit accumulation without widening: a 64-byte vector of looked-up values
@@ -328,7 +337,7 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
 }  // namespace
 
 const Kernels table = {
-    dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, argmin, min_max, quantize_row,
+    dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, argmin, min_max_rows, quantize_rows,
     scan_lut8, scan_lut4, read_bytes,
 };
 

@@ -129,6 +129,15 @@ inline void quantize_row(const float* t, size_t n, float offset, float scale, fl
     }
 }
 
+inline void min_max_rows(const float* t, size_t rows, size_t n, float* lo, float* hi) {
+    for (size_t r = 0; r < rows; ++r) min_max(t + r * n, n, lo + r, hi + r);
+}
+
+inline void quantize_rows(const float* t, size_t rows, size_t n, const float* offsets, float scale, float qmax,
+                   uint8_t* out) {
+    for (size_t r = 0; r < rows; ++r) quantize_row(t + r * n, n, offsets[r], scale, qmax, out + r * n);
+}
+
 // The filter of one block, given its 64 estimates (codes past `valid` never pass).
 inline uint64_t filter_block(const uint16_t* est, size_t valid, const float* bias,
                              const ScanFilter& f) {

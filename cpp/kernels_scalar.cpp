@@ -8,8 +8,8 @@ namespace scalar {
 const Kernels table = {
     generic::dot_tile,          generic::sqnorms,           generic::l2sqr_ny,
     generic::l2_to_centroids_t, generic::ip_to_centroids_t, generic::argmin,
-    generic::min_max,
-    generic::quantize_row,
+    generic::min_max_rows,
+    generic::quantize_rows,
     generic::scan_lut8,         generic::scan_lut4,         generic::read_bytes,
 };
 

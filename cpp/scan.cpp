@@ -107,7 +107,9 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
     const float inv_scale = static_cast<float>(1.0 / q.scale);
     for (size_t i = 0; i < sample; ++i)
         order[i] = {static_cast<float>(est[i]) * inv_scale + (run.bias ? run.bias[i] : 0.0f), static_cast<uint32_t>(i)};
-    if (need < sample)
+    if (need == 1)  // k = 1 (PatchCore, k-means): the best estimate, no general selection
+        std::iter_swap(order.begin(), std::min_element(order.begin(), order.end()));
+    else if (need < sample)
         std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(need), order.end());
     for (size_t j = 0; j < need; ++j) {
         const size_t i = order[j].second;
@@ -123,19 +125,22 @@ void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
     if (s.nbits != 8 && s.nbits != 4) return;
     const size_t ksub = s.ksub;
     const float qmax = static_cast<float>(std::min<size_t>(255, 65535 / s.M));
-    double range = 0.0;
-    q.offset = 0.0;
-    q.abs_sum = 0.0;
     q.offsets.resize(s.M);
+    std::vector<float>& hi = q.highs;
+    hi.resize(s.M);
     const Kernels& K = kernels();
+    K.min_max_rows(table, s.M, ksub, q.offsets.data(), hi.data());
+    // Locals, not q's members: the sums stay in registers (stores through
+    // q.offsets could otherwise alias them).
+    double range = 0.0, offset = 0.0, abs_sum = 0.0;
     for (size_t m = 0; m < s.M; ++m) {
-        float lo, hi;
-        K.min_max(table + m * ksub, ksub, &lo, &hi);
-        q.offsets[m] = lo;
-        q.offset += lo;
-        q.abs_sum += std::max(std::fabs(double(lo)), std::fabs(double(hi)));
-        range = std::max(range, double(hi) - double(lo));
+        const float lo = q.offsets[m];
+        offset += lo;
+        abs_sum += std::max(std::fabs(double(lo)), std::fabs(double(hi[m])));
+        range = std::max(range, double(hi[m]) - double(lo));
     }
+    q.offset = offset;
+    q.abs_sum = abs_sum;
     if (!(range > 0.0) || !std::isfinite(range) || !std::isfinite(q.abs_sum) || qmax < 1.0f) return;
     q.scale = double(qmax) / range;
     // Single precision here: each entry may come out up to ~2^-22 * 255 units
@@ -143,8 +148,8 @@ void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
     const float scale = static_cast<float>(q.scale);
     const size_t rows = s.nbits == 8 ? s.M : 2 * s.code_size;  // 4-bit: an odd M gets a zero table
     q.lut.resize(rows * ksub + 64);                             // + padding for 4-byte gathers
-    for (size_t m = 0; m < s.M; ++m)  // (T - o) * s >= 0, so truncation is floor
-        K.quantize_row(table + m * ksub, ksub, q.offsets[m], scale, qmax, q.lut.data() + m * ksub);
+    // (T - o) * s >= 0, so truncation is floor
+    K.quantize_rows(table, s.M, ksub, q.offsets.data(), scale, qmax, q.lut.data());
     std::fill(q.lut.begin() + static_cast<std::ptrdiff_t>(s.M * ksub), q.lut.end(), uint8_t(0));
     q.enabled = true;
 }

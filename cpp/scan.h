@@ -34,6 +34,7 @@ struct QuantizedTable {
     double abs_sum = 0.0;      // sum_m max_k |T[m, k]|, for rounding margins
     bool enabled = false;      // false: nbits not 4 or 8, or a flat table
     std::vector<float> offsets;  // o_m
+    std::vector<float> highs;    // max_c T[m, c] (scratch)
 };
 
 // Fills q from the float table (only nbits 4 and 8 are quantized).

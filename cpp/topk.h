@@ -28,11 +28,11 @@ public:
     void push(float key, int64_t id) {
         if (heap_.size() < k_) {
             heap_.push_back({key, id});
-            std::push_heap(heap_.begin(), heap_.end(), worse_first);
+            std::push_heap(heap_.begin(), heap_.end(), WorseFirst());
         } else if (Entry{key, id} < heap_.front()) {
-            std::pop_heap(heap_.begin(), heap_.end(), worse_first);
+            std::pop_heap(heap_.begin(), heap_.end(), WorseFirst());
             heap_.back() = {key, id};
-            std::push_heap(heap_.begin(), heap_.end(), worse_first);
+            std::push_heap(heap_.begin(), heap_.end(), WorseFirst());
         }
     }
 
@@ -66,7 +66,10 @@ private:
             return key < o.key || (key == o.key && id < o.id);
         }
     };
-    static bool worse_first(const Entry& a, const Entry& b) { return a < b; }
+    // A function object (not a function pointer) so the heap operations inline it.
+    struct WorseFirst {
+        bool operator()(const Entry& a, const Entry& b) const { return a < b; }
+    };
 
     size_t k_;
     std::vector<Entry> heap_;
