@@ -54,6 +54,41 @@ def test_flat_block_selection_whatever_the_row_pattern(near_rows, backend):
     ref.assert_knn_equal_up_to_ties(D, I, dist, k, "l2", atol=1e-4)
 
 
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+@pytest.mark.parametrize("k", [1, 4, 16])
+@pytest.mark.parametrize("near_rows", ["one_set", "all_but_one_set", "every_row"])
+def test_flat_small_k_bound_whatever_the_row_pattern(near_rows, k, backend):
+    """For small k the core bounds each block's k-th key by the k-th smallest minimum of 32 key
+    sets (row j in set j mod 32); rows laid out so that the near rows fill one set, every set but
+    one, or all rows must give the brute-force top-k."""
+    rng = np.random.default_rng(9)
+    n, d = 1500, 16
+    j = np.arange(n)
+    near = {"one_set": j % 32 == 0, "all_but_one_set": j % 32 != 0, "every_row": np.ones(n, bool)}[near_rows]
+    base = (np.where(near[:, None], 0.0, 5.0) + rng.standard_normal((n, d)) * 0.1).astype(np.float32)
+    queries = (rng.standard_normal((20, d)) * 0.1).astype(np.float32)
+    index = pqkit.IndexFlat(d, backend=backend)
+    index.add(base)
+    D, I = index.search(queries, k)
+    dist = ref.pairwise(queries, base, "l2")
+    ref.assert_knn_equal_up_to_ties(D, I, dist, k, "l2", atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+@pytest.mark.parametrize("k", [1, 4, 9])
+def test_flat_small_k_ties_across_many_rows(k, backend):
+    """Forty copies of five rows (enough rows for the small-k bound): each query's k results are
+    its own copies, smallest ids first."""
+    rng = np.random.default_rng(1)
+    rows = rng.standard_normal((5, 8)).astype(np.float32)
+    index = pqkit.IndexFlat(8, backend=backend)
+    index.add(np.tile(rows, (40, 1)))  # row i is a copy of rows[i % 5]
+    D, I = index.search(rows, k)
+    for q in range(5):
+        np.testing.assert_array_equal(I[q], q + 5 * np.arange(k))
+        assert np.all(D[q] == D[q, 0])
+
+
 def test_flat_self_search_finds_itself(clustered):
     base, _ = clustered
     index = pqkit.IndexFlat(32)
