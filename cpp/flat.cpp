@@ -12,6 +12,9 @@ namespace pqkit {
 namespace {
 constexpr size_t kQueryBlock = 16;
 constexpr size_t kRefBlock = 1024;
+// Reference rows per block are also capped so a block stays in L2 (about this
+// many bytes) while the block's query rows pass over it several times.
+constexpr size_t kRefBlockBytes = size_t(1) << 19;
 // Below this k, pushing the keys under the heap's threshold straight into the
 // heap (about k ln(n / k) pushes of log k each) is cheaper than selecting the
 // block's k-th key first.
@@ -91,7 +94,8 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
     const bool l2 = refs.metric() == Metric::L2;
     const size_t q_rows = std::min(kQueryBlock, nq);
     // Written by dot_tile before any read: no zero fill (this runs once per small chunk of queries).
-    std::unique_ptr<float[]> buf(new float[q_rows * std::min(kRefBlock, refs.size())]);
+    const size_t ref_block = std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))));
+    std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
     float xnorms[kQueryBlock];
     std::vector<TopK> heaps(k == 1 ? 0 : q_rows, TopK(k));
     std::vector<float> kth;     // keys of one query and ref block, for the k-th smallest
@@ -105,8 +109,8 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
         for (size_t q = 0; q < heaps.size() && q < nb; ++q) heaps[q].clear();
         std::fill(best_key, best_key + kQueryBlock, std::numeric_limits<float>::infinity());
         std::fill(best_row, best_row + kQueryBlock, int64_t(-1));
-        for (size_t r0 = 0; r0 < refs.size(); r0 += kRefBlock) {
-            const size_t rb = std::min(kRefBlock, refs.size() - r0);
+        for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
+            const size_t rb = std::min(ref_block, refs.size() - r0);
             K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.get(), rb);
             const float* ref_norms = l2 ? refs.norms() + r0 : nullptr;
             for (size_t q = 0; q < nb; ++q) to_keys(buf.get() + q * rb, rb, l2 ? xnorms[q] : 0.0f, ref_norms);

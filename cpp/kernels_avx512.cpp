@@ -20,6 +20,38 @@ inline float reduce(__m512 v) {
     return _mm_cvtss_f32(v1);
 }
 
+// The reference tree for 16 vectors at once: lane 4a + b of the result is
+// reduce(acc[a][b]). Each level adds the same lane pairs as reduce() (l + l+8,
+// l + l+4, l + l+2, l + l+1), after shuffles that bring the pairs of several
+// accumulators into one vector: 45 instructions instead of 16 x 8.
+inline __m512 reduce_4x4(const __m512 (&acc)[4][4]) {
+    __m512 v[16];  // v[4b + a] = acc[a][b]: the levels below transpose the order
+    for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b) v[4 * b + a] = acc[a][b];
+    __m512 l1[8], l2[4], l3[2];
+    for (int i = 0; i < 8; ++i)  // lanes 0-7: v[2i]'s l + l+8 sums, lanes 8-15: v[2i+1]'s
+        l1[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int i = 0; i < 4; ++i)  // quarter q: v[4i + q]'s l + l+4 sums
+        l2[i] = _mm512_add_ps(_mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int i = 0; i < 2; ++i)  // quarter q: v[8i + q]'s two l + l+2 sums, then v[8i + 4 + q]'s
+        l3[i] = _mm512_add_ps(_mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    // quarter q, lane t: v[4t + q]'s total
+    return _mm512_add_ps(_mm512_shuffle_ps(l3[0], l3[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(l3[0], l3[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+inline __m128 extract_quarter(__m512 v, int q) {
+    switch (q) {
+        case 0: return _mm512_castps512_ps128(v);
+        case 1: return _mm512_extractf32x4_ps(v, 1);
+        case 2: return _mm512_extractf32x4_ps(v, 2);
+        default: return _mm512_extractf32x4_ps(v, 3);
+    }
+}
+
 inline __m512 load(const float* p, size_t j, size_t d) {
     return j + 16 <= d ? _mm512_loadu_ps(p + j) : _mm512_maskz_loadu_ps(tail_mask(d - j), p + j);
 }
@@ -67,8 +99,8 @@ void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, fl
                     for (int b = 0; b < 4; ++b)
                         acc[a][b] = _mm512_add_ps(acc[a][b], _mm512_mul_ps(xv[a], yv[b]));
             }
-            for (int a = 0; a < 4; ++a)
-                for (int b = 0; b < 4; ++b) out[(i + a) * ldo + j + b] = reduce(acc[a][b]);
+            const __m512 sums = reduce_4x4(acc);
+            for (int a = 0; a < 4; ++a) _mm_storeu_ps(out + (i + a) * ldo + j, extract_quarter(sums, a));
         }
         for (; j < ny; ++j)
             for (int a = 0; a < 4; ++a) out[(i + a) * ldo + j] = dot(x0 + a * d, y + j * d, d);
