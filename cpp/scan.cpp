@@ -35,6 +35,55 @@ float exact_key(const PQShape& s, const uint8_t* blocks, size_t i, const float* 
     return base + acc;
 }
 
+// exact_key for G codes at once (nbits 4 or 8): the same left-to-right sum for
+// each, but G independent chains, so the float adds overlap instead of each
+// waiting on the previous one.
+template <size_t G>
+void exact_keys(const PQShape& s, const CodeRun& run, const size_t* rows, const float* table, float base,
+                float* keys) {
+    float acc[G];
+    const uint8_t* p[G];
+    for (size_t g = 0; g < G; ++g) {
+        acc[g] = run.bias ? run.bias[rows[g]] : 0.0f;
+        p[g] = run.blocks + blocked_offset(rows[g], 0, s.code_size);
+    }
+    if (s.nbits == 8) {
+        for (size_t m = 0; m < s.M; ++m) {
+            const float* t = table + m * 256;
+            for (size_t g = 0; g < G; ++g) acc[g] = acc[g] + t[p[g][m * kBlock]];
+        }
+    } else {
+        size_t m = 0;
+        for (; m + 2 <= s.M; m += 2) {
+            const float* t = table + m * 16;
+            for (size_t g = 0; g < G; ++g) {
+                const uint8_t byte = p[g][(m / 2) * kBlock];
+                acc[g] = acc[g] + t[byte & 15];
+                acc[g] = acc[g] + t[16 + (byte >> 4)];
+            }
+        }
+        if (m < s.M)
+            for (size_t g = 0; g < G; ++g) acc[g] = acc[g] + table[m * 16 + (p[g][(m / 2) * kBlock] & 15)];
+    }
+    for (size_t g = 0; g < G; ++g) keys[g] = base + acc[g];
+}
+
+// Exact keys of the candidates rows[0..n) (nbits 4 or 8), pushed in row order.
+void consider_rows(const PQShape& s, const CodeRun& run, const size_t* rows, size_t n, const float* table,
+                   float base, TopK& heap) {
+    float keys[4];
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        exact_keys<4>(s, run, rows + i, table, base, keys);
+        for (size_t g = 0; g < 4; ++g)
+            if (keys[g] <= heap.threshold()) heap.push(keys[g], run.ids[rows[i + g]]);
+    }
+    for (; i < n; ++i) {
+        exact_keys<1>(s, run, rows + i, table, base, keys);
+        if (keys[0] <= heap.threshold()) heap.push(keys[0], run.ids[rows[i]]);
+    }
+}
+
 inline void consider(const PQShape& s, const CodeRun& run, size_t i, const float* table, float base, TopK& heap,
                      ScanBuffers& buf) {
     const float key = exact_key(s, run.blocks, i, table, run.bias ? run.bias[i] : 0.0f, base, buf);
@@ -187,13 +236,16 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
             K.scan_lut8(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
         else
             K.scan_lut4(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
+        // The step's candidates, then their exact keys several at a time.
+        size_t rows[kBlocksPerStep * kBlock];
+        size_t n_rows = 0;
         for (size_t b = 0; b * kBlock < count; ++b) {
             const size_t block = start / kBlock + b;
             const uint64_t bits0 = start < sampled ? buf.masks[b] & ~seeded_bits(block) : buf.masks[b];
             for (uint64_t bits = bits0; bits != 0; bits &= bits - 1)
-                consider(s, run, start + b * kBlock + static_cast<size_t>(__builtin_ctzll(bits)), table, base, heap,
-                         buf);
+                rows[n_rows++] = start + b * kBlock + static_cast<size_t>(__builtin_ctzll(bits));
         }
+        consider_rows(s, run, rows, n_rows, table, base, heap);
     }
 }
 
