@@ -340,10 +340,11 @@ SearchResult ivfflat_search_py(const py::array& x, const CoarseQuantizer& coarse
 
 SearchResult ivfpq_search_py(const py::array& x, const CoarseQuantizer& coarse, const PQCodebooks& pq,
                              const InvertedLists& lists, py::ssize_t nprobe, py::ssize_t k, const std::string& metric,
-                             int n_threads) {
+                             int n_threads, bool estimates) {
     const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(coarse.dim())});
     if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
     IVFSearchParams p = ivf_params(nprobe, k, metric, n_threads);
+    p.estimates = estimates;
     size_t nq = x.shape(0);
     SearchResult r = alloc_result(nq, p.k);
     float* D = r.first.mutable_data();
@@ -480,7 +481,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("ivfflat_search", &ivfflat_search_py, py::arg("x"), py::arg("coarse"), py::arg("invlists"),
           py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"));
     m.def("ivfpq_search", &ivfpq_search_py, py::arg("x"), py::arg("coarse"), py::arg("pq"), py::arg("invlists"),
-          py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"));
+          py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"), py::arg("estimates") = false);
     m.def("ivfpq_code_bias", &ivfpq_code_bias_py, py::arg("codes"), py::arg("list_nos"), py::arg("coarse"),
           py::arg("pq"), py::arg("n_threads"));
     m.def("micro_scan", [](size_t M, size_t nbits, size_t n, size_t repeats, const std::string& level) {

@@ -153,6 +153,7 @@ struct PQWorker {
     const PQCodebooks& pq;
     const InvertedLists& lists;
     Metric metric;
+    bool estimates;
     PQScratch& scratch;  // this thread's tables (M x ksub per query of the chunk) and buffers
     size_t first = 0;
     const float* table = nullptr;
@@ -180,7 +181,7 @@ struct PQWorker {
                           lists.list_bias_absmax(l)};
         if (run.n == 0) return;
         const float base = metric == Metric::L2 ? coarse_dist : -coarse_dist;
-        scan_codes(pq.shape(), table, scratch.quantized, run, base, heap, scratch.buffers);
+        scan_codes(pq.shape(), table, scratch.quantized, run, base, heap, scratch.buffers, estimates);
     }
 };
 
@@ -227,7 +228,7 @@ void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, cons
                   const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I) {
     check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
     ivf_search_loop<PQWorker>(x, nq, coarse, lists, p, D, I,
-                              [&] { return PQWorker{x, pq, lists, p.metric, pq_scratch(), 0, nullptr}; });
+                              [&] { return PQWorker{x, pq, lists, p.metric, p.estimates, pq_scratch(), 0, nullptr}; });
 }
 
 }  // namespace pqkit

@@ -34,6 +34,7 @@ struct IVFSearchParams {
     size_t k = 1;
     Metric metric = Metric::L2;
     int n_threads = 1;
+    bool estimates = false;  // IVF-PQ: rank by the quantized table's estimates (see scan_codes)
 };
 
 // Raw float vectors in the lists (Rows layout, code_size = 4 * d).

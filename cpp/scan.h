@@ -58,7 +58,14 @@ struct ScanBuffers {
 };
 
 // Pushes into `heap` every code of `run` whose exact key can be in the top-k.
+//
+// With `estimates` (and a quantized table) the keys are the table's integer
+// estimates instead, in distance units: base + (O + (est / s + bias)), a
+// lower bound of the exact key up to rounding. No exact key is computed: this
+// ranks candidates for an exact re-ranking (IndexRefine), as a fast-scan
+// index does. The estimates are exact integers, so the result is the same at
+// every SIMD level and thread count.
 void scan_codes(const PQShape& shape, const float* table, const QuantizedTable& q, const CodeRun& run,
-                float base, TopK& heap, ScanBuffers& buffers);
+                float base, TopK& heap, ScanBuffers& buffers, bool estimates = false);
 
 }  // namespace pqkit

@@ -56,6 +56,57 @@ def test_refine_distances_exact_and_recall_higher(data, metric):
         assert set(I[row]) <= set(candidates[row])
 
 
+@pytest.mark.parametrize("nbits", [4, 8])
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_ivfpq_candidates_ranked_by_table_estimates(data, nbits, metric):
+    """IndexRefine takes an IVF-PQ index's candidates from the quantized table's integer estimates
+    (compiled engine): each estimate bounds the code's exact ADC key from the good side, the
+    candidate lists nearly equal the exact-ADC ones, and the re-ranked results nearly equal a
+    re-ranking of the exact-ADC candidates."""
+    base, queries = data
+    refine = pqkit.IndexRefine(pqkit.IndexIVFPQ(32, 16, 8, nbits, metric=metric, nprobe=4, seed=5), k_factor=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pqkit.TrainingWarning)  # 8000 points for 256 sub-centroids
+        refine.train(base)
+    refine.add(base)
+    ivf = refine.base_index
+    D_est, I_est = ivf._search(queries, 40, estimates=True)
+    _, I_exact = ivf.search(queries, 40)
+    np.testing.assert_array_equal(ivf._candidates(queries, 40), I_est)
+    overlap = np.mean([np.intersect1d(a, b).size / 40 for a, b in zip(I_est, I_exact)])
+    assert overlap > 0.85, overlap
+    assert not np.array_equal(I_est, I_exact)  # a different ranking, not the exact search again
+    # Exact ADC keys of every code (all lists probed, k = ntotal).
+    ivf.nprobe = 16
+    D_all, I_all = ivf.search(queries, ivf.ntotal)
+    ivf.nprobe = 4
+    for row in range(len(queries)):
+        exact_of = dict(zip(I_all[row].tolist(), D_all[row].tolist()))
+        exact = np.array([exact_of[i] for i in I_est[row]], dtype=np.float64)
+        slack = 1e-4 * (1.0 + np.abs(exact))
+        if metric == "l2":  # a lower bound of the distance
+            assert (D_est[row] <= exact + slack).all(), row
+        else:               # an upper bound of the similarity
+            assert (D_est[row] >= exact - slack).all(), row
+        # and a close one (the table's rounding is at most one unit per sub-quantizer)
+        assert np.abs(D_est[row] - exact).max() < 0.2 * (np.abs(exact).max() + 1.0), row
+    D, I = refine.search(queries, 10)
+    _, I_from_exact = refine.rerank(refine._prepare(queries), I_exact, 10)
+    assert (I == I_from_exact).mean() > 0.95
+    exact_d = ref.pairwise(queries, base, metric)
+    np.testing.assert_allclose(D, np.take_along_axis(exact_d, I, axis=1), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif("numba" not in pqkit.available_backends(), reason="needs numba")
+def test_numba_engine_candidates_are_its_search(data):
+    """The Numba engine has no quantized table: its candidates are its exact-ADC search."""
+    base, queries = data
+    ivf = pqkit.IndexIVFPQ(32, 16, 8, 4, nprobe=4, seed=5, backend="numba")
+    ivf.train(base)
+    ivf.add(base)
+    np.testing.assert_array_equal(ivf._candidates(queries, 20), ivf.search(queries, 20)[1])
+
+
 def test_refine_custom_ids_give_the_same_ranking(data):
     """Ids equal to row numbers take a direct lookup; any other ids a sorted one: same results.
     (The ids keep the rows' order, so ties between equal codes break the same way.)"""

@@ -77,16 +77,17 @@ def _compute_all() -> dict:
         out[f"{key}.pair"] = np.concatenate([a.astype(np.float64) for a in ivfpq.search(queries[:2], 10)], axis=1)
 
     # exact re-ranking of a 4-bit shortlist (ids as add assigns them, and custom ids)
-    for metric in ("l2", "ip"):
+    # (candidates ranked by the quantized table's integer estimates, 4 and 8 bits)
+    for metric, nbits in (("l2", 4), ("ip", 4), ("l2", 8)):
         for custom in (False, True):
-            refine = pqkit.IndexRefine(pqkit.IndexIVFPQ(32, 16, 8, 4, metric=metric, nprobe=4, seed=3),
+            refine = pqkit.IndexRefine(pqkit.IndexIVFPQ(32, 16, 8, nbits, metric=metric, nprobe=4, seed=3),
                                        k_factor=4)
             refine.train(base)
             if custom:
                 refine.add_with_ids(base, np.arange(base.shape[0], dtype=np.int64)[::-1] * 3 + 5)
             else:
                 refine.add(base)
-            key = f"refine.{metric}.{'custom' if custom else 'dense'}"
+            key = f"refine{nbits}.{metric}.{'custom' if custom else 'dense'}"
             out[f"{key}.D"], out[f"{key}.I"] = refine.search(queries, 10)
     return out
 

@@ -877,12 +877,15 @@ def _ivfpq_scan(x, coarse_dist, probes, transposed, nbits, codes, ids, bias, has
         _heap_write(hk, hi, size, not l2, D[q], I[q])
 
 
-def ivfpq_search(x, coarse, pq, invlists, nprobe, k, metric, n_threads):
+def ivfpq_search(x, coarse, pq, invlists, nprobe, k, metric, n_threads, estimates=False):
     """IVF-PQ over residual codes.
 
     L2 key of a code r in list l: ``||q - y_l||^2 + (bias_r + sum_m -2 <q_m, c_m(r)>)`` with
     ``bias_r = ||r||^2 + 2 <y_l, r>`` stored per code; inner product:
     ``-<q, y_l> + (0 + sum_m -<q_m, c_m(r)>)`` (see cpp/ivf.cpp).
+
+    ``estimates`` is accepted for the compiled engine's signature and ignored: this engine has no
+    quantized table, so it always ranks by the exact keys.
     """
     x = _checked(x, np.float32, "x", (-1, coarse.d))
     if pq.d != coarse.d:

@@ -483,6 +483,21 @@ class Index:
         I : numpy.ndarray of int64, shape (n, k)
             Ids of the neighbours; padding ``-1``.
         """
+        return self._locked_search(x, k, self._search)
+
+    def _candidates(self, x, k):
+        """Ids of k candidates per query for an exact re-ranking (IndexRefine's first stage).
+
+        As :meth:`search`, but an index may rank by a cheaper approximation of its distances
+        (:meth:`_search_candidates`); only the ids are returned.
+        """
+        return self._locked_search(x, k, self._search_candidates)[1]
+
+    def _search_candidates(self, x, k):
+        """The candidate ranking for :meth:`_candidates`: the search itself unless overridden."""
+        return self._search(x, k)
+
+    def _locked_search(self, x, k, run):
         check_trained(self.is_trained, self._name())
         k = check_k(k)
         x = self._prepare(x)
@@ -492,7 +507,7 @@ class Index:
                 if x.shape[0] == 0 or self.ntotal == 0:
                     return self._empty_result(x.shape[0], k)
                 if not self._stale_before_search():
-                    return self._search(x, k)
+                    return run(x, k)
             with self._lock.write():
                 self._refresh_before_search()
 
@@ -1305,11 +1320,17 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
     def _refresh_before_search(self) -> None:
         self._refresh_bias()
 
-    def _search(self, x, k):
+    def _search(self, x, k, estimates=False):
         return self._engine.ivfpq_search(
             x, self._core_coarse(), self._pq._core(), self._invlists, self._nprobe, k,
-            self._core_metric, self._nt(),
+            self._core_metric, self._nt(), estimates,
         )
+
+    def _search_candidates(self, x, k):
+        # Ranked by the byte-quantized table's integer estimates (nbits 4 and 8 in the compiled
+        # engine): no exact ADC sums, since the re-ranking computes exact distances anyway. The
+        # Numba engine ranks by exact keys.
+        return self._search(x, k, estimates=True)
 
     def _memory_usage_bytes(self) -> int:
         total = int(self._invlists.memory_usage_bytes())

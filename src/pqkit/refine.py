@@ -53,7 +53,12 @@ class IndexRefine(Index):
     Notes
     -----
     Distances returned are exact (squared L2, inner product or cosine similarity) for the
-    candidates found; a neighbour missed by ``base_index`` stays missed. Memory is the base
+    candidates found; a neighbour missed by ``base_index`` stays missed. An IndexIVFPQ base
+    (4 or 8 bits, compiled engine) ranks its candidates by its byte-quantized distance table's
+    integer estimates, as a fast-scan index does, without the exact ADC sums its own ``search``
+    returns: the candidates can differ slightly from ``base_index.search``'s, the final distances
+    are exact either way, and the results are the same at every SIMD level and thread count.
+    Memory is the base
     index plus ``(4 * d + 8)`` bytes per vector. Conversions, metrics and result padding: see
     :mod:`pqkit.index`.
 
@@ -135,7 +140,7 @@ class IndexRefine(Index):
         k = check_k(k)
         # More candidates than stored vectors only adds padding.
         n_candidates = max(k, min(math.ceil(k * self._k_factor), self.ntotal))
-        _, candidates = self.base_index.search(x, n_candidates)
+        candidates = self.base_index._candidates(x, n_candidates)
         return self.rerank(x, candidates, k)
 
     def rerank(self, x, candidates, k):
