@@ -262,6 +262,8 @@ def test_pqkit_exact_scores_equal_numpy_reference():
     ("pqkit_flat", {}), ("exact_knn", {}), ("faiss_flat", {}),
     ("pqkit_pq", {"m": 4, "nbits": 4}), ("pqkit_ivfpq", {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 2}),
     ("faiss_ivfpq", {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 2}),
+    ("pqkit_ivfpq_refine", {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 2, "k_factor": 3}),
+    ("faiss_ivfpq_refine", {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 2, "k_factor": 3}),
 ])
 def test_backends_search_and_round_trip(tmp_path, name, params):
     from pqkit.patchcore import make_backend
@@ -280,6 +282,11 @@ def test_backends_search_and_round_trip(tmp_path, name, params):
         np.testing.assert_array_equal(ids[:, 0], ref.argmin(axis=1))
         np.testing.assert_allclose(distances[:, 0], ref.min(axis=1), rtol=1e-4)
         np.testing.assert_allclose(backend.reconstruct([5, 7]), bank[[5, 7]])
+    if name.endswith("_refine"):  # re-ranked: the exact distances of the ids found, the exact vectors kept
+        exact = ((queries[:, None].astype(np.float64) - bank[None]) ** 2).sum(-1)
+        np.testing.assert_allclose(distances, np.take_along_axis(exact, ids, axis=1), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(backend.reconstruct([5, 7]), bank[[5, 7]])
+        assert backend.memory_bytes() >= bank.nbytes
     assert backend.memory_bytes() > 0
     path = str(tmp_path / "bank")
     backend.save(path)
@@ -433,7 +440,8 @@ def test_sweep_exp3_and_exp2_on_tiny_tree(tmp_path):
         "data": {"kind": "mvtec", "root": root, "category": "tiny"},
         "features": {"image_size": 64, "cache_dir": str(tmp_path / "cache")},
         "coreset": {"ratio": 0.5, "projection_dim": 32},
-        "experiment": {"name": "exp3", "search_methods": ["exact_knn", "pqkit_flat", "pqkit_ivfpq", "faiss_ivfpq"],
+        "experiment": {"name": "exp3", "search_methods": ["exact_knn", "pqkit_flat", "pqkit_ivfpq", "faiss_ivfpq",
+                                                          "pqkit_ivfpq_refine", "faiss_ivfpq_refine"],
                        "faiss_config": {"pq_bits": [4, 16], "nprobe": [1, 4], "n_clusters": 4, "m": 8},
                        "threads": 1},
         "output": {"dir": str(tmp_path / "out")},
@@ -445,12 +453,14 @@ def test_sweep_exp3_and_exp2_on_tiny_tree(tmp_path):
         reader = csv.DictReader(handle)
         assert reader.fieldnames == EXP3_COLUMNS
         written = list(reader)
-    assert len(written) == len(rows) == 2 + 2 * 2 * 2
+    assert len(written) == len(rows) == 2 + 4 * 2 * 2
     exact = [r for r in written if r["search_method"] == "exact_knn"][0]
     flat = [r for r in written if r["search_method"] == "pqkit_flat"][0]
     assert float(exact["speedup"]) == 1.0 and exact["image_auroc"] == flat["image_auroc"]
     skipped = [r for r in written if r["pq_bits"] == "16"]
-    assert len(skipped) == 4 and all(r["image_auroc"] == "" and "2**16" in r["note"] for r in skipped)
+    assert len(skipped) == 8 and all(r["image_auroc"] == "" and "2**16" in r["note"] for r in skipped)
+    assert {r["k_factor"] for r in written if r["search_method"].endswith("_refine")} == {"4"}
+    assert {r["k_factor"] for r in written if not r["search_method"].endswith("_refine")} == {""}
     assert (tmp_path / "out" / "exp3_analysis.png").stat().st_size > 10_000
     assert len(os.listdir(tmp_path / "cache")) >= 3  # features and the coreset are cached
 

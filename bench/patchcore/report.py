@@ -19,6 +19,11 @@ def _fmt(value: str, digits: int) -> str:
         return value or "-"
 
 
+def kf(row) -> str:
+    """The suffix " (k_factor N)" of a re-ranked method (older CSVs have no k_factor column)."""
+    return f" (k_factor {float(row['k_factor']):g})" if row.get("k_factor") else ""
+
+
 def exp3_table(path: str) -> str:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -29,7 +34,7 @@ def exp3_table(path: str) -> str:
         if not r["image_auroc"]:
             continue
         lines.append(
-            f"| {r['category']} | {r['search_method']} | {r['m'] or '-'} | {r['pq_bits'] or '-'} | {r['nprobe'] or '-'} "
+            f"| {r['category']} | {r['search_method']}{kf(r)} | {r['m'] or '-'} | {r['pq_bits'] or '-'} | {r['nprobe'] or '-'} "
             f"| {_fmt(r['image_auroc'], 4)} | {_fmt(r['pixel_auroc'], 4)} | {_fmt(r['search_time_ms'], 2)} "
             f"| {_fmt(r['speedup'], 1)}x | {float(r['memory_mb']) * 1024:.0f} | {_fmt(r['memory_reduction'], 1)}x "
             f"| {_fmt(r['accuracy_loss_percent'], 2)} |")
@@ -65,15 +70,17 @@ def summary_table(paths) -> str:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = [r for r in csv.DictReader(handle) if r["image_auroc"]]
         key = {(r["search_method"], r["m"], r["pq_bits"], r["nprobe"]): r for r in rows}
-        for method in ("exact_knn", "pqkit_flat", "faiss_flat", "pqkit_ivfpq", "faiss_ivfpq"):
+        for method in ("exact_knn", "pqkit_flat", "faiss_flat", "pqkit_ivfpq", "faiss_ivfpq", "pqkit_ivfpq_refine",
+                       "faiss_ivfpq_refine"):
             for m, bits, nprobe in SUMMARY_SETTINGS:
                 r = key.get((method, m, bits, nprobe))
                 if r is None:
                     continue
-                twin = key.get(("faiss_ivfpq" if method == "pqkit_ivfpq" else "", m, bits, nprobe))
+                twin = key.get((method.replace("pqkit_", "faiss_") if method.startswith("pqkit_ivfpq") else "",
+                                m, bits, nprobe))
                 versus = f"{float(twin['search_time_ms']) / float(r['search_time_ms']):.1f}x" if twin else "-"
                 lines.append(
-                    f"| {r['category']} ({r['bank_size']}) | {method} | {m or '-'} | {bits or '-'} | {nprobe or '-'} "
+                    f"| {r['category']} ({r['bank_size']}) | {method}{kf(r)} | {m or '-'} | {bits or '-'} | {nprobe or '-'} "
                     f"| {_fmt(r['image_auroc'], 4)} | {_fmt(r['pixel_auroc'], 4)} | {_fmt(r['search_time_ms'], 1)} "
                     f"| {_fmt(r['speedup'], 1)}x | {versus} | {float(r['memory_mb']) * 1024:.0f} |")
     return "\n".join(lines)

@@ -11,9 +11,10 @@ Every backend has
 - ``save(path)`` / ``Backend.load(path)``: one file.
 
 Backends (``BACKENDS``): ``pqkit_flat`` (:class:`pqkit.IndexFlat`, exact), ``pqkit_pq``
-(:class:`pqkit.IndexPQ`), ``pqkit_ivfpq`` (:class:`pqkit.IndexIVFPQ`), ``exact_knn``
-(scikit-learn ``NearestNeighbors``, the seed's baseline), ``faiss_flat`` and ``faiss_ivfpq``
-(faiss, an optional baseline; imported only when used).
+(:class:`pqkit.IndexPQ`), ``pqkit_ivfpq`` (:class:`pqkit.IndexIVFPQ`), ``pqkit_ivfpq_refine``
+(:class:`pqkit.IndexRefine` over it: exact distances for the candidates), ``exact_knn``
+(scikit-learn ``NearestNeighbors``, the seed's baseline), ``faiss_flat``, ``faiss_ivfpq`` and
+``faiss_ivfpq_refine`` (faiss, an optional baseline; imported only when used).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import numpy as np
 
 from .._validation import as_float_matrix, check_k, check_positive_int
+from ..refine import check_k_factor
 
 __all__ = ["BACKENDS", "Backend", "make_backend"]
 
@@ -176,6 +178,25 @@ class PqkitIVFPQ(_PqkitBackend):
         self.index.nprobe = self.params["nprobe"]
 
 
+class PqkitIVFPQRefine(PqkitIVFPQ):
+    """:class:`pqkit.IndexRefine` over :class:`pqkit.IndexIVFPQ`: ``ceil(k * k_factor)`` candidates
+    from the codes, re-ranked with the exact bank vectors, so the distances returned are exact.
+    The bank is kept in full beside the codes (no memory reduction). Parameters as
+    :class:`PqkitIVFPQ` plus ``k_factor``."""
+
+    name = "pqkit_ivfpq_refine"
+
+    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, k_factor: float = 4.0,
+                 seed: int = 1234):
+        Backend.__init__(self, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, k_factor=check_k_factor(k_factor),
+                         seed=seed)
+
+    def _make(self, d):
+        import pqkit
+
+        return pqkit.IndexRefine(PqkitIVFPQ._make(self, d), k_factor=self.params["k_factor"])
+
+
 class SklearnNN(Backend):
     """scikit-learn ``NearestNeighbors`` (exact). Parameter: ``algorithm`` (default "auto", which
     is brute force for d > 15)."""
@@ -306,7 +327,44 @@ class FaissIVFPQ(_FaissBackend):
         self.index.make_direct_map()
 
 
-BACKENDS = {cls.name: cls for cls in (PqkitFlat, PqkitPQ, PqkitIVFPQ, SklearnNN, FaissFlat, FaissIVFPQ)}
+class FaissIVFPQRefine(FaissIVFPQ):
+    """faiss ``IndexRefineFlat`` over ``IndexIVFPQ``: the counterpart of :class:`PqkitIVFPQRefine`.
+    Parameters as :class:`FaissIVFPQ` plus ``k_factor``."""
+
+    name = "faiss_ivfpq_refine"
+
+    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, k_factor: float = 4.0,
+                 seed: int = 1234):
+        Backend.__init__(self, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, k_factor=check_k_factor(k_factor),
+                         seed=seed)
+
+    def _fit(self, bank):
+        faiss = _faiss()
+        p = self.params
+        quantizer = faiss.IndexFlatL2(bank.shape[1])
+        base = faiss.IndexIVFPQ(quantizer, bank.shape[1], p["nlist"], p["m"], p["nbits"])
+        base.cp.seed = p["seed"]
+        base.pq.cp.seed = p["seed"]
+        base.train(bank)
+        base.nprobe = p["nprobe"]
+        index = faiss.IndexRefineFlat(base)  # the base must be empty: both parts get the vectors
+        index.k_factor = float(p["k_factor"])
+        index.add(bank)
+        self._quantizer, self._base = quantizer, base  # kept alive with the index
+        self.index = index
+
+    def set_nprobe(self, nprobe: int) -> None:
+        self.params["nprobe"] = nprobe
+        self._base.nprobe = nprobe
+
+    def _after_load(self):
+        self._base = _faiss().downcast_index(self.index.base_index)
+        self._base.nprobe = self.params["nprobe"]
+        self.index.k_factor = float(self.params["k_factor"])
+
+
+BACKENDS = {cls.name: cls for cls in (PqkitFlat, PqkitPQ, PqkitIVFPQ, PqkitIVFPQRefine, SklearnNN, FaissFlat,
+                                      FaissIVFPQ, FaissIVFPQRefine)}
 
 
 def make_backend(name: str, **params) -> Backend:

@@ -15,7 +15,9 @@
 - ``experiment``: ``name`` ("exp3" or "exp2"); for exp3 ``search_methods`` (any of
   :data:`~pqkit.patchcore.neighbors.BACKENDS`) and ``faiss_config`` (``pq_bits``, ``nprobe``,
   ``n_clusters``, ``m``: the grid shared by pqkit_ivfpq, faiss_ivfpq and pqkit_pq, named as in the
-  seed; ``m`` may also be a list), ``threads``; for exp2 ``methods`` and ``compression_ratios``;
+  seed; ``m`` may also be a list; ``k_factor``, default 4, for the ``*_ivfpq_refine`` methods,
+  which re-rank ``k_factor`` candidates per result with the exact bank vectors), ``threads``; for
+  exp2 ``methods`` and ``compression_ratios``;
 - ``output``: ``dir``.
 
 Raw rows go to ``results.csv`` first; the figure is drawn from the CSV afterwards
@@ -47,7 +49,9 @@ __all__ = ["EXP2_COLUMNS", "EXP3_COLUMNS", "load_config", "load_features", "plot
 
 EXP3_COLUMNS = ["category", "search_method", "pq_bits", "nprobe", "image_auroc", "memory_mb", "search_time_ms",
                 "speedup", "memory_reduction", "accuracy_loss_percent", "pixel_auroc", "n_clusters", "m",
-                "bank_size", "build_s", "note"]
+                "bank_size", "build_s", "note", "k_factor"]
+# Methods built once per (m, pq_bits) and searched at every nprobe of the grid.
+IVFPQ_METHODS = ("pqkit_ivfpq", "faiss_ivfpq", "pqkit_ivfpq_refine", "faiss_ivfpq_refine")
 EXP2_COLUMNS = ["category", "method", "compression_ratio", "bank_size", "image_auroc", "pixel_auroc",
                 "memory_reduction", "coreset_s"]
 
@@ -221,6 +225,7 @@ def _grid(cfg: dict) -> dict:
     grid.setdefault("nprobe", [1])
     grid.setdefault("n_clusters", 100)
     grid.setdefault("m", 8)
+    grid.setdefault("k_factor", 4)
     for name in ("pq_bits", "nprobe", "m"):
         if not isinstance(grid[name], list):
             grid[name] = [grid[name]]
@@ -250,7 +255,8 @@ def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
         if backend is not None and notes.get(method):
             note = notes[method]
         row = {"category": category, "search_method": method, "pq_bits": nbits, "nprobe": nprobe,
-               "n_clusters": grid["n_clusters"] if method.endswith("ivfpq") else "",
+               "n_clusters": grid["n_clusters"] if method in IVFPQ_METHODS else "",
+               "k_factor": grid["k_factor"] if method.endswith("_refine") else "",
                "m": m, "bank_size": bank.shape[0],
                "build_s": build_s, "note": note}
         if backend is not None:
@@ -285,7 +291,8 @@ def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
                     add_row(method, nbits, "", None, "", f"not built: {exc}", m=m)
                     continue
                 add_row(method, nbits, "", backend, build_s, m=m)
-        elif method in ("pqkit_ivfpq", "faiss_ivfpq"):
+        elif method in IVFPQ_METHODS:
+            refine = {"k_factor": grid["k_factor"]} if method.endswith("_refine") else {}
             for m, nbits in ((m, nbits) for m in grid["m"] for nbits in grid["pq_bits"]):
                 if bank.shape[0] < 2 ** nbits:
                     # checked up front for both libraries alike: faiss would otherwise abort the
@@ -297,7 +304,7 @@ def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
                     continue
                 try:
                     backend, build_s = build(method, nlist=grid["n_clusters"], m=m, nbits=nbits,
-                                             nprobe=grid["nprobe"][0])
+                                             nprobe=grid["nprobe"][0], **refine)
                 except (ValueError, RuntimeError) as exc:
                     for nprobe in grid["nprobe"]:
                         add_row(method, nbits, nprobe, None, "", f"not built: {exc}", m=m)
@@ -380,8 +387,10 @@ def _read_csv(path: str) -> list:
 
 
 def _label(row) -> str:
-    if row["search_method"] in ("pqkit_ivfpq", "faiss_ivfpq"):
-        return f"{row['search_method']} m{int(row['m'])} {int(row['pq_bits'])}b p{int(row['nprobe'])}"
+    if row["search_method"] in IVFPQ_METHODS:
+        label = f"{row['search_method']} m{int(row['m'])} {int(row['pq_bits'])}b p{int(row['nprobe'])}"
+        k_factor = row.get("k_factor")
+        return label + (f" kf{k_factor:g}" if isinstance(k_factor, float) and not math.isnan(k_factor) else "")
     if row["search_method"] == "pqkit_pq":
         return f"pqkit_pq m{int(row['m'])} {int(row['pq_bits'])}b"
     return row["search_method"]
@@ -401,7 +410,8 @@ def plot_exp3(csv_path: str, png_path: str) -> None:
         raise ValueError(f"{csv_path!r} has no evaluated rows to plot")
     category = rows[0]["category"]
     colours = {"exact_knn": "black", "pqkit_flat": "tab:blue", "faiss_flat": "tab:gray",
-               "pqkit_ivfpq": "tab:green", "faiss_ivfpq": "tab:red", "pqkit_pq": "tab:purple"}
+               "pqkit_ivfpq": "tab:green", "faiss_ivfpq": "tab:red", "pqkit_pq": "tab:purple",
+               "pqkit_ivfpq_refine": "tab:olive", "faiss_ivfpq_refine": "tab:brown"}
     fig, axes = plt.subplots(3, 3, figsize=(18, 15))
     ax = axes[0, 0]
     for method in dict.fromkeys(r["search_method"] for r in rows):
@@ -418,7 +428,7 @@ def plot_exp3(csv_path: str, png_path: str) -> None:
         ax.scatter([r["memory_mb"] for r in sel], [r["image_auroc"] for r in sel], label=method, c=colours.get(method))
     ax.set(xscale="log", xlabel="memory (MB, log)", ylabel="image AUROC", title="2. memory vs accuracy")
     ax = axes[0, 2]
-    for method in ("pqkit_ivfpq", "faiss_ivfpq"):
+    for method in IVFPQ_METHODS:
         for m, nbits in sorted({(r["m"], r["pq_bits"]) for r in rows if r["search_method"] == method}):
             sel = sorted((r for r in rows if r["search_method"] == method and r["pq_bits"] == nbits and r["m"] == m),
                          key=lambda r: r["nprobe"])
