@@ -145,16 +145,42 @@ def browser():
         driver.quit()
 
 
-def _click_and_wait(browser, element):
-    """Click something that loads a new page and wait until that page shows results or an error
-    (``click`` returns before the navigation it starts has finished)."""
+def _detached(exc) -> bool:
+    """Chrome now and then reports a node of a page being replaced as "Node with given id does not
+    belong to the document" (an unknown error) instead of a stale element."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    return isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
+
+
+def _click_and_wait(browser, find):
+    """Click what ``find(browser)`` returns, which loads a new page, and wait until that page shows
+    results or an error (``click`` returns before the navigation it starts has finished). A node
+    detached while the current page settles is found again, up to 3 times."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old_page = browser.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(browser, 60).until(expected_conditions.staleness_of(old_page))
+    for attempt in range(3):
+        try:
+            old_page = browser.find_element(By.TAG_NAME, "html")
+            find(browser).click()
+            break
+        except WebDriverException as exc:
+            if attempt == 2 or not _detached(exc):
+                raise
+            time.sleep(0.2)
+
+    def replaced(_):
+        try:
+            old_page.is_enabled()
+            return False
+        except WebDriverException as exc:
+            if _detached(exc):
+                return True
+            raise
+
+    WebDriverWait(browser, 60).until(replaced)
     WebDriverWait(browser, 60).until(
         lambda b: b.find_elements(By.ID, "error") or b.find_elements(By.CSS_SELECTOR, "#results li.result"))
 
@@ -170,11 +196,10 @@ def _upload(browser, path: Path):
             browser.find_element(By.ID, "image-file").send_keys(str(path))
             break
         except (StaleElementReferenceException, WebDriverException) as exc:
-            if attempt == 2 or "does not belong to the document" not in str(exc) and not isinstance(
-                    exc, StaleElementReferenceException):
+            if attempt == 2 or not _detached(exc):
                 raise
             time.sleep(0.2)
-    _click_and_wait(browser, browser.find_element(By.ID, "upload-submit"))
+    _click_and_wait(browser, lambda b: b.find_element(By.ID, "upload-submit"))
 
 
 def test_browser_end_to_end(server, browser, demo_files):
@@ -191,7 +216,7 @@ def test_browser_end_to_end(server, browser, demo_files):
     # pick a gallery image: its neighbours share its colour class
     picked = next(t for t in thumbs if t.text.endswith("red"))
     picked_id = picked.get_attribute("data-id")
-    _click_and_wait(browser, picked)
+    _click_and_wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, f'#gallery a.thumb[data-id="{picked_id}"]'))
     results = browser.find_elements(By.CSS_SELECTOR, "#results li.result")
     assert len(results) == 4
     assert browser.find_element(By.ID, "query-id").text == picked_id
@@ -222,7 +247,7 @@ def test_browser_end_to_end(server, browser, demo_files):
 
     # submitting without choosing a file
     browser.get(server + "/")
-    _click_and_wait(browser, browser.find_element(By.ID, "upload-submit"))
+    _click_and_wait(browser, lambda b: b.find_element(By.ID, "upload-submit"))
     assert "no file was chosen" in browser.find_element(By.ID, "error").text
 
     # the server still answers, in the browser and to a plain HTTP client
