@@ -13,31 +13,22 @@ namespace {
 // Blocks scanned between two refreshes of the filter (the heap tightens it).
 constexpr size_t kBlocksPerStep = 4;
 
-// The exact key of code i: base + (bias + sum_m T[m, code_m]), left to right.
+// The exact key of code i for nbits other than 4 and 8 (exact_keys below has
+// those): base + (bias + sum_m T[m, code_m]), left to right.
 float exact_key(const PQShape& s, const uint8_t* blocks, size_t i, const float* table, float bias, float base,
                 ScanBuffers& buf) {
     float acc = bias;
-    const uint8_t* p = blocks + blocked_offset(i, 0, s.code_size);
-    if (s.nbits == 8) {
-        for (size_t m = 0; m < s.M; ++m) acc = acc + table[m * 256 + p[m * kBlock]];
-    } else if (s.nbits == 4) {
-        for (size_t m = 0; m < s.M; ++m) {
-            const uint8_t byte = p[(m / 2) * kBlock];
-            acc = acc + table[m * 16 + ((m & 1) ? byte >> 4 : byte & 15)];
-        }
-    } else {
-        buf.code.resize(s.code_size);
-        buf.idx.resize(s.M);
-        blocked_get(blocks, i, s.code_size, buf.code.data());
-        pq_unpack(s, buf.code.data(), 1, buf.idx.data());
-        for (size_t m = 0; m < s.M; ++m) acc = acc + table[m * s.ksub + static_cast<size_t>(buf.idx[m])];
-    }
+    buf.code.resize(s.code_size);
+    buf.idx.resize(s.M);
+    blocked_get(blocks, i, s.code_size, buf.code.data());
+    pq_unpack(s, buf.code.data(), 1, buf.idx.data());
+    for (size_t m = 0; m < s.M; ++m) acc = acc + table[m * s.ksub + static_cast<size_t>(buf.idx[m])];
     return base + acc;
 }
 
-// exact_key for G codes at once (nbits 4 or 8): the same left-to-right sum for
-// each, but G independent chains, so the float adds overlap instead of each
-// waiting on the previous one.
+// The exact keys of G codes at once (nbits 4 or 8): the same left-to-right sum
+// base + (bias + sum_m T[m, code_m]) for each, as G independent chains, so the
+// float adds overlap instead of each waiting on the previous one.
 template <size_t G>
 void exact_keys(const PQShape& s, const CodeRun& run, const size_t* rows, const float* table, float base,
                 float* keys) {
@@ -86,7 +77,11 @@ void consider_rows(const PQShape& s, const CodeRun& run, const size_t* rows, siz
 
 inline void consider(const PQShape& s, const CodeRun& run, size_t i, const float* table, float base, TopK& heap,
                      ScanBuffers& buf) {
-    const float key = exact_key(s, run.blocks, i, table, run.bias ? run.bias[i] : 0.0f, base, buf);
+    float key;
+    if (s.nbits == 4 || s.nbits == 8)
+        exact_keys<1>(s, run, &i, table, base, &key);
+    else
+        key = exact_key(s, run.blocks, i, table, run.bias ? run.bias[i] : 0.0f, base, buf);
     if (key <= heap.threshold()) heap.push(key, run.ids[i]);
 }
 

@@ -178,18 +178,22 @@ class PqkitIVFPQ(_PqkitBackend):
         self.index.nprobe = self.params["nprobe"]
 
 
-class PqkitIVFPQRefine(PqkitIVFPQ):
+class _RefineParams:
+    """The IVF-PQ parameters plus ``k_factor`` (candidates per result re-ranked exactly)."""
+
+    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, k_factor: float = 4.0,
+                 seed: int = 1234):
+        Backend.__init__(self, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, k_factor=check_k_factor(k_factor),
+                         seed=seed)
+
+
+class PqkitIVFPQRefine(_RefineParams, PqkitIVFPQ):
     """:class:`pqkit.IndexRefine` over :class:`pqkit.IndexIVFPQ`: ``ceil(k * k_factor)`` candidates
     from the codes, re-ranked with the exact bank vectors, so the distances returned are exact.
     The bank is kept in full beside the codes (no memory reduction). Parameters as
     :class:`PqkitIVFPQ` plus ``k_factor``."""
 
     name = "pqkit_ivfpq_refine"
-
-    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, k_factor: float = 4.0,
-                 seed: int = 1234):
-        Backend.__init__(self, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, k_factor=check_k_factor(k_factor),
-                         seed=seed)
 
     def _make(self, d):
         import pqkit
@@ -304,18 +308,22 @@ class FaissIVFPQ(_FaissBackend):
     def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, seed: int = 1234):
         super().__init__(nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, seed=seed)
 
-    def _fit(self, bank):
+    def _trained_ivfpq(self, bank):
+        """A trained, empty faiss IndexIVFPQ of the parameters, at their nprobe."""
         faiss = _faiss()
         p = self.params
-        quantizer = faiss.IndexFlatL2(bank.shape[1])
-        index = faiss.IndexIVFPQ(quantizer, bank.shape[1], p["nlist"], p["m"], p["nbits"])
+        self._quantizer = faiss.IndexFlatL2(bank.shape[1])  # kept alive with the index
+        index = faiss.IndexIVFPQ(self._quantizer, bank.shape[1], p["nlist"], p["m"], p["nbits"])
         index.cp.seed = p["seed"]
         index.pq.cp.seed = p["seed"]
         index.train(bank)
-        index.add(bank)
         index.nprobe = p["nprobe"]
+        return index
+
+    def _fit(self, bank):
+        index = self._trained_ivfpq(bank)
+        index.add(bank)
         index.make_direct_map()
-        self._quantizer = quantizer  # keep the coarse quantizer alive with the index
         self.index = index
 
     def set_nprobe(self, nprobe: int) -> None:
@@ -327,30 +335,17 @@ class FaissIVFPQ(_FaissBackend):
         self.index.make_direct_map()
 
 
-class FaissIVFPQRefine(FaissIVFPQ):
+class FaissIVFPQRefine(_RefineParams, FaissIVFPQ):
     """faiss ``IndexRefineFlat`` over ``IndexIVFPQ``: the counterpart of :class:`PqkitIVFPQRefine`.
     Parameters as :class:`FaissIVFPQ` plus ``k_factor``."""
 
     name = "faiss_ivfpq_refine"
 
-    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, k_factor: float = 4.0,
-                 seed: int = 1234):
-        Backend.__init__(self, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, k_factor=check_k_factor(k_factor),
-                         seed=seed)
-
     def _fit(self, bank):
-        faiss = _faiss()
-        p = self.params
-        quantizer = faiss.IndexFlatL2(bank.shape[1])
-        base = faiss.IndexIVFPQ(quantizer, bank.shape[1], p["nlist"], p["m"], p["nbits"])
-        base.cp.seed = p["seed"]
-        base.pq.cp.seed = p["seed"]
-        base.train(bank)
-        base.nprobe = p["nprobe"]
-        index = faiss.IndexRefineFlat(base)  # the base must be empty: both parts get the vectors
-        index.k_factor = float(p["k_factor"])
+        self._base = self._trained_ivfpq(bank)  # kept alive with the index
+        index = _faiss().IndexRefineFlat(self._base)  # the base must be empty: both parts get the vectors
+        index.k_factor = float(self.params["k_factor"])
         index.add(bank)
-        self._quantizer, self._base = quantizer, base  # kept alive with the index
         self.index = index
 
     def set_nprobe(self, nprobe: int) -> None:
