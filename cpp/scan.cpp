@@ -116,6 +116,16 @@ bool filter_for(const PQShape& s, const QuantizedTable& q, const CodeRun& run, f
     return true;
 }
 
+// The scan kernel for the table's width (4 or 8 bits).
+void scan_kernel(const PQShape& s, const uint8_t* blocks, size_t n, const QuantizedTable& q, const ScanFilter& f,
+                 uint64_t* masks) {
+    const Kernels& K = kernels();
+    if (s.nbits == 8)
+        K.scan_lut8(blocks, n, s.M, q.lut.data(), f, masks);
+    else
+        K.scan_lut4(blocks, n, s.M, q.lut.data(), f, masks);
+}
+
 // Codes sampled from the head of a run to seed an empty heap: a few per
 // wanted result (the filter tightens further as the scan goes), at most 256.
 // Their estimates come from the scan kernel, at the cost of scanning them.
@@ -141,11 +151,7 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
     ScanFilter all{};
     all.max_est = 65535;
     all.est_out = est.data();
-    const Kernels& K = kernels();
-    if (s.nbits == 8)
-        K.scan_lut8(run.blocks, sample, s.M, q.lut.data(), all, buf.masks.data());
-    else
-        K.scan_lut4(run.blocks, sample, s.M, q.lut.data(), all, buf.masks.data());
+    scan_kernel(s, run.blocks, sample, q, all, buf.masks.data());
     std::vector<std::pair<float, uint32_t>>& order = buf.order;
     order.resize(sample);
     const float inv_scale = static_cast<float>(1.0 / q.scale);
@@ -159,6 +165,42 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
         const size_t i = order[j].second;
         consider(s, run, i, table, base, heap, buf);
         seeded[i / kBlock] |= uint64_t(1) << (i % kBlock);
+    }
+}
+
+// scan_codes with estimate keys (see scan.h): every step scans with the
+// filter of the heap's threshold (all codes while the heap has room) and the
+// kernel's estimates written out; the codes that pass are pushed with their
+// estimate key.
+void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& run, float base, TopK& heap,
+                    ScanBuffers& buf) {
+    buf.masks.resize(std::max<size_t>(buf.masks.size(), kBlocksPerStep));
+    buf.est.resize(std::max<size_t>(buf.est.size(), kBlocksPerStep * kBlock));
+    const float inv_scale = static_cast<float>(1.0 / q.scale);
+    const float offset = static_cast<float>(q.offset);
+    size_t count = 0;
+    for (size_t start = 0; start < run.n; start += count) {
+        count = std::min(kBlocksPerStep * kBlock, run.n - start);
+        const float tau = heap.threshold();
+        ScanFilter f{};
+        if (tau < std::numeric_limits<float>::infinity()) {
+            if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases
+            if (f.bias != nullptr) f.bias += start;
+        } else {
+            f.max_est = 65535;  // the heap has room: every code passes
+        }
+        f.est_out = buf.est.data();
+        const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);
+        scan_kernel(s, blocks, count, q, f, buf.masks.data());
+        for (size_t b = 0; b * kBlock < count; ++b) {
+            for (uint64_t bits = buf.masks[b]; bits != 0; bits &= bits - 1) {
+                const size_t j = b * kBlock + static_cast<size_t>(__builtin_ctzll(bits));
+                const size_t i = start + j;
+                const float bias = run.bias ? run.bias[i] : 0.0f;
+                const float key = base + (offset + (static_cast<float>(buf.est[j]) * inv_scale + bias));
+                if (key <= heap.threshold()) heap.push(key, run.ids[i]);
+            }
+        }
     }
 }
 
@@ -198,54 +240,10 @@ void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
     q.enabled = true;
 }
 
-namespace {
-
-// scan_codes with estimate keys (see scan.h): every step scans with the
-// filter of the heap's threshold (all codes while the heap has room) and the
-// kernel's estimates written out; the codes that pass are pushed with their
-// estimate key.
-void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& run, float base, TopK& heap,
-                    ScanBuffers& buf) {
-    const Kernels& K = kernels();
-    buf.masks.resize(std::max<size_t>(buf.masks.size(), kBlocksPerStep));
-    buf.est.resize(std::max<size_t>(buf.est.size(), kBlocksPerStep * kBlock));
-    const float inv_scale = static_cast<float>(1.0 / q.scale);
-    const float offset = static_cast<float>(q.offset);
-    size_t count = 0;
-    for (size_t start = 0; start < run.n; start += count) {
-        count = std::min(kBlocksPerStep * kBlock, run.n - start);
-        const float tau = heap.threshold();
-        ScanFilter f{};
-        if (tau < std::numeric_limits<float>::infinity()) {
-            if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases
-            if (f.bias != nullptr) f.bias += start;
-        } else {
-            f.max_est = 65535;  // the heap has room: every code passes
-        }
-        f.est_out = buf.est.data();
-        const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);
-        if (s.nbits == 8)
-            K.scan_lut8(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
-        else
-            K.scan_lut4(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
-        for (size_t b = 0; b * kBlock < count; ++b) {
-            for (uint64_t bits = buf.masks[b]; bits != 0; bits &= bits - 1) {
-                const size_t j = b * kBlock + static_cast<size_t>(__builtin_ctzll(bits));
-                const size_t i = start + j;
-                const float bias = run.bias ? run.bias[i] : 0.0f;
-                const float key = base + (offset + (static_cast<float>(buf.est[j]) * inv_scale + bias));
-                if (key <= heap.threshold()) heap.push(key, run.ids[i]);
-            }
-        }
-    }
-}
-
-}  // namespace
 
 void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, const CodeRun& run, float base,
                 TopK& heap, ScanBuffers& buf, bool estimates) {
     if (estimates && q.enabled) return scan_estimates(s, q, run, base, heap, buf);
-    const Kernels& K = kernels();
     buf.masks.resize(std::max<size_t>(buf.masks.size(), kBlocksPerStep));
     // Codes pushed by the seeding step (always among the first 256) are skipped later.
     uint64_t seeded[256 / kBlock] = {0, 0, 0, 0};
@@ -272,10 +270,7 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
         if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases: nothing later passes either
         if (f.bias != nullptr) f.bias += start;
         const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);
-        if (s.nbits == 8)
-            K.scan_lut8(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
-        else
-            K.scan_lut4(blocks, count, s.M, q.lut.data(), f, buf.masks.data());
+        scan_kernel(s, blocks, count, q, f, buf.masks.data());
         // The step's candidates, then their exact keys several at a time.
         size_t rows[kBlocksPerStep * kBlock];
         size_t n_rows = 0;
