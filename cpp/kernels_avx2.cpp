@@ -333,7 +333,7 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
 void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, const ScanFilter& f,
                uint64_t* masks) {
     const size_t code_size = (M + 1) / 2;
-    const __m256i low = _mm256_set1_epi16(0x00FF), nibble = _mm256_set1_epi8(0x0F);
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
     float padded[kBlock];
     for (size_t b = 0; b * kBlock < n; ++b) {
         const uint8_t* blk = blocks + b * kBlock * code_size;
@@ -341,16 +341,20 @@ void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
         const float* bias = block_bias(f.bias ? f.bias + b * kBlock : nullptr, valid, padded);
         uint64_t mask = 0;
         for (int half = 0; half < 2; ++half) {
-            __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
+            // total: the lookups as 16-bit lanes (even + 256 * odd, modulo 2^16);
+            // odd: their high bytes; even = total - 256 * odd, exact since an even
+            // sum is at most M * qmax <= 65535.
+            __m256i total = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
             for (size_t j = 0; j < code_size; ++j) {
                 const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + j * kBlock + 32 * half));
                 const __m256i t_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j)));
                 const __m256i t_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j + 16)));
                 __m256i v0 = _mm256_shuffle_epi8(t_lo, _mm256_and_si256(c, nibble));
                 __m256i v1 = _mm256_shuffle_epi8(t_hi, _mm256_and_si256(_mm256_srli_epi16(c, 4), nibble));
-                even = _mm256_add_epi16(even, _mm256_add_epi16(_mm256_and_si256(v0, low), _mm256_and_si256(v1, low)));
+                total = _mm256_add_epi16(total, _mm256_add_epi16(v0, v1));
                 odd = _mm256_add_epi16(odd, _mm256_add_epi16(_mm256_srli_epi16(v0, 8), _mm256_srli_epi16(v1, 8)));
             }
+            const __m256i even = _mm256_sub_epi16(total, _mm256_slli_epi16(odd, 8));
             // unpack interleaves within 128-bit lanes: lo = codes 0-7 | 16-23, hi = 8-15 | 24-31.
             __m256i ul = _mm256_unpacklo_epi16(even, odd), uh = _mm256_unpackhi_epi16(even, odd);
             __m256i first = _mm256_permute2x128_si256(ul, uh, 0x20), second = _mm256_permute2x128_si256(ul, uh, 0x31);

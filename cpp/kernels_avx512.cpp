@@ -273,9 +273,17 @@ void quantize_rows(const float* t, size_t rows, size_t n, const float* offsets, 
 // ---- quantized-table scans (see kernels.h and scan.h)
 //
 // 16-bit accumulation without widening: a 64-byte vector of looked-up values
-// is added as 32 "even" bytes (the low byte of each 16-bit lane, codes 0, 2,
-// 4, ...) and 32 "odd" bytes (the high byte, codes 1, 3, 5, ...). The sums
-// are exact integers, so the order of additions does not matter.
+// v holds 32 "even" bytes (the low byte of each 16-bit lane, codes 0, 2, 4,
+// ...) and 32 "odd" bytes (the high byte, codes 1, 3, 5, ...). Per 16-bit lane
+// `total` sums v as it is (even + 256 * odd, modulo 2^16) and `odd` sums v >> 8;
+// then even = total - 256 * odd modulo 2^16, exact because an even sum is at
+// most M * qmax <= 65535. The sums are exact integers, so the order of
+// additions does not matter.
+
+// The even sums from the running total and the odd sums (see above).
+inline __m512i even_sums(__m512i total, __m512i odd) {
+    return _mm512_sub_epi16(total, _mm512_slli_epi16(odd, 8));
+}
 
 // Natural order from the even/odd accumulators: codes 0..31 and 32..63.
 inline void interleave(__m512i even, __m512i odd, __m512i& first, __m512i& second) {
@@ -316,44 +324,44 @@ inline uint64_t filter_block(__m512i even, __m512i odd, size_t valid, const floa
 // 256-entry lookups with vpermi2b: two 128-entry halves, the code's top bit picks one.
 void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, const ScanFilter& f,
                uint64_t* masks) {
-    const __m512i low = _mm512_set1_epi16(0x00FF);
     for (size_t b = 0; b * kBlock < n; ++b) {
         const uint8_t* blk = blocks + b * kBlock * M;
-        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+        __m512i total = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
         for (size_t m = 0; m < M; ++m) {
             const __m512i c = _mm512_loadu_si512(blk + m * kBlock);
             const uint8_t* t = lut + m * 256;
             __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(t), c, _mm512_loadu_si512(t + 64));
             __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(t + 128), c, _mm512_loadu_si512(t + 192));
             __m512i v = _mm512_mask_blend_epi8(_mm512_movepi8_mask(c), lo, hi);
-            even = _mm512_add_epi16(even, _mm512_and_si512(v, low));
+            total = _mm512_add_epi16(total, v);
             odd = _mm512_add_epi16(odd, _mm512_srli_epi16(v, 8));
         }
         const size_t valid = block_valid(n, b);
-        masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f,
+        masks[b] = filter_block(even_sums(total, odd), odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f,
                                 f.est_out ? f.est_out + b * kBlock : nullptr);
     }
 }
 
-// 16-entry lookups with vpshufb, one per nibble.
+// 16-entry lookups with vpermb, one per nibble. Each 16-entry table is
+// repeated in the four 128-bit lanes, so vpermb (index bits 0-5) reads entry
+// (index & 15) whatever bits 4-5 hold: neither nibble needs masking.
 void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, const ScanFilter& f,
                uint64_t* masks) {
     const size_t code_size = (M + 1) / 2;
-    const __m512i low = _mm512_set1_epi16(0x00FF), nibble = _mm512_set1_epi8(0x0F);
     for (size_t b = 0; b * kBlock < n; ++b) {
         const uint8_t* blk = blocks + b * kBlock * code_size;
-        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+        __m512i total = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
         for (size_t j = 0; j < code_size; ++j) {
             const __m512i c = _mm512_loadu_si512(blk + j * kBlock);
             const __m512i t_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j)));
             const __m512i t_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j + 16)));
-            __m512i v0 = _mm512_shuffle_epi8(t_lo, _mm512_and_si512(c, nibble));
-            __m512i v1 = _mm512_shuffle_epi8(t_hi, _mm512_and_si512(_mm512_srli_epi16(c, 4), nibble));
-            even = _mm512_add_epi16(even, _mm512_add_epi16(_mm512_and_si512(v0, low), _mm512_and_si512(v1, low)));
+            __m512i v0 = _mm512_permutexvar_epi8(c, t_lo);
+            __m512i v1 = _mm512_permutexvar_epi8(_mm512_srli_epi16(c, 4), t_hi);
+            total = _mm512_add_epi16(total, _mm512_add_epi16(v0, v1));
             odd = _mm512_add_epi16(odd, _mm512_add_epi16(_mm512_srli_epi16(v0, 8), _mm512_srli_epi16(v1, 8)));
         }
         const size_t valid = block_valid(n, b);
-        masks[b] = filter_block(even, odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f,
+        masks[b] = filter_block(even_sums(total, odd), odd, valid, f.bias ? f.bias + b * kBlock : nullptr, f,
                                 f.est_out ? f.est_out + b * kBlock : nullptr);
     }
 }

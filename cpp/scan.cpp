@@ -168,37 +168,69 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
     }
 }
 
+// Pushes the estimate keys of codes start..start+count (every one scanned) into
+// a heap that had room when the step began. Only codes whose key is at most the
+// step's k-th smallest can be in the top-k of heap and step together (the
+// others have k better codes in the step alone), so those are the only ones
+// pushed: about k pushes instead of one per code, each of which may replace the
+// heap's worst entry. The heap ends as if every code had been pushed.
+template <class KeyOf>
+void fill_from_step(const CodeRun& run, size_t start, size_t count, const KeyOf& key_of, TopK& heap,
+                    ScanBuffers& buf) {
+    std::vector<float>& keys = buf.keys;
+    keys.resize(count);
+    bool ordered = true;  // no NaN key, so nth_element below has a strict weak order
+    for (size_t j = 0; j < count; ++j) {
+        keys[j] = key_of(start + j, j);
+        ordered &= keys[j] == keys[j];
+    }
+    const size_t k = heap.k();
+    float limit = std::numeric_limits<float>::infinity();
+    if (ordered && count > k) {
+        buf.selected.assign(keys.begin(), keys.end());
+        std::nth_element(buf.selected.begin(), buf.selected.begin() + static_cast<std::ptrdiff_t>(k - 1),
+                         buf.selected.end());
+        limit = buf.selected[k - 1];
+    }
+    for (size_t j = 0; j < count; ++j)
+        if (keys[j] <= limit && keys[j] <= heap.threshold()) heap.push(keys[j], run.ids[start + j]);
+}
+
 // scan_codes with estimate keys (see scan.h): every step scans with the
-// filter of the heap's threshold (all codes while the heap has room) and the
-// kernel's estimates written out; the codes that pass are pushed with their
-// estimate key.
+// filter of the heap's threshold and the kernel's estimates written out; the
+// codes that pass are pushed with their estimate key. A step that starts with
+// room in the heap lets every code pass (fill_from_step).
 void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& run, float base, TopK& heap,
                     ScanBuffers& buf) {
     buf.masks.resize(std::max<size_t>(buf.masks.size(), kBlocksPerStep));
     buf.est.resize(std::max<size_t>(buf.est.size(), kBlocksPerStep * kBlock));
     const float inv_scale = static_cast<float>(1.0 / q.scale);
     const float offset = static_cast<float>(q.offset);
+    const auto key_of = [&](size_t i, size_t j) {
+        const float bias = run.bias ? run.bias[i] : 0.0f;
+        return base + (offset + (static_cast<float>(buf.est[j]) * inv_scale + bias));
+    };
     size_t count = 0;
     for (size_t start = 0; start < run.n; start += count) {
         count = std::min(kBlocksPerStep * kBlock, run.n - start);
         const float tau = heap.threshold();
-        ScanFilter f{};
-        if (tau < std::numeric_limits<float>::infinity()) {
-            if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases
-            if (f.bias != nullptr) f.bias += start;
-        } else {
-            f.max_est = 65535;  // the heap has room: every code passes
-        }
-        f.est_out = buf.est.data();
         const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);
+        ScanFilter f{};
+        f.est_out = buf.est.data();
+        if (!(tau < std::numeric_limits<float>::infinity())) {
+            f.max_est = 65535;  // every code passes
+            scan_kernel(s, blocks, count, q, f, buf.masks.data());
+            fill_from_step(run, start, count, key_of, heap, buf);
+            continue;
+        }
+        if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases
+        if (f.bias != nullptr) f.bias += start;
         scan_kernel(s, blocks, count, q, f, buf.masks.data());
         for (size_t b = 0; b * kBlock < count; ++b) {
             for (uint64_t bits = buf.masks[b]; bits != 0; bits &= bits - 1) {
                 const size_t j = b * kBlock + static_cast<size_t>(__builtin_ctzll(bits));
-                const size_t i = start + j;
-                const float bias = run.bias ? run.bias[i] : 0.0f;
-                const float key = base + (offset + (static_cast<float>(buf.est[j]) * inv_scale + bias));
-                if (key <= heap.threshold()) heap.push(key, run.ids[i]);
+                const float key = key_of(start + j, j);
+                if (key <= heap.threshold()) heap.push(key, run.ids[start + j]);
             }
         }
     }

@@ -53,6 +53,7 @@ struct ScanBuffers {
     std::vector<uint64_t> masks;
     std::vector<uint16_t> est;                      // seeding: integer estimates of a sample
     std::vector<std::pair<float, uint32_t>> order;  // seeding: (lower bound, index)
+    std::vector<float> keys, selected;              // estimate scan: a step's keys, a copy to select from
     std::vector<uint8_t> code;
     std::vector<int32_t> idx;
 };

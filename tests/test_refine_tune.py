@@ -97,6 +97,34 @@ def test_ivfpq_candidates_ranked_by_table_estimates(data, nbits, metric):
     np.testing.assert_allclose(D, np.take_along_axis(exact_d, I, axis=1), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("nbits", [4, 8])
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_ivfpq_estimate_top_k_is_a_prefix_of_the_full_estimate_ranking(data, nbits, metric):
+    """The estimate search keeps the top k by (estimate key, id) whatever the list sizes: with
+    every list probed, its results equal the first k of all codes ranked by their estimate keys
+    (k = ntotal pushes every code). The k chosen let a step start with room in the heap while it
+    holds more codes than k, also after a shorter list; "ip" keys (no per-code bias) tie often."""
+    base, queries = data
+    ivf = pqkit.IndexIVFPQ(32, 64, 8, nbits, metric=metric, nprobe=64, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pqkit.TrainingWarning)
+        ivf.train(base)
+    ivf.add(base)
+    sizes = np.asarray(ivf._invlists.export()[0])
+    assert sizes.min() < 100 < sizes.max()  # lists shorter and longer than the k below
+    D_all, I_all = ivf._search(queries, ivf.ntotal, estimates=True)
+    # ties broken by id: the full ranking is sorted by (key, id)
+    for row in range(len(queries)):
+        order = np.lexsort((I_all[row], -D_all[row] if metric == "ip" else D_all[row]))
+        np.testing.assert_array_equal(order, np.arange(ivf.ntotal))
+    for k in (1, 10, 100, 300):
+        D, I = ivf._search(queries, k, estimates=True)
+        np.testing.assert_array_equal(I, I_all[:, :k], err_msg=f"k={k}")
+        np.testing.assert_array_equal(D, D_all[:, :k], err_msg=f"k={k}")
+    if metric == "ip":
+        assert (np.diff(D_all[:, :100], axis=1) == 0).mean() > 0.05  # ties do occur
+
+
 @pytest.mark.skipif("numba" not in pqkit.available_backends(), reason="needs numba")
 def test_numba_engine_candidates_are_its_search(data):
     """The Numba engine has no quantized table: its candidates are its exact-ADC search."""
