@@ -11,9 +11,15 @@
 
 namespace pqkit {
 
+//
+// Up to kSortedMax entries are kept as a sorted array (best first): a push
+// shifts the worse entries by one, a short predictable loop, where a binary
+// heap's sift steps branch unpredictably. Larger k use a max-heap.
 class TopK {
 public:
-    explicit TopK(size_t k) : k_(k) { heap_.reserve(std::min<size_t>(k, 4096)); }
+    static constexpr size_t kSortedMax = 64;
+
+    explicit TopK(size_t k) : k_(k), sorted_(k <= kSortedMax) { heap_.reserve(std::min<size_t>(k, 4096)); }
 
     void clear() { heap_.clear(); }
 
@@ -22,16 +28,34 @@ public:
 
     // Worst kept key, or +inf while fewer than k are kept: a cheap pre-filter.
     float threshold() const {
-        return heap_.size() < k_ ? std::numeric_limits<float>::infinity() : heap_.front().key;
+        if (heap_.size() < k_) return std::numeric_limits<float>::infinity();
+        return sorted_ ? heap_.back().key : heap_.front().key;
     }
 
     void push(float key, int64_t id) {
+        const Entry e{key, id};
+        if (sorted_) {
+            size_t n = heap_.size();
+            if (n < k_) {
+                heap_.push_back(e);  // the slot the shift below fills
+            } else if (e < heap_.back()) {
+                --n;  // the worst entry is dropped
+            } else {
+                return;
+            }
+            while (n > 0 && e < heap_[n - 1]) {
+                heap_[n] = heap_[n - 1];
+                --n;
+            }
+            heap_[n] = e;
+            return;
+        }
         if (heap_.size() < k_) {
-            heap_.push_back({key, id});
+            heap_.push_back(e);
             std::push_heap(heap_.begin(), heap_.end(), WorseFirst());
-        } else if (Entry{key, id} < heap_.front()) {
+        } else if (e < heap_.front()) {
             std::pop_heap(heap_.begin(), heap_.end(), WorseFirst());
-            heap_.back() = {key, id};
+            heap_.back() = e;
             std::push_heap(heap_.begin(), heap_.end(), WorseFirst());
         }
     }
@@ -44,7 +68,7 @@ public:
     // Writes the kept entries best first; pads with (pad_key, -1). When
     // negate is set the keys are negated back (inner-product similarities).
     void write(float* distances, int64_t* ids, bool negate) {
-        std::sort(heap_.begin(), heap_.end());
+        if (!sorted_) std::sort(heap_.begin(), heap_.end());
         const float pad = negate ? -std::numeric_limits<float>::infinity()
                                  : std::numeric_limits<float>::infinity();
         for (size_t i = 0; i < k_; ++i) {
@@ -72,7 +96,8 @@ private:
     };
 
     size_t k_;
-    std::vector<Entry> heap_;
+    bool sorted_;              // k <= kSortedMax: heap_ is sorted, best first
+    std::vector<Entry> heap_;  // the kept entries
 };
 
 }  // namespace pqkit
