@@ -328,8 +328,8 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
     }
 }
 
-// vpshufb per nibble on 32 codes at a time, 16-bit even/odd accumulation as in
-// the AVX-512 level.
+// vpshufb per nibble on 32 codes at a time, 16-bit accumulation (total and
+// high bytes) as in the AVX-512 level.
 void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, const ScanFilter& f,
                uint64_t* masks) {
     const size_t code_size = (M + 1) / 2;

@@ -14,7 +14,8 @@
 // that could enter the top-k is thus evaluated exactly, and the result is the
 // exact top-k of the float keys: identical for every SIMD level and thread
 // count, only faster. The integer scans are the kernels scan_lut8 (vpermi2b on
-// AVX-512 VBMI) and scan_lut4 (vpshufb) over the blocked layout of codes.h.
+// AVX-512 VBMI) and scan_lut4 (vpermb on AVX-512 VBMI, vpshufb on AVX2) over
+// the blocked layout of codes.h.
 #pragma once
 
 #include <cstddef>

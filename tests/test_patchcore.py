@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 
 import numpy as np
 import pytest
@@ -502,3 +503,34 @@ def test_sweep_config_errors(tmp_path):
     path.write_text("data: {kind: elpv}\nexperiment: {}\n")
     with pytest.raises(ValueError, match="output"):
         load_config(path)
+    for key, value in (("timing_repeats", 0), ("timing_repeats", 2.5), ("timing_repeats", True),
+                       ("timing_budget_s", -1), ("timing_budget_s", ".inf"), ("timing_budget_s", '"3"')):
+        path.write_text(f"data: {{kind: elpv}}\nexperiment: {{{key}: {value}}}\noutput: {{dir: x}}\n")
+        with pytest.raises(ValueError, match=f"experiment.{key}"):
+            load_config(path)
+
+
+def test_sweep_search_time_is_the_median_of_repeated_runs():
+    """The timed search runs until timing_repeats runs or timing_budget_s seconds, at least once;
+    the time reported is the median run."""
+    from pqkit.patchcore.sweep import _timed_search
+
+    class Clock:  # a backend whose k = 1 search takes a scripted time per call
+        def __init__(self, seconds):
+            self.seconds, self.calls = list(seconds), 0
+
+        def search(self, queries, k):
+            time.sleep(self.seconds[self.calls])
+            self.calls += 1
+            return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
+
+    queries = np.zeros((3, 4), np.float32)
+    backend = Clock([0.05, 0.01, 0.01, 0.2, 0.01])
+    _, _, median = _timed_search(backend, queries, {"timing_repeats": 5, "timing_budget_s": 10.0})
+    assert backend.calls == 5 and 0.01 <= median < 0.05
+    backend = Clock([0.02] * 5)
+    _timed_search(backend, queries, {"timing_repeats": 5, "timing_budget_s": 0.03})
+    assert backend.calls == 2  # stopped by the budget
+    backend = Clock([0.02] * 5)
+    _, _, median = _timed_search(backend, queries, {"timing_repeats": 5, "timing_budget_s": 0})
+    assert backend.calls == 1 and median >= 0.02
