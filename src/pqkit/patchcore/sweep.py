@@ -59,6 +59,9 @@ IVFPQ_METHODS = ("pqkit_ivfpq", "faiss_ivfpq", "pqkit_ivfpq_refine", "faiss_ivfp
 EXP2_COLUMNS = ["category", "method", "compression_ratio", "bank_size", "image_auroc", "pixel_auroc",
                 "memory_reduction", "coreset_s"]
 
+#: Default experiment.timing_repeats and experiment.timing_budget_s (module docstring).
+TIMING_REPEATS, TIMING_BUDGET_S = 5, 3.0
+
 _DEFAULTS = {
     "features": {"backbone": "efficientnet_lite0", "layers": None, "image_size": 160, "target_dim": 128,
                  "batch_size": 16, "cache_dir": "/tmp/pqkit_patchcore_cache"},
@@ -92,10 +95,10 @@ def load_config(path) -> dict:
                     else f"elpv_{data.get('cell_type', 'mono')}")
     if cfg["experiment"].get("name", "exp3") not in ("exp2", "exp3"):
         raise ValueError(f"{path!r}: experiment.name must be 'exp2' or 'exp3'")
-    repeats = cfg["experiment"].setdefault("timing_repeats", 5)
+    repeats = cfg["experiment"].setdefault("timing_repeats", TIMING_REPEATS)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"{path!r}: experiment.timing_repeats must be an integer >= 1, got {repeats!r}")
-    budget = cfg["experiment"].setdefault("timing_budget_s", 3.0)
+    budget = cfg["experiment"].setdefault("timing_budget_s", TIMING_BUDGET_S)
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
         raise ValueError(f"{path!r}: experiment.timing_budget_s must be a number of seconds >= 0 "
                          f"(0: one timed run), got {budget!r}")
@@ -198,8 +201,8 @@ def _timed_search(backend, queries: np.ndarray, experiment: dict):
     """The k = 1 search of all queries, repeated until ``timing_repeats`` runs (default 5) or
     ``timing_budget_s`` seconds in all (default 3; at least one run): (D, I, median seconds).
     Fast searches thus get several runs on a shared machine, slow baselines one or two."""
-    repeats = int(experiment.get("timing_repeats", 5))  # validated by load_config
-    budget = float(experiment.get("timing_budget_s", 3.0))
+    repeats = int(experiment.get("timing_repeats", TIMING_REPEATS))  # validated by load_config
+    budget = float(experiment.get("timing_budget_s", TIMING_BUDGET_S))
     times = []
     while True:
         start = time.perf_counter()
@@ -210,7 +213,7 @@ def _timed_search(backend, queries: np.ndarray, experiment: dict):
 
 
 def _evaluate(backend, data: dict, cfg: dict) -> dict:
-    """Search all test patches once (timed), then image and pixel AUROC."""
+    """Search all test patches (timed: :func:`_timed_search`), then image and pixel AUROC."""
     from .scoring import anomaly_maps, image_auroc, image_scores, pixel_auroc
 
     test = data["test"]
