@@ -38,6 +38,7 @@ def main(argv=None) -> int:
 
     import datasets
     import faiss
+    from run import recall_at
 
     import pqkit
 
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
           f"k_factor {args.k_factor:g}, {len(queries)} queries x {args.rounds} rounds, 1 thread")
     us = {name: np.array(t) / len(queries) * 1e6 for name, t in times.items()}
     for name in ("pqkit", "faiss"):
-        recall = np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(found[name], truth)])
+        recall = recall_at(found[name], truth)
         print(f"  {name}: 10-recall@10 {recall:.3f}, min {us[name].min():.1f} us/query, "
               f"median {np.median(us[name]):.1f}")
     print(f"  speed ratio (faiss time / pqkit time): of the minima {us['faiss'].min() / us['pqkit'].min():.2f}, "
