@@ -6,6 +6,7 @@
 
 #include "kernels.h"
 #include "parallel.h"
+#include "select.h"
 #include "topk.h"
 
 namespace pqkit {
@@ -15,9 +16,9 @@ constexpr size_t kRefBlock = 1024;
 // Reference rows per block are also capped so a block stays in L2 (about this
 // many bytes) while the block's query rows pass over it several times.
 constexpr size_t kRefBlockBytes = size_t(1) << 19;
-// Below this k, pushing the keys under the heap's threshold straight into the
-// heap (about k ln(n / k) pushes of log k each) is cheaper than selecting the
-// block's k-th key first.
+// From this k on a block's k-th key is selected exactly before its keys reach
+// the heap; below it, and above KeyBound's small-k bound, pushing the keys under
+// the heap's threshold straight into the heap is cheaper (select.h).
 constexpr size_t kSelectMinK = 32;
 // Below this dimension nearest-centroid L2 is computed directly on transposed
 // centroids: vertical sums, no horizontal reduction per (row, centroid) pair,
@@ -41,35 +42,6 @@ size_t first_min(const float* keys, size_t n) {
     for (size_t j = 0; j < n; ++j)
         if (keys[j] == keys[j] && (arg == n || keys[j] < keys[arg])) arg = j;
     return arg;
-}
-
-// Key sets for the small-k bound in search_block: set l holds keys l, l + 32, ...
-constexpr size_t kStrideSets = 32;
-
-// The smallest key of each set (NaN keys never count; +inf for a set of NaNs).
-// Lane-wise, so it vectorises without reordering anything.
-void set_minima(const float* keys, size_t n, float* mins) {
-    for (size_t l = 0; l < kStrideSets; ++l) mins[l] = std::numeric_limits<float>::infinity();
-    size_t j = 0;
-    for (; j + kStrideSets <= n; j += kStrideSets)
-        for (size_t l = 0; l < kStrideSets; ++l) mins[l] = keys[j + l] < mins[l] ? keys[j + l] : mins[l];
-    for (size_t l = 0; j + l < n; ++l) mins[l] = keys[j + l] < mins[l] ? keys[j + l] : mins[l];
-}
-
-// The k-th smallest of n values (k <= n, k <= kStrideSets), by insertion into a
-// sorted run of the k smallest so far: for the few values of set_minima this
-// beats a general selection.
-float kth_smallest(const float* v, size_t n, size_t k) {
-    float best[kStrideSets];
-    size_t have = 0;
-    for (size_t i = 0; i < n; ++i) {
-        const float x = v[i];
-        if (have == k && !(x < best[k - 1])) continue;
-        size_t p = have < k ? have++ : k - 1;
-        for (; p > 0 && x < best[p - 1]; --p) best[p] = best[p - 1];
-        best[p] = x;
-    }
-    return best[k - 1];
 }
 
 // Whether any of n (at most 16) keys is <= th; branch-free, so it vectorises.
@@ -98,8 +70,7 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
     std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
     float xnorms[kQueryBlock];
     std::vector<TopK> heaps(k == 1 ? 0 : q_rows, TopK(k));
-    std::vector<float> kth;     // keys of one query and ref block, for the k-th smallest
-    std::vector<float> sample;  // every 8th of those keys, for a cut below which the k-th lies
+    KeyBound bound;
     float best_key[kQueryBlock];
     int64_t best_row[kQueryBlock];
     for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
@@ -134,48 +105,8 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
                 float* keys = buf.get() + q * rb;
                 TopK& heap = heaps[q];
                 float th = heap.threshold();
-                if (rb > 4 * k && k >= kSelectMinK) {
-                    // Nothing above this block's k-th smallest key can be in the top-k (k keys of
-                    // the block are at least as good), so only about k entries reach the heap
-                    // instead of ~k ln(rb / k) in random order. NaN keys never enter, as in push.
-                    // The k-th smallest is found among the keys below a cut taken from every 8th
-                    // key (about 8 * (k / 8 + 4) keys pass it); when fewer than k pass, among
-                    // all keys. Either way it is the exact k-th smallest, so only speed depends
-                    // on the cut.
-                    float cut = th;
-                    if (rb >= 32 * k) {
-                        const size_t rank = k / 8 + 4;
-                        sample.clear();
-                        for (size_t j = 0; j < rb; j += 8)
-                            if (keys[j] <= th) sample.push_back(keys[j]);
-                        if (sample.size() > rank) {
-                            std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(rank),
-                                             sample.end());
-                            cut = sample[rank];
-                        }
-                    }
-                    kth.clear();
-                    for (size_t j = 0; j < rb; ++j)
-                        if (keys[j] <= cut) kth.push_back(keys[j]);
-                    if (kth.size() < k && cut < th) {  // the cut was too tight
-                        kth.clear();
-                        for (size_t j = 0; j < rb; ++j)
-                            if (keys[j] <= th) kth.push_back(keys[j]);
-                    }
-                    if (kth.size() >= k) {
-                        std::nth_element(kth.begin(), kth.begin() + static_cast<std::ptrdiff_t>(k - 1), kth.end());
-                        th = std::min(th, kth[k - 1]);
-                    }
-                }
-                if (k < kSelectMinK && 2 * k <= kStrideSets && rb >= 2 * kStrideSets) {
-                    // Small k: the keys split into kStrideSets sets (j mod kStrideSets), and the
-                    // k-th smallest of the sets' minima bounds the block's k-th smallest key (k
-                    // distinct keys are at most that). So only keys up to it (a few more than k)
-                    // reach the heap, instead of ~k ln(rb / k) in random order.
-                    float mins[kStrideSets];
-                    set_minima(keys, rb, mins);
-                    th = std::min(th, kth_smallest(mins, kStrideSets, k));
-                }
+                // Only keys up to a bound on the block's k-th smallest reach the heap.
+                if (k >= kSelectMinK || 2 * k <= KeyBound::kStrideSets) th = bound.bound(keys, rb, k, th);
                 // 16 keys at a time: one branch per group that no key passes (most
                 // of them once the heap is full), instead of one per key.
                 for (size_t j0 = 0; j0 < rb; j0 += 16) {

@@ -123,6 +123,7 @@ struct FlatWorker {
 // neither allocates nor zero-fills its tables. One worker at a time uses them
 // on a thread: workers are created and finished one after another.
 struct PQScratch {
+    std::vector<float> scaled_queries;  // L2: the chunk's queries times -2
     std::vector<float> tables;
     QuantizedTable quantized;
     ScanBuffers buffers;
@@ -165,8 +166,14 @@ struct PQWorker {
         std::vector<float>& tables = scratch.tables;
         tables.resize(nq * s.M * s.ksub);
         if (metric == Metric::L2) {
-            pq.compute(x + first_query * s.d, nq, Metric::IP, tables.data());
-            for (float& t : tables) t = -2.0f * t;
+            // -2 <q, c> as <-2 q, c>: scaling by a power of two is exact in every
+            // product and sum (short of overflow or subnormal values), so this is
+            // the same table with d multiplications per query instead of M x ksub.
+            std::vector<float>& scaled = scratch.scaled_queries;
+            scaled.resize(nq * s.d);
+            const float* xq = x + first_query * s.d;
+            for (size_t i = 0; i < nq * s.d; ++i) scaled[i] = -2.0f * xq[i];
+            pq.compute(scaled.data(), nq, Metric::IP, tables.data());
         } else {
             pq.search_table(x + first_query * s.d, nq, Metric::IP, tables.data());
         }

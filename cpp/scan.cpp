@@ -169,29 +169,18 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
 }
 
 // Pushes the estimate keys of codes start..start+count (every one scanned) into
-// a heap that had room when the step began. Only codes whose key is at most the
-// step's k-th smallest can be in the top-k of heap and step together (the
-// others have k better codes in the step alone), so those are the only ones
-// pushed: about k pushes instead of one per code, each of which may replace the
-// heap's worst entry. The heap ends as if every code had been pushed.
+// a heap that had room when the step began. Only codes whose key is at most a
+// bound on the step's k-th smallest can be in the top-k of heap and step
+// together (the others have k better codes in the step alone), so only those
+// are pushed (select.h): about k pushes instead of one per code, each of which
+// may shift the heap's entries. The heap ends as if every code had been pushed.
 template <class KeyOf>
 void fill_from_step(const CodeRun& run, size_t start, size_t count, const KeyOf& key_of, TopK& heap,
                     ScanBuffers& buf) {
     std::vector<float>& keys = buf.keys;
     keys.resize(count);
-    bool ordered = true;  // no NaN key, so nth_element below has a strict weak order
-    for (size_t j = 0; j < count; ++j) {
-        keys[j] = key_of(start + j, j);
-        ordered &= keys[j] == keys[j];
-    }
-    const size_t k = heap.k();
-    float limit = std::numeric_limits<float>::infinity();
-    if (ordered && count > k) {
-        buf.selected.assign(keys.begin(), keys.end());
-        std::nth_element(buf.selected.begin(), buf.selected.begin() + static_cast<std::ptrdiff_t>(k - 1),
-                         buf.selected.end());
-        limit = buf.selected[k - 1];
-    }
+    for (size_t j = 0; j < count; ++j) keys[j] = key_of(start + j, j);
+    const float limit = buf.bound.bound(keys.data(), count, heap.k(), std::numeric_limits<float>::infinity());
     for (size_t j = 0; j < count; ++j)
         if (keys[j] <= limit && keys[j] <= heap.threshold()) heap.push(keys[j], run.ids[start + j]);
 }

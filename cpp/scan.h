@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "pq.h"
+#include "select.h"
 #include "topk.h"
 
 namespace pqkit {
@@ -54,7 +55,8 @@ struct ScanBuffers {
     std::vector<uint64_t> masks;
     std::vector<uint16_t> est;                      // seeding: integer estimates of a sample
     std::vector<std::pair<float, uint32_t>> order;  // seeding: (lower bound, index)
-    std::vector<float> keys, selected;              // estimate scan: a step's keys, a copy to select from
+    std::vector<float> keys;                        // estimate scan: a step's keys
+    KeyBound bound;                                 // estimate scan: a bound on a step's k-th key
     std::vector<uint8_t> code;
     std::vector<int32_t> idx;
 };

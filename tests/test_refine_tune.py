@@ -103,7 +103,9 @@ def test_ivfpq_estimate_top_k_is_a_prefix_of_the_full_estimate_ranking(data, nbi
     """The estimate search keeps the top k by (estimate key, id) whatever the list sizes: with
     every list probed, its results equal the first k of all codes ranked by their estimate keys
     (k = ntotal pushes every code). The k chosen let a step start with room in the heap while it
-    holds more codes than k, also after a shorter list; "ip" keys (no per-code bias) tie often."""
+    holds more codes than k, also after a shorter list, and take each bound on a step's k-th key
+    (the small-k one for k <= 16, the exact selection for k = 40); "ip" keys (no per-code bias)
+    tie often."""
     base, queries = data
     ivf = pqkit.IndexIVFPQ(32, 64, 8, nbits, metric=metric, nprobe=64, seed=3)
     with warnings.catch_warnings():
@@ -117,7 +119,7 @@ def test_ivfpq_estimate_top_k_is_a_prefix_of_the_full_estimate_ranking(data, nbi
     for row in range(len(queries)):
         order = np.lexsort((I_all[row], -D_all[row] if metric == "ip" else D_all[row]))
         np.testing.assert_array_equal(order, np.arange(ivf.ntotal))
-    for k in (1, 10, 100, 300):
+    for k in (1, 10, 40, 100, 300):
         D, I = ivf._search(queries, k, estimates=True)
         np.testing.assert_array_equal(I, I_all[:, :k], err_msg=f"k={k}")
         np.testing.assert_array_equal(D, D_all[:, :k], err_msg=f"k={k}")

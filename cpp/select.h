@@ -1,0 +1,101 @@
+// Bounds on the k-th smallest key of a block, so that a block's keys can be
+// pushed into a TopK only when they can be among its k best: about k pushes
+// instead of ~k ln(n / k) for keys in random order, each of which may shift or
+// sift the kept entries. Keys above the bound have k better keys in the block
+// alone, so the heap ends the same whichever bound is used: only speed depends
+// on it. NaN keys never count (no comparison with them holds).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <limits>
+#include <vector>
+
+namespace pqkit {
+
+class KeyBound {
+public:
+    // Sets for the small-k bound: set l holds keys l, l + kStrideSets, ...
+    static constexpr size_t kStrideSets = 32;
+
+    // A bound b <= th such that every key of keys[0..n) that is <= th and
+    // among the k smallest is <= b (th itself when nothing tighter is found).
+    //  * Small k (2k <= kStrideSets), n >= 2 kStrideSets: the k-th smallest of
+    //    the sets' minima.
+    //    k distinct keys are at most it, so the k-th smallest is too. Lane-wise
+    //    minima and a small insertion select: few data-dependent branches; a
+    //    few more than k keys are at most it.
+    //  * Larger k, n > 4k: the exact k-th smallest of the keys <= th, selected
+    //    among the keys below a cut taken from every 8th key (about
+    //    8 (k / 8 + 4) keys pass it); among all keys <= th when fewer than k do.
+    float bound(const float* keys, size_t n, size_t k, float th) {
+        if (k == 0 || n <= k) return th;
+        if (2 * k <= kStrideSets) {
+            if (n < 2 * kStrideSets) return th;
+            float mins[kStrideSets];
+            set_minima(keys, n, mins);
+            return std::min(th, kth_smallest(mins, k));
+        }
+        if (n <= 4 * k) return th;
+        float cut = th;
+        const size_t rank = k / 8 + 4;
+        if (16 * (rank + 1) <= n) {  // about half the keys or fewer pass the cut
+            sample_.clear();
+            for (size_t j = 0; j < n; j += 8)
+                if (keys[j] <= th) sample_.push_back(keys[j]);
+            if (sample_.size() > rank) {
+                std::nth_element(sample_.begin(), sample_.begin() + static_cast<std::ptrdiff_t>(rank), sample_.end());
+                cut = sample_[rank];
+            }
+        }
+        size_t kept = keep_at_most(keys, n, cut);
+        if (kept < k && cut < th) kept = keep_at_most(keys, n, th);  // the cut was too tight
+        if (kept < k) return th;
+        std::nth_element(kept_.begin(), kept_.begin() + static_cast<std::ptrdiff_t>(k - 1),
+                         kept_.begin() + static_cast<std::ptrdiff_t>(kept));
+        return std::min(th, kept_[k - 1]);
+    }
+
+    // The smallest key of each set (NaN keys never count; +inf for a set without
+    // a number). Lane-wise, so it vectorises without reordering anything.
+    static void set_minima(const float* keys, size_t n, float* mins) {
+        for (size_t l = 0; l < kStrideSets; ++l) mins[l] = std::numeric_limits<float>::infinity();
+        size_t j = 0;
+        for (; j + kStrideSets <= n; j += kStrideSets)
+            for (size_t l = 0; l < kStrideSets; ++l) mins[l] = keys[j + l] < mins[l] ? keys[j + l] : mins[l];
+        for (size_t l = 0; j + l < n; ++l) mins[l] = keys[j + l] < mins[l] ? keys[j + l] : mins[l];
+    }
+
+    // The k-th smallest of the kStrideSets minima (1 <= k <= kStrideSets), by
+    // insertion into a sorted run of the k smallest so far: for a few values this
+    // beats a general selection.
+    static float kth_smallest(const float* v, size_t k) {
+        float best[kStrideSets];
+        size_t have = 0;
+        for (size_t i = 0; i < kStrideSets; ++i) {
+            const float x = v[i];
+            if (have == k && !(x < best[k - 1])) continue;
+            size_t p = have < k ? have++ : k - 1;
+            for (; p > 0 && x < best[p - 1]; --p) best[p] = best[p - 1];
+            best[p] = x;
+        }
+        return best[k - 1];
+    }
+
+private:
+    // Copies the keys <= limit to the front of kept_ without a branch per key;
+    // returns how many.
+    size_t keep_at_most(const float* keys, size_t n, float limit) {
+        kept_.resize(n);
+        size_t c = 0;
+        for (size_t j = 0; j < n; ++j) {
+            kept_[c] = keys[j];
+            c += keys[j] <= limit ? 1 : 0;
+        }
+        return c;
+    }
+
+    std::vector<float> sample_, kept_;
+};
+
+}  // namespace pqkit
