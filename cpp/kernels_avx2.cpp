@@ -306,9 +306,11 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
     float padded[kBlock];
     for (size_t b = 0; b * kBlock < n; ++b) {
         const uint8_t* blk = blocks + b * kBlock * M;
+        const char* ahead = reinterpret_cast<const char*>(prefetch_block(blocks, n, b, M));
         __m256i acc[8];
         for (int h = 0; h < 8; ++h) acc[h] = _mm256_setzero_si256();
         for (size_t m = 0; m < M; ++m) {
+            _mm_prefetch(ahead + m * kBlock, _MM_HINT_T0);
             const int* t = reinterpret_cast<const int*>(lut + m * 256);
             for (int h = 0; h < 8; ++h) {
                 __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + m * kBlock + 8 * h)));

@@ -326,8 +326,10 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
                uint64_t* masks) {
     for (size_t b = 0; b * kBlock < n; ++b) {
         const uint8_t* blk = blocks + b * kBlock * M;
+        const char* ahead = reinterpret_cast<const char*>(prefetch_block(blocks, n, b, M));
         __m512i total = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
         for (size_t m = 0; m < M; ++m) {
+            _mm_prefetch(ahead + m * kBlock, _MM_HINT_T0);
             const __m512i c = _mm512_loadu_si512(blk + m * kBlock);
             const uint8_t* t = lut + m * 256;
             __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(t), c, _mm512_loadu_si512(t + 64));
