@@ -56,6 +56,7 @@ public:
         return std::min(th, kept_[k - 1]);
     }
 
+private:
     // The smallest key of each set (NaN keys never count; +inf for a set without
     // a number). Lane-wise, so it vectorises without reordering anything.
     static void set_minima(const float* keys, size_t n, float* mins) {
@@ -82,7 +83,6 @@ public:
         return best[k - 1];
     }
 
-private:
     // Copies the keys <= limit to the front of kept_ without a branch per key;
     // returns how many.
     size_t keep_at_most(const float* keys, size_t n, float limit) {
