@@ -204,6 +204,22 @@ SearchResult rerank_py(const py::array& x, const py::array& y, const py::array& 
     return r;
 }
 
+// Re-ranking of candidates stored as PQ codes: rows are offsets into list 0 of `lists` (see refine.h).
+SearchResult rerank_pq_py(const py::array& x, const PQCodebooks& pq, const InvertedLists& lists, const py::array& rows,
+                          const py::array& ids, py::ssize_t k, const std::string& metric, int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(pq.shape().d)});
+    const int64_t* rp = checked<int64_t>(rows, "rows", {x.shape(0), -1});
+    const int64_t* ip = checked<int64_t>(ids, "ids", {x.shape(0), rows.shape(1)});
+    Metric m = parse_metric(metric);
+    size_t kk = positive(k, "k"), nq = x.shape(0), c = rows.shape(1);
+    SearchResult r = alloc_result(nq, kk);
+    float* D = r.first.mutable_data();
+    int64_t* I = r.second.mutable_data();
+    py::gil_scoped_release release;
+    rerank_pq(xp, nq, pq, lists, rp, ip, c, kk, m, n_threads, D, I);
+    return r;
+}
+
 py::tuple coarse_assign_py(const py::array& x, const py::array& centroids, const std::string& metric,
                            int n_threads) {
     const float* xp = checked<float>(x, "x", {-1, -1});
@@ -449,6 +465,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("n_threads"), py::arg("norms") = py::none());
     m.def("rerank", &rerank_py, py::arg("x"), py::arg("y"), py::arg("rows"), py::arg("ids"), py::arg("k"),
           py::arg("metric"), py::arg("n_threads"));
+    m.def("rerank_pq", &rerank_pq_py, py::arg("x"), py::arg("pq"), py::arg("lists"), py::arg("rows"), py::arg("ids"),
+          py::arg("k"), py::arg("metric"), py::arg("n_threads"));
     m.def("coarse_assign", &coarse_assign_py, py::arg("x"), py::arg("centroids"), py::arg("metric"),
           py::arg("n_threads"));
     m.def("pq_train", &pq_train_py, py::arg("x"), py::arg("M"), py::arg("nbits"), py::arg("niter"), py::arg("seed"),

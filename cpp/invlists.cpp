@@ -1,5 +1,6 @@
 #include "invlists.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -10,6 +11,18 @@
 #include "codes.h"
 
 namespace pqkit {
+
+namespace {
+
+// Capacity for `needed` elements: exactly that when it is the first allocation, else at least
+// 1.5x the current capacity (amortised O(1) appends).
+template <class T>
+void reserve_growing(std::vector<T>& v, size_t needed) {
+    if (needed <= v.capacity()) return;
+    v.reserve(v.capacity() == 0 ? needed : std::max(needed, v.capacity() + v.capacity() / 2));
+}
+
+}  // namespace
 
 InvertedLists::InvertedLists(size_t nlist, size_t code_size, CodeLayout layout, bool with_bias)
     : code_size_(code_size), layout_(layout), with_bias_(with_bias), codes_(nlist), ids_(nlist),
@@ -35,6 +48,19 @@ void InvertedLists::add(const int64_t* list_nos, const int64_t* ids, const uint8
             throw std::invalid_argument("list number out of range: expected 0 <= list_no < " +
                                         std::to_string(nlist()) + ", got " + std::to_string(list_nos[i]));
         }
+    }
+    // Room for the whole batch first, so that memory_usage_bytes (capacity) stays close to what
+    // is stored: exactly the batch after a first add, and 1.5x growth over many small adds
+    // instead of the doubling of one push at a time.
+    std::vector<size_t> incoming(nlist(), 0);
+    for (size_t i = 0; i < n; ++i) ++incoming[static_cast<size_t>(list_nos[i])];
+    for (size_t l = 0; l < nlist(); ++l) {
+        if (incoming[l] == 0) continue;
+        const size_t count = ids_[l].size() + incoming[l];
+        const size_t bytes = layout_ == CodeLayout::Rows ? count * code_size_ : blocked_bytes(count, code_size_);
+        reserve_growing(ids_[l], count);
+        reserve_growing(codes_[l], bytes);
+        if (with_bias_) reserve_growing(bias_[l], count);
     }
     for (size_t i = 0; i < n; ++i) {
         const size_t l = static_cast<size_t>(list_nos[i]);

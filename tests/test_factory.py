@@ -41,9 +41,21 @@ def test_factory_index_trains_and_searches(small_clustered):
     assert D.shape == I.shape == (queries.shape[0], 5) and (I >= 0).all()
 
 
+@pytest.mark.parametrize("description, refine_M, refine_nbits", [("IVF16,PQ8x4,Refine(PQ32)", 32, 8),
+                                                                   ("PCA32,PQ8,Refine(PQ16x6)", 16, 6)])
+def test_refine_with_pq_codes(description, refine_M, refine_nbits):
+    """Refine(PQ...) re-ranks with an IndexPQ of the input dimension."""
+    index = pqkit.index_factory(64, description, metric="ip")
+    assert isinstance(index, pqkit.IndexRefine) and type(index.refine_index) is pqkit.IndexPQ
+    refine = index.refine_index
+    assert (refine.d, refine.metric, refine.pq.M, refine.pq.nbits) == (64, "ip", refine_M, refine_nbits)
+    assert not index.is_trained
+
+
 @pytest.mark.parametrize(
     "description",
-    ["", "flat", "FLAT", "PQ", "PQx8", "PQ16x", "PQ0", "PQ16x0", "PQ16x17", "IVF,Flat", "IVF0,Flat", "IVF256",
+    ["IVF16,PQ8,Refine(PQ)", "IVF16,PQ8,Refine(PQ7)", "IVF16,PQ8,Refine(PQ16x17)", "IVF16,PQ8,Refine(IVF4,PQ8)",
+     "IVF16,PQ8,RPQ16", "", "flat", "FLAT", "PQ", "PQx8", "PQ16x", "PQ0", "PQ16x0", "PQ16x17", "IVF,Flat", "IVF0,Flat", "IVF256",
      "IVF256,", "IVF256;Flat", "IVF256,PQ", "IVF256,Flat,PQ8", "Flat,IVF256", "HNSW32", "OPQ16",
      "PCA32", "PCA0,Flat", "OPQ7,PQ16", "IVF256,PQ16x4fs", "PQ-4", "IVF-1,Flat", "PQ16 x4", "IVF256,PQ7"],
 )

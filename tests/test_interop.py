@@ -43,6 +43,9 @@ def _build_faiss(faiss, kind, metric, base):
         opq.niter, opq.niter_pq_0 = 2, 4
         index = faiss.IndexRefineFlat(faiss.IndexPreTransform(opq, faiss.IndexPQ(d, 8, 4, fm)))
         index.k_factor = 2.0
+    elif kind == "PQ8x4,Refine(PQ16x6)":
+        index = faiss.IndexRefine(faiss.IndexPQ(d, 8, 4, fm), faiss.IndexPQ(d, 16, 6, fm))
+        index.k_factor = 4.0
     index.train(base)
     index.add(base)
     return index
@@ -59,7 +62,7 @@ def _assert_same(Dp, Ip, Df, If, D_next):
 
 
 KINDS = ["Flat", "PQ8x4", "IVF32,Flat", "IVF32,PQ8", "IVF32,PQ16x6", "PCA16,IVF32,PQ8x4",
-         "OPQ8,PQ8x4,RFlat"]
+         "OPQ8,PQ8x4,RFlat", "PQ8x4,Refine(PQ16x6)"]
 
 
 # Inner product on 4-bit PQ codes yields many exactly tied candidates; a refine stage re-ranks
@@ -67,7 +70,7 @@ KINDS = ["Flat", "PQ8x4", "IVF32,Flat", "IVF32,PQ8", "IVF32,PQ16x6", "PCA16,IVF3
 # 8-bit faiss PQ training is the slow part: the 8-bit IVF-PQ runs under L2 only (inner product
 # is covered at 4 and 6 bits).
 CASES = [(kind, metric) for kind in KINDS for metric in ("l2", "ip")
-         if not (metric == "ip" and (kind.endswith("RFlat") or kind == "IVF32,PQ8"))]
+         if not (metric == "ip" and ("Refine" in kind or kind.endswith("RFlat") or kind == "IVF32,PQ8"))]
 
 
 @pytest.mark.parametrize("kind,metric", CASES)

@@ -112,6 +112,37 @@ def test_rerank(metric):
             engine.rerank(queries, base, rows.astype(np.int32), ids, 5, metric, 1)
 
 
+@pytest.mark.parametrize("nbits", [8, 5])
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_rerank_pq(metric, nbits):
+    """Re-ranking with PQ codes (an IndexPQ refine store): both engines decode the candidates and
+    give the same keys, equal to the stored-float re-ranking of the decoded vectors."""
+    d, M = 32, 8
+    base, queries = _data(d)
+    rng = np.random.default_rng(4)
+    rows = rng.integers(-1, base.shape[0], size=(queries.shape[0], 20))
+    ids = np.where(rows >= 0, 3 * rows + 1, -1)
+    results, decoded = [], None
+    for pq in _pq_pair(d, M, nbits, base):
+        engine = pqkit._backends.core(pq.backend)
+        lists = engine.InvertedLists(1, pq.code_size, "blocked")
+        lists.add(np.zeros(base.shape[0], dtype=np.int64), np.arange(base.shape[0], dtype=np.int64), pq.encode(base))
+        results.append(engine.rerank_pq(queries, pq._core(), lists, rows, ids, 7, metric, 2))
+        decoded = pq.decode(pq.encode(base))
+        bad = rows.copy()
+        bad[0, 0] = base.shape[0]
+        with pytest.raises(ValueError, match="outside -1"):
+            engine.rerank_pq(queries, pq._core(), lists, bad, ids, 7, metric, 1)
+        wrong = engine.InvertedLists(1, pq.code_size + 1, "blocked")
+        with pytest.raises(ValueError, match="one list of codes"):
+            engine.rerank_pq(queries, pq._core(), wrong, rows, ids, 7, metric, 1)
+    for got, want, what in zip(results[1], results[0], ("D", "I")):
+        _assert_same(got, want, f"rerank_pq {metric} {nbits} bits {what}")
+    plain = pqkit._backends.core("cpp").rerank(queries, decoded, rows, ids, 7, metric, 1)
+    for got, want, what in zip(results[0], plain, ("D", "I")):
+        _assert_same(got, want, f"rerank_pq vs rerank of the decoded vectors {what}")
+
+
 def test_kmeans_assign_and_coarse_assignment():
     base, queries = _data(32)
     centroids = pqkit.KMeans(32, 20, niter=3, backend="cpp").train(base).centroids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 import time
 
 import numpy as np
@@ -298,6 +299,38 @@ def test_backends_search_and_round_trip(tmp_path, name, params):
     assert os.listdir(tmp_path) == ["bank"]  # no temporary file left behind
 
 
+@pytest.mark.parametrize("name", ["pqkit_ivfpq_refine", "faiss_ivfpq_refine"])
+def test_refine_backends_with_pq_codes(tmp_path, name):
+    """refine_m > 0: candidates re-ranked with 8-bit PQ codes, distances to the decoded vectors."""
+    from pqkit.patchcore import make_backend
+    from pqkit.patchcore.neighbors import BACKENDS
+
+    if name.startswith("faiss"):
+        _need_faiss()
+    bank, feats = _bank_and_queries(2)
+    queries = feats.reshape(-1, 16)
+    params = {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 4, "k_factor": 8}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 700 bank vectors for 256 centroids per sub-quantizer
+        backend = make_backend(name, refine_m=8, **params).fit(bank)
+        exact_refine = make_backend(name, **params).fit(bank)
+    distances, ids = backend.search(queries, 3)
+    decoded = backend.reconstruct(ids.ravel()).reshape(ids.shape + (16,))
+    np.testing.assert_allclose(distances, ((queries[:, None] - decoded) ** 2).sum(-1), rtol=1e-4, atol=1e-4)
+    assert np.abs(decoded - bank[ids]).max() > 0  # codes, not the bank vectors
+    assert backend.memory_bytes() < exact_refine.memory_bytes()
+    assert backend.describe()["refine_m"] == 8
+    path = str(tmp_path / "bank")
+    backend.save(path)
+    loaded = BACKENDS[name].load(path, name, backend.params)
+    for got, want in zip(loaded.search(queries, 3), (distances, ids)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="refine_m"):
+        make_backend(name, refine_m=-1, **params)
+    with pytest.raises(TypeError, match="refine_m"):
+        make_backend(name, refine_m=8.5, **params)
+
+
 def test_backend_errors():
     from pqkit.patchcore import make_backend
 
@@ -443,7 +476,8 @@ def test_sweep_exp3_and_exp2_on_tiny_tree(tmp_path):
         "coreset": {"ratio": 0.5, "projection_dim": 32},
         "experiment": {"name": "exp3", "search_methods": ["exact_knn", "pqkit_flat", "pqkit_ivfpq", "faiss_ivfpq",
                                                           "pqkit_ivfpq_refine", "faiss_ivfpq_refine"],
-                       "faiss_config": {"pq_bits": [4, 16], "nprobe": [1, 4], "n_clusters": 4, "m": 8},
+                       "faiss_config": {"pq_bits": [4, 16], "nprobe": [1, 4], "n_clusters": 4, "m": 8,
+                                        "refine_m": [0, 4]},
                        "threads": 1},
         "output": {"dir": str(tmp_path / "out")},
     }
@@ -454,12 +488,15 @@ def test_sweep_exp3_and_exp2_on_tiny_tree(tmp_path):
         reader = csv.DictReader(handle)
         assert reader.fieldnames == EXP3_COLUMNS
         written = list(reader)
-    assert len(written) == len(rows) == 2 + 4 * 2 * 2
+    # exact, flat; plain IVF-PQ (2 libraries); re-ranked (2 libraries x refine_m 0 and 4); x 2 bits x 2 nprobe
+    assert len(written) == len(rows) == 2 + (2 + 2 * 2) * 2 * 2
     exact = [r for r in written if r["search_method"] == "exact_knn"][0]
     flat = [r for r in written if r["search_method"] == "pqkit_flat"][0]
     assert float(exact["speedup"]) == 1.0 and exact["image_auroc"] == flat["image_auroc"]
     skipped = [r for r in written if r["pq_bits"] == "16"]
-    assert len(skipped) == 8 and all(r["image_auroc"] == "" and "2**16" in r["note"] for r in skipped)
+    assert len(skipped) == 12 and all(r["image_auroc"] == "" and "2**16" in r["note"] for r in skipped)
+    assert sorted(r["refine_m"] for r in written if r["search_method"].endswith("_refine")) == ["0"] * 8 + ["4"] * 8
+    assert all(r["image_auroc"] for r in written if r["refine_m"] == "4" and r["pq_bits"] == "4")
     assert {r["k_factor"] for r in written if r["search_method"].endswith("_refine")} == {"4"}
     assert {r["k_factor"] for r in written if not r["search_method"].endswith("_refine")} == {""}
     assert (tmp_path / "out" / "exp3_analysis.png").stat().st_size > 10_000

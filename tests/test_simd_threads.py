@@ -89,6 +89,15 @@ def _compute_all() -> dict:
                 refine.add(base)
             key = f"refine{nbits}.{metric}.{'custom' if custom else 'dense'}"
             out[f"{key}.D"], out[f"{key}.I"] = refine.search(queries, 10)
+    # re-ranking with finer PQ codes (decoded candidates), 8 and 5 bits
+    for metric, refine_bits in (("l2", 8), ("ip", 8), ("l2", 5)):
+        refine = pqkit.IndexRefine(pqkit.IndexIVFPQ(32, 16, 8, 4, metric=metric, nprobe=4, seed=3), 4,
+                                   pqkit.IndexPQ(32, 16, refine_bits, metric=metric, seed=4))
+        refine.refine_index.pq.niter = 4
+        refine.train(base)
+        refine.add(base)
+        key = f"refine_pq{refine_bits}.{metric}"
+        out[f"{key}.D"], out[f"{key}.I"] = refine.search(queries, 10)
     return out
 
 

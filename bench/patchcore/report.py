@@ -20,8 +20,12 @@ def _fmt(value: str, digits: int) -> str:
 
 
 def kf(row) -> str:
-    """The suffix " (k_factor N)" of a re-ranked method (older CSVs have no k_factor column)."""
-    return f" (k_factor {float(row['k_factor']):g})" if row.get("k_factor") else ""
+    """The suffix " (k_factor N)" of a re-ranked method, " (k_factor N, PQ64x8)" when it re-ranks
+    with PQ codes (older CSVs have no k_factor or refine_m column)."""
+    if not row.get("k_factor"):
+        return ""
+    refine = f", PQ{int(float(row['refine_m']))}x8" if float(row.get("refine_m") or 0) > 0 else ""
+    return f" (k_factor {float(row['k_factor']):g}{refine})"
 
 
 def exp3_table(path: str) -> str:
@@ -58,7 +62,7 @@ def exp2_table(path: str) -> str:
 
 
 
-SUMMARY_SETTINGS = [("", "", ""), ("8", "4", "1"), ("8", "8", "8"), ("32", "4", "4"), ("32", "4", "8"), ("32", "8", "8"),
+SUMMARY_SETTINGS = [("", "", ""), ("8", "4", "1"), ("8", "8", "8"), ("32", "4", "4"), ("32", "4", "8"), ("32", "4", "16"), ("32", "8", "8"),
                     ("32", "8", "16"), ("32", "8", "32"), ("32", "8", "64")]
 
 
@@ -69,15 +73,16 @@ def summary_table(paths) -> str:
     for path in paths:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = [r for r in csv.DictReader(handle) if r["image_auroc"]]
-        key = {(r["search_method"], r["m"], r["pq_bits"], r["nprobe"]): r for r in rows}
+        key = {(r["search_method"], r["m"], r["pq_bits"], r["nprobe"], r.get("refine_m") or ""): r for r in rows}
+        refines = sorted({k[4] for k in key}, key=lambda v: float(v or 0))
         for method in ("exact_knn", "pqkit_flat", "faiss_flat", "pqkit_ivfpq", "faiss_ivfpq", "pqkit_ivfpq_refine",
                        "faiss_ivfpq_refine"):
-            for m, bits, nprobe in SUMMARY_SETTINGS:
-                r = key.get((method, m, bits, nprobe))
+            for (m, bits, nprobe), refine in ((s, r) for r in refines for s in SUMMARY_SETTINGS):
+                r = key.get((method, m, bits, nprobe, refine))
                 if r is None:
                     continue
                 twin = key.get((method.replace("pqkit_", "faiss_") if method.startswith("pqkit_ivfpq") else "",
-                                m, bits, nprobe))
+                                m, bits, nprobe, refine))
                 versus = f"{float(twin['search_time_ms']) / float(r['search_time_ms']):.1f}x" if twin else "-"
                 lines.append(
                     f"| {r['category']} ({r['bank_size']}) | {method}{kf(r)} | {m or '-'} | {bits or '-'} | {nprobe or '-'} "

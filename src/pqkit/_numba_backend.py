@@ -472,6 +472,25 @@ def rerank(x, y, rows, ids, k, metric, n_threads):
     return D, I
 
 
+def rerank_pq(x, pq, lists, rows, ids, k, metric, n_threads):
+    """As :func:`rerank`, with the candidates stored as PQ codes: ``rows`` are offsets into list 0
+    of ``lists`` (an IndexPQ's store), each decoded to its reconstruction first."""
+    if lists.nlist != 1 or lists.code_size != pq.code_size:
+        raise ValueError(f"rerank_pq needs one list of codes of {pq.code_size} bytes")
+    x = _checked(x, np.float32, "x", (-1, pq.d))
+    rows = _checked(rows, np.int64, "rows", (x.shape[0], -1))
+    ny = lists.ntotal
+    if rows.size and (int(rows.min()) < -1 or int(rows.max()) >= ny):
+        bad = int(rows.min()) if int(rows.min()) < -1 else int(rows.max())
+        raise ValueError(f"candidate row {bad} is outside -1..{ny - 1}")
+    # Decode only the rows asked for, then re-rank those floats.
+    wanted, local = np.unique(rows[rows >= 0], return_inverse=True)
+    decoded = pq_decode(np.ascontiguousarray(lists.codes[wanted]), pq, n_threads)
+    local_rows = np.full(rows.shape, -1, dtype=np.int64)
+    local_rows[rows >= 0] = local
+    return rerank(x, decoded, local_rows, ids, k, metric, n_threads)
+
+
 def coarse_assign(x, centroids, metric, n_threads):
     """Nearest centroid of each row: (labels int64 (n,), distance float32 (n,))."""
     x = _checked(x, np.float32, "x", (-1, -1))

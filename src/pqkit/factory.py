@@ -12,19 +12,20 @@ from .transforms import OPQ, PCA, IndexPreTransform
 __all__ = ["index_factory"]
 
 GRAMMAR = (
-    '[transform ","] core [",RFlat" | ",Refine(Flat)"] with core one of "Flat" | "PQ{M}" | '
+    '[transform ","] core [",RFlat" | ",Refine(Flat)" | ",Refine(PQ{M}[x{nbits}])"] with core one of "Flat" | "PQ{M}" | '
     '"PQ{M}x{nbits}" | "IVF{nlist},Flat" | "IVF{nlist},PQ{M}" | "IVF{nlist},PQ{M}x{nbits}" and '
     'transform one of "PCA{d_out}" | "PCAW{d_out}" (whitened) | "OPQ{M}" | "OPQ{M}_{d_out}"  '
     '(M, nbits, nlist, d_out positive integers; PQ{M} means nbits=8; examples: "Flat", "PQ16", '
     '"PQ16x4", "IVF256,Flat", "IVF1024,PQ32x8", "PCA128,IVF100,PQ8", "OPQ16,IVF1024,PQ16", '
-    '"OPQ16_64,IVF256,PQ16,RFlat")'
+    '"OPQ16_64,IVF256,PQ16,RFlat", "IVF256,PQ16x4,Refine(PQ32)")'
 )
 
 _PQ = r"PQ(?P<M>[0-9]+)(?:x(?P<nbits>[0-9]+))?"
 _CORE = rf"(?:IVF(?P<nlist>[0-9]+),)?(?:(?P<flat>Flat)|{_PQ})"
 _TRANSFORM = (r"(?:(?P<pca>PCAW?)(?P<pca_d>[0-9]+)"
               r"|OPQ(?P<opq_M>[0-9]+)(?:_(?P<opq_d>[0-9]+))?),")
-_PATTERN = re.compile(rf"(?:{_TRANSFORM})?{_CORE}(?P<refine>,RFlat|,Refine\(Flat\))?")
+_REFINE = r"(?P<refine>,RFlat|,Refine\(Flat\)|,Refine\(PQ(?P<refine_M>[0-9]+)(?:x(?P<refine_nbits>[0-9]+))?\))"
+_PATTERN = re.compile(rf"(?:{_TRANSFORM})?{_CORE}{_REFINE}?")
 
 
 def index_factory(d, description, metric="l2", n_threads=None, backend=None):
@@ -51,7 +52,9 @@ def index_factory(d, description, metric="l2", n_threads=None, backend=None):
 
         and optionally followed by ``",RFlat"`` (or ``",Refine(Flat)"``), which wraps everything
         before it in :class:`pqkit.IndexRefine` (exact re-ranking in the input space, as FAISS
-        ``IndexRefineFlat``; ``k_factor=1``, set ``index.k_factor`` to fetch more candidates).
+        ``IndexRefineFlat``; ``k_factor=1``, set ``index.k_factor`` to fetch more candidates), or
+        by ``",Refine(PQ{M}[x{nbits}])"``: the same with an ``IndexPQ(d, M, nbits)`` refine index
+        (re-ranking with finer codes, ``M * nbits / 8`` bytes per vector instead of ``4 * d``).
 
     metric : {"l2", "ip", "cosine"}, default "l2"
     n_threads : int or None, default None
@@ -102,7 +105,12 @@ def index_factory(d, description, metric="l2", n_threads=None, backend=None):
     index = _core_index(core_d, match, metric, n_threads, backend)
     if transform is not None:
         index = IndexPreTransform(transform, index)
-    if match.group("refine"):
+    if match.group("refine_M"):
+        refine_M = check_positive_int(int(match.group("refine_M")), "M (in Refine(PQ{M}))")
+        refine_nbits = 8 if match.group("refine_nbits") is None else int(match.group("refine_nbits"))
+        refine = IndexPQ(d, refine_M, refine_nbits, metric, n_threads=n_threads, backend=backend)
+        index = IndexRefine(index, refine_index=refine)
+    elif match.group("refine"):
         index = IndexRefine(index)
     return index
 

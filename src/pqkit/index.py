@@ -157,17 +157,7 @@ class _RowStore:
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row number of each id, -1 where absent (int64, same shape as ``ids``)."""
-        if self.n == 0:
-            return np.full(ids.shape, -1, dtype=np.int64)
-        if self.ids_are_rows():
-            return np.where((ids >= 0) & (ids < self.n), ids, -1)
-        if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
-            matches = self.ids[None, :] == ids[:, None]
-            return np.where(matches.any(axis=1), matches.argmax(axis=1), -1)
-        order, sorted_ids = self.derived("sorted ids", lambda: _sorted_ids(self.ids))
-        pos = np.minimum(np.searchsorted(sorted_ids, ids), self.n - 1)
-        found = sorted_ids[pos] == ids
-        return np.where(found, order[pos], -1)
+        return _rows_of(self.ids, ids, self.derived)
 
     def remove(self, ids: np.ndarray) -> int:
         if ids.size == 0 or self.n == 0:
@@ -186,6 +176,23 @@ class _RowStore:
     def nbytes(self) -> int:
         """Bytes allocated for rows and ids, spare capacity included (as InvertedLists counts)."""
         return self._data.nbytes + self._ids.nbytes
+
+
+def _rows_of(stored: np.ndarray, ids: np.ndarray, derived) -> np.ndarray:
+    """Position of each of ``ids`` in ``stored`` (unique ids), -1 where absent (int64, the shape of
+    ``ids``). ``derived(name, compute)`` caches the lookup structures until ``stored`` changes."""
+    n = stored.size
+    if n == 0:
+        return np.full(ids.shape, -1, dtype=np.int64)
+    if derived("ids are row numbers", lambda: _ids_are_rows(stored)):
+        return np.where((ids >= 0) & (ids < n), ids, -1)
+    if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
+        matches = stored[None, :] == ids.reshape(-1)[:, None]
+        return np.where(matches.any(axis=1), matches.argmax(axis=1), -1).reshape(ids.shape)
+    order, sorted_ids = derived("sorted ids", lambda: _sorted_ids(stored))
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
+    found = sorted_ids[pos] == ids
+    return np.where(found, order[pos], -1)
 
 
 def _ids_are_rows(ids: np.ndarray) -> bool:
@@ -774,6 +781,15 @@ class IndexFlat(Index):
             self._raise_unknown(ids, found)
         return self._store.data[rows]
 
+    def _rows_of(self, ids):
+        """Row of each id in the store, -1 where absent (IndexRefine's re-ranking)."""
+        return self._store.rows_of(ids)
+
+    def _rerank_rows(self, x, rows, ids, k):
+        """Best ``k`` of each query's candidate ``rows`` (-1: none) by exact distance, reported
+        under ``ids`` (IndexRefine's second stage)."""
+        return self._engine.rerank(x, self._store.data, rows, ids, k, self._core_metric, self._nt())
+
     def _remove(self, ids):
         return self._store.remove(ids)
 
@@ -824,6 +840,7 @@ class _ListStore:
         return np.asarray(list_nos) >= 0
 
     def _store_codes(self, list_nos, ids, codes, bias=None) -> None:
+        self._row_cache = {}
         self._invlists.add(list_nos, ids, codes, bias)
         if ids.size:
             self._max_id = max(self._max_id, int(ids.max()))
@@ -841,9 +858,11 @@ class _ListStore:
         return self._decode(codes, list_nos)
 
     def _remove(self, ids):
+        self._row_cache = {}
         return self._invlists.remove_ids(ids)
 
     def _reset(self):
+        self._row_cache = {}
         self._invlists.reset()
         self._max_id = -1
 
@@ -900,6 +919,8 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
                                     backend=self._backend)
         self._invlists = self._engine.InvertedLists(1, self._pq.code_size, "blocked")
         self._max_id = -1
+        self._rows_layout = False  # codes kept as rows (an IndexRefine's refine index), not blocked
+        self._row_cache = {}  # id -> row lookups and the blocked copy, replaced (not edited) by every change
 
     def _is_trained(self) -> bool:
         return self._pq.is_trained
@@ -918,13 +939,50 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
         return self._engine.pq_decode(codes, self._pq._core(), self._nt())
 
     def _search(self, x, k):
-        return self._engine.pq_search(
-            x, self._pq._core(), self._invlists, k, self._core_metric, self._nt()
-        )
+        lists = self._invlists
+        if self._rows_layout:  # the scans read blocked codes: a copy, built on first use
+            lists = self._derived("blocked", lambda: self._copy_codes("blocked"))
+        return self._engine.pq_search(x, self._pq._core(), lists, k, self._core_metric, self._nt())
+
+    def _copy_codes(self, layout):
+        """The stored codes and ids in a new single-list store of ``layout``."""
+        lists = self._engine.InvertedLists(1, self._pq.code_size, layout)
+        if self.ntotal:
+            _, ids, codes = self._invlists.export()
+            lists.add(np.zeros(ids.size, dtype=np.int64), ids, codes)
+        return lists
+
+    def _keep_codes_as_rows(self) -> None:
+        """Keep the codes as rows (IndexRefine's PQ refine index): re-ranking then reads one
+        contiguous code per candidate instead of ``code_size`` bytes 64 apart; :meth:`search`
+        scans a blocked copy made on first use (counted by :meth:`memory_usage_bytes`)."""
+        if not self._rows_layout:
+            self._invlists = self._copy_codes("rows")
+            self._rows_layout = True
+            self._row_cache = {}
+
+    def _derived(self, name, compute):
+        cache = self._row_cache  # one read: a change replaces the dict
+        if name not in cache:
+            cache[name] = compute()
+        return cache[name]
+
+    def _rows_of(self, ids):
+        """Offset of each id among the stored codes, -1 where absent (IndexRefine's re-ranking)."""
+        stored = self._derived("ids", lambda: np.asarray(self._invlists.list_ids(0)))
+        return _rows_of(stored, ids, self._derived)
+
+    def _rerank_rows(self, x, rows, ids, k):
+        """Best ``k`` of each query's candidate ``rows`` (-1: none) by the exact distance to their
+        decoded codes (the vectors :meth:`reconstruct` returns), reported under ``ids``."""
+        return self._engine.rerank_pq(x, self._pq._core(), self._invlists, rows, ids, k, self._core_metric,
+                                      self._nt())
 
     def _memory_usage_bytes(self) -> int:
         codebooks = self._pq.codebooks
-        return int(self._invlists.memory_usage_bytes()) + (0 if codebooks is None else codebooks.nbytes)
+        blocked = self._row_cache.get("blocked")  # rows layout, after a search()
+        return (int(self._invlists.memory_usage_bytes()) + (0 if codebooks is None else codebooks.nbytes)
+                + (0 if blocked is None else int(blocked.memory_usage_bytes())))
 
     def _get_state(self):
         params = {

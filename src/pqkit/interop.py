@@ -21,6 +21,7 @@ FAISS                                       pqkit
 ``IndexIVFPQ`` (``by_residual=True``)       :class:`pqkit.IndexIVFPQ`
 ``IndexPreTransform`` (PCA/OPQ/linear)      :class:`pqkit.IndexPreTransform` (nested per transform)
 ``IndexRefineFlat``                         :class:`pqkit.IndexRefine`
+``IndexRefine`` with an ``IndexPQ`` refine  :class:`pqkit.IndexRefine` with an IndexPQ refine index
 ``IndexIDMap`` / ``IndexIDMap2`` over Flat/PQ  the same index with those ids
 ==========================================  ==============================================
 
@@ -56,7 +57,7 @@ def _unsupported(what: str) -> ValueError:
     return ValueError(
         f"{what} is not supported by pqkit; supported: IndexFlat(L2/IP), IndexPQ, IndexIVFFlat, "
         "IndexIVFPQ (by_residual, no polysemous), IndexPreTransform with PCAMatrix/OPQMatrix, "
-        "IndexRefineFlat, IndexIDMap(2) over Flat/PQ"
+        "IndexRefineFlat, IndexRefine with an IndexPQ refine index, IndexIDMap(2) over Flat/PQ"
     )
 
 
@@ -189,13 +190,17 @@ def _from_faiss(faiss, owner, ids=None) -> Index:
             inner = IndexPreTransform(_transform_from_faiss(faiss, index.chain.at(position)),
                                       inner)
         return inner
-    if name == "IndexRefineFlat":
+    if name in ("IndexRefineFlat", "IndexRefine"):
         base = _from_faiss(faiss, index.base_index)
         refine = _from_faiss(faiss, index.refine_index)
+        if not isinstance(refine, (IndexFlat, IndexPQ)):
+            raise _unsupported(f"faiss {name} with a {type(refine).__name__} refine index")
         if refine.ntotal != base.ntotal or not base._contains(
                 np.arange(refine.ntotal, dtype=np.int64)).all():
-            raise ValueError("the IndexRefineFlat's base index must hold ids 0..ntotal-1, "
+            raise ValueError(f"the {name}'s base index must hold ids 0..ntotal-1, "
                              "aligned with its refine index")
+        if isinstance(refine, IndexPQ):
+            refine._keep_codes_as_rows()
         return IndexRefine._assemble(base, refine, index.k_factor)
     raise _unsupported(f"faiss {name}")
 
@@ -376,6 +381,15 @@ def _to_faiss(faiss, index):
         faiss.copy_array_to_vector(transform.b.ravel(), vt.b)
         vt.is_trained = True
         return faiss.IndexPreTransform(vt, inner)
+    if isinstance(index, IndexRefine) and isinstance(index.refine_index, IndexPQ):
+        base = _to_faiss(faiss, index.base_index)
+        refine = _to_faiss(faiss, index.refine_index)  # ids 0..ntotal-1 or a clear error
+        if not isinstance(refine, faiss.IndexPQ):
+            raise ValueError("faiss IndexRefine needs its refine codes addressed by row: add the "
+                             "vectors with add(), not add_with_ids()")
+        out = faiss.IndexRefine(base, refine)
+        out.k_factor = float(index.k_factor)
+        return out
     if isinstance(index, IndexRefine):
         base = _to_faiss(faiss, index.base_index)
         _, refine_arrays = index.refine_index._get_state()

@@ -1,4 +1,5 @@
-"""Re-ranking of approximate candidates with exact vectors (FAISS ``IndexRefineFlat``)."""
+"""Re-ranking of approximate candidates with finer distances (FAISS ``IndexRefine``,
+``IndexRefineFlat``): the exact vectors, or finer PQ codes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 
 from ._validation import check_k
-from .index import Index, IndexFlat
+from .index import Index, IndexFlat, IndexPQ
 
 __all__ = ["IndexRefine", "IndexRefineFlat"]
 
@@ -29,22 +30,31 @@ def check_k_factor(k_factor) -> float:
 
 
 class IndexRefine(Index):
-    """An approximate index whose candidates are re-ranked with the exact vectors.
+    """An approximate index whose candidates are re-ranked with finer distances.
 
     Parameters
     ----------
     base_index : pqkit.Index
         The approximate index (IndexPQ, IndexIVFPQ, an IndexPreTransform, ...). It must not hold
-        vectors yet: vectors are added to both it and the exact store.
+        vectors yet: vectors are added to both it and the refine index.
     k_factor : float, default 1.0
         ``search(x, k)`` fetches ``ceil(k * k_factor)`` candidates from ``base_index`` and returns
-        the ``k`` with the smallest exact distances (largest for "ip"/"cosine").
+        the ``k`` with the smallest refined distances (largest for "ip"/"cosine").
+    refine_index : pqkit.IndexFlat or pqkit.IndexPQ, optional
+        Where the refined distances come from, empty, with the base index's ``d`` and ``metric``.
+        None (the default) makes an :class:`pqkit.IndexFlat`: exact distances, ``4 * d`` bytes
+        per vector. An :class:`pqkit.IndexPQ` with finer codes than the base (e.g. 8 bits and
+        more sub-quantizers) keeps ``code_size`` bytes per vector instead: each candidate's
+        distance is computed directly to its decoded code (the vector ``reconstruct``
+        returns). It is trained by :meth:`train` with the base index, and keeps its codes as
+        rows, one contiguous read per candidate (its own ``search`` then scans a blocked copy
+        made on first use).
 
     Attributes
     ----------
     base_index : pqkit.Index
-    refine_index : pqkit.IndexFlat
-        The exact vectors (``4 * d`` bytes each plus the id), same metric and ids.
+    refine_index : pqkit.IndexFlat or pqkit.IndexPQ
+        Same metric and ids as the base index.
     k_factor : float
         Settable.
     nprobe : int
@@ -52,15 +62,14 @@ class IndexRefine(Index):
 
     Notes
     -----
-    Distances returned are exact (squared L2, inner product or cosine similarity) for the
-    candidates found; a neighbour missed by ``base_index`` stays missed. An IndexIVFPQ base
-    (4 or 8 bits, compiled engine) ranks its candidates by its byte-quantized distance table's
-    integer estimates, as a fast-scan index does, without the exact ADC sums its own ``search``
-    returns: the candidates can differ slightly from ``base_index.search``'s, the final distances
-    are exact either way, and the results are the same at every SIMD level and thread count.
-    Memory is the base
-    index plus ``(4 * d + 8)`` bytes per vector. Conversions, metrics and result padding: see
-    :mod:`pqkit.index`.
+    Distances returned are the refine index's (exact for an IndexFlat; to the decoded codes for
+    an IndexPQ) for the candidates found; a neighbour missed by ``base_index`` stays missed. An
+    IndexIVFPQ base (4 or 8 bits, compiled engine) ranks its candidates by its byte-quantized
+    distance table's integer estimates, as a fast-scan index does, without the exact ADC sums its
+    own ``search`` returns: the candidates can differ slightly from ``base_index.search``'s, and
+    the results are the same at every SIMD level and thread count. Memory is the base index plus
+    the refine index (``4 * d + 8`` bytes per vector for an IndexFlat). Conversions, metrics and
+    result padding: see :mod:`pqkit.index`.
 
     Examples
     --------
@@ -68,9 +77,11 @@ class IndexRefine(Index):
     >>> index = pqkit.IndexRefine(pqkit.IndexPQ(32, 8), k_factor=4)
     >>> index.refine_index
     IndexFlat(d=32, metric='l2', ntotal=0, is_trained=True)
+    >>> pqkit.IndexRefine(pqkit.IndexIVFPQ(32, 16, 8, 4), 8, pqkit.IndexPQ(32, 16, 8)).code_size
+    20
     """
 
-    def __init__(self, base_index, k_factor=1.0):
+    def __init__(self, base_index, k_factor=1.0, refine_index=None):
         if not isinstance(base_index, Index):
             raise TypeError(f"base_index must be a pqkit index, got {type(base_index).__name__}")
         if base_index.ntotal:
@@ -80,8 +91,15 @@ class IndexRefine(Index):
             )
         super().__init__(base_index.d, base_index.metric, base_index.n_threads)
         self.base_index = base_index
-        self.refine_index = IndexFlat(base_index.d, base_index.metric, base_index.n_threads,
-                                      backend=getattr(base_index, "_backend", None))
+        if refine_index is None:
+            refine_index = IndexFlat(base_index.d, base_index.metric, base_index.n_threads,
+                                     backend=getattr(base_index, "_backend", None))
+        else:
+            _check_refine_index(refine_index, base_index)
+            refine_index.n_threads = base_index.n_threads
+            if isinstance(refine_index, IndexPQ):
+                refine_index._keep_codes_as_rows()
+        self.refine_index = refine_index
         self.k_factor = k_factor
 
     @property
@@ -115,7 +133,7 @@ class IndexRefine(Index):
         return self.base_index.ntotal
 
     def _is_trained(self):
-        return self.base_index.is_trained
+        return self.base_index.is_trained and self.refine_index.is_trained
 
     def _code_size(self):
         return self.base_index.code_size + self.refine_index.code_size
@@ -125,6 +143,7 @@ class IndexRefine(Index):
 
     def _train(self, x):
         self.base_index.train(x)
+        self.refine_index.train(x)
 
     def _contains(self, ids):
         return self.base_index._contains(ids)
@@ -144,7 +163,7 @@ class IndexRefine(Index):
         return self.rerank(x, candidates, k)
 
     def rerank(self, x, candidates, k):
-        """Exact distances of candidate ids and the best ``k`` of them.
+        """Refined distances of candidate ids and the best ``k`` of them.
 
         Parameters
         ----------
@@ -159,18 +178,14 @@ class IndexRefine(Index):
         D : numpy.ndarray of float32, shape (n, k)
         I : numpy.ndarray of int64, shape (n, k)
         """
-        store = self.refine_index._store
-        if store.ids_are_rows():  # the core refuses any candidate outside -1..ntotal-1
-            rows = candidates
-        else:
-            rows = store.rows_of(candidates)
-            lost = (candidates >= 0) & (rows < 0)
-            if lost.any():
-                raise ValueError(f"candidate id {int(candidates[lost][0])} from the base index is "
-                                 "not in the refine index; the two must hold the same ids")
-        # One compiled pass: exact distances from the stored floats, best k by (distance, id).
-        return self.refine_index._engine.rerank(x, store.data, rows, candidates, k,
-                                                self._core_metric, self._nt())
+        rows = self.refine_index._rows_of(candidates)
+        lost = (candidates >= 0) & (rows < 0)
+        if lost.any():
+            raise ValueError(f"candidate id {int(candidates[lost][0])} from the base index is "
+                             "not in the refine index; the two must hold the same ids")
+        # One compiled pass: refined distances (stored floats or decoded codes), best k by
+        # (distance, id).
+        return self.refine_index._rerank_rows(x, rows, candidates, k)
 
     def _reconstruct(self, ids):
         return self.refine_index.reconstruct_n(ids)
@@ -196,11 +211,13 @@ class IndexRefine(Index):
 
         base = unnest_state(params, arrays, "base")
         refine = unnest_state(params, arrays, "refine")
-        if not isinstance(refine, IndexFlat) or refine.d != base.d or refine.metric != base.metric:
-            raise ValueError("the refine index must be an IndexFlat of the base index's d and metric")
+        if not isinstance(refine, (IndexFlat, IndexPQ)) or refine.d != base.d or refine.metric != base.metric:
+            raise ValueError("the refine index must be an IndexFlat or IndexPQ of the base index's d and metric")
         refine_ids = arrays.get("refine.ids")
         if refine.ntotal != base.ntotal or (refine.ntotal and not base._contains(refine_ids).all()):
             raise ValueError("the refine index and the base index hold different ids")
+        if isinstance(refine, IndexPQ):
+            refine._keep_codes_as_rows()
         return cls._assemble(base, refine, params["k_factor"])
 
     @classmethod
@@ -213,7 +230,23 @@ class IndexRefine(Index):
         return index
 
     def __repr__(self):
-        return f"IndexRefine({self.base_index!r}, k_factor={self._k_factor})"
+        refine = "" if isinstance(self.refine_index, IndexFlat) else f", refine_index={self.refine_index!r}"
+        return f"IndexRefine({self.base_index!r}, k_factor={self._k_factor}{refine})"
+
+
+def _check_refine_index(refine_index, base_index) -> None:
+    """A user-given refine index: an empty IndexFlat or IndexPQ matching the base index."""
+    if not isinstance(refine_index, (IndexFlat, IndexPQ)):
+        raise TypeError(f"refine_index must be a pqkit.IndexFlat or pqkit.IndexPQ (or None for an "
+                        f"IndexFlat), got {type(refine_index).__name__}")
+    if refine_index.d != base_index.d or refine_index.metric != base_index.metric:
+        raise ValueError(
+            f"refine_index must have the base index's d and metric: expected d={base_index.d}, "
+            f"metric={base_index.metric!r}, got d={refine_index.d}, metric={refine_index.metric!r}"
+        )
+    if refine_index.ntotal:
+        raise ValueError(f"refine_index already holds {refine_index.ntotal} vectors; pass an empty "
+                         "index (reset() it): vectors are added through the IndexRefine")
 
 
 IndexRefineFlat = IndexRefine

@@ -23,7 +23,7 @@ from .transforms import IndexPreTransform
 
 __all__ = ["Suggestion", "TuneReport", "estimate_memory", "suggest", "tune"]
 
-#: IVF lists grow their buffers by doubling; PQ codes sit in blocks of this many codes.
+#: PQ codes sit in blocks of this many codes.
 _BLOCK = 64
 
 
@@ -230,25 +230,18 @@ def tune(index, queries, target_recall=0.95, k=10, *, xb=None, max_queries=500,
 
 
 # =============================================================================== memory
-def _pow2_capacity(count: int) -> int:
-    """Capacity a buffer grown by doubling reaches for ``count`` elements (0 for none)."""
-    return 0 if count <= 0 else 1 << (int(count) - 1).bit_length()
-
-
 def _list_bytes(count: int, code_size: int, blocked: bool, bias: bool) -> int:
-    """Bytes of one inverted list holding ``count`` codes, as the engine allocates them."""
+    """Bytes of one inverted list after one add of ``count`` codes: the engine reserves each
+    batch exactly (blocked codes are padded to whole blocks of 64)."""
     if count <= 0:
         return 0
     code_count = (-(-count // _BLOCK) * _BLOCK) if blocked else count
-    total = _pow2_capacity(count) * 8 + _pow2_capacity(code_count * code_size)
-    if bias:
-        total += _pow2_capacity(count) * 4
-    return total
+    return count * 8 + code_count * code_size + (count * 4 if bias else 0)
 
 
 def _estimate(index, n: int) -> int:
     if isinstance(index, IndexRefine):
-        return _estimate(index.base_index, n) + n * (4 * index.d + 8)
+        return _estimate(index.base_index, n) + _estimate(index.refine_index, n)
     if isinstance(index, IndexPreTransform):
         t = index.transform
         return _estimate(index.index, n) + 4 * (t.d_out * t.d_in + t.d_out)
@@ -256,7 +249,8 @@ def _estimate(index, n: int) -> int:
         return n * (4 * index.d + 8) if n else 0
     if isinstance(index, IndexPQ):
         pq = index.pq
-        return _list_bytes(n, pq.code_size, True, False) + 4 * pq.M * pq.ksub * pq.dsub
+        # an IndexRefine's PQ refine index keeps its codes as rows
+        return _list_bytes(n, pq.code_size, not index._rows_layout, False) + 4 * pq.M * pq.ksub * pq.dsub
     if isinstance(index, (IndexIVFFlat, IndexIVFPQ)):
         nlist = index.nlist
         pq = getattr(index, "pq", None)
@@ -290,14 +284,15 @@ def estimate_memory(factory, n, d, metric="l2") -> int:
     -------
     int
         Bytes. Exact for Flat and PQ indexes (and wrappers of them); for inverted files it
-        assumes lists of equal size, so the measured value differs with the list balance (the
-        engine grows each list's buffers by doubling).
+        assumes lists of equal size, so the measured value differs with the list balance (block
+        padding per list).
 
     Notes
     -----
     Counted as ``memory_usage_bytes`` counts: ids 8 bytes each, codes (blocks of 64 for PQ), the
-    IVF-PQ per-code float under L2, buffer growth slack, centroids, codebooks, transform
-    matrices and the exact vectors of a refine stage; not Python object overhead.
+    IVF-PQ per-code float under L2, centroids, codebooks, transform matrices and the refine
+    index of a refine stage (exact vectors or PQ codes); not Python object overhead. Later
+    ``add`` calls grow buffers by 1.5x, which the estimate does not model.
     """
     from .factory import index_factory
 

@@ -12,7 +12,7 @@ Every backend has
 
 Backends (``BACKENDS``): ``pqkit_flat`` (:class:`pqkit.IndexFlat`, exact), ``pqkit_pq``
 (:class:`pqkit.IndexPQ`), ``pqkit_ivfpq`` (:class:`pqkit.IndexIVFPQ`), ``pqkit_ivfpq_refine``
-(:class:`pqkit.IndexRefine` over it: exact distances for the candidates), ``exact_knn``
+(:class:`pqkit.IndexRefine` over it: exact or finer PQ distances for the candidates), ``exact_knn``
 (scikit-learn ``NearestNeighbors``, the seed's baseline), ``faiss_flat``, ``faiss_ivfpq`` and
 ``faiss_ivfpq_refine`` (faiss, an optional baseline; imported only when used).
 """
@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from .._validation import as_float_matrix, check_k, check_positive_int
+from .._validation import as_float_matrix, check_int, check_k, check_positive_int
 from ..refine import check_k_factor
 
 __all__ = ["BACKENDS", "Backend", "make_backend"]
@@ -179,26 +179,32 @@ class PqkitIVFPQ(_PqkitBackend):
 
 
 class _RefineParams:
-    """The IVF-PQ parameters plus ``k_factor`` (candidates per result re-ranked exactly)."""
+    """The IVF-PQ parameters plus ``k_factor`` (candidates per result re-ranked) and ``refine_m``:
+    0 re-ranks with the exact bank vectors, a positive value with 8-bit PQ codes of ``refine_m``
+    sub-quantizers (``refine_m`` bytes per vector instead of ``4 * d``)."""
 
     def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, k_factor: float = 4.0,
-                 seed: int = 1234):
+                 seed: int = 1234, refine_m: int = 0):
+        refine_m = check_int(refine_m, "refine_m", minimum=0)
         Backend.__init__(self, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, k_factor=check_k_factor(k_factor),
-                         seed=seed)
+                         seed=seed, refine_m=refine_m)
 
 
 class PqkitIVFPQRefine(_RefineParams, PqkitIVFPQ):
     """:class:`pqkit.IndexRefine` over :class:`pqkit.IndexIVFPQ`: ``ceil(k * k_factor)`` candidates
-    from the codes, re-ranked with the exact bank vectors, so the distances returned are exact.
-    The bank is kept in full beside the codes (no memory reduction). Parameters as
-    :class:`PqkitIVFPQ` plus ``k_factor``."""
+    from the codes, re-ranked with the exact bank vectors (``refine_m = 0``: the distances
+    returned are exact, and the bank is kept in full beside the codes) or with finer 8-bit PQ
+    codes (``refine_m > 0``, a :class:`pqkit.IndexPQ` refine index: ``refine_m`` bytes per vector).
+    Parameters as :class:`PqkitIVFPQ` plus ``k_factor`` and ``refine_m``."""
 
     name = "pqkit_ivfpq_refine"
 
     def _make(self, d):
         import pqkit
 
-        return pqkit.IndexRefine(PqkitIVFPQ._make(self, d), k_factor=self.params["k_factor"])
+        p = self.params
+        refine = pqkit.IndexPQ(d, p["refine_m"], 8, seed=p["seed"]) if p["refine_m"] else None
+        return pqkit.IndexRefine(PqkitIVFPQ._make(self, d), p["k_factor"], refine)
 
 
 class SklearnNN(Backend):
@@ -336,15 +342,24 @@ class FaissIVFPQ(_FaissBackend):
 
 
 class FaissIVFPQRefine(_RefineParams, FaissIVFPQ):
-    """faiss ``IndexRefineFlat`` over ``IndexIVFPQ``: the counterpart of :class:`PqkitIVFPQRefine`.
-    Parameters as :class:`FaissIVFPQ` plus ``k_factor``."""
+    """faiss ``IndexRefineFlat`` (``refine_m = 0``) or ``IndexRefine`` with an 8-bit ``IndexPQ`` of
+    ``refine_m`` sub-quantizers, over ``IndexIVFPQ``: the counterpart of :class:`PqkitIVFPQRefine`.
+    Parameters as :class:`FaissIVFPQ` plus ``k_factor`` and ``refine_m``."""
 
     name = "faiss_ivfpq_refine"
 
     def _fit(self, bank):
+        faiss = _faiss()
+        p = self.params
         self._base = self._trained_ivfpq(bank)  # kept alive with the index
-        index = _faiss().IndexRefineFlat(self._base)  # the base must be empty: both parts get the vectors
-        index.k_factor = float(self.params["k_factor"])
+        if p["refine_m"]:
+            self._refine = faiss.IndexPQ(bank.shape[1], p["refine_m"], 8)
+            self._refine.pq.cp.seed = p["seed"]
+            self._refine.train(bank)
+            index = faiss.IndexRefine(self._base, self._refine)
+        else:
+            index = faiss.IndexRefineFlat(self._base)  # the base must be empty: both parts get the vectors
+        index.k_factor = float(p["k_factor"])
         index.add(bank)
         self.index = index
 

@@ -16,7 +16,9 @@
   :data:`~pqkit.patchcore.neighbors.BACKENDS`) and ``faiss_config`` (``pq_bits``, ``nprobe``,
   ``n_clusters``, ``m``: the grid shared by pqkit_ivfpq, faiss_ivfpq and pqkit_pq, named as in the
   seed; ``m`` may also be a list; ``k_factor``, default 4, for the ``*_ivfpq_refine`` methods,
-  which re-rank ``k_factor`` candidates per result with the exact bank vectors), ``threads``,
+  which re-rank ``k_factor`` candidates per result; ``refine_m``, default 0, an int or a list,
+  what they re-rank with: 0 the exact bank vectors, a positive value 8-bit PQ codes of that many
+  sub-quantizers), ``threads``,
   ``timing_repeats`` and ``timing_budget_s`` (below); for exp2 ``methods`` and
   ``compression_ratios``;
 - ``output``: ``dir``.
@@ -53,7 +55,7 @@ __all__ = ["EXP2_COLUMNS", "EXP3_COLUMNS", "load_config", "load_features", "plot
 
 EXP3_COLUMNS = ["category", "search_method", "pq_bits", "nprobe", "image_auroc", "memory_mb", "search_time_ms",
                 "speedup", "memory_reduction", "accuracy_loss_percent", "pixel_auroc", "n_clusters", "m",
-                "bank_size", "build_s", "note", "k_factor"]
+                "bank_size", "build_s", "note", "k_factor", "refine_m"]
 # Methods built once per (m, pq_bits) and searched at every nprobe of the grid.
 IVFPQ_METHODS = ("pqkit_ivfpq", "faiss_ivfpq", "pqkit_ivfpq_refine", "faiss_ivfpq_refine")
 EXP2_COLUMNS = ["category", "method", "compression_ratio", "bank_size", "image_auroc", "pixel_auroc",
@@ -253,7 +255,8 @@ def _grid(cfg: dict) -> dict:
     grid.setdefault("n_clusters", 100)
     grid.setdefault("m", 8)
     grid.setdefault("k_factor", 4)
-    for name in ("pq_bits", "nprobe", "m"):
+    grid.setdefault("refine_m", 0)
+    for name in ("pq_bits", "nprobe", "m", "refine_m"):
         if not isinstance(grid[name], list):
             grid[name] = [grid[name]]
     return grid
@@ -278,13 +281,13 @@ def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
     rows = []
     notes = {}
 
-    def add_row(method, nbits, nprobe, backend, build_s, note="", m=""):
+    def add_row(method, nbits, nprobe, backend, build_s, note="", m="", refine_m=""):
         if backend is not None and notes.get(method):
             note = notes[method]
         row = {"category": category, "search_method": method, "pq_bits": nbits, "nprobe": nprobe,
                "n_clusters": grid["n_clusters"] if method in IVFPQ_METHODS else "",
                "k_factor": grid["k_factor"] if method.endswith("_refine") else "",
-               "m": m, "bank_size": bank.shape[0],
+               "m": m, "refine_m": refine_m, "bank_size": bank.shape[0],
                "build_s": build_s, "note": note}
         if backend is not None:
             row.update(_evaluate(backend, data, cfg))
@@ -319,26 +322,29 @@ def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
                     continue
                 add_row(method, nbits, "", backend, build_s, m=m)
         elif method in IVFPQ_METHODS:
-            refine = {"k_factor": grid["k_factor"]} if method.endswith("_refine") else {}
-            for m, nbits in ((m, nbits) for m in grid["m"] for nbits in grid["pq_bits"]):
+            refined = method.endswith("_refine")
+            for m, nbits, refine_m in ((m, nbits, r) for m in grid["m"] for nbits in grid["pq_bits"]
+                                       for r in (grid["refine_m"] if refined else [""])):
+                refine = {"k_factor": grid["k_factor"], "refine_m": refine_m} if refined else {}
+                labels = {"m": m, "refine_m": refine_m}
                 if bank.shape[0] < 2 ** nbits:
                     # checked up front for both libraries alike: faiss would otherwise abort the
                     # process or spend minutes on a codebook with more centroids than vectors
                     for nprobe in grid["nprobe"]:
                         add_row(method, nbits, nprobe, None, "",
                                 f"not built: pq_bits={nbits} needs >= 2**{nbits} = {2 ** nbits} training vectors, "
-                                f"the memory bank has {bank.shape[0]}", m=m)
+                                f"the memory bank has {bank.shape[0]}", **labels)
                     continue
                 try:
                     backend, build_s = build(method, nlist=grid["n_clusters"], m=m, nbits=nbits,
                                              nprobe=grid["nprobe"][0], **refine)
                 except (ValueError, RuntimeError) as exc:
                     for nprobe in grid["nprobe"]:
-                        add_row(method, nbits, nprobe, None, "", f"not built: {exc}", m=m)
+                        add_row(method, nbits, nprobe, None, "", f"not built: {exc}", **labels)
                     continue
                 for nprobe in grid["nprobe"]:
                     backend.set_nprobe(nprobe)
-                    add_row(method, nbits, nprobe, backend, build_s, m=m)
+                    add_row(method, nbits, nprobe, backend, build_s, **labels)
         else:
             raise ValueError(f"unknown search method {method!r} in experiment.search_methods")
 
@@ -416,8 +422,12 @@ def _read_csv(path: str) -> list:
 def _label(row) -> str:
     if row["search_method"] in IVFPQ_METHODS:
         label = f"{row['search_method']} m{int(row['m'])} {int(row['pq_bits'])}b p{int(row['nprobe'])}"
-        k_factor = row.get("k_factor")
-        return label + (f" kf{k_factor:g}" if isinstance(k_factor, float) and not math.isnan(k_factor) else "")
+        k_factor, refine_m = row.get("k_factor"), row.get("refine_m")
+        if isinstance(k_factor, float) and not math.isnan(k_factor):
+            label += f" kf{k_factor:g}"
+        if isinstance(refine_m, float) and refine_m > 0:
+            label += f" PQ{int(refine_m)}x8"
+        return label
     if row["search_method"] == "pqkit_pq":
         return f"pqkit_pq m{int(row['m'])} {int(row['pq_bits'])}b"
     return row["search_method"]
