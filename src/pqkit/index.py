@@ -138,12 +138,8 @@ class _RowStore:
             self.max_id = max(self.max_id, int(ids.max()))
 
     def derived(self, name: str, compute):
-        """``compute()``, kept until the rows change (concurrent readers may both compute it;
-        the values are equal, and the last one stays)."""
-        cache = self._derived  # one read: a change replaces the dict, never edits it under readers
-        if name not in cache:
-            cache[name] = compute()
-        return cache[name]
+        """``compute()``, kept until the rows change (see :func:`_cached`)."""
+        return _cached(self._derived, name, compute)
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``ids`` are stored."""
@@ -176,6 +172,15 @@ class _RowStore:
     def nbytes(self) -> int:
         """Bytes allocated for rows and ids, spare capacity included (as InvertedLists counts)."""
         return self._data.nbytes + self._ids.nbytes
+
+
+def _cached(cache: dict, name: str, compute):
+    """``cache[name]``, computed by ``compute()`` on first use. Stores replace their cache dict on
+    every change and never edit it under readers, so a reader sees a consistent one (concurrent
+    readers may both compute a value; the values are equal, and the last one stays)."""
+    if name not in cache:
+        cache[name] = compute()
+    return cache[name]
 
 
 def _rows_of(stored: np.ndarray, ids: np.ndarray, derived) -> np.ndarray:
@@ -822,10 +827,15 @@ class IndexFlat(Index):
 class _ListStore:
     """Codes and ids kept by the engine in a ``InvertedLists`` (IndexPQ: one list).
 
-    The host class sets ``self._invlists`` and ``self._max_id`` and implements
-    ``_decode(codes, list_nos)``. PQ codes sit in the engine's blocked layout (64 codes per
-    block, byte-transposed, for the SIMD scans); they enter and leave as rows.
+    The host class sets ``self._invlists``, ``self._max_id`` and ``self._row_cache = {}`` and
+    implements ``_decode(codes, list_nos)``. PQ codes sit in the engine's blocked layout (64 codes
+    per block, byte-transposed, for the SIMD scans); they enter and leave as rows.
+    ``_row_cache`` holds values derived from the stored codes (IndexPQ's id lookups), replaced by
+    every change.
     """
+
+    def _derived(self, name, compute):
+        return _cached(self._row_cache, name, compute)
 
     def _ntotal(self) -> int:
         return int(self._invlists.ntotal)
@@ -961,12 +971,6 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
             self._rows_layout = True
             self._row_cache = {}
 
-    def _derived(self, name, compute):
-        cache = self._row_cache  # one read: a change replaces the dict
-        if name not in cache:
-            cache[name] = compute()
-        return cache[name]
-
     def _rows_of(self, ids):
         """Offset of each id among the stored codes, -1 where absent (IndexRefine's re-ranking)."""
         stored = self._derived("ids", lambda: np.asarray(self._invlists.list_ids(0)))
@@ -1038,6 +1042,7 @@ class _IndexIVF(_ListStore, Index):
             self._nlist, self.code_size, self._layout, self._with_bias()
         )
         self._max_id = -1  # upper bound of the stored ids (fast path of the duplicate check)
+        self._row_cache = {}  # see _ListStore
         self._coarse = None  # (centroids version, the engine's CoarseQuantizer)
 
     @property
