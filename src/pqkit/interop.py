@@ -199,8 +199,6 @@ def _from_faiss(faiss, owner, ids=None) -> Index:
                 np.arange(refine.ntotal, dtype=np.int64)).all():
             raise ValueError(f"the {name}'s base index must hold ids 0..ntotal-1, "
                              "aligned with its refine index")
-        if isinstance(refine, IndexPQ):
-            refine._keep_codes_as_rows()
         return IndexRefine._assemble(base, refine, index.k_factor)
     raise _unsupported(f"faiss {name}")
 

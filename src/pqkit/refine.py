@@ -216,13 +216,14 @@ class IndexRefine(Index):
         refine_ids = arrays.get("refine.ids")
         if refine.ntotal != base.ntotal or (refine.ntotal and not base._contains(refine_ids).all()):
             raise ValueError("the refine index and the base index hold different ids")
-        if isinstance(refine, IndexPQ):
-            refine._keep_codes_as_rows()
         return cls._assemble(base, refine, params["k_factor"])
 
     @classmethod
     def _assemble(cls, base, refine, k_factor) -> "IndexRefine":
-        """An IndexRefine over a filled base index and its matching exact store."""
+        """An IndexRefine over a filled base index and its matching refine index (a PQ refine
+        index is switched to row-kept codes, as the constructor does)."""
+        if isinstance(refine, IndexPQ):
+            refine._keep_codes_as_rows()
         index = cls.__new__(cls)
         Index.__init__(index, base.d, base.metric, base.n_threads)
         index.base_index, index.refine_index = base, refine
