@@ -19,19 +19,6 @@ inline size_t blocked_bytes(size_t n, size_t code_size) {
     return (n + kBlock - 1) / kBlock * kBlock * code_size;
 }
 
-// The block whose lines the 8-bit SIMD scans prefetch while scanning block b:
-// about 4 KiB ahead and at least two blocks, or block b itself near the end (no
-// pointer past the codes). In bench/micro it takes codes read from L3 or memory
-// to about the read floor. The 4-bit scans do without: with fewer operations
-// per byte, the extra instruction per byte column cost about 5 % in L2, and
-// their real searches (GloVe IVF-PQ) gained nothing.
-inline const uint8_t* prefetch_block(const uint8_t* blocks, size_t n, size_t b, size_t code_size) {
-    const size_t block_bytes = kBlock * code_size;
-    size_t ahead = (4096 + block_bytes - 1) / block_bytes;
-    if (ahead < 2) ahead = 2;
-    return (b + ahead) * kBlock < n ? blocks + (b + ahead) * block_bytes : blocks + b * block_bytes;
-}
-
 // Codes of block b that exist (the last block of n codes may be partial).
 inline size_t block_valid(size_t n, size_t b) {
     return n - b * kBlock < kBlock ? n - b * kBlock : kBlock;

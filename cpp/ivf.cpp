@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "codes.h"
 #include "kernels.h"
 #include "parallel.h"
 #include "scan.h"
@@ -16,9 +17,11 @@ constexpr size_t kQueryChunk = 8;
 
 
 // Runs the coarse search for a chunk of queries, then for each query calls
-// worker.begin(query) and worker.scan(list, coarse distance, heap) for every
-// probed list (nearest first), and writes the results. Worker is built once
-// per chunk of queries, so its buffers are reused across queries and lists.
+// worker.begin(query) and worker.scan(list, coarse distance, heap, next list)
+// for every probed list (nearest first), and writes the results. The next list
+// is the one the same worker scans after this one (-1: none), for prefetching.
+// Worker is built once per chunk of queries, so its buffers are reused across
+// queries and lists.
 template <class Worker, class MakeWorker>
 void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
                      const IVFSearchParams& p, float* D, int64_t* I, MakeWorker&& make_worker) {
@@ -50,7 +53,9 @@ void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, c
                     worker.begin(q);
                     parts[part].clear();
                     for (size_t j = part; j < nprobe; j += n_parts)
-                        if (probes[j] >= 0) worker.scan(static_cast<size_t>(probes[j]), coarse_dist[j], parts[part]);
+                        if (probes[j] >= 0)
+                            worker.scan(static_cast<size_t>(probes[j]), coarse_dist[j], parts[part],
+                                        j + n_parts < nprobe ? probes[j + n_parts] : -1);
                 }
             });
             TopK heap(p.k);
@@ -72,7 +77,11 @@ void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, c
             worker.begin(begin + q);
             for (size_t j = 0; j < nprobe; ++j) {
                 const int64_t list_no = probes[q * nprobe + j];
-                if (list_no >= 0) worker.scan(static_cast<size_t>(list_no), coarse_dist[q * nprobe + j], heap);
+                // The list scanned after this one: the query's next probe, or the next query's first.
+                const size_t next = q * nprobe + j + 1;
+                if (list_no >= 0)
+                    worker.scan(static_cast<size_t>(list_no), coarse_dist[q * nprobe + j], heap,
+                                next < nb * nprobe ? probes[next] : -1);
             }
             heap.write(D + (begin + q) * p.k, I + (begin + q) * p.k, !l2);
         }
@@ -98,7 +107,7 @@ struct FlatWorker {
 
     void prepare(size_t, size_t) {}
     void begin(size_t q) { query = x + q * d; }
-    void scan(size_t l, float, TopK& heap) {
+    void scan(size_t l, float, TopK& heap, int64_t) {
         const size_t n = lists.list_size(l);
         if (n == 0) return;
         const float* vecs = reinterpret_cast<const float*>(lists.list_codes(l));
@@ -183,9 +192,15 @@ struct PQWorker {
         table = scratch.tables.data() + (q - first) * s.M * s.ksub;
         quantize_table(s, table, scratch.quantized);
     }
-    void scan(size_t l, float coarse_dist, TopK& heap) {
-        const CodeRun run{lists.list_codes(l), lists.list_size(l), lists.list_ids(l), lists.list_bias(l),
-                          lists.list_bias_absmax(l)};
+    // The scan prefetches on into next_list, the list it scans next (or -1).
+    void scan(size_t l, float coarse_dist, TopK& heap, int64_t next_list) {
+        CodeRun run{lists.list_codes(l), lists.list_size(l), lists.list_ids(l), lists.list_bias(l),
+                    lists.list_bias_absmax(l)};
+        if (next_list >= 0) {
+            const size_t nl = static_cast<size_t>(next_list);
+            run.next_blocks = lists.list_codes(nl);
+            run.next_bytes = blocked_bytes(lists.list_size(nl), lists.code_size());
+        }
         if (run.n == 0) return;
         const float base = metric == Metric::L2 ? coarse_dist : -coarse_dist;
         scan_codes(pq.shape(), table, scratch.quantized, run, base, heap, scratch.buffers, estimates);

@@ -306,11 +306,10 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
     float padded[kBlock];
     for (size_t b = 0; b * kBlock < n; ++b) {
         const uint8_t* blk = blocks + b * kBlock * M;
-        const char* ahead = reinterpret_cast<const char*>(prefetch_block(blocks, n, b, M));
         __m256i acc[8];
         for (int h = 0; h < 8; ++h) acc[h] = _mm256_setzero_si256();
         for (size_t m = 0; m < M; ++m) {
-            _mm_prefetch(ahead + m * kBlock, _MM_HINT_T0);
+            scan_prefetch(blocks, (b * M + m) * kBlock, f);
             const int* t = reinterpret_cast<const int*>(lut + m * 256);
             for (int h = 0; h < 8; ++h) {
                 __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + m * kBlock + 8 * h)));
@@ -348,6 +347,7 @@ void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
             // sum is at most M * qmax <= 65535.
             __m256i total = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
             for (size_t j = 0; j < code_size; ++j) {
+                if (half == 0) scan_prefetch(blocks, (b * code_size + j) * kBlock, f);
                 const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + j * kBlock + 32 * half));
                 const __m256i t_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j)));
                 const __m256i t_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j + 16)));

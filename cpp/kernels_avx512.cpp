@@ -326,10 +326,9 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
                uint64_t* masks) {
     for (size_t b = 0; b * kBlock < n; ++b) {
         const uint8_t* blk = blocks + b * kBlock * M;
-        const char* ahead = reinterpret_cast<const char*>(prefetch_block(blocks, n, b, M));
         __m512i total = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
         for (size_t m = 0; m < M; ++m) {
-            _mm_prefetch(ahead + m * kBlock, _MM_HINT_T0);
+            scan_prefetch(blocks, (b * M + m) * kBlock, f);
             const __m512i c = _mm512_loadu_si512(blk + m * kBlock);
             const uint8_t* t = lut + m * 256;
             __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(t), c, _mm512_loadu_si512(t + 64));
@@ -354,6 +353,7 @@ void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
         const uint8_t* blk = blocks + b * kBlock * code_size;
         __m512i total = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
         for (size_t j = 0; j < code_size; ++j) {
+            scan_prefetch(blocks, (b * code_size + j) * kBlock, f);
             const __m512i c = _mm512_loadu_si512(blk + j * kBlock);
             const __m512i t_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j)));
             const __m512i t_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j + 16)));

@@ -23,8 +23,9 @@ void check_rows(const int64_t* rows, size_t n, size_t ny) {
                                         std::to_string(static_cast<int64_t>(ny) - 1));
 }
 
-// The shared loop: `make_fetch()` gives each task a function returning the d
-// floats of a row (a pointer into the store, or a decoded scratch copy).
+// The shared loop: `make_fetch()` gives each task a fetcher: fetch(r) returns the
+// d floats of row r (a pointer into the store, or a decoded scratch copy), and
+// fetch.prefetch(r) starts loading row r.
 template <class MakeFetch>
 void rerank_rows(const float* x, size_t nq, size_t d, const int64_t* rows, const int64_t* ids, size_t c, size_t k,
                  Metric metric, int n_threads, float* D, int64_t* I, const MakeFetch& make_fetch) {
@@ -40,6 +41,12 @@ void rerank_rows(const float* x, size_t nq, size_t d, const int64_t* rows, const
             const float* q = x + i * d;
             top.clear();
             for (size_t j = 0; j < c; ++j) {
+                // The rows of the next query arrive while this one is computed (its
+                // candidates are scattered: one cache miss each, or a few).
+                if (i + 1 < end) {
+                    const int64_t ahead = rows[(i + 1) * c + j];
+                    if (ahead >= 0) fetch.prefetch(static_cast<size_t>(ahead));
+                }
                 const int64_t r = rows[i * c + j];
                 if (r < 0) continue;
                 const float* v = fetch(static_cast<size_t>(r));
@@ -57,6 +64,19 @@ void rerank_rows(const float* x, size_t nq, size_t d, const int64_t* rows, const
     });
 }
 
+// rerank's row fetcher: a pointer into the stored rows.
+struct RowFetch {
+    const float* y;
+    size_t d;
+    void prefetch(size_t r) const {
+        const char* p = reinterpret_cast<const char*>(y + r * d);
+        const char* end = reinterpret_cast<const char*>(y + (r + 1) * d);
+        for (; p < end; p += 64) __builtin_prefetch(p, 0, 3);
+        __builtin_prefetch(end - 1, 0, 3);  // the last line, when the row is not line-aligned
+    }
+    const float* operator()(size_t r) const { return y + r * d; }
+};
+
 // rerank_pq's row fetcher, one per task: the gathered code, its sub-quantizer
 // indices and the decoded vector (pq_decode's floats).
 struct PQRowDecoder {
@@ -67,6 +87,10 @@ struct PQRowDecoder {
     std::vector<uint8_t> code;
     std::vector<int32_t> idx;
     std::vector<float> vec;
+    void prefetch(size_t r) const {
+        // Rows: the code's line. Blocked: its first byte column only (a line per byte).
+        __builtin_prefetch(blocked ? codes + blocked_offset(r, 0, s->code_size) : codes + r * s->code_size, 0, 3);
+    }
     const float* operator()(size_t r) {
         // Rows: one contiguous code. Blocked: code_size bytes 64 apart (a cache line each).
         const uint8_t* one = codes + r * s->code_size;
@@ -106,9 +130,7 @@ struct PQRowDecoder {
 void rerank(const float* x, size_t nq, const float* y, size_t ny, size_t d, const int64_t* rows,
             const int64_t* ids, size_t c, size_t k, Metric metric, int n_threads, float* D, int64_t* I) {
     check_rows(rows, nq * c, ny);
-    rerank_rows(x, nq, d, rows, ids, c, k, metric, n_threads, D, I, [&] {
-        return [&](size_t r) { return y + r * d; };
-    });
+    rerank_rows(x, nq, d, rows, ids, c, k, metric, n_threads, D, I, [&] { return RowFetch{y, d}; });
 }
 
 void rerank_pq(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, const int64_t* rows,

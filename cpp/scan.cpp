@@ -116,6 +116,14 @@ bool filter_for(const PQShape& s, const QuantizedTable& q, const CodeRun& run, f
     return true;
 }
 
+// Points the kernel's prefetch at the rest of the run from code `start` on, then
+// at the run scanned next (ScanFilter).
+void set_ahead(const PQShape& s, const CodeRun& run, size_t start, ScanFilter& f) {
+    f.ahead_bytes = blocked_bytes(run.n, s.code_size) - blocked_offset(start, 0, s.code_size);
+    f.next = run.next_blocks;
+    f.next_bytes = run.next_bytes;
+}
+
 // The scan kernel for the table's width (4 or 8 bits).
 void scan_kernel(const PQShape& s, const uint8_t* blocks, size_t n, const QuantizedTable& q, const ScanFilter& f,
                  uint64_t* masks) {
@@ -151,6 +159,7 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
     ScanFilter all{};
     all.max_est = 65535;
     all.est_out = est.data();
+    set_ahead(s, run, 0, all);
     scan_kernel(s, run.blocks, sample, q, all, buf.masks.data());
     std::vector<std::pair<float, uint32_t>>& order = buf.order;
     order.resize(sample);
@@ -206,6 +215,7 @@ void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& ru
         const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);
         ScanFilter f{};
         f.est_out = buf.est.data();
+        set_ahead(s, run, start, f);
         if (!(tau < std::numeric_limits<float>::infinity())) {
             f.max_est = 65535;  // every code passes
             scan_kernel(s, blocks, count, q, f, buf.masks.data());
@@ -288,6 +298,7 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
         }
         count = std::min(kBlocksPerStep * kBlock, run.n - start);
         ScanFilter f{};
+        set_ahead(s, run, start, f);
         if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases: nothing later passes either
         if (f.bias != nullptr) f.bias += start;
         const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);

@@ -49,6 +49,8 @@ struct CodeRun {
     const int64_t* ids;
     const float* bias;   // nullptr: no bias
     float bias_absmax;   // >= max |bias|
+    const uint8_t* next_blocks = nullptr;  // the codes scanned after this run (prefetch only)
+    size_t next_bytes = 0;
 };
 
 struct ScanBuffers {

@@ -224,7 +224,7 @@ def markdown(raw: dict) -> str:
         "",
         "Each cell: ns per code = median seconds per full scan / n; in parentheses that time over the "
         "memory-read floor, a plain read of as many bytes as the codes (1.00x: the scan runs at memory speed; "
-        "below 1.00x from memory: the 8-bit scans prefetch ahead, the plain read does not).",
+        "below 1.00x from memory: the SIMD scans prefetch ahead, the plain read does not).",
     ]
     last_level = max(raw["caches"].items(), key=lambda item: item[1], default=None)
     for size_name, size_bytes in settings["sizes"].items():
