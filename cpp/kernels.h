@@ -43,8 +43,8 @@ struct ScanFilter {
 // per 64-byte column keeps the lines arriving at the rate they are used, and
 // following the window into the next run (the next probed list) avoids a cold
 // start at each list; prefetching a whole block or list at once, by contrast,
-// stalled the scan's own loads. About the read floor from memory for the
-// 8-bit scans; IVF-PQ 4-bit on GloVe about 1.1x faster (bench/README.md).
+// stalled the scan's own loads. Measured in README.md (Speed) and
+// bench/results/micro.md.
 constexpr size_t kScanAhead = 4096;
 
 // The SIMD scans' prefetch for the column at byte `offset` of the call.

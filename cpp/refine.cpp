@@ -1,6 +1,7 @@
 #include "refine.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -68,11 +69,10 @@ void rerank_rows(const float* x, size_t nq, size_t d, const int64_t* rows, const
 struct RowFetch {
     const float* y;
     size_t d;
-    void prefetch(size_t r) const {
-        const char* p = reinterpret_cast<const char*>(y + r * d);
-        const char* end = reinterpret_cast<const char*>(y + (r + 1) * d);
-        for (; p < end; p += 64) __builtin_prefetch(p, 0, 3);
-        __builtin_prefetch(end - 1, 0, 3);  // the last line, when the row is not line-aligned
+    void prefetch(size_t r) const {  // every cache line the row touches
+        const uintptr_t first = reinterpret_cast<uintptr_t>(y + r * d) / 64 * 64;
+        const uintptr_t end = reinterpret_cast<uintptr_t>(y + (r + 1) * d);
+        for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 3);
     }
     const float* operator()(size_t r) const { return y + r * d; }
 };
