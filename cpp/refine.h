@@ -27,10 +27,10 @@ void rerank(const float* x, size_t nq, const float* y, size_t ny, size_t d, cons
 // As rerank, with the candidates stored as PQ codes (IndexRefine over a PQ
 // refine store): rows are offsets into list 0 of `lists` (codes of pq's
 // code_size, as rows, or blocked as IndexPQ keeps them for its scans; a row
-// reads one cache line where a blocked code reads code_size). Each candidate is decoded to its
-// reconstruction (pq_decode's floats) and gets the same direct distance as
-// rerank computes from stored floats, so the keys equal rerank's over the
-// decoded vectors, bit for bit.
+// reads one cache line where a blocked code reads code_size). Each candidate
+// is decoded to its reconstruction (pq_decode's floats) and gets the same
+// direct distance as rerank computes from stored floats, so the keys equal
+// rerank's over the decoded vectors, bit for bit.
 void rerank_pq(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, const int64_t* rows,
                const int64_t* ids, size_t c, size_t k, Metric metric, int n_threads, float* D, int64_t* I);
 

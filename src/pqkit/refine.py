@@ -90,17 +90,13 @@ class IndexRefine(Index):
                 "unknown; wrap an empty index (reset() it) and add the vectors to the IndexRefine"
             )
         super().__init__(base_index.d, base_index.metric, base_index.n_threads)
-        self.base_index = base_index
         if refine_index is None:
             refine_index = IndexFlat(base_index.d, base_index.metric, base_index.n_threads,
                                      backend=getattr(base_index, "_backend", None))
         else:
             _check_refine_index(refine_index, base_index)
             refine_index.n_threads = base_index.n_threads
-            if isinstance(refine_index, IndexPQ):
-                refine_index._keep_codes_as_rows()
-        self.refine_index = refine_index
-        self.k_factor = k_factor
+        self._attach(base_index, refine_index, k_factor)
 
     @property
     def k_factor(self) -> float:
@@ -220,15 +216,19 @@ class IndexRefine(Index):
 
     @classmethod
     def _assemble(cls, base, refine, k_factor) -> "IndexRefine":
-        """An IndexRefine over a filled base index and its matching refine index (a PQ refine
-        index is switched to row-kept codes, as the constructor does)."""
-        if isinstance(refine, IndexPQ):
-            refine._keep_codes_as_rows()
+        """An IndexRefine over a filled base index and its matching refine index."""
         index = cls.__new__(cls)
         Index.__init__(index, base.d, base.metric, base.n_threads)
-        index.base_index, index.refine_index = base, refine
-        index.k_factor = k_factor
+        index._attach(base, refine, k_factor)
         return index
+
+    def _attach(self, base, refine, k_factor) -> None:
+        """Sets the two parts (for the constructor and :meth:`_assemble`); a PQ refine index
+        keeps its codes as rows, one contiguous read per candidate."""
+        if isinstance(refine, IndexPQ):
+            refine._keep_codes_as_rows()
+        self.base_index, self.refine_index = base, refine
+        self.k_factor = k_factor
 
     def __repr__(self):
         refine = "" if isinstance(self.refine_index, IndexFlat) else f", refine_index={self.refine_index!r}"
