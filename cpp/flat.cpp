@@ -25,17 +25,6 @@ constexpr size_t kSelectMinK = 32;
 // which dominates dot products of a few 16-lane chunks (PQ sub-vectors).
 constexpr size_t kDirectMaxDim = 33;
 
-// Inner products become keys in place: squared L2 through the norms (y_norms
-// given) or the negated product. Plain loops the compiler vectorises; the
-// same operations as l2_key, in any width.
-void to_keys(float* __restrict ips, size_t n, float x_norm, const float* __restrict y_norms) {
-    if (y_norms != nullptr) {
-        for (size_t j = 0; j < n; ++j) ips[j] = l2_key(x_norm, y_norms[j], ips[j]);
-    } else {
-        for (size_t j = 0; j < n; ++j) ips[j] = -ips[j];
-    }
-}
-
 // Index of the first smallest non-NaN key, or n when all are NaN.
 size_t first_min(const float* keys, size_t n) {
     size_t arg = n;
@@ -44,12 +33,6 @@ size_t first_min(const float* keys, size_t n) {
     return arg;
 }
 
-// Whether any of n (at most 16) keys is <= th; branch-free, so it vectorises.
-bool any_at_most(const float* keys, size_t n, float th) {
-    int hit = 0;
-    for (size_t j = 0; j < n; ++j) hit |= keys[j] <= th;
-    return hit != 0;
-}
 }  // namespace
 
 VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms)
@@ -68,7 +51,9 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
     // Written by dot_tile before any read: no zero fill (this runs once per small chunk of queries).
     const size_t ref_block = std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))));
     std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
+    std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
     float xnorms[kQueryBlock];
+    float mins[kQueryBlock][kKeySets];
     std::vector<TopK> heaps(k == 1 ? 0 : q_rows, TopK(k));
     KeyBound bound;
     float best_key[kQueryBlock];
@@ -84,7 +69,8 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
             const size_t rb = std::min(ref_block, refs.size() - r0);
             K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.get(), rb);
             const float* ref_norms = l2 ? refs.norms() + r0 : nullptr;
-            for (size_t q = 0; q < nb; ++q) to_keys(buf.get() + q * rb, rb, l2 ? xnorms[q] : 0.0f, ref_norms);
+            for (size_t q = 0; q < nb; ++q)
+                K.keys_and_minima(buf.get() + q * rb, rb, l2 ? xnorms[q] : 0.0f, ref_norms, mins[q]);
             if (k == 1) {
                 // Nearest only (k-means and PQ assignment): a running minimum. The
                 // first of equal keys wins, the smallest row, as in TopK's order;
@@ -102,21 +88,23 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
                 continue;
             }
             for (size_t q = 0; q < nb; ++q) {
-                float* keys = buf.get() + q * rb;
+                const float* keys = buf.get() + q * rb;
                 TopK& heap = heaps[q];
                 float th = heap.threshold();
-                // Only keys up to a bound on the block's k-th smallest reach the heap.
-                if (k >= kSelectMinK || 2 * k <= KeyBound::kStrideSets) th = bound.bound(keys, rb, k, th);
-                // 16 keys at a time: one branch per group that no key passes (most
-                // of them once the heap is full), instead of one per key.
-                for (size_t j0 = 0; j0 < rb; j0 += 16) {
-                    const size_t j1 = std::min(j0 + 16, rb);
-                    if (!any_at_most(keys + j0, j1 - j0, th)) continue;
-                    for (size_t j = j0; j < j1; ++j) {
-                        if (keys[j] <= th) {
-                            heap.push(keys[j], static_cast<int64_t>(r0 + j));
-                            th = std::min(th, heap.threshold());
-                        }
+                // Only keys up to a bound on the block's k-th smallest reach the heap
+                // (select.h): for small k the k-th smallest of the sets' minima.
+                if (2 * k <= kKeySets) {
+                    if (k > 0 && rb >= 2 * kKeySets) th = std::min(th, K.kth_smallest(mins[q], kKeySets, k));
+                } else if (k >= kSelectMinK) {
+                    th = bound.bound(keys, rb, k, th);
+                }
+                // The few keys under the bound, found 16 at a time, then pushed in row order.
+                const size_t n_pass = K.indices_at_most(keys, rb, th, rows.get());
+                for (size_t i = 0; i < n_pass; ++i) {
+                    const size_t j = rows[i];
+                    if (keys[j] <= th) {
+                        heap.push(keys[j], static_cast<int64_t>(r0 + j));
+                        th = std::min(th, heap.threshold());
                     }
                 }
             }

@@ -10,15 +10,8 @@ namespace pqkit {
 
 enum class Metric { L2, IP };
 
-// Search keys are "smaller is better": squared L2, or the negated inner product.
-//
-// Squared L2 through norms, as in a GEMM formulation:
-//   ||x - y||^2 = ||x||^2 + ||y||^2 - 2 <x, y>,
-// clamped at 0 because rounding can make it slightly negative for near-equal vectors.
-inline float l2_key(float x_norm, float y_norm, float ip) {
-    float v = x_norm + y_norm - 2.0f * ip;
-    return v < 0.0f ? 0.0f : v;
-}
+// Search keys are "smaller is better": squared L2 through norms, as in a GEMM
+// formulation, or the negated inner product (kernels().keys_and_minima).
 
 // A set of reference vectors (centroids or a database block) prepared once for
 // repeated blocked distance computations.

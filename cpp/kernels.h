@@ -56,6 +56,9 @@ inline void scan_prefetch(const uint8_t* blocks, size_t offset, const ScanFilter
         __builtin_prefetch(f.next + (a - f.ahead_bytes), 0, 3);
 }
 
+// Sets of keys_and_minima: set l holds keys l, l + kKeySets, ...
+constexpr size_t kKeySets = 32;
+
 struct Kernels {
     // out[i * ldo + j] = <x_i, y_j> for i < nx, j < ny; rows have d floats.
     void (*dot_tile)(const float* x, size_t nx, const float* y, size_t ny, size_t d,
@@ -93,6 +96,18 @@ struct Kernels {
                       const ScanFilter& filter, uint64_t* masks);
     void (*scan_lut4)(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut,
                       const ScanFilter& filter, uint64_t* masks);
+    // Exact search's selection, one query's block of n inner products at a
+    // time. Each becomes its key in place: for L2 (y_norms given)
+    // ||x - y_j||^2 = (x_norm + y_norms[j]) - 2 ip, clamped at 0 because
+    // rounding can make it slightly negative for near-equal vectors (NaN stays
+    // NaN); else -ip. mins[l] is the smallest key j with j % kKeySets == l
+    // (NaN never counts, +inf for none), for KeyBound's small-k bound.
+    void (*keys_and_minima)(float* keys, size_t n, float x_norm, const float* y_norms, float* mins);
+    // The k-th smallest of v[0..n), 1 <= k <= n <= kKeySets, no NaN.
+    float (*kth_smallest)(const float* v, size_t n, size_t k);
+    // Writes the indices j < n with keys[j] <= th to out in increasing order
+    // (out has room for n + 16); returns how many.
+    size_t (*indices_at_most)(const float* keys, size_t n, float th, uint32_t* out);
     // Memory-read floor for the micro-benchmark: sums n bytes (any order).
     uint64_t (*read_bytes)(const uint8_t* data, size_t n);
 };

@@ -386,11 +386,16 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
     return lanes[0] + lanes[1] + lanes[2] + lanes[3] + generic::read_bytes(data + i, n - i);
 }
 
+// Plain loops: the compiler vectorises them with this file's flags.
+using generic::indices_at_most;
+using generic::keys_and_minima;
+using generic::kth_smallest;
+
 }  // namespace
 
 const Kernels table = {
     dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, argmin, min_max_rows, quantize_rows,
-    scan_lut8, scan_lut4, read_bytes,
+    scan_lut8, scan_lut4, keys_and_minima, kth_smallest, indices_at_most, read_bytes,
 };
 
 }  // namespace avx2

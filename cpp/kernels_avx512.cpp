@@ -376,11 +376,51 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
     return sum + generic::read_bytes(data + i, n - i);
 }
 
+// Plain loops, vectorised with this file's flags.
+using generic::keys_and_minima;
+
+// By ranks, without branches on the data: v[i] is the k-th smallest when fewer
+// than k values are below it and at least k are at most it. Lanes past n hold
+// +inf, which changes no such count for a value that can be the answer.
+float kth_smallest(const float* v, size_t n, size_t k) {
+    const __m512 inf = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+    const __m512 a = _mm512_mask_loadu_ps(inf, static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1), v);
+    const __m512 b = n > 16 ? _mm512_mask_loadu_ps(inf, static_cast<__mmask16>(n >= 32 ? 0xFFFF : (1u << (n - 16)) - 1), v + 16) : inf;
+    for (size_t i = 0; i < n; ++i) {
+        const __m512 x = _mm512_set1_ps(v[i]);
+        const size_t below = static_cast<size_t>(__builtin_popcount(_mm512_cmp_ps_mask(a, x, _CMP_LT_OQ)) +
+                                                 __builtin_popcount(_mm512_cmp_ps_mask(b, x, _CMP_LT_OQ)));
+        const size_t at_most = static_cast<size_t>(__builtin_popcount(_mm512_cmp_ps_mask(a, x, _CMP_LE_OQ)) +
+                                                   __builtin_popcount(_mm512_cmp_ps_mask(b, x, _CMP_LE_OQ)));
+        if (below < k && k <= at_most) return v[i];
+    }
+    return generic::kth_smallest(v, n, k);  // not reached
+}
+
+// 16 keys per compare; the passing lanes' indices are compressed to the front.
+size_t indices_at_most(const float* keys, size_t n, float th, uint32_t* out) {
+    const __m512 t = _mm512_set1_ps(th);
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    size_t c = 0, j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __mmask16 pass = _mm512_cmp_ps_mask(_mm512_loadu_ps(keys + j), t, _CMP_LE_OQ);
+        _mm512_storeu_si512(out + c, _mm512_maskz_compress_epi32(pass, idx));
+        c += static_cast<size_t>(__builtin_popcount(pass));
+        idx = _mm512_add_epi32(idx, step);
+    }
+    for (; j < n; ++j) {
+        out[c] = static_cast<uint32_t>(j);
+        c += keys[j] <= th ? 1 : 0;
+    }
+    return c;
+}
+
 }  // namespace
 
 const Kernels table = {
     dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, argmin, min_max_rows, quantize_rows,
-    scan_lut8, scan_lut4, read_bytes,
+    scan_lut8, scan_lut4, keys_and_minima, kth_smallest, indices_at_most, read_bytes,
 };
 
 }  // namespace avx512

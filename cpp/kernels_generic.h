@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "codes.h"
 #include "kernels.h"
@@ -188,6 +189,50 @@ inline void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* 
         if (f.est_out) __builtin_memcpy(f.est_out + b * kBlock, est, sizeof(est));
         masks[b] = filter_block(est, valid, f.bias ? f.bias + b * kBlock : nullptr, f);
     }
+}
+
+// ---- coarse selection (see kernels.h)
+
+inline void keys_and_minima(float* keys, size_t n, float x_norm, const float* y_norms, float* mins) {
+    for (size_t l = 0; l < kKeySets; ++l) mins[l] = std::numeric_limits<float>::infinity();
+    for (size_t j0 = 0; j0 < n; j0 += kKeySets) {
+        const size_t len = n - j0 < kKeySets ? n - j0 : kKeySets;
+        float* v = keys + j0;
+        if (y_norms != nullptr) {
+            const float* yn = y_norms + j0;
+            for (size_t l = 0; l < len; ++l) {
+                const float key = x_norm + yn[l] - 2.0f * v[l];
+                v[l] = key < 0.0f ? 0.0f : key;
+            }
+        } else {
+            for (size_t l = 0; l < len; ++l) v[l] = -v[l];
+        }
+        for (size_t l = 0; l < len; ++l) mins[l] = v[l] < mins[l] ? v[l] : mins[l];
+    }
+}
+
+// Insertion into a sorted run of the k smallest so far: for a few values this
+// beats a general selection.
+inline float kth_smallest(const float* v, size_t n, size_t k) {
+    float best[kKeySets];
+    size_t have = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const float x = v[i];
+        if (have == k && !(x < best[k - 1])) continue;
+        size_t p = have < k ? have++ : k - 1;
+        for (; p > 0 && x < best[p - 1]; --p) best[p] = best[p - 1];
+        best[p] = x;
+    }
+    return best[k - 1];
+}
+
+inline size_t indices_at_most(const float* keys, size_t n, float th, uint32_t* out) {
+    size_t c = 0;
+    for (size_t j = 0; j < n; ++j) {
+        out[c] = static_cast<uint32_t>(j);
+        c += keys[j] <= th ? 1 : 0;
+    }
+    return c;
 }
 
 inline uint64_t read_bytes(const uint8_t* data, size_t n) {

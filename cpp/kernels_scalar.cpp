@@ -10,7 +10,8 @@ const Kernels table = {
     generic::l2_to_centroids_t, generic::ip_to_centroids_t, generic::argmin,
     generic::min_max_rows,
     generic::quantize_rows,
-    generic::scan_lut8,         generic::scan_lut4,         generic::read_bytes,
+    generic::scan_lut8,         generic::scan_lut4,         generic::keys_and_minima,
+    generic::kth_smallest,      generic::indices_at_most,   generic::read_bytes,
 };
 
 }  // namespace scalar

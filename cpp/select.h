@@ -11,20 +11,22 @@
 #include <limits>
 #include <vector>
 
+#include "kernels.h"
+
 namespace pqkit {
 
 class KeyBound {
 public:
     // Sets for the small-k bound: set l holds keys l, l + kStrideSets, ...
-    static constexpr size_t kStrideSets = 32;
+    static constexpr size_t kStrideSets = kKeySets;
 
     // A bound b <= th such that every key of keys[0..n) that is <= th and
     // among the k smallest is <= b (th itself when nothing tighter is found).
     //  * Small k (2k <= kStrideSets), n >= 2 kStrideSets: the k-th smallest of
     //    the sets' minima.
     //    k distinct keys are at most it, so the k-th smallest is too. Lane-wise
-    //    minima and a small insertion select: few data-dependent branches; a
-    //    few more than k keys are at most it.
+    //    minima and a dispatched select of 32 values: few data-dependent
+    //    branches; a few more than k keys are at most it.
     //  * Larger k, n > 4k: the exact k-th smallest of the keys <= th, selected
     //    among the keys below a cut taken from every 8th key (about
     //    8 (k / 8 + 4) keys pass it); among all keys <= th when fewer than k do.
@@ -34,7 +36,7 @@ public:
             if (n < 2 * kStrideSets) return th;
             float mins[kStrideSets];
             set_minima(keys, n, mins);
-            return std::min(th, kth_smallest(mins, k));
+            return std::min(th, kernels().kth_smallest(mins, kStrideSets, k));
         }
         if (n <= 4 * k) return th;
         float cut = th;
@@ -65,22 +67,6 @@ private:
         for (; j + kStrideSets <= n; j += kStrideSets)
             for (size_t l = 0; l < kStrideSets; ++l) mins[l] = keys[j + l] < mins[l] ? keys[j + l] : mins[l];
         for (size_t l = 0; j + l < n; ++l) mins[l] = keys[j + l] < mins[l] ? keys[j + l] : mins[l];
-    }
-
-    // The k-th smallest of the kStrideSets minima (1 <= k <= kStrideSets), by
-    // insertion into a sorted run of the k smallest so far: for a few values this
-    // beats a general selection.
-    static float kth_smallest(const float* v, size_t k) {
-        float best[kStrideSets];
-        size_t have = 0;
-        for (size_t i = 0; i < kStrideSets; ++i) {
-            const float x = v[i];
-            if (have == k && !(x < best[k - 1])) continue;
-            size_t p = have < k ? have++ : k - 1;
-            for (; p > 0 && x < best[p - 1]; --p) best[p] = best[p - 1];
-            best[p] = x;
-        }
-        return best[k - 1];
     }
 
     // Copies the keys <= limit to the front of kept_ without a branch per key;

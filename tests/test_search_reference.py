@@ -59,10 +59,10 @@ def test_flat_block_selection_whatever_the_row_pattern(near_rows, backend):
 @pytest.mark.parametrize("backend", ["cpp", "numba"])
 @pytest.mark.parametrize("k", [1, 4, 16])
 @pytest.mark.parametrize("near_rows", ["one_set", "all_but_one_set", "every_row"])
-def test_flat_small_k_bound_whatever_the_row_pattern(near_rows, k, backend):
+def test_flat_small_k_bound_whatever_the_row_pattern(near_rows, k, backend, simd_level):
     """For small k the core bounds each block's k-th key by the k-th smallest minimum of 32 key
-    sets (row j in set j mod 32); rows laid out so that the near rows fill one set, every set but
-    one, or all rows must give the brute-force top-k."""
+    sets (row j in set j mod 32, selected by a kernel of each SIMD level); rows laid out so that
+    the near rows fill one set, every set but one, or all rows must give the brute-force top-k."""
     rng = np.random.default_rng(9)
     n, d = 1500, 16
     j = np.arange(n)
@@ -78,9 +78,9 @@ def test_flat_small_k_bound_whatever_the_row_pattern(near_rows, k, backend):
 
 @pytest.mark.parametrize("backend", ["cpp", "numba"])
 @pytest.mark.parametrize("k", [1, 4, 9])
-def test_flat_small_k_ties_across_many_rows(k, backend):
-    """Forty copies of five rows (enough rows for the small-k bound): each query's k results are
-    its own copies, smallest ids first."""
+def test_flat_small_k_ties_across_many_rows(k, backend, simd_level):
+    """Forty copies of five rows (enough rows for the small-k bound; every key set's minimum is
+    the same tied key): each query's k results are its own copies, smallest ids first."""
     rng = np.random.default_rng(1)
     rows = rng.standard_normal((5, 8)).astype(np.float32)
     index = pqkit.IndexFlat(8, backend=backend)
