@@ -58,6 +58,8 @@ inline void scan_prefetch(const uint8_t* blocks, size_t offset, const ScanFilter
 
 // Sets of keys_and_minima: set l holds keys l, l + kKeySets, ...
 constexpr size_t kKeySets = 32;
+// The most values kth_smallest takes.
+constexpr size_t kSelectMax = 128;
 
 struct Kernels {
     // out[i * ldo + j] = <x_i, y_j> for i < nx, j < ny; rows have d floats.
@@ -103,7 +105,7 @@ struct Kernels {
     // NaN); else -ip. mins[l] is the smallest key j with j % kKeySets == l
     // (NaN never counts, +inf for none), for KeyBound's small-k bound.
     void (*keys_and_minima)(float* keys, size_t n, float x_norm, const float* y_norms, float* mins);
-    // The k-th smallest of v[0..n), 1 <= k <= n <= kKeySets, no NaN.
+    // The k-th smallest of v[0..n), 1 <= k <= n <= kSelectMax, no NaN.
     float (*kth_smallest)(const float* v, size_t n, size_t k);
     // Writes the indices j < n with keys[j] <= th to out in increasing order
     // (out has room for n + 16); returns how many.

@@ -383,15 +383,21 @@ using generic::keys_and_minima;
 // than k values are below it and at least k are at most it. Lanes past n hold
 // +inf, which changes no such count for a value that can be the answer.
 float kth_smallest(const float* v, size_t n, size_t k) {
-    const __m512 inf = _mm512_set1_ps(std::numeric_limits<float>::infinity());
-    const __m512 a = _mm512_mask_loadu_ps(inf, static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1), v);
-    const __m512 b = n > 16 ? _mm512_mask_loadu_ps(inf, static_cast<__mmask16>(n >= 32 ? 0xFFFF : (1u << (n - 16)) - 1), v + 16) : inf;
+    constexpr size_t kVectors = kSelectMax / 16;
+    __m512 vs[kVectors];
+    const size_t nv = (n + 15) / 16;
+    for (size_t t = 0; t < nv; ++t) {
+        const size_t left = n - 16 * t;
+        const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+        vs[t] = _mm512_mask_loadu_ps(_mm512_set1_ps(std::numeric_limits<float>::infinity()), m, v + 16 * t);
+    }
     for (size_t i = 0; i < n; ++i) {
         const __m512 x = _mm512_set1_ps(v[i]);
-        const size_t below = static_cast<size_t>(__builtin_popcount(_mm512_cmp_ps_mask(a, x, _CMP_LT_OQ)) +
-                                                 __builtin_popcount(_mm512_cmp_ps_mask(b, x, _CMP_LT_OQ)));
-        const size_t at_most = static_cast<size_t>(__builtin_popcount(_mm512_cmp_ps_mask(a, x, _CMP_LE_OQ)) +
-                                                   __builtin_popcount(_mm512_cmp_ps_mask(b, x, _CMP_LE_OQ)));
+        size_t below = 0, at_most = 0;
+        for (size_t t = 0; t < nv; ++t) {
+            below += static_cast<size_t>(__builtin_popcount(_mm512_cmp_ps_mask(vs[t], x, _CMP_LT_OQ)));
+            at_most += static_cast<size_t>(__builtin_popcount(_mm512_cmp_ps_mask(vs[t], x, _CMP_LE_OQ)));
+        }
         if (below < k && k <= at_most) return v[i];
     }
     return generic::kth_smallest(v, n, k);  // not reached

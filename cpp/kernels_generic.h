@@ -4,6 +4,7 @@
 // every rounding step identical, whatever the vector width.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -211,9 +212,16 @@ inline void keys_and_minima(float* keys, size_t n, float x_norm, const float* y_
     }
 }
 
-// Insertion into a sorted run of the k smallest so far: for a few values this
-// beats a general selection.
+// Up to kKeySets values, insertion into a sorted run of the k smallest so far
+// (for a few values this beats a general selection); nth_element on a copy
+// beyond.
 inline float kth_smallest(const float* v, size_t n, size_t k) {
+    if (n > kKeySets) {
+        float copy[kSelectMax];
+        std::copy(v, v + n, copy);
+        std::nth_element(copy, copy + (k - 1), copy + n);
+        return copy[k - 1];
+    }
     float best[kKeySets];
     size_t have = 0;
     for (size_t i = 0; i < n; ++i) {

@@ -12,6 +12,11 @@ namespace {
 
 // Blocks scanned between two refreshes of the filter (the heap tightens it).
 constexpr size_t kBlocksPerStep = 4;
+// The same for estimate scans, which push only what passes the kernel's
+// filter: longer steps (a whole list of ~400 codes at once, typically) save
+// more in calls and filter set-up than a staler filter costs (2-3 %, measured
+// on GloVe IVF1024,PQ50x4 with refine, against 4 and 8 blocks).
+constexpr size_t kEstimateBlocksPerStep = 16;
 
 // The exact key of code i for nbits other than 4 and 8 (exact_keys below has
 // those): base + (bias + sum_m T[m, code_m]), left to right.
@@ -200,8 +205,8 @@ void fill_from_step(const CodeRun& run, size_t start, size_t count, const KeyOf&
 // room in the heap lets every code pass (fill_from_step).
 void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& run, float base, TopK& heap,
                     ScanBuffers& buf) {
-    buf.masks.resize(std::max<size_t>(buf.masks.size(), kBlocksPerStep));
-    buf.est.resize(std::max<size_t>(buf.est.size(), kBlocksPerStep * kBlock));
+    buf.masks.resize(std::max<size_t>(buf.masks.size(), kEstimateBlocksPerStep));
+    buf.est.resize(std::max<size_t>(buf.est.size(), kEstimateBlocksPerStep * kBlock));
     const float inv_scale = static_cast<float>(1.0 / q.scale);
     const float offset = static_cast<float>(q.offset);
     const auto key_of = [&](size_t i, size_t j) {
@@ -210,7 +215,7 @@ void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& ru
     };
     size_t count = 0;
     for (size_t start = 0; start < run.n; start += count) {
-        count = std::min(kBlocksPerStep * kBlock, run.n - start);
+        count = std::min(kEstimateBlocksPerStep * kBlock, run.n - start);
         const float tau = heap.threshold();
         const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);
         ScanFilter f{};

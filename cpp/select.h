@@ -45,20 +45,24 @@ public:
             sample_.clear();
             for (size_t j = 0; j < n; j += 8)
                 if (keys[j] <= th) sample_.push_back(keys[j]);
-            if (sample_.size() > rank) {
-                std::nth_element(sample_.begin(), sample_.begin() + static_cast<std::ptrdiff_t>(rank), sample_.end());
-                cut = sample_[rank];
-            }
+            if (sample_.size() > rank) cut = select(sample_.data(), sample_.size(), rank + 1);
         }
         size_t kept = keep_at_most(keys, n, cut);
         if (kept < k && cut < th) kept = keep_at_most(keys, n, th);  // the cut was too tight
         if (kept < k) return th;
-        std::nth_element(kept_.begin(), kept_.begin() + static_cast<std::ptrdiff_t>(k - 1),
-                         kept_.begin() + static_cast<std::ptrdiff_t>(kept));
-        return std::min(th, kept_[k - 1]);
+        return std::min(th, select(kept_.data(), kept, k));
     }
 
 private:
+    // The k-th smallest of v[0..n) (no NaN; v may be reordered): the
+    // dispatched select for up to kSelectMax values (on AVX-512 by ranks,
+    // without data-dependent branches), nth_element beyond.
+    static float select(float* v, size_t n, size_t k) {
+        if (n <= kSelectMax) return kernels().kth_smallest(v, n, k);
+        std::nth_element(v, v + (k - 1), v + n);
+        return v[k - 1];
+    }
+
     // The smallest key of each set (NaN keys never count; +inf for a set without
     // a number). Lane-wise, so it vectorises without reordering anything.
     static void set_minima(const float* keys, size_t n, float* mins) {

@@ -41,9 +41,10 @@ def test_flat_matches_brute_force(clustered, metric, k):
 
 @pytest.mark.parametrize("backend", ["cpp", "numba"])
 @pytest.mark.parametrize("near_rows", ["sampled", "others"])
-def test_flat_block_selection_whatever_the_row_pattern(near_rows, backend):
-    """The core finds each block's k-th key below a cut from every 8th key; rows laid out so the
-    cut is too tight (only every 8th row near the query) or loose must give the same top-k."""
+def test_flat_block_selection_whatever_the_row_pattern(near_rows, backend, simd_level):
+    """The core finds each block's k-th key below a cut from every 8th key (both selected by a
+    kernel of each SIMD level); rows laid out so the cut is too tight (only every 8th row near the
+    query) or loose must give the same top-k."""
     rng = np.random.default_rng(8)
     n, d, k = 2048, 16, 32
     near = (np.arange(n) % 8 == 0) if near_rows == "sampled" else (np.arange(n) % 8 != 0)
@@ -149,7 +150,7 @@ def test_flat_exact_ties_broken_by_smaller_id(metric):
 
 
 @pytest.mark.parametrize("kind", ["flat", "pq2", "pq8", "ivfpq4"])
-def test_top_k_is_the_prefix_of_the_full_ranking_under_heavy_ties(kind):
+def test_top_k_is_the_prefix_of_the_full_ranking_under_heavy_ties(kind, simd_level):
     """Many equal distances (duplicated rows, or few distinct codes): the top k, for k on both
     sides of the small-k selection structure's limit (64), is the first k of the full ranking
     by (distance, id), ties by ascending id."""
