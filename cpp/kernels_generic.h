@@ -192,7 +192,7 @@ inline void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* 
     }
 }
 
-// ---- coarse selection (see kernels.h)
+// ---- exact search's selection (see kernels.h)
 
 inline void keys_and_minima(float* keys, size_t n, float x_norm, const float* y_norms, float* mins) {
     for (size_t l = 0; l < kKeySets; ++l) mins[l] = std::numeric_limits<float>::infinity();
