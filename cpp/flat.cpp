@@ -24,6 +24,14 @@ constexpr size_t kSelectMinK = 32;
 // centroids: vertical sums, no horizontal reduction per (row, centroid) pair,
 // which dominates dot products of a few 16-lane chunks (PQ sub-vectors).
 constexpr size_t kDirectMaxDim = 33;
+// Up to this dimension nearest-centroid L2 goes through norms and inner
+// products summed sequentially over the dimension on transposed centroids
+// (chunks of about kChunkBytes, so each stays in L2 while a block of rows
+// passes over it). Beyond it the dot-product tiles' lane reduction is a small
+// part of each pair's cost.
+constexpr size_t kIpDirectMaxDim = 256;
+constexpr size_t kChunkBytes = size_t(1) << 18;
+constexpr size_t kIpDirectRows = 16;
 
 // Index of the first smallest non-NaN key, or n when all are NaN.
 size_t first_min(const float* keys, size_t n) {
@@ -131,11 +139,61 @@ void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d,
 }
 
 NearestCentroid::NearestCentroid(const float* centroids, size_t nc, size_t d, Metric metric)
-    : refs_(centroids, nc, d, metric), direct_(metric == Metric::L2 && d < kDirectMaxDim) {
+    : refs_(centroids, nc, d, metric),
+      direct_(metric == Metric::L2 && d < kDirectMaxDim),
+      ip_direct_(metric == Metric::L2 && d >= kDirectMaxDim && d <= kIpDirectMaxDim) {
     if (direct_) {
         transposed_.resize(d * nc);
         for (size_t c = 0; c < nc; ++c)
             for (size_t j = 0; j < d; ++j) transposed_[j * nc + c] = centroids[c * d + j];
+    } else if (ip_direct_) {
+        // Chunk k holds centroids [k * chunk_, k * chunk_ + len) as d rows of len.
+        chunk_ = std::max<size_t>(64, kChunkBytes / (sizeof(float) * d) / 64 * 64);
+        transposed_.resize(d * nc);
+        for (size_t c0 = 0; c0 < nc; c0 += chunk_) {
+            const size_t len = std::min(chunk_, nc - c0);
+            float* ct = transposed_.data() + c0 * d;
+            for (size_t c = 0; c < len; ++c)
+                for (size_t j = 0; j < d; ++j) ct[j * len + c] = centroids[(c0 + c) * d + j];
+        }
+    }
+}
+
+// Keys as search_block makes them (keys_and_minima on norms and an inner
+// product), running minimum over the chunks: the first of equal keys wins, NaN
+// never does, and a row with only NaN keys gets (+inf, -1), as search_block's
+// k = 1 path. Each inner product is a sequential sum whatever the chunking.
+void NearestCentroid::assign_ip_direct(const float* x, size_t n, int64_t* labels, float* dist) const {
+    const Kernels& K = kernels();
+    const size_t d = refs_.dim(), nc = refs_.size();
+    std::unique_ptr<float[]> buf(new float[kIpDirectRows * std::min(chunk_, nc)]);
+    float xnorms[kIpDirectRows], best_key[kIpDirectRows], mins[kKeySets];
+    int64_t best_row[kIpDirectRows];
+    for (size_t i0 = 0; i0 < n; i0 += kIpDirectRows) {
+        const size_t nb = std::min(kIpDirectRows, n - i0);
+        const float* xb = x + i0 * d;
+        K.sqnorms(xb, nb, d, xnorms);
+        std::fill(best_key, best_key + kIpDirectRows, std::numeric_limits<float>::infinity());
+        std::fill(best_row, best_row + kIpDirectRows, int64_t(-1));
+        for (size_t c0 = 0; c0 < nc; c0 += chunk_) {
+            const size_t len = std::min(chunk_, nc - c0);
+            K.ip_to_centroids_t(xb, nb, d, transposed_.data() + c0 * d, d, len, buf.get(), len);
+            for (size_t i = 0; i < nb; ++i) {
+                float* keys = buf.get() + i * len;
+                K.keys_and_minima(keys, len, xnorms[i], refs_.norms() + c0, mins);
+                size_t j = K.argmin(keys, len);
+                if (keys[j] != keys[j]) j = first_min(keys, len);  // keys[0] is NaN
+                if (j == len) continue;                              // all NaN
+                if (best_row[i] < 0 ? keys[j] <= best_key[i] : keys[j] < best_key[i]) {
+                    best_key[i] = keys[j];
+                    best_row[i] = static_cast<int64_t>(c0 + j);
+                }
+            }
+        }
+        for (size_t i = 0; i < nb; ++i) {
+            labels[i0 + i] = best_row[i];
+            dist[i0 + i] = best_row[i] >= 0 ? best_key[i] : std::numeric_limits<float>::infinity();
+        }
     }
 }
 
@@ -155,6 +213,10 @@ void NearestCentroid::assign_serial(const float* x, size_t n, int64_t* labels, f
                 dist[i0 + i] = row[best];
             }
         }
+        return;
+    }
+    if (ip_direct_) {
+        assign_ip_direct(x, n, labels, dist);
         return;
     }
     search_block(refs_, x, n, 1, dist, labels);

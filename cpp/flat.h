@@ -44,9 +44,12 @@ void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d,
                  Metric metric, int n_threads, float* D, int64_t* I, const float* norms = nullptr);
 
 // Nearest centroid for each row of x: labels[i] and its distance (squared L2,
-// or the inner product for IP). Serial and parallel versions. For d <= 32 the
-// L2 distances are computed directly on transposed centroids, otherwise
-// through norms and dot-product tiles.
+// or the inner product for IP). Serial and parallel versions. L2 runs on
+// transposed centroids: for d <= 32 the distances are computed directly
+// (kernel l2_to_centroids_t); for 33 <= d <= 256 through norms and inner
+// products summed sequentially over the dimension (ip_to_centroids_t), so no
+// per-pair lane reduction is paid. Larger d, and IP, go through norms and
+// dot-product tiles (search_block).
 class NearestCentroid {
 public:
     NearestCentroid(const float* centroids, size_t nc, size_t d, Metric metric);
@@ -54,9 +57,13 @@ public:
     void assign(const float* x, size_t n, int n_threads, int64_t* labels, float* dist) const;
 
 private:
+    void assign_ip_direct(const float* x, size_t n, int64_t* labels, float* dist) const;
+
     VectorSet refs_;
-    bool direct_;
-    std::vector<float> transposed_;  // d x nc, for the direct path
+    bool direct_;     // d <= 32: direct squared L2
+    bool ip_direct_;  // 33 <= d <= 256: norms and sequential inner products
+    size_t chunk_ = 0;               // centroids per transposed chunk (ip_direct_)
+    std::vector<float> transposed_;  // direct_: d x nc; ip_direct_: chunks of d x chunk_
 };
 
 }  // namespace pqkit

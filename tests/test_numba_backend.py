@@ -146,11 +146,37 @@ def test_rerank_pq(metric, nbits):
 def test_kmeans_assign_and_coarse_assignment():
     base, queries = _data(32)
     centroids = pqkit.KMeans(32, 20, niter=3, backend="cpp").train(base).centroids
-    for dims in (32, 8):  # norms path, and the direct path below 16 dimensions
+    for dims in (32, 8):  # the direct path (d <= 32) at two widths
         out = [pqkit.KMeans(dims, 20, backend=b).set_centroids(centroids[:, :dims])
                .assign(np.ascontiguousarray(base[:, :dims])) for b in ("cpp", "numba")]
         _assert_same(out[1][0], out[0][0], f"assign distances d={dims}")
         _assert_same(out[1][1], out[0][1], f"assign labels d={dims}")
+
+
+@pytest.mark.parametrize("d", [40, 50, 128, 256, 300])
+def test_nearest_centroid_paths_across_chunks(d, simd_level):
+    """L2 nearest centroid for d = 33..256 (norms and sequential inner products over transposed
+    chunks of centroids) and beyond (dot-product tiles): the same labels and distances at every
+    SIMD level, thread count and in Numba; the first of equal centroids wins even when the two
+    sit in different chunks; a NaN row gets (-1, +inf)."""
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((400, d)).astype(np.float32)
+    c = rng.standard_normal((3001, d)).astype(np.float32)  # several chunks for every d here
+    c[2900] = c[100]
+    c[1500] = c[1499]
+    x[3], x[4] = c[100], c[1499]
+    x[5, 7] = np.nan
+    cpp, nb = pqkit._backends.core("cpp"), pqkit._backends.core("numba")
+    labels, dist = cpp.coarse_assign(x, c, "l2", 1)
+    for got, what in ((cpp.coarse_assign(x, c, "l2", 2), "2 threads"), (nb.coarse_assign(x, c, "l2", 1), "numba")):
+        _assert_same(got[0], labels, f"labels d={d} {simd_level} vs {what}")
+        _assert_same(got[1], dist, f"distances d={d} {simd_level} vs {what}")
+    assert labels[3] == 100 and labels[4] == 1499
+    assert labels[5] == -1 and dist[5] == np.inf
+    exact = ((x.astype(np.float64)[:, None, :] - c[None].astype(np.float64)) ** 2).sum(-1)
+    rows = np.r_[0:3, 6:400]
+    np.testing.assert_array_equal(labels[rows], exact[rows].argmin(1))
+    np.testing.assert_allclose(dist[rows], exact[rows].min(1), rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("nbits", [4, 8])

@@ -68,6 +68,7 @@ _jit = numba.njit(cache=True, nogil=True)
 
 _LANES = 16
 _DIRECT_MAX_DIM = 33  # the core computes nearest-centroid L2 directly below this dimension
+_IP_DIRECT_MAX_DIM = 256  # and up to this one through norms and sequential inner products
 _F32_INF = np.float32(np.inf)
 
 
@@ -380,6 +381,26 @@ def _assign_direct(x, ct, labels, dist):
         dist[i] = buf[best]
 
 
+@_jit
+def _assign_ip_direct(x, ct, norms, labels, dist):
+    """Nearest centroid by norms and sequential inner products on transposed centroids (the core's
+    33 <= d <= 256 path): keys as ``_search_block`` makes them, the first smallest wins, NaN never."""
+    buf = np.empty(ct.shape[1], dtype=np.float32)
+    acc = np.empty(16, dtype=np.float32)
+    for i in range(x.shape[0]):
+        xnorm = _dot(x[i], x[i], acc)
+        _to_centroids_t(x[i], ct, False, buf)
+        best = -1
+        best_key = _F32_INF
+        for c in range(buf.shape[0]):
+            key = _l2_key(xnorm, norms[c], buf[c])
+            if key == key and (best < 0 or key < best_key):
+                best = c
+                best_key = key
+        labels[i] = best
+        dist[i] = best_key
+
+
 class _NearestCentroid:
     """Centroids prepared for nearest-centroid assignment, as the core's NearestCentroid."""
 
@@ -387,7 +408,8 @@ class _NearestCentroid:
         self.centroids = centroids
         self.l2 = l2
         self.direct = l2 and centroids.shape[1] < _DIRECT_MAX_DIM
-        if self.direct:
+        self.ip_direct = l2 and _DIRECT_MAX_DIM <= centroids.shape[1] <= _IP_DIRECT_MAX_DIM
+        if self.direct or self.ip_direct:
             self.transposed = np.ascontiguousarray(centroids.T)
         self.norms = np.zeros(centroids.shape[0], dtype=np.float32)
         if l2:
@@ -396,6 +418,9 @@ class _NearestCentroid:
     def assign_rows(self, x, labels, dist, begin, end) -> None:
         if self.direct:
             _assign_direct(x[begin:end], self.transposed, labels[begin:end], dist[begin:end])
+            return
+        if self.ip_direct:
+            _assign_ip_direct(x[begin:end], self.transposed, self.norms, labels[begin:end], dist[begin:end])
             return
         D = dist[begin:end].reshape(-1, 1)
         I = labels[begin:end].reshape(-1, 1)
