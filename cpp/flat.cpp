@@ -41,6 +41,20 @@ size_t first_min(const float* keys, size_t n) {
     return arg;
 }
 
+// Folds a block of keys (rows offset .. offset + n) into a running nearest:
+// the first of equal keys wins, the smallest row, as in TopK's order; NaN keys
+// never win (best_row stays -1 while only NaN keys were seen).
+void update_nearest(const Kernels& K, const float* keys, size_t n, size_t offset, float& best_key,
+                    int64_t& best_row) {
+    size_t j = K.argmin(keys, n);
+    if (keys[j] != keys[j]) j = first_min(keys, n);  // keys[0] is NaN
+    if (j == n) return;                                // all NaN
+    if (best_row < 0 ? keys[j] <= best_key : keys[j] < best_key) {
+        best_key = keys[j];
+        best_row = static_cast<int64_t>(offset + j);
+    }
+}
+
 }  // namespace
 
 VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms)
@@ -80,19 +94,9 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
             for (size_t q = 0; q < nb; ++q)
                 K.keys_and_minima(buf.get() + q * rb, rb, l2 ? xnorms[q] : 0.0f, ref_norms, mins[q]);
             if (k == 1) {
-                // Nearest only (k-means and PQ assignment): a running minimum. The
-                // first of equal keys wins, the smallest row, as in TopK's order;
-                // NaN keys never win.
-                for (size_t q = 0; q < nb; ++q) {
-                    const float* keys = buf.get() + q * rb;
-                    size_t j = K.argmin(keys, rb);
-                    if (keys[j] != keys[j]) j = first_min(keys, rb);  // keys[0] is NaN
-                    if (j == rb) continue;                              // all NaN
-                    if (best_row[q] < 0 ? keys[j] <= best_key[q] : keys[j] < best_key[q]) {
-                        best_key[q] = keys[j];
-                        best_row[q] = static_cast<int64_t>(r0 + j);
-                    }
-                }
+                // Nearest only (k-means and PQ assignment): a running minimum.
+                for (size_t q = 0; q < nb; ++q)
+                    update_nearest(K, buf.get() + q * rb, rb, r0, best_key[q], best_row[q]);
                 continue;
             }
             for (size_t q = 0; q < nb; ++q) {
@@ -181,13 +185,7 @@ void NearestCentroid::assign_ip_direct(const float* x, size_t n, int64_t* labels
             for (size_t i = 0; i < nb; ++i) {
                 float* keys = buf.get() + i * len;
                 K.keys_and_minima(keys, len, xnorms[i], refs_.norms() + c0, mins);
-                size_t j = K.argmin(keys, len);
-                if (keys[j] != keys[j]) j = first_min(keys, len);  // keys[0] is NaN
-                if (j == len) continue;                              // all NaN
-                if (best_row[i] < 0 ? keys[j] <= best_key[i] : keys[j] < best_key[i]) {
-                    best_key[i] = keys[j];
-                    best_row[i] = static_cast<int64_t>(c0 + j);
-                }
+                update_nearest(K, keys, len, c0, best_key[i], best_row[i]);
             }
         }
         for (size_t i = 0; i < nb; ++i) {
