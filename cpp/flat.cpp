@@ -146,13 +146,10 @@ NearestCentroid::NearestCentroid(const float* centroids, size_t nc, size_t d, Me
     : refs_(centroids, nc, d, metric),
       direct_(metric == Metric::L2 && d < kDirectMaxDim),
       ip_direct_(metric == Metric::L2 && d >= kDirectMaxDim && d <= kIpDirectMaxDim) {
-    if (direct_) {
-        transposed_.resize(d * nc);
-        for (size_t c = 0; c < nc; ++c)
-            for (size_t j = 0; j < d; ++j) transposed_[j * nc + c] = centroids[c * d + j];
-    } else if (ip_direct_) {
-        // Chunk k holds centroids [k * chunk_, k * chunk_ + len) as d rows of len.
-        chunk_ = std::max<size_t>(64, kChunkBytes / (sizeof(float) * d) / 64 * 64);
+    if (direct_ || ip_direct_) {
+        // Chunk k holds centroids [k * chunk_, k * chunk_ + len) as d rows of len;
+        // the direct path has one chunk of all of them.
+        chunk_ = direct_ ? std::max<size_t>(nc, 1) : std::max<size_t>(64, kChunkBytes / (sizeof(float) * d) / 64 * 64);
         transposed_.resize(d * nc);
         for (size_t c0 = 0; c0 < nc; c0 += chunk_) {
             const size_t len = std::min(chunk_, nc - c0);
@@ -190,7 +187,7 @@ void NearestCentroid::assign_ip_direct(const float* x, size_t n, int64_t* labels
         }
         for (size_t i = 0; i < nb; ++i) {
             labels[i0 + i] = best_row[i];
-            dist[i0 + i] = best_row[i] >= 0 ? best_key[i] : std::numeric_limits<float>::infinity();
+            dist[i0 + i] = best_key[i];  // still +inf when only NaN keys were seen
         }
     }
 }

@@ -62,8 +62,8 @@ private:
     VectorSet refs_;
     bool direct_;     // d <= 32: direct squared L2
     bool ip_direct_;  // 33 <= d <= 256: norms and sequential inner products
-    size_t chunk_ = 0;               // centroids per transposed chunk (ip_direct_)
-    std::vector<float> transposed_;  // direct_: d x nc; ip_direct_: chunks of d x chunk_
+    size_t chunk_ = 0;               // centroids per transposed chunk (all of them for direct_)
+    std::vector<float> transposed_;  // chunks of d x chunk_ (direct_: one, d x nc)
 };
 
 }  // namespace pqkit
