@@ -200,6 +200,8 @@ struct PQWorker {
             const size_t nl = static_cast<size_t>(next_list);
             run.next_blocks = lists.list_codes(nl);
             run.next_bytes = blocked_bytes(lists.list_size(nl), lists.code_size());
+            run.next_bias = lists.list_bias(nl);
+            run.next_n = lists.list_size(nl);
         }
         if (run.n == 0) return;
         const float base = metric == Metric::L2 ? coarse_dist : -coarse_dist;

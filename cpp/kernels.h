@@ -56,6 +56,12 @@ inline void scan_prefetch(const uint8_t* blocks, size_t offset, const ScanFilter
         __builtin_prefetch(f.next + (a - f.ahead_bytes), 0, 3);
 }
 
+// Bytes per table row of a 4-bit quantized table: its 16 entries, four times.
+// The SIMD scans load a row as it is (a 64- or 32-byte vector holding the
+// table in every 128-bit lane) instead of broadcasting 16 bytes at each use,
+// which costs a shuffle per use on some CPUs.
+constexpr size_t kLut4Row = 64;
+
 // Sets of keys_and_minima: set l holds keys l, l + kKeySets, ...
 constexpr size_t kKeySets = 32;
 // The most values kth_smallest takes.
@@ -93,7 +99,8 @@ struct Kernels {
     // arithmetic (the caller bounds the table so the sum fits), then bit i % 64
     // of masks[i / 64] is set when the code passes the filter. 8-bit codes:
     // lut is M x 256 bytes plus 64 bytes of padding. 4-bit codes: lut is
-    // 2 * ceil(M / 2) x 16 bytes (an odd M gets a zero table last).
+    // 2 * ceil(M / 2) rows of kLut4Row bytes, each row one sub-quantizer's 16
+    // entries repeated four times (an odd M gets a zero table last).
     void (*scan_lut8)(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut,
                       const ScanFilter& filter, uint64_t* masks);
     void (*scan_lut4)(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut,

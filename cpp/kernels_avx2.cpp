@@ -349,8 +349,8 @@ void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
             for (size_t j = 0; j < code_size; ++j) {
                 if (half == 0) scan_prefetch(blocks, (b * code_size + j) * kBlock, f);
                 const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + j * kBlock + 32 * half));
-                const __m256i t_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j)));
-                const __m256i t_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j + 16)));
+                const __m256i t_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + 2 * j * kLut4Row));
+                const __m256i t_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + (2 * j + 1) * kLut4Row));
                 __m256i v0 = _mm256_shuffle_epi8(t_lo, _mm256_and_si256(c, nibble));
                 __m256i v1 = _mm256_shuffle_epi8(t_hi, _mm256_and_si256(_mm256_srli_epi16(c, 4), nibble));
                 total = _mm256_add_epi16(total, _mm256_add_epi16(v0, v1));

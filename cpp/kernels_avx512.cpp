@@ -8,7 +8,6 @@
 namespace pqkit {
 namespace avx512 {
 namespace {
-
 inline __mmask16 tail_mask(size_t r) { return static_cast<__mmask16>((1u << r) - 1u); }
 
 // The reference tree: (l + l+8), (l + l+4), (l + l+2), (l + l+1).
@@ -344,8 +343,8 @@ void scan_lut8(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
 }
 
 // 16-entry lookups with vpermb, one per nibble. Each 16-entry table is
-// repeated in the four 128-bit lanes, so vpermb (index bits 0-5) reads entry
-// (index & 15) whatever bits 4-5 hold: neither nibble needs masking.
+// repeated in the four 128-bit lanes (kLut4Row), so vpermb (index bits 0-5)
+// reads entry (index & 15) whatever bits 4-5 hold: neither nibble needs masking.
 void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, const ScanFilter& f,
                uint64_t* masks) {
     const size_t code_size = (M + 1) / 2;
@@ -355,8 +354,8 @@ void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* lut, co
         for (size_t j = 0; j < code_size; ++j) {
             scan_prefetch(blocks, (b * code_size + j) * kBlock, f);
             const __m512i c = _mm512_loadu_si512(blk + j * kBlock);
-            const __m512i t_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j)));
-            const __m512i t_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 32 * j + 16)));
+            const __m512i t_lo = _mm512_loadu_si512(lut + 2 * j * kLut4Row);
+            const __m512i t_hi = _mm512_loadu_si512(lut + (2 * j + 1) * kLut4Row);
             __m512i v0 = _mm512_permutexvar_epi8(c, t_lo);
             __m512i v1 = _mm512_permutexvar_epi8(_mm512_srli_epi16(c, 4), t_hi);
             total = _mm512_add_epi16(total, _mm512_add_epi16(v0, v1));

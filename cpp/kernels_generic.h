@@ -181,8 +181,8 @@ inline void scan_lut4(const uint8_t* blocks, size_t n, size_t M, const uint8_t* 
         uint16_t est[kBlock] = {0};
         for (size_t j = 0; j < code_size; ++j) {
             const uint8_t* row = blk + j * kBlock;
-            const uint8_t* t_lo = lut + 2 * j * 16;
-            const uint8_t* t_hi = t_lo + 16;
+            const uint8_t* t_lo = lut + 2 * j * kLut4Row;
+            const uint8_t* t_hi = t_lo + kLut4Row;
             for (size_t i = 0; i < kBlock; ++i)
                 est[i] = static_cast<uint16_t>(est[i] + t_lo[row[i] & 15] + t_hi[row[i] >> 4]);
         }

@@ -41,8 +41,12 @@ std::vector<double> micro_scan(size_t M, size_t nbits, size_t n, size_t repeats,
     std::vector<uint8_t> blocks(blocked_bytes(n, code_size));
     for (auto& b : blocks) b = static_cast<uint8_t>(rng());
     const size_t rows = nbits == 8 ? M : 2 * code_size;
-    std::vector<uint8_t> lut(rows * (size_t(1) << nbits) + 64);
+    const size_t row_bytes = nbits == 8 ? 256 : kLut4Row;  // the layout quantize_table writes
+    std::vector<uint8_t> lut(rows * row_bytes + 64);
     for (auto& v : lut) v = static_cast<uint8_t>(1 + rng() % 200);  // no zero entry: est > 0
+    if (nbits == 4)  // each 4-bit row: one 16-entry table, repeated
+        for (size_t r = 0; r < rows; ++r)
+            for (size_t i = 16; i < kLut4Row; ++i) lut[r * kLut4Row + i] = lut[r * kLut4Row + i % 16];
     std::vector<uint64_t> masks((n + kBlock - 1) / kBlock);
     ScanFilter filter{0, nullptr, 0.0f, 0.0f};
     filter.ahead_bytes = blocks.size();  // prefetch as a search over one run of codes does

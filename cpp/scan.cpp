@@ -129,6 +129,26 @@ void set_ahead(const PQShape& s, const CodeRun& run, size_t start, ScanFilter& f
     f.next_bytes = run.next_bytes;
 }
 
+// Starts loading the bias of the step after the one at `start` (count codes):
+// the kernel reads a block's bias only after its codes, and a bias line that
+// is not in cache then stalls it. The step after a run's last is the first
+// of the next run.
+void prefetch_next_bias(const CodeRun& run, size_t start, size_t count) {
+    const float* from = nullptr;
+    size_t n = 0;
+    if (start + count < run.n) {
+        from = run.bias ? run.bias + start + count : nullptr;
+        n = std::min(count, run.n - start - count);
+    } else {
+        from = run.next_bias;
+        n = std::min(count, run.next_n);
+    }
+    if (from == nullptr) return;
+    const char* first = reinterpret_cast<const char*>(from);
+    const char* end = reinterpret_cast<const char*>(from + n);
+    for (const char* line = first; line < end; line += 64) __builtin_prefetch(line, 0, 3);
+}
+
 // The scan kernel for the table's width (4 or 8 bits).
 void scan_kernel(const PQShape& s, const uint8_t* blocks, size_t n, const QuantizedTable& q, const ScanFilter& f,
                  uint64_t* masks) {
@@ -195,6 +215,8 @@ void fill_from_step(const CodeRun& run, size_t start, size_t count, const KeyOf&
     keys.resize(count);
     for (size_t j = 0; j < count; ++j) keys[j] = key_of(start + j, j);
     const float limit = buf.bound.bound(keys.data(), count, heap.k(), std::numeric_limits<float>::infinity());
+    for (size_t j = 0; j < count; ++j)  // the ids' loads overlap (see scan_estimates)
+        if (keys[j] <= limit) __builtin_prefetch(run.ids + start + j, 0, 3);
     for (size_t j = 0; j < count; ++j)
         if (keys[j] <= limit && keys[j] <= heap.threshold()) heap.push(keys[j], run.ids[start + j]);
 }
@@ -221,6 +243,7 @@ void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& ru
         ScanFilter f{};
         f.est_out = buf.est.data();
         set_ahead(s, run, start, f);
+        prefetch_next_bias(run, start, count);
         if (!(tau < std::numeric_limits<float>::infinity())) {
             f.max_est = 65535;  // every code passes
             scan_kernel(s, blocks, count, q, f, buf.masks.data());
@@ -230,12 +253,22 @@ void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& ru
         if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases
         if (f.bias != nullptr) f.bias += start;
         scan_kernel(s, blocks, count, q, f, buf.masks.data());
+        // The step's candidates first, starting their ids' loads (scattered
+        // in the run's ids: a cache miss each, which overlap this way), then
+        // their keys and pushes.
+        uint32_t rows[kEstimateBlocksPerStep * kBlock];
+        size_t n_rows = 0;
         for (size_t b = 0; b * kBlock < count; ++b) {
             for (uint64_t bits = buf.masks[b]; bits != 0; bits &= bits - 1) {
                 const size_t j = b * kBlock + static_cast<size_t>(__builtin_ctzll(bits));
-                const float key = key_of(start + j, j);
-                if (key <= heap.threshold()) heap.push(key, run.ids[start + j]);
+                __builtin_prefetch(run.ids + start + j, 0, 3);
+                rows[n_rows++] = static_cast<uint32_t>(j);
             }
+        }
+        for (size_t r = 0; r < n_rows; ++r) {
+            const size_t j = rows[r];
+            const float key = key_of(start + j, j);
+            if (key <= heap.threshold()) heap.push(key, run.ids[start + j]);
         }
     }
 }
@@ -269,10 +302,21 @@ void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
     // above (T - o) * s, which the filter's units_slack (1e-4 per term) covers.
     const float scale = static_cast<float>(q.scale);
     const size_t rows = s.nbits == 8 ? s.M : 2 * s.code_size;  // 4-bit: an odd M gets a zero table
-    q.lut.resize(rows * ksub + 64);                             // + padding for 4-byte gathers
+    const size_t row_bytes = s.nbits == 8 ? ksub : kLut4Row;
+    q.lut.resize(rows * row_bytes + 64);  // + padding for 4-byte gathers
     // (T - o) * s >= 0, so truncation is floor
     K.quantize_rows(table, s.M, ksub, q.offsets.data(), scale, qmax, q.lut.data());
     std::fill(q.lut.begin() + static_cast<std::ptrdiff_t>(s.M * ksub), q.lut.end(), uint8_t(0));
+    if (s.nbits == 4) {
+        // Rows of 16 entries to rows of kLut4Row bytes, last row first: row r's
+        // copies land at or after byte 64 r, past every row not yet moved.
+        for (size_t r = rows; r-- > 0;) {
+            uint8_t entries[16];
+            std::copy_n(q.lut.begin() + static_cast<std::ptrdiff_t>(r * 16), 16, entries);
+            for (size_t copy = 0; copy < kLut4Row / 16; ++copy)
+                std::copy_n(entries, 16, q.lut.begin() + static_cast<std::ptrdiff_t>(r * kLut4Row + copy * 16));
+        }
+    }
     q.enabled = true;
 }
 
@@ -304,6 +348,7 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
         count = std::min(kBlocksPerStep * kBlock, run.n - start);
         ScanFilter f{};
         set_ahead(s, run, start, f);
+        prefetch_next_bias(run, start, count);
         if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases: nothing later passes either
         if (f.bias != nullptr) f.bias += start;
         const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);
@@ -314,8 +359,10 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
         for (size_t b = 0; b * kBlock < count; ++b) {
             const size_t block = start / kBlock + b;
             const uint64_t bits0 = start < sampled ? buf.masks[b] & ~seeded_bits(block) : buf.masks[b];
-            for (uint64_t bits = bits0; bits != 0; bits &= bits - 1)
-                rows[n_rows++] = start + b * kBlock + static_cast<size_t>(__builtin_ctzll(bits));
+            for (uint64_t bits = bits0; bits != 0; bits &= bits - 1) {
+                rows[n_rows] = start + b * kBlock + static_cast<size_t>(__builtin_ctzll(bits));
+                __builtin_prefetch(run.ids + rows[n_rows++], 0, 3);  // as in scan_estimates
+            }
         }
         consider_rows(s, run, rows, n_rows, table, base, heap);
     }

@@ -51,6 +51,8 @@ struct CodeRun {
     float bias_absmax;   // >= max |bias|
     const uint8_t* next_blocks = nullptr;  // the codes scanned after this run (prefetch only)
     size_t next_bytes = 0;
+    const float* next_bias = nullptr;  // and their bias (prefetch only)
+    size_t next_n = 0;
 };
 
 struct ScanBuffers {
