@@ -33,6 +33,11 @@ constexpr size_t kIpDirectMaxDim = 256;
 constexpr size_t kChunkBytes = size_t(1) << 18;
 constexpr size_t kIpDirectRows = 16;
 
+// Reference rows per block of search_block (and of VectorSet's transposed blocks).
+size_t ref_block_rows(size_t d) {
+    return std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))));
+}
+
 // Index of the first smallest non-NaN key, or n when all are NaN.
 size_t first_min(const float* keys, size_t n) {
     size_t arg = n;
@@ -65,13 +70,25 @@ VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const
     }
 }
 
+void VectorSet::keep_transposed() {
+    if (d_ > kIpDirectMaxDim) return;
+    const size_t block = ref_block_rows(d_);
+    transposed_.resize(n_ * d_);
+    for (size_t r0 = 0; r0 < n_; r0 += block) {
+        const size_t len = std::min(block, n_ - r0);
+        float* ct = transposed_.data() + r0 * d_;
+        for (size_t r = 0; r < len; ++r)
+            for (size_t j = 0; j < d_; ++j) ct[j * len + r] = data_[(r0 + r) * d_ + j];
+    }
+}
+
 void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I) {
     const Kernels& K = kernels();
     const size_t d = refs.dim();
     const bool l2 = refs.metric() == Metric::L2;
     const size_t q_rows = std::min(kQueryBlock, nq);
     // Written by dot_tile before any read: no zero fill (this runs once per small chunk of queries).
-    const size_t ref_block = std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))));
+    const size_t ref_block = ref_block_rows(d);
     std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
     std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
     float xnorms[kQueryBlock];
@@ -89,7 +106,10 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
         std::fill(best_row, best_row + kQueryBlock, int64_t(-1));
         for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
             const size_t rb = std::min(ref_block, refs.size() - r0);
-            K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.get(), rb);
+            if (refs.transposed())
+                K.ip_to_centroids_t(xb, nb, d, refs.transposed() + r0 * d, d, rb, buf.get(), rb);
+            else
+                K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.get(), rb);
             const float* ref_norms = l2 ? refs.norms() + r0 : nullptr;
             for (size_t q = 0; q < nb; ++q)
                 K.keys_and_minima(buf.get() + q * rb, rb, l2 ? xnorms[q] : 0.0f, ref_norms, mins[q]);

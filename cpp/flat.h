@@ -26,12 +26,24 @@ public:
     Metric metric() const { return metric_; }
     const float* norms() const { return external_norms_ ? external_norms_ : own_norms_.data(); }
 
+    // For a set searched many times (a coarse quantizer) with d <= 256: keeps
+    // a transposed copy of the rows, in search_block's blocks, so that
+    // search_block sums each inner product sequentially over the dimension
+    // (kernel ip_to_centroids_t, as NearestCentroid does) instead of in
+    // dot-product tiles, whose per-pair lane reduction costs about as much as
+    // the products at such d. It changes how inner products round, the same
+    // way at every SIMD level.
+    void keep_transposed();
+    // The blocks (rows r0 .. r0 + rb as d rows of rb), or nullptr.
+    const float* transposed() const { return transposed_.empty() ? nullptr : transposed_.data(); }
+
 private:
     const float* data_;
     size_t n_, d_;
     Metric metric_;
     std::vector<float> own_norms_;              // squared norms for L2, when computed here
     const float* external_norms_ = nullptr;     // or the caller's (copies stay valid either way)
+    std::vector<float> transposed_;             // keep_transposed()'s blocks
 };
 
 // Serial: top-k of the rows of `refs` for nq queries. D and I are nq x k,

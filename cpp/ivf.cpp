@@ -212,7 +212,9 @@ struct PQWorker {
 }  // namespace
 
 CoarseQuantizer::CoarseQuantizer(const float* centroids, size_t nlist, size_t d, Metric metric)
-    : data_(centroids, centroids + nlist * d), vectors_(data_.data(), nlist, d, metric) {}
+    : data_(centroids, centroids + nlist * d), vectors_(data_.data(), nlist, d, metric) {
+    vectors_.keep_transposed();  // probing sums inner products sequentially (flat.h)
+}
 
 void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
                     const IVFSearchParams& p, float* D, int64_t* I) {

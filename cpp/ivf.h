@@ -13,7 +13,9 @@
 
 namespace pqkit {
 
-// Coarse centroids (copied) with their norms, prepared once per index.
+// Coarse centroids (copied) with their norms, prepared once per index; for
+// d <= 256 also transposed, so probing sums each inner product sequentially
+// over the dimension (VectorSet::keep_transposed).
 class CoarseQuantizer {
 public:
     CoarseQuantizer(const float* centroids, size_t nlist, size_t d, Metric metric);

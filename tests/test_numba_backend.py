@@ -228,6 +228,46 @@ def test_ivfflat_search(metric):
         _assert_same(out[1][1], out[0][1], f"ivfflat {metric} nprobe={nprobe} I")
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("d,M", [(8, 4), (50, 10), (256, 16), (300, 10)])
+def test_coarse_probe_across_transposed_blocks(d, M, metric, simd_level, restore_threads):
+    """IVF probing for d <= 256 sums inner products sequentially over blocks of transposed coarse
+    centroids (beyond: dot-product tiles). With more lists than one block holds (1024 rows for
+    d <= 128, 512 for d = 256) and equal centroids in different blocks: the same ids and
+    distances (the coarse distance is part of each IVF-PQ key) at every SIMD level, thread count
+    and in Numba, and the first of equal centroids is probed first."""
+    rng = np.random.default_rng(d)
+    nlist = 1100 if d <= 128 else 600
+    centroids = rng.standard_normal((nlist, d)).astype(np.float32)
+    centroids[nlist - 50] = centroids[10]  # equal to a centroid of the first block
+    base = rng.standard_normal((3000, d)).astype(np.float32)
+    base[7] = centroids[10]
+    queries = np.concatenate([base[7:8], rng.standard_normal((40, d)).astype(np.float32)])
+    flat = pqkit.IndexIVFFlat(d, nlist, metric="l2", backend="cpp")
+    flat.set_centroids(centroids)
+    flat.add(base)
+    flat.nprobe = 1
+    D, I = flat.search(queries[:1], 1)
+    assert I[0, 0] == 7 and D[0, 0] == 0.0, "the query should probe list 10, the first of two equal"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pqkit.TrainingWarning)
+        trained = pqkit.IndexPQ(d, M, 8, backend="cpp")
+        trained.pq.niter = 2
+        trained.train(base)
+    out = []
+    for backend, threads in (("cpp", 1), ("cpp", 2), ("numba", 1)):
+        pqkit.set_num_threads(threads)
+        index = pqkit.IndexIVFPQ(d, nlist, M=M, nbits=8, metric=metric, backend=backend)
+        index.set_centroids(centroids)
+        index.pq.set_codebooks(trained.pq.codebooks)
+        index.add(base)
+        index.nprobe = 8
+        out.append(index.search(queries, 10))
+    for (got_D, got_I), what in zip(out[1:], ("2 threads", "numba")):
+        _assert_same(got_I, out[0][1], f"d={d} {metric} {simd_level} ids vs {what}")
+        _assert_same(got_D, out[0][0], f"d={d} {metric} {simd_level} distances vs {what}")
+
+
 @pytest.mark.parametrize("nbits", [4, 8])
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 @pytest.mark.parametrize("d,M", [(32, 8), (40, 2)])

@@ -69,6 +69,7 @@ _jit = numba.njit(cache=True, nogil=True)
 _LANES = 16
 _DIRECT_MAX_DIM = 33  # the core computes nearest-centroid L2 directly below this dimension
 _IP_DIRECT_MAX_DIM = 256  # and up to this one through norms and sequential inner products
+# (and coarse quantizers up to this dimension are searched on sequential inner products)
 _F32_INF = np.float32(np.inf)
 
 
@@ -361,6 +362,28 @@ def _search_block(x, y, ynorms, l2, D, I):
         for j in range(y.shape[0]):
             ip = _dot(xq, y[j], acc)
             key = _l2_key(xnorm, ynorms[j], ip) if l2 else -ip
+            if key <= th:
+                size = _heap_push(hk, hi, size, key, j)
+                th = _threshold(hk, size)
+        _heap_write(hk, hi, size, not l2, D[q], I[q])
+
+
+@_jit
+def _search_block_t(x, ct, ynorms, l2, D, I):
+    """``_search_block`` with each inner product summed sequentially over the dimension on the
+    transposed rows ct (d x n), as the core searches a VectorSet that keeps them transposed."""
+    k = D.shape[1]
+    acc = np.empty(16, dtype=np.float32)
+    ips = np.empty(ct.shape[1], dtype=np.float32)
+    hk, hi = _heap_buffers(k)
+    for q in range(x.shape[0]):
+        xq = x[q]
+        xnorm = _dot(xq, xq, acc) if l2 else np.float32(0.0)
+        _to_centroids_t(xq, ct, False, ips)
+        size = 0
+        th = _F32_INF
+        for j in range(ct.shape[1]):
+            key = _l2_key(xnorm, ynorms[j], ips[j]) if l2 else -ips[j]
             if key <= th:
                 size = _heap_push(hk, hi, size, key, j)
                 th = _threshold(hk, size)
@@ -824,6 +847,9 @@ class CoarseQuantizer:
         self.norms = np.zeros(centroids.shape[0], dtype=np.float32)
         if self.l2:
             _sqnorms(self.centroids, self.norms)
+        # The core keeps centroids of d <= 256 transposed and sums inner products sequentially.
+        self.transposed = (np.ascontiguousarray(self.centroids.T)
+                           if self.centroids.shape[1] <= _IP_DIRECT_MAX_DIM else None)
 
     @property
     def nlist(self) -> int:
@@ -837,7 +863,10 @@ class CoarseQuantizer:
         """The nprobe nearest lists of each query and their coarse distances (as search_block)."""
         dist = np.empty((x.shape[0], nprobe), dtype=np.float32)
         lists = np.empty((x.shape[0], nprobe), dtype=np.int64)
-        _search_block(x, self.centroids, self.norms, self.l2, dist, lists)
+        if self.transposed is not None:
+            _search_block_t(x, self.transposed, self.norms, self.l2, dist, lists)
+        else:
+            _search_block(x, self.centroids, self.norms, self.l2, dist, lists)
         return dist, lists
 
 
