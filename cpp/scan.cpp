@@ -215,10 +215,21 @@ void fill_from_step(const CodeRun& run, size_t start, size_t count, const KeyOf&
     keys.resize(count);
     for (size_t j = 0; j < count; ++j) keys[j] = key_of(start + j, j);
     const float limit = buf.bound.bound(keys.data(), count, heap.k(), std::numeric_limits<float>::infinity());
-    for (size_t j = 0; j < count; ++j)  // the ids' loads overlap (see scan_estimates)
-        if (keys[j] <= limit) __builtin_prefetch(run.ids + start + j, 0, 3);
-    for (size_t j = 0; j < count; ++j)
-        if (keys[j] <= limit && keys[j] <= heap.threshold()) heap.push(keys[j], run.ids[start + j]);
+    // The passing keys in increasing order: each push then lands at the end of
+    // the sorted top-k instead of shifting the worse entries (the order of
+    // pushes does not change what the heap keeps). Their ids' loads start
+    // together (see scan_estimates).
+    std::vector<std::pair<float, uint32_t>>& pass = buf.order;
+    pass.clear();
+    for (size_t j = 0; j < count; ++j) {
+        if (keys[j] <= limit) {
+            __builtin_prefetch(run.ids + start + j, 0, 3);
+            pass.emplace_back(keys[j], static_cast<uint32_t>(j));
+        }
+    }
+    std::sort(pass.begin(), pass.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& [key, j] : pass)
+        if (key <= heap.threshold()) heap.push(key, run.ids[start + j]);
 }
 
 // scan_codes with estimate keys (see scan.h): every step scans with the

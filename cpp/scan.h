@@ -58,7 +58,7 @@ struct CodeRun {
 struct ScanBuffers {
     std::vector<uint64_t> masks;
     std::vector<uint16_t> est;                      // seeding: integer estimates of a sample
-    std::vector<std::pair<float, uint32_t>> order;  // seeding: (lower bound, index)
+    std::vector<std::pair<float, uint32_t>> order;  // seeding: (lower bound, index); a step's passing (key, index)
     std::vector<float> keys;                        // estimate scan: a step's keys
     KeyBound bound;                                 // estimate scan: a bound on a step's k-th key
     std::vector<uint8_t> code;
