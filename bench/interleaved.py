@@ -2,6 +2,7 @@
 
     python bench/interleaved.py --dataset glove-50-angular --pqkit IVF1024,PQ50x4,RFlat \\
         --faiss IVF1024,PQ50x4fs,RFlat --nprobe 16 --k-factor 4
+    python bench/interleaved.py --pqkit PQ10 --faiss PQ10 --queries 200   # no IVF: nprobe unused
 
 Both libraries build their index from the same base vectors (each trains its own), then the same
 query batch is searched by pqkit and by faiss in turn, ``--rounds`` times, 1 thread each. Machine
@@ -53,14 +54,18 @@ def main(argv=None) -> int:
     ours = pqkit.index_factory(d, args.pqkit)
     ours.train(base)
     ours.add(base)
-    ours.nprobe = args.nprobe
+    ivf = getattr(ours, "base_index", ours)
+    if hasattr(ivf, "nprobe"):  # IVF indexes only (an IndexPQ scans every code)
+        ivf.nprobe = args.nprobe
     if hasattr(ours, "k_factor"):
         ours.k_factor = args.k_factor
     theirs = faiss.index_factory(d, args.faiss)
     theirs.train(base)
     theirs.add(base)
     inner = faiss.downcast_index(theirs.base_index) if hasattr(theirs, "base_index") else theirs
-    faiss.extract_index_ivf(inner).nprobe = args.nprobe
+    inner_ivf = faiss.try_extract_index_ivf(inner)
+    if inner_ivf is not None:
+        inner_ivf.nprobe = args.nprobe
     if hasattr(theirs, "k_factor"):
         theirs.k_factor = args.k_factor
 
