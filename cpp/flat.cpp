@@ -38,6 +38,18 @@ size_t ref_block_rows(size_t d) {
     return std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))));
 }
 
+// The n rows of d floats in blocks of `block` rows, each transposed: block k
+// holds rows [k * block, k * block + len) as d rows of len, at offset k * block * d.
+void transpose_in_blocks(const float* rows, size_t n, size_t d, size_t block, std::vector<float>& out) {
+    out.resize(n * d);
+    for (size_t r0 = 0; r0 < n; r0 += block) {
+        const size_t len = std::min(block, n - r0);
+        float* ct = out.data() + r0 * d;
+        for (size_t r = 0; r < len; ++r)
+            for (size_t j = 0; j < d; ++j) ct[j * len + r] = rows[(r0 + r) * d + j];
+    }
+}
+
 // Index of the first smallest non-NaN key, or n when all are NaN.
 size_t first_min(const float* keys, size_t n) {
     size_t arg = n;
@@ -71,15 +83,7 @@ VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const
 }
 
 void VectorSet::keep_transposed() {
-    if (d_ > kIpDirectMaxDim) return;
-    const size_t block = ref_block_rows(d_);
-    transposed_.resize(n_ * d_);
-    for (size_t r0 = 0; r0 < n_; r0 += block) {
-        const size_t len = std::min(block, n_ - r0);
-        float* ct = transposed_.data() + r0 * d_;
-        for (size_t r = 0; r < len; ++r)
-            for (size_t j = 0; j < d_; ++j) ct[j * len + r] = data_[(r0 + r) * d_ + j];
-    }
+    if (d_ <= kIpDirectMaxDim) transpose_in_blocks(data_, n_, d_, ref_block_rows(d_), transposed_);
 }
 
 void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I) {
@@ -167,16 +171,9 @@ NearestCentroid::NearestCentroid(const float* centroids, size_t nc, size_t d, Me
       direct_(metric == Metric::L2 && d < kDirectMaxDim),
       ip_direct_(metric == Metric::L2 && d >= kDirectMaxDim && d <= kIpDirectMaxDim) {
     if (direct_ || ip_direct_) {
-        // Chunk k holds centroids [k * chunk_, k * chunk_ + len) as d rows of len;
-        // the direct path has one chunk of all of them.
+        // Chunks of chunk_ centroids; the direct path has one chunk of all of them.
         chunk_ = direct_ ? std::max<size_t>(nc, 1) : std::max<size_t>(64, kChunkBytes / (sizeof(float) * d) / 64 * 64);
-        transposed_.resize(d * nc);
-        for (size_t c0 = 0; c0 < nc; c0 += chunk_) {
-            const size_t len = std::min(chunk_, nc - c0);
-            float* ct = transposed_.data() + c0 * d;
-            for (size_t c = 0; c < len; ++c)
-                for (size_t j = 0; j < d; ++j) ct[j * len + c] = centroids[(c0 + c) * d + j];
-        }
+        transpose_in_blocks(centroids, nc, d, chunk_, transposed_);
     }
 }
 
