@@ -316,18 +316,18 @@ void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
     const size_t row_bytes = s.nbits == 8 ? ksub : kLut4Row;
     q.lut.resize(rows * row_bytes + 64);  // + padding for 4-byte gathers
     // (T - o) * s >= 0, so truncation is floor
-    K.quantize_rows(table, s.M, ksub, q.offsets.data(), scale, qmax, q.lut.data());
-    std::fill(q.lut.begin() + static_cast<std::ptrdiff_t>(s.M * ksub), q.lut.end(), uint8_t(0));
-    if (s.nbits == 4) {
-        // Rows of 16 entries to rows of kLut4Row bytes, last row first: row r's
-        // copies land at or after byte 64 r, past every row not yet moved.
-        for (size_t r = rows; r-- > 0;) {
-            uint8_t entries[16];
-            std::copy_n(q.lut.begin() + static_cast<std::ptrdiff_t>(r * 16), 16, entries);
-            for (size_t copy = 0; copy < kLut4Row / 16; ++copy)
-                std::copy_n(entries, 16, q.lut.begin() + static_cast<std::ptrdiff_t>(r * kLut4Row + copy * 16));
+    uint8_t* lut = q.lut.data();
+    if (s.nbits == 8) {
+        K.quantize_rows(table, s.M, ksub, q.offsets.data(), scale, qmax, lut);
+    } else {
+        // Each 16-entry row at the start of its kLut4Row bytes, then repeated.
+        for (size_t m = 0; m < s.M; ++m) {
+            uint8_t* row = lut + m * kLut4Row;
+            K.quantize_rows(table + m * ksub, 1, ksub, q.offsets.data() + m, scale, qmax, row);
+            for (size_t copy = 1; copy < kLut4Row / ksub; ++copy) std::copy_n(row, ksub, row + copy * ksub);
         }
     }
+    std::fill(q.lut.begin() + static_cast<std::ptrdiff_t>(s.M * row_bytes), q.lut.end(), uint8_t(0));
     q.enabled = true;
 }
 

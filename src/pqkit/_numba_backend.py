@@ -349,45 +349,44 @@ def _heap_write(hk, hi, size, negate, D, I):
 
 # ============================================================================ exact search
 @_jit
+def _top_k_of_ips(xnorm, ips, ynorms, l2, hk, hi, Dq, Iq):
+    """One query's top-k from its inner products with every row: keys via norms (L2) or -ip."""
+    size = 0
+    th = _F32_INF
+    for j in range(ips.shape[0]):
+        key = _l2_key(xnorm, ynorms[j], ips[j]) if l2 else -ips[j]
+        if key <= th:
+            size = _heap_push(hk, hi, size, key, j)
+            th = _threshold(hk, size)
+    _heap_write(hk, hi, size, not l2, Dq, Iq)
+
+
+@_jit
 def _search_block(x, y, ynorms, l2, D, I):
     """Top-k (k = D.shape[1]) rows of y for each row of x; keys via norms (L2) or -<x, y>."""
-    k = D.shape[1]
     acc = np.empty(16, dtype=np.float32)
-    hk, hi = _heap_buffers(k)
+    ips = np.empty(y.shape[0], dtype=np.float32)
+    hk, hi = _heap_buffers(D.shape[1])
     for q in range(x.shape[0]):
         xq = x[q]
         xnorm = _dot(xq, xq, acc) if l2 else np.float32(0.0)
-        size = 0
-        th = _F32_INF
         for j in range(y.shape[0]):
-            ip = _dot(xq, y[j], acc)
-            key = _l2_key(xnorm, ynorms[j], ip) if l2 else -ip
-            if key <= th:
-                size = _heap_push(hk, hi, size, key, j)
-                th = _threshold(hk, size)
-        _heap_write(hk, hi, size, not l2, D[q], I[q])
+            ips[j] = _dot(xq, y[j], acc)
+        _top_k_of_ips(xnorm, ips, ynorms, l2, hk, hi, D[q], I[q])
 
 
 @_jit
 def _search_block_t(x, ct, ynorms, l2, D, I):
     """``_search_block`` with each inner product summed sequentially over the dimension on the
     transposed rows ct (d x n), as the core searches a VectorSet that keeps them transposed."""
-    k = D.shape[1]
     acc = np.empty(16, dtype=np.float32)
     ips = np.empty(ct.shape[1], dtype=np.float32)
-    hk, hi = _heap_buffers(k)
+    hk, hi = _heap_buffers(D.shape[1])
     for q in range(x.shape[0]):
         xq = x[q]
         xnorm = _dot(xq, xq, acc) if l2 else np.float32(0.0)
         _to_centroids_t(xq, ct, False, ips)
-        size = 0
-        th = _F32_INF
-        for j in range(ct.shape[1]):
-            key = _l2_key(xnorm, ynorms[j], ips[j]) if l2 else -ips[j]
-            if key <= th:
-                size = _heap_push(hk, hi, size, key, j)
-                th = _threshold(hk, size)
-        _heap_write(hk, hi, size, not l2, D[q], I[q])
+        _top_k_of_ips(xnorm, ips, ynorms, l2, hk, hi, D[q], I[q])
 
 
 @_jit
