@@ -81,6 +81,32 @@ def test_indexpq_equals_float_adc_after_removals(simd_level):
 
 
 @pytest.mark.parametrize("nbits", [4, 8])
+def test_indexpq_batch_scan_spans_chunks(simd_level, restore_threads, nbits):
+    # A batch of queries scans the codes chunk by chunk (256 KiB each: 4096 codes of 64 bytes
+    # at 8 bits), every query of the batch in turn; the 8-bit scan pairs blocks. 9001 codes
+    # are several chunks and an odd number of blocks, and the result must not depend on how
+    # the queries are batched: all at once, one at a time, or split over threads.
+    d = M = 64
+    base = _tricky_base(9001, d, seed=21)
+    index = pqkit.IndexPQ(d, M, nbits, seed=5)
+    index.train(base[:2000])
+    ids = np.arange(9001, dtype=np.int64)[::-1].copy()
+    index.add_with_ids(base, ids)
+    queries = np.vstack([clustered_split(10, 17, d, seed=22)[1], base[:3]])  # 20: batches of 8
+    idx = index.pq.unpack_codes(index.pq.encode(base)).astype(np.int64)
+    for k in (10, 300):
+        D_ref, I_ref = _float_adc_topk(index.pq.distance_table(queries), idx, ids, k)
+        for n_threads in (1, 2):
+            pqkit.set_num_threads(n_threads)
+            D, I = index.search(queries, k)
+            np.testing.assert_array_equal(I, I_ref)
+            np.testing.assert_array_equal(D, D_ref)
+        pqkit.set_num_threads(1)
+        one = [index.search(queries[i:i + 1], k) for i in range(len(queries))]
+        np.testing.assert_array_equal(np.vstack([o[1] for o in one]), I_ref)
+
+
+@pytest.mark.parametrize("nbits", [4, 8])
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_ivfpq_matches_a_float_reference(nbits, metric):
     """IVF-PQ keys: coarse + (bias + table sums); a float64 NumPy reference agrees on ids."""
