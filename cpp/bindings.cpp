@@ -7,6 +7,8 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <limits>
+#include <stdexcept>
 #include <string>
 
 #include "coreset.h"
@@ -158,17 +160,25 @@ py::array_t<float> sqnorms_py(const py::array& x, int n_threads) {
     return out;
 }
 
-// Whether every value of a float32 array (any shape, C-contiguous) is finite: the
-// exponent bits of NaN and +-inf are all ones. No early exit, so the loop vectorizes.
-bool all_finite_py(const py::array& x) {
+// Whether every value of a float32 array (any shape, C-contiguous) is finite with |value| <=
+// max_abs. For non-negative floats the bit patterns order as the values do, and NaN and +-inf
+// have larger magnitude bits than any finite float, so one integer compare per value tests all
+// three. No early exit, so the loop vectorizes.
+bool all_finite_py(const py::array& x, double max_abs) {
     if (!py::isinstance<py::array_t<float>>(x) || x.dtype().kind() != 'f' || x.itemsize() != 4 ||
         !(x.flags() & py::array::c_style))
         throw py::type_error("all_finite takes a C-contiguous float32 array, got dtype " + std::string(py::str(x.dtype())));
+    if (!(max_abs >= 0))
+        throw std::invalid_argument("all_finite: max_abs must be >= 0, got " + std::to_string(max_abs));
+    const float largest = std::numeric_limits<float>::max();
+    const float bound = max_abs >= static_cast<double>(largest) ? largest : static_cast<float>(max_abs);
+    uint32_t limit;
+    std::memcpy(&limit, &bound, sizeof(limit));
     const uint32_t* bits = static_cast<const uint32_t*>(x.data());
     const size_t n = static_cast<size_t>(x.size());
     py::gil_scoped_release release;
     uint32_t bad = 0;
-    for (size_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((bits[i] & 0x7f800000u) == 0x7f800000u);
+    for (size_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((bits[i] & 0x7fffffffu) > limit);
     return bad == 0;
 }
 
@@ -459,7 +469,7 @@ PYBIND11_MODULE(_core, m) {
                         "over threads (returns the previous value).");
     m.def("greedy_kcenter", &greedy_kcenter_py, py::arg("x"), py::arg("n_select"), py::arg("first"),
           py::arg("weights"), py::arg("n_threads"));
-    m.def("all_finite", &all_finite_py, py::arg("x"));
+    m.def("all_finite", &all_finite_py, py::arg("x"), py::arg("max_abs") = std::numeric_limits<double>::infinity());
     m.def("sqnorms", &sqnorms_py, py::arg("x"), py::arg("n_threads"));
     m.def("flat_search", &flat_search_py, py::arg("x"), py::arg("y"), py::arg("k"), py::arg("metric"),
           py::arg("n_threads"), py::arg("norms") = py::none());

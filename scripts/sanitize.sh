@@ -7,7 +7,8 @@
 # Needs cmake, g++ with libasan/libubsan, and a PYTHON (default python3) with the test extras
 # and pybind11 (a build-only requirement: `pip install pybind11 cmake` in CI).
 # Environment: PQKIT_SANITIZE_BUILD (default /tmp/pqkit-asan), JOBS (default nproc),
-# PQKIT_FUZZ_CASES (default 2000 here), PQKIT_SANITIZE_REUSE=1 (reuse an existing build).
+# PQKIT_FUZZ_CASES (default 2000 here), PQKIT_CRAFTED_CASES (default 10000),
+# PQKIT_SANITIZE_REUSE=1 (reuse an existing build).
 # The CMakeLists' -O3 comes after CMAKE_CXX_FLAGS, so the sanitized code is optimized as in
 # the release build (plus -g and frame pointers).
 # Any sanitizer report aborts the process (halt_on_error / -fno-sanitize-recover), so a
@@ -53,7 +54,7 @@ if [ "$#" -eq 0 ]; then
     tests/test_kmeans.py tests/test_inputs.py tests/test_io.py tests/test_io_hostile.py \
     tests/test_api.py tests/test_factory.py tests/test_simd_threads.py \
     tests/test_interrupt_and_gil.py tests/test_bad_inputs_table.py tests/test_fuzz_load.py \
-    tests/test_thread_stress.py
+    tests/test_crafted_files.py tests/test_limits.py tests/test_thread_stress.py
   existing=()
   for t in "$@"; do [ -e "$ROOT/$t" ] && existing+=("$t"); done
   set -- "${existing[@]}" -q -p no:cacheprovider
@@ -66,6 +67,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONPATH="$SHADOW${PYTHONPATH:+:$PYTHONPATH}"
 export PQKIT_SANITIZED=1             # tests skip what sanitizers distort (RSS, address-space caps)
 export PQKIT_FUZZ_CASES="${PQKIT_FUZZ_CASES:-2000}"  # about 3x slower under the sanitizers
+export PQKIT_CRAFTED_CASES="${PQKIT_CRAFTED_CASES:-10000}"  # the whole campaign: it is quick
 cd "$ROOT"
 "$PYTHON" -c "import pqkit, sys; f = pqkit._core.__file__; print('sanitized core:', f); sys.exit(not f.startswith('$SHADOW'))"
 test_start=$(date +%s)

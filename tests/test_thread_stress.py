@@ -234,3 +234,47 @@ def test_rss_is_bounded_over_100k_small_searches():
     grown = _rss_bytes() - before
     # A leak of even 64 bytes per search would add 6 MB; allow 4 MB of allocator noise.
     assert grown < 4 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over {4 * n_per_index} searches"
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("kind", ["PQ", "IVFPQ"])
+def test_replacing_codebooks_while_searching_is_atomic(kind, backend):
+    """A thread calling ``index.pq.set_codebooks`` back and forth between two codebooks
+    while others search: the quantizer of an index changes under the index's write lock, so every
+    result equals the serial result under one of the two codebooks (IVF-PQ's per-code bias
+    included), never a mix."""
+    base, queries = clustered_split(4_000, 48, D, seed=47, n_clusters=30)
+    index = _index(kind, backend, base)
+    index.add(base[:3000])
+    first = index.pq.codebooks
+    other = np.ascontiguousarray(first[:, ::-1])  # the same centroids, numbered backwards
+    serial = {}
+    for name, codebooks in (("other", other), ("first", first)):
+        index.pq.set_codebooks(codebooks)
+        serial[name] = index.search(queries, 10)
+    assert not np.array_equal(serial["first"][0], serial["other"][0])  # distinguishable
+    results, stop = [], threading.Event()
+
+    def writer():
+        flip = 0
+        while not stop.is_set():
+            index.pq.set_codebooks(other if flip % 2 == 0 else first)
+            flip += 1
+
+    def reader(i):
+        for _ in range(40):
+            results.append(index.search(queries, 10))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        _run_threads(3, reader)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert len(results) == 120
+    mixed = 0
+    for Dist, I in results:
+        if not any(np.array_equal(Dist, s[0]) and np.array_equal(I, s[1]) for s in serial.values()):
+            mixed += 1
+    assert mixed == 0, f"{mixed} of {len(results)} results match neither codebook's serial answer"

@@ -132,12 +132,14 @@ def test_transform_that_overflows_blames_the_transform_not_the_queries(data, tmp
     index = pqkit.IndexPreTransform(pqkit.PCA(32, 8), pqkit.IndexFlat(8))
     index.train(base)
     index.add(base[:50])
-    huge = np.full((8, 32), 3e38, dtype=np.float32)
-    index.transform.set_matrix(huge, np.zeros(8, dtype=np.float32))
-    index.save(tmp_path / "huge.pqkit")
-    loaded = pqkit.load(tmp_path / "huge.pqkit")
-    with pytest.raises(ValueError, match="PCA transform maps these finite vectors beyond the float32 range"):
-        loaded.search(queries[:2], 3)
+    with pytest.raises(ValueError, match="PCA matrix A holds values too large"):
+        index.transform.set_matrix(np.full((8, 32), 3e38, dtype=np.float32))
+    large = np.full((8, 32), 1e17, dtype=np.float32)  # within the bound of a 32-d row
+    index.transform.set_matrix(large, np.zeros(8, dtype=np.float32))
+    index.save(tmp_path / "large.pqkit")
+    loaded = pqkit.load(tmp_path / "large.pqkit")
+    with pytest.raises(ValueError, match="PCA transform maps these vectors beyond the float32 range"):
+        loaded.search(queries[:2] * 10, 3)
 
 
 @pytest.mark.parity

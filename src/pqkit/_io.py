@@ -16,8 +16,13 @@ Loading never executes code (no pickle inside the file) and checks, in this orde
 version, header length against the file size, the header's structure, at most 16 arrays with
 whitelisted dtypes (float32, int64, uint8), that the arrays' byte sizes add up exactly to the
 rest of the file (before anything is allocated), the checksum (before any array is read), and
-finally that the shapes agree with the parameters. Any failure raises ValueError
-("corrupted or not a pqkit file: ...").
+then the contents, since a valid checksum proves nothing (anyone can recompute it): each index
+type accepts exactly the parameters and arrays it writes (names, dtypes and shapes; nothing is
+converted), stored floats finite and within the magnitude bound, structural invariants (list
+sizes in [0, n] summing to n in arithmetic that cannot wrap, unique ids >= 0, code padding bits
+zero, unit rows for "cosine"), memory claimed for structures the arrays do not hold bounded by a
+small multiple of the file size, and finally that the index built gives back exactly the file's
+parameters. Any failure raises ValueError ("corrupted or not a pqkit file: ...").
 
 Composite indexes (:class:`pqkit.IndexPreTransform`, :class:`pqkit.IndexRefine`) use the same
 flat layout: each part's type and parameters sit under a key of the composite's params
@@ -90,11 +95,29 @@ def nest_state(params: dict, arrays: dict, key: str, part) -> tuple:
     return params, arrays
 
 
+def check_parts(params: dict, arrays: dict, parts, own_params) -> None:
+    """A composite's saved state holds exactly its parts (keys ``parts``, arrays prefixed by
+    ``"<part>."``) and its own parameters ``own_params``: nothing else is accepted."""
+    expected = set(parts) | set(own_params)
+    if set(params) != expected:
+        raise ValueError(f"parameters must be {sorted(expected)}, got {sorted(params)}")
+    stray = sorted(name for name in arrays if name.split(".", 1)[0] not in parts or "." not in name)
+    if stray:
+        raise ValueError(f"arrays {stray} belong to no part ({sorted(parts)})")
+
+
+def nest_params(params: dict, key: str, part) -> dict:
+    """``params`` with the parameters of ``part`` under ``key``, as :func:`nest_state` writes them."""
+    params = dict(params)
+    params[key] = {"type": type(part).__name__, "params": part._state_params()}
+    return params
+
+
 def unnest_state(params: dict, arrays: dict, key: str):
     """Rebuild the part stored under ``key`` by :func:`nest_state` (ValueError if invalid)."""
     spec = params.get(key)
-    if (not isinstance(spec, dict) or not isinstance(spec.get("type"), str)
-            or not isinstance(spec.get("params"), dict)):
+    if (not isinstance(spec, dict) or set(spec) != {"type", "params"}
+            or not isinstance(spec.get("type"), str) or not isinstance(spec.get("params"), dict)):
         raise ValueError(f"part {key!r} must be an object with 'type' (str) and 'params' (object)")
     types = _index_types()
     if spec["type"] not in types:
@@ -298,11 +321,22 @@ def _read(f, size: int):
                 raise _corrupted(f"unexpected end of file in array {name!r}")
         loaded[name] = arr.astype(arr.dtype.newbyteorder("="), copy=False)
     try:
-        return types[index_type]._from_state(params, loaded)
+        index = types[index_type]._from_state(params, loaded)
     except KeyError as exc:
         raise _corrupted(f"{index_type} header lacks parameter {exc}") from None
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise _corrupted(f"contents inconsistent with a valid {index_type}: {exc}") from None
+    # Every parameter must be what the index type writes, value and JSON type alike (2 is not
+    # 2.0, true is not 1): nothing in a file is converted on load.
+    written = index._state_params()
+    if _canonical(written) != _canonical(params):
+        raise _corrupted(f"parameters {_canonical(params)[:300]} differ from what a {index_type} "
+                         f"built from them writes: {_canonical(written)[:300]}")
+    return index
+
+
+def _canonical(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 
 def load(path):

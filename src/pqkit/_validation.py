@@ -45,7 +45,9 @@ __all__ = [
     "check_positive_int",
     "check_result_size",
     "check_trained",
+    "available_memory_bytes",
     "check_training_size",
+    "max_abs_value",
     "normalize_rows",
     "warn_few_training_points",
 ]
@@ -124,17 +126,86 @@ def _physical_memory_bytes() -> int | None:
         return None
 
 
-def check_fits_in_memory(nbytes: int, what: str, hint: str) -> None:
-    """Raise ValueError, before allocating, when ``nbytes`` exceed the machine's memory.
+def _read_int(path: str) -> int | None:
+    """An integer file of /proc or /sys ("max" and anything unreadable give None)."""
+    try:
+        with open(path) as f:
+            text = f.read().split()
+        return int(text[0]) if text else None
+    except (OSError, ValueError):
+        return None
 
-    Without this check such a request ends in a MemoryError at best, or in the kernel's OOM
-    killer when the allocation is lazy (overcommit) and then touched.
+
+def _cgroup_memory_left(proc_cgroup: str = "/proc/self/cgroup",
+                        sys_root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes the process's cgroup may still take: the least ``limit - usage`` over its cgroup
+    and their ancestors (v2 ``memory.max``/``memory.current``, v1 ``memory.limit_in_bytes``/
+    ``memory.usage_in_bytes``); None where no limit is set or readable."""
+    try:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    left = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2 (pure, or the unified part of a hybrid mount)
+            roots, files = (sys_root, sys_root + "/unified"), ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):  # cgroup v1
+            roots, files = (sys_root + "/memory",), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        for root in roots:
+            for depth in range(len(parts), -1, -1):
+                folder = "/".join([root, *parts[:depth]])
+                limit = _read_int(f"{folder}/{files[0]}")
+                if limit is not None and limit < 1 << 60:  # v1 reports "no limit" as ~2**63
+                    remaining = max(limit - (_read_int(f"{folder}/{files[1]}") or 0), 0)
+                    left = remaining if left is None else min(left, remaining)
+    return left
+
+
+def _address_space_left() -> int | None:
+    """Bytes the address-space limit (RLIMIT_AS, ``ulimit -v``) still allows; None if unlimited."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    pages = _read_int("/proc/self/statm")
+    used = 0 if pages is None else pages * resource.getpagesize()
+    return max(soft - used, 0)
+
+
+def available_memory_bytes() -> tuple:
+    """What the process may still allocate: ``(bytes, source)``, or ``(None, None)`` if unknown.
+
+    The smallest of the address-space limit left (RLIMIT_AS), the cgroup's memory limit left
+    (``memory.max``) and the machine's physical memory; ``source`` names which one.
     """
-    limit = _physical_memory_bytes()
+    candidates = [(_address_space_left(), "the process's address-space limit (ulimit -v)"),
+                  (_cgroup_memory_left(), "the memory left under the cgroup's memory.max"),
+                  (_physical_memory_bytes(), "this machine's physical memory")]
+    known = [(n, source) for n, source in candidates if n is not None]
+    return min(known, key=lambda item: item[0]) if known else (None, None)
+
+
+def check_fits_in_memory(nbytes: int, what: str, hint: str) -> None:
+    """Raise ValueError, before allocating, when ``nbytes`` exceed what the process may use.
+
+    The limit is :func:`available_memory_bytes`: the address-space limit (``ulimit -v``), the
+    cgroup's ``memory.max`` and physical memory, whichever leaves least. Without this check such
+    a request ends in a MemoryError at best, or in the kernel's OOM killer when the allocation is
+    lazy (overcommit) and then touched.
+    """
+    limit, source = available_memory_bytes()
     if limit is not None and nbytes > limit:
         raise ValueError(
-            f"{what} needs {nbytes / 2**30:.1f} GiB, more than this machine's memory "
-            f"({limit / 2**30:.1f} GiB); {hint}"
+            f"{what} needs {nbytes / 2**30:.2f} GiB, more than {source} allows "
+            f"({limit / 2**30:.2f} GiB); {hint}"
         )
 
 
@@ -184,11 +255,28 @@ def check_trained(is_trained: bool, what: str) -> None:
 _FLOAT32 = np.dtype(np.float32)
 
 
-def _all_finite(x: np.ndarray) -> bool:
-    """One pass without a temporary (the compiled core) for C-contiguous float32; NumPy otherwise."""
+#: Largest squared L2 norm a vector (stored, query, centroid, codebook entry) may have. Every
+#: distance pqkit computes is then at most ``(3 * sqrt(MAX_SQUARED_NORM))**2 < 2**124``, well inside
+#: float32 (2**128), for L2 and inner products alike, residuals and decompositions included.
+MAX_SQUARED_NORM = 2.0**120
+
+
+def max_abs_value(d: int) -> float:
+    """The largest ``|value|`` accepted in a ``d``-dimensional float vector.
+
+    A per-coordinate bound ``sqrt(MAX_SQUARED_NORM / d)``, so that any vector within it has a
+    squared norm of at most ``MAX_SQUARED_NORM`` (checked in the same pass as finiteness).
+    """
+    return float(np.sqrt(MAX_SQUARED_NORM / max(int(d), 1)))
+
+
+def _all_within(x: np.ndarray, bound: float) -> bool:
+    """Whether every value is finite with ``|value| <= bound``: one pass without a temporary (the
+    compiled core) for C-contiguous float32; NumPy otherwise."""
     if _core_all_finite is not None and x.dtype == _FLOAT32 and x.flags.c_contiguous:
-        return _core_all_finite(x)
-    return bool(np.isfinite(x).all())
+        return _core_all_finite(x, bound)
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.abs(x) <= bound))  # NaN compares False
 
 
 try:  # validation must work without the compiled core (the Numba engine's fallback)
@@ -197,15 +285,47 @@ except Exception:  # noqa: BLE001 - any import failure means "not available"
     _core_all_finite = None
 
 
-def check_finite(x: np.ndarray, name: str) -> None:
-    """Raise ValueError if a float array holds NaN or +-inf (reports the first bad row)."""
-    if x.size and not _all_finite(x):
-        bad_rows = np.flatnonzero(~np.isfinite(x).reshape(x.shape[0], -1).all(axis=1))
-        raise ValueError(
-            f"{name} contains NaN or infinite values ({bad_rows.size} row(s), first at row "
-            f"{int(bad_rows[0])}); remove or impute them (values beyond the float32 range "
-            "also become inf after conversion)"
-        )
+def check_finite(x: np.ndarray, name: str, d: int | None = None) -> None:
+    """Raise ValueError if a float array holds NaN, +-inf, or values beyond the magnitude bound.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of float
+        Vectors (n, d), or any array whose values belong to ``d``-dimensional vectors (codebooks
+        (M, ksub, dsub) of a d-dimensional quantizer).
+    name : str
+        Argument name used in messages.
+    d : int, optional
+        Dimension of the vectors the values belong to; ``x.shape[-1]`` by default. The bound is
+        :func:`max_abs_value` ``(d)``: beyond it, squared distances could overflow float32 and
+        searches would return wrong neighbours.
+    """
+    if not x.size:
+        return
+    d = x.shape[-1] if d is None else d
+    bound = max_abs_value(d)
+    if _all_within(x, bound):
+        return
+    rows = x.reshape(x.shape[0], -1)
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(rows)
+        if not finite.all():
+            bad_rows = np.flatnonzero(~finite.all(axis=1))
+            raise ValueError(
+                f"{name} contains NaN or infinite values ({bad_rows.size} row(s), first at row "
+                f"{int(bad_rows[0])}); remove or impute them (values beyond the float32 range "
+                "also become inf after conversion)"
+            )
+        too_large = np.abs(rows) > bound
+    bad_rows = np.flatnonzero(too_large.any(axis=1))
+    first = int(bad_rows[0])
+    value = float(rows[first][too_large[first]][0])
+    raise ValueError(
+        f"{name} holds values too large for float32 distances: {value:.3g} in row {first} "
+        f"({bad_rows.size} row(s) in all) exceeds the limit +-{bound:.3g} for d={d} (every "
+        f"|value| <= sqrt(2**120 / d), so that squared distances cannot overflow); scale the "
+        "vectors down (neighbours do not change under a common scale factor)"
+    )
 
 
 def as_float_matrix(x, d: int | None = None, name: str = "x", check_finite_values: bool = True):
@@ -374,8 +494,11 @@ def check_codes(codes, code_size: int, name: str = "codes") -> np.ndarray:
     return np.ascontiguousarray(codes)
 
 
-def check_float_array(arr, shape: tuple, name: str) -> np.ndarray:
-    """Validate a float array of exactly ``shape`` (centroids, codebooks); returns float32 copy."""
+def check_float_array(arr, shape: tuple, name: str, d: int | None = None) -> np.ndarray:
+    """Validate a float array of exactly ``shape`` (centroids, codebooks); returns float32 copy.
+
+    Values must be finite and within :func:`max_abs_value` ``(d)`` (``d``: the dimension of the
+    vectors they belong to, ``shape[-1]`` by default); see :func:`check_finite`."""
     if not isinstance(arr, np.ndarray):
         arr = np.asarray(arr)
     if arr.dtype.kind != "f":
@@ -384,7 +507,7 @@ def check_float_array(arr, shape: tuple, name: str) -> np.ndarray:
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
     with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
         out = np.array(arr, dtype=np.float32, order="C", copy=True)
-    check_finite(out, name)
+    check_finite(out, name, d)
     return out
 
 

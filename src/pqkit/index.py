@@ -6,7 +6,10 @@ documented here once:
 Input conversion
     Vectors may have any floating dtype (float16/32/64), any memory layout, or be a single 1-D
     vector (treated as one row); they are converted to a C-contiguous float32 matrix (n, d).
-    Integer, bool, complex and object arrays raise TypeError; NaN/inf raise ValueError.
+    Integer, bool, complex and object arrays raise TypeError; NaN/inf raise ValueError, and so
+    do values beyond ``sqrt(2**120 / d)`` in magnitude (:func:`pqkit._validation.max_abs_value`:
+    within it no squared distance can overflow float32, so results are never inf or padding
+    while vectors are stored). The same holds for centroids, codebooks and loaded files.
     Ids must be an integer array (any int dtype, converted to int64), 1-D, >= 0; float or bool
     ids raise TypeError (never converted). Codes must be uint8 (never converted).
 
@@ -25,7 +28,8 @@ Results
 
 Ids
     ``add(x)`` assigns the ids ``ntotal, ntotal + 1, ...`` (FAISS behaviour); ``add_with_ids``
-    uses the given ones. Unlike FAISS, an id may be present only once: duplicates within one
+    uses the given ones; ids lie in ``[0, 2**63 - 1]`` and ``add`` raises ValueError when its
+    sequential ids would pass that limit. Unlike FAISS, an id may be present only once: duplicates within one
     call or ids already in the index raise ValueError (so ``reconstruct`` and ``remove_ids`` are
     unambiguous). ``add`` continues after the largest id stored since the last ``reset`` (which
     is ``ntotal`` unless ids were removed or given explicitly), so it never collides.
@@ -37,8 +41,9 @@ Threads
     run at once (with the GIL released in the engine) and give exactly the results of serial
     calls, while ``train`` / ``add`` / ``add_with_ids`` / ``remove_ids`` / ``reset`` /
     ``set_centroids`` wait until running searches end and run alone (waiting writers go
-    first, so a stream of searches cannot starve them). Changing ``index.pq``'s codebooks
-    directly is not covered by the lock: do it while no other thread uses the index.
+    first, so a stream of searches cannot starve them). So do ``index.pq.set_codebooks`` and
+    ``index.pq.train``: the quantizer of an index is attached to it and changes its codebooks
+    under the index's write lock.
 
 Engines
     ``backend=None`` uses :func:`pqkit.get_backend` (``"cpp"``, the compiled core, unless it
@@ -48,11 +53,13 @@ Engines
 
 Persistence
     ``index.save(path)`` / :func:`pqkit.load` and ``pickle`` use the same checked binary format
-    (see :mod:`pqkit._io`).
+    (see :mod:`pqkit._io`). A loaded file is treated as hostile input: it either loads into an
+    index that answers exactly as one built from the file's contents, or raises ValueError.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -60,6 +67,7 @@ import numpy as np
 from . import _backends, _io, _threads
 from ._validation import (
     as_float_matrix,
+    check_finite,
     check_fits_in_memory,
     check_float_array,
     check_id_scalar,
@@ -80,6 +88,7 @@ from .pq import ProductQuantizer
 __all__ = ["Index", "IndexFlat", "IndexIVFFlat", "IndexIVFPQ", "IndexPQ"]
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
+_MAX_ID = 2**63 - 1
 # Bookkeeping of one empty inverted list in the engines (vector headers for codes, ids, bias).
 _BYTES_PER_EMPTY_LIST = 80
 
@@ -426,12 +435,19 @@ class Index:
         Raises
         ------
         ValueError
-            If the index is not trained.
+            If the index is not trained, or the sequential ids would pass 2**63 - 1 (after an
+            :meth:`add_with_ids` of ids near that limit).
         """
         check_trained(self.is_trained, self._name())
         x = self._prepare(x)
         with self._lock.write():
             start = max(self.ntotal, self._id_upper_bound() + 1)
+            if start + x.shape[0] - 1 > _MAX_ID:
+                raise ValueError(
+                    f"add(): the id space is exhausted: {x.shape[0]} sequential ids from {start} "
+                    f"would pass the largest id {_MAX_ID} (2**63 - 1); add() continues after the "
+                    "largest id stored, so pass your own ids with add_with_ids(), or reset()"
+                )
             self._add_checked(x, np.arange(start, start + x.shape[0], dtype=np.int64), "add()")
 
     def add_with_ids(self, x, ids) -> None:
@@ -514,21 +530,10 @@ class Index:
         k = check_k(k)
         x = self._prepare(x)
         check_result_size(x.shape[0], k)
-        while True:
-            with self._lock.read():
-                if x.shape[0] == 0 or self.ntotal == 0:
-                    return self._empty_result(x.shape[0], k)
-                if not self._stale_before_search():
-                    return run(x, k)
-            with self._lock.write():
-                self._refresh_before_search()
-
-    def _stale_before_search(self) -> bool:
-        """Whether derived data must be refreshed (under the write lock) before a search."""
-        return False
-
-    def _refresh_before_search(self) -> None:
-        pass
+        with self._lock.read():
+            if x.shape[0] == 0 or self.ntotal == 0:
+                return self._empty_result(x.shape[0], k)
+            return run(x, k)
 
     def reconstruct(self, key):
         """Return the stored (or decoded) vector of one id.
@@ -681,6 +686,11 @@ class Index:
         """Return ``(params, arrays)``: JSON-able constructor parameters and named arrays."""
         raise NotImplementedError
 
+    def _state_params(self) -> dict:
+        """The ``params`` of :meth:`_get_state` alone (without exporting any array); a load
+        checks that the index it built gives back exactly the parameters of the file."""
+        raise NotImplementedError
+
     @classmethod
     def _from_state(cls, params: dict, arrays: dict) -> "Index":
         """Rebuild an index from :meth:`_get_state` output; ValueError if inconsistent."""
@@ -692,10 +702,54 @@ def _map_rows_to_ids(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
 
 
-def _require_arrays(arrays: dict, names) -> None:
-    missing = [name for name in names if name not in arrays]
+# ------------------------------------------------------------------------ loading saved state
+# A loaded file is hostile input (a valid checksum proves nothing: anyone can recompute it), so
+# each index type declares exactly what it writes and ``_from_state`` accepts nothing else: the
+# parameter names, every array's dtype and shape (no conversion on load), finite stored floats
+# within the magnitude bound, and the structural invariants (list sizes summing to the number of
+# ids, unique ids, code padding bits zero, unit rows for "cosine"). Every count is checked in
+# Python integers (no wrap-around) before anything is allocated from it.
+
+#: A load may claim at most this multiple of the bytes its arrays occupy in the file, plus
+#: ``_LOAD_FIXED_ALLOWANCE``, for structures the arrays do not hold themselves (empty inverted lists).
+_LOAD_MEMORY_FACTOR = 4
+_LOAD_FIXED_ALLOWANCE = 64 << 20
+_N = "n"  # in an array spec's shape: the number of stored vectors (the length of "ids")
+
+
+def _check_params(params: dict, names) -> None:
+    """The saved parameters must be exactly ``names`` (what the writer writes)."""
+    expected, got = set(names), set(params)
+    if got != expected:
+        missing, unexpected = sorted(expected - got), sorted(got - expected)
+        raise ValueError(f"parameters must be {sorted(expected)}; missing {missing}, "
+                         f"unexpected {unexpected}")
+
+
+def _check_arrays(arrays: dict, spec: dict) -> int:
+    """Check stored arrays against ``spec`` (name -> (dtype, shape, required)); returns n.
+
+    A shape entry ``"n"`` stands for the number of stored vectors, the length of ``"ids"``. No
+    other array may be present; dtypes must match exactly.
+    """
+    unexpected = sorted(set(arrays) - set(spec))
+    if unexpected:
+        raise ValueError(f"unexpected arrays {unexpected}; expected only {sorted(spec)}")
+    missing = sorted(name for name, (_, _, required) in spec.items()
+                     if required and name not in arrays)
     if missing:
         raise ValueError(f"missing arrays {missing}")
+    n = None
+    if "ids" in arrays:
+        ids = arrays["ids"]
+        n = ids.shape[0] if ids.ndim == 1 else -1
+    for name, arr in arrays.items():
+        dtype, shape, _ = spec[name]
+        if arr.dtype != dtype:
+            raise ValueError(f"array {name!r} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+        expected = tuple(n if s == _N else s for s in shape)
+        _check_shape(arr, expected, name)
+    return n
 
 
 def _check_shape(arr: np.ndarray, shape: tuple, name: str) -> None:
@@ -703,16 +757,51 @@ def _check_shape(arr: np.ndarray, shape: tuple, name: str) -> None:
         raise ValueError(f"array {name!r} has shape {arr.shape}, expected {tuple(shape)}")
 
 
-def _check_nlist_before_allocating(params: dict, arrays: dict) -> None:
-    """The constructor allocates nlist inverted lists: check nlist against the stored
-    ``list_sizes`` array (whose size the file's length bounds) before constructing."""
-    _require_arrays(arrays, ["list_sizes"])
-    _check_shape(arrays["list_sizes"], (params.get("nlist"),), "list_sizes")
+def _check_load_memory(nbytes: int, arrays: dict, what: str) -> None:
+    """Refuse a structure of ``nbytes`` that a file of these arrays cannot justify."""
+    budget = _LOAD_MEMORY_FACTOR * sum(int(a.nbytes) for a in arrays.values()) + _LOAD_FIXED_ALLOWANCE
+    if nbytes > budget:
+        raise ValueError(f"{what} would take {nbytes} bytes of memory, more than a load of "
+                         f"{sum(int(a.nbytes) for a in arrays.values())} bytes of arrays may "
+                         f"claim ({budget})")
 
 
 def _check_stored_ids(ids: np.ndarray) -> None:
     if ids.size and (ids.min() < 0 or np.unique(ids).size != ids.size):
         raise ValueError("stored ids must be unique and >= 0")
+
+
+def _check_stored_vectors(vectors: np.ndarray, metric: str, name: str) -> None:
+    """Stored float vectors: finite and within the magnitude bound; unit rows for "cosine"
+    (an index normalises every vector it stores under that metric)."""
+    check_finite(vectors, f"stored {name}")
+    if metric == "cosine" and vectors.size:
+        sqnorms = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
+        bad = np.flatnonzero(np.abs(sqnorms - 1.0) > 1e-5)
+        if bad.size:
+            raise ValueError(f"stored {name} of a cosine index must have unit norm; row "
+                             f"{int(bad[0])} has squared norm {float(sqnorms[bad[0]]):.6g}")
+
+
+def _check_code_padding(codes: np.ndarray, M: int, nbits: int) -> None:
+    """Bits past the M * nbits used ones (the high bits of the last byte) must be zero, as the
+    encoder writes them."""
+    used = (M * nbits) % 8
+    if used and codes.size:
+        mask = (0xFF << used) & 0xFF
+        bad = np.flatnonzero(codes[:, -1] & mask)
+        if bad.size:
+            raise ValueError(f"code of row {int(bad[0])} sets padding bits beyond the "
+                             f"{M} x {nbits} code bits")
+
+
+def _check_list_sizes(sizes: np.ndarray, n: int) -> None:
+    """Each list size in [0, n] and their exact sum (Python integers: no wrap-around) equal to n."""
+    if sizes.size and (int(sizes.min()) < 0 or int(sizes.max()) > n):
+        raise ValueError(f"list_sizes must lie in [0, {n}] (the number of stored ids)")
+    total = int(sizes.sum()) if sizes.size * max(n, 1) < 2**62 else sum(int(s) for s in sizes)
+    if total != n:
+        raise ValueError(f"list_sizes must sum to {n} (the number of stored ids), got {total}")
 
 
 # ===================================================================== IndexFlat
@@ -804,22 +893,21 @@ class IndexFlat(Index):
     def _memory_usage_bytes(self) -> int:
         return int(self._store.nbytes())
 
+    def _state_params(self):
+        return {"d": self._d, "metric": self._metric}
+
     def _get_state(self):
-        params = {"d": self._d, "metric": self._metric}
-        return params, {"vectors": self._store.data, "ids": self._store.ids}
+        return self._state_params(), {"vectors": self._store.data, "ids": self._store.ids}
 
     @classmethod
     def _from_state(cls, params, arrays):
+        _check_params(params, ("d", "metric"))
         index = cls(params["d"], params["metric"])
-        _require_arrays(arrays, ["vectors", "ids"])
-        ids = arrays["ids"]
-        n = ids.shape[0] if ids.ndim == 1 else -1
-        _check_shape(ids, (n,), "ids")
-        _check_shape(arrays["vectors"], (n, index.d), "vectors")
-        _check_stored_ids(ids)
-        if not np.isfinite(arrays["vectors"]).all():
-            raise ValueError("stored vectors contain NaN or inf")
-        index._store.append(arrays["vectors"], ids)
+        _check_arrays(arrays, {"vectors": (np.float32, (_N, index.d), True),
+                               "ids": (np.int64, (_N,), True)})
+        _check_stored_ids(arrays["ids"])
+        _check_stored_vectors(arrays["vectors"], index.metric, "vectors")
+        index._store.append(arrays["vectors"], arrays["ids"])
         return index
 
 
@@ -878,7 +966,19 @@ class _ListStore:
 
 
 class _HasProductQuantizer:
-    """Shared by the PQ indexes: the ``pq`` attribute and thread-count propagation to it."""
+    """Shared by the PQ indexes: the ``pq`` attribute, thread-count propagation to it, and
+    codebook changes made through it (``index.pq.set_codebooks``, ``index.pq.train``), which run
+    under the index's write lock (the quantizer is attached to its index)."""
+
+    @contextlib.contextmanager
+    def _changing_codebooks(self):
+        with self._lock.write():
+            yield
+            self._codebooks_changed()
+
+    def _codebooks_changed(self) -> None:
+        """Update data derived from the codebooks (called under the write lock)."""
+        self._row_cache = {}
 
     @property
     def pq(self) -> ProductQuantizer:
@@ -927,6 +1027,7 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
         super().__init__(d, metric, n_threads, backend)
         self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads,
                                     backend=self._backend)
+        self._pq._attach(self)
         self._invlists = self._engine.InvertedLists(1, self._pq.code_size, "blocked")
         self._max_id = -1
         self._rows_layout = False  # codes kept as rows (an IndexRefine's refine index), not blocked
@@ -988,11 +1089,12 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
         return (int(self._invlists.memory_usage_bytes()) + (0 if codebooks is None else codebooks.nbytes)
                 + (0 if blocked is None else int(blocked.memory_usage_bytes())))
 
+    def _state_params(self):
+        return {"d": self._d, "metric": self._metric, "M": self._pq.M, "nbits": self._pq.nbits,
+                "seed": self._pq.seed}
+
     def _get_state(self):
-        params = {
-            "d": self._d, "metric": self._metric, "M": self._pq.M, "nbits": self._pq.nbits,
-            "seed": self._pq.seed,
-        }
+        params = self._state_params()
         _, ids, codes = self._invlists.export()
         arrays = {"codes": codes, "ids": ids}
         if self._pq.codebooks is not None:
@@ -1001,21 +1103,20 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
 
     @classmethod
     def _from_state(cls, params, arrays):
+        _check_params(params, ("d", "metric", "M", "nbits", "seed"))
         index = cls(params["d"], params["M"], params["nbits"], params["metric"],
                     seed=params["seed"])
-        _require_arrays(arrays, ["codes", "ids"])
-        ids = arrays["ids"]
-        n = ids.shape[0] if ids.ndim == 1 else -1
-        _check_shape(ids, (n,), "ids")
-        _check_shape(arrays["codes"], (n, index.code_size), "codes")
-        _check_stored_ids(ids)
+        pq = index.pq
+        n = _check_arrays(arrays, {"codes": (np.uint8, (_N, pq.code_size), True),
+                                   "ids": (np.int64, (_N,), True),
+                                   "codebooks": (np.float32, (pq.M, pq.ksub, pq.dsub), False)})
+        _check_stored_ids(arrays["ids"])
+        _check_code_padding(arrays["codes"], pq.M, pq.nbits)
         if "codebooks" in arrays:
-            pq = index.pq
-            _check_shape(arrays["codebooks"], (pq.M, pq.ksub, pq.dsub), "codebooks")
             pq.set_codebooks(arrays["codebooks"])
         elif n:
             raise ValueError("codes present but no codebooks")
-        index._store_codes(np.zeros(n, dtype=np.int64), ids, arrays["codes"])
+        index._store_codes(np.zeros(n, dtype=np.int64), arrays["ids"], arrays["codes"])
         return index
 
 
@@ -1103,6 +1204,10 @@ class _IndexIVF(_ListStore, Index):
     def _with_bias(self) -> bool:
         return False
 
+    def _lists_overhead(self) -> int:
+        """Bytes of the engine's bookkeeping of the nlist lists, held even while they are empty."""
+        return self._nlist * _BYTES_PER_EMPTY_LIST
+
     def _core_coarse(self):
         """The engine's prepared coarse quantizer (centroids copied, norms computed), rebuilt
         only when the centroids change."""
@@ -1153,27 +1258,42 @@ class _IndexIVF(_ListStore, Index):
         sizes, ids, codes = self._invlists.export()
         return {"list_sizes": np.asarray(sizes, dtype=np.int64), "ids": ids, "codes": codes}
 
-    def _load_invlists(self, arrays: dict) -> None:
-        _require_arrays(arrays, ["list_sizes", "ids", "codes"])
-        sizes, ids = arrays["list_sizes"], arrays["ids"]
-        _check_shape(sizes, (self._nlist,), "list_sizes")
-        n = ids.shape[0] if ids.ndim == 1 else -1
-        _check_shape(ids, (n,), "ids")
-        _check_shape(arrays["codes"], (n, self.code_size), "codes")
-        if sizes.size and (sizes.min() < 0 or int(sizes.sum()) != n):
-            raise ValueError(f"list_sizes must be >= 0 and sum to {n}")
+    @classmethod
+    def _construct_for_load(cls, params: dict, arrays: dict, names, *args):
+        """The empty index a file describes, its parameters and the memory of its ``nlist``
+        lists checked against the file first (a hostile header may claim any ``nlist``)."""
+        _check_params(params, names)
+        nlist = check_positive_int(params["nlist"], "nlist")
+        _check_load_memory(nlist * _BYTES_PER_EMPTY_LIST, arrays, f"nlist={nlist} inverted lists")
+        return cls(*args, seed=params["seed"])
+
+    def _array_spec(self) -> dict:
+        """What ``_get_state`` writes: name -> (dtype, shape, required)."""
+        return {"list_sizes": (np.int64, (self._nlist,), True), "ids": (np.int64, (_N,), True),
+                "codes": (np.uint8, (_N, self.code_size), True),
+                "centroids": (np.float32, (self._nlist, self._d), False)}
+
+    def _load_state(self, arrays: dict) -> None:
+        """Fill an empty index from checked arrays (``_check_codes`` checks codes per type)."""
+        n = _check_arrays(arrays, self._array_spec())
+        sizes, ids, codes = arrays["list_sizes"], arrays["ids"], arrays["codes"]
+        _check_list_sizes(sizes, n)
         _check_stored_ids(ids)
+        self._check_codes(codes)
+        if "centroids" in arrays:
+            self.set_centroids(arrays["centroids"])
+        elif n:
+            raise ValueError("vectors present but no centroids")
+        self._load_trained(arrays, n)
         if n:
-            if self._centroids is None:
-                raise ValueError("vectors present but no centroids")
             list_nos = np.repeat(np.arange(self._nlist, dtype=np.int64), sizes)
-            codes = arrays["codes"]
             self._store_codes(list_nos, ids, codes, self._code_bias(codes, list_nos))
 
-    def _load_centroids(self, arrays: dict) -> None:
-        if "centroids" in arrays:
-            _check_shape(arrays["centroids"], (self._nlist, self._d), "centroids")
-            self.set_centroids(arrays["centroids"])
+    def _check_codes(self, codes: np.ndarray) -> None:
+        pass
+
+    def _load_trained(self, arrays: dict, n: int) -> None:
+        """Set the trained parts beyond the centroids (IVF-PQ: the codebooks)."""
 
     def _encode(self, x: np.ndarray, list_nos: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -1248,23 +1368,28 @@ class IndexIVFFlat(_IndexIVF):
 
     def _memory_usage_bytes(self) -> int:
         centroids = 0 if self._centroids is None else self._centroids.nbytes
-        return int(self._invlists.memory_usage_bytes()) + int(centroids)
+        return int(self._invlists.memory_usage_bytes()) + int(centroids) + self._lists_overhead()
+
+    def _state_params(self):
+        return {"d": self._d, "nlist": self._nlist, "metric": self._metric,
+                "nprobe": self._nprobe, "seed": self._seed}
 
     def _get_state(self):
-        params = {"d": self._d, "nlist": self._nlist, "metric": self._metric,
-                  "nprobe": self._nprobe, "seed": self._seed}
+        params = self._state_params()
         arrays = self._invlists_state()
         if self._centroids is not None:
             arrays["centroids"] = self._centroids
         return params, arrays
 
+    def _check_codes(self, codes):
+        _check_stored_vectors(codes.view(np.float32), self._metric, "vectors")
+
     @classmethod
     def _from_state(cls, params, arrays):
-        _check_nlist_before_allocating(params, arrays)
-        index = cls(params["d"], params["nlist"], params["metric"], params["nprobe"],
-                    seed=params["seed"])
-        index._load_centroids(arrays)
-        index._load_invlists(arrays)
+        index = cls._construct_for_load(
+            params, arrays, ("d", "nlist", "metric", "nprobe", "seed"),
+            params["d"], params["nlist"], params["metric"], params["nprobe"])
+        index._load_state(arrays)
         return index
 
 
@@ -1325,8 +1450,8 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
             check_positive_int(d, "d"), M, nbits, seed=seed, n_threads=n_threads, backend=backend
         )
         super().__init__(d, nlist, metric, nprobe, seed, n_threads, backend)
+        self._pq._attach(self)
         self._bias_version = None  # (centroids, codebooks) versions the stored bias was made with
-
 
     def _is_trained(self) -> bool:
         return self._centroids is not None and self._pq.is_trained
@@ -1377,10 +1502,8 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
             codes, list_nos, self._core_coarse(), self._pq._core(), self._nt()))
         self._bias_version = self._versions()
 
-    def _stale_before_search(self) -> bool:
-        return self._with_bias() and self._bias_version != self._versions()
-
-    def _refresh_before_search(self) -> None:
+    def _codebooks_changed(self) -> None:
+        super()._codebooks_changed()
         self._refresh_bias()
 
     def _search(self, x, k, estimates=False):
@@ -1396,15 +1519,18 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
         return self._search(x, k, estimates=True)
 
     def _memory_usage_bytes(self) -> int:
-        total = int(self._invlists.memory_usage_bytes())
+        total = int(self._invlists.memory_usage_bytes()) + self._lists_overhead()
         for array in (self._centroids, self._pq.codebooks):
             if array is not None:
                 total += array.nbytes
         return total
 
+    def _state_params(self):
+        return {"d": self._d, "nlist": self._nlist, "M": self._pq.M, "nbits": self._pq.nbits,
+                "metric": self._metric, "nprobe": self._nprobe, "seed": self._seed}
+
     def _get_state(self):
-        params = {"d": self._d, "nlist": self._nlist, "M": self._pq.M, "nbits": self._pq.nbits,
-                  "metric": self._metric, "nprobe": self._nprobe, "seed": self._seed}
+        params = self._state_params()
         arrays = self._invlists_state()
         if self._centroids is not None:
             arrays["centroids"] = self._centroids
@@ -1412,17 +1538,25 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
             arrays["codebooks"] = self._pq.codebooks
         return params, arrays
 
+    def _array_spec(self):
+        pq = self._pq
+        return {**super()._array_spec(),
+                "codebooks": (np.float32, (pq.M, pq.ksub, pq.dsub), False)}
+
+    def _check_codes(self, codes):
+        _check_code_padding(codes, self._pq.M, self._pq.nbits)
+
+    def _load_trained(self, arrays, n):
+        if "codebooks" in arrays:
+            self._pq.set_codebooks(arrays["codebooks"])
+        elif n:
+            raise ValueError("vectors present but no codebooks")
+
     @classmethod
     def _from_state(cls, params, arrays):
-        _check_nlist_before_allocating(params, arrays)
-        index = cls(params["d"], params["nlist"], params["M"], params["nbits"], params["metric"],
-                    params["nprobe"], seed=params["seed"])
-        index._load_centroids(arrays)
-        if "codebooks" in arrays:
-            pq = index.pq
-            _check_shape(arrays["codebooks"], (pq.M, pq.ksub, pq.dsub), "codebooks")
-            pq.set_codebooks(arrays["codebooks"])
-        elif arrays.get("ids") is not None and arrays["ids"].size:
-            raise ValueError("vectors present but no codebooks")
-        index._load_invlists(arrays)
+        index = cls._construct_for_load(
+            params, arrays, ("d", "nlist", "M", "nbits", "metric", "nprobe", "seed"),
+            params["d"], params["nlist"], params["M"], params["nbits"], params["metric"],
+            params["nprobe"])
+        index._load_state(arrays)
         return index

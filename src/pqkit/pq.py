@@ -16,6 +16,9 @@ indices ``(i_1, ..., i_M)`` is ``sum_m T[m, i_m]`` with the distance table
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+
 import numpy as np
 
 from . import _backends, _threads
@@ -113,6 +116,7 @@ class ProductQuantizer:
         # derived from them (e.g. the IVF-PQ per-code bias).
         self._codebooks_version = 0
         self._prepared = None  # (codebooks array, engine's PQCodebooks) built from it
+        self._owner = None  # weak reference to the index this quantizer belongs to, if any
 
     @property
     def is_trained(self) -> bool:
@@ -140,8 +144,20 @@ class ProductQuantizer:
         self : ProductQuantizer
         """
         x = as_float_matrix(x, self.d)
-        self._train_validated(x, stacklevel=3)
+        with self._changing_codebooks():
+            self._train_validated(x, stacklevel=3)
         return self
+
+    def _attach(self, owner) -> None:
+        """Make ``owner`` (an index) the guardian of the codebooks: :meth:`train` and
+        :meth:`set_codebooks` then run under its write lock, so no search of the owner ever sees
+        a half-made change, and the owner updates what it derives from the codebooks."""
+        self._owner = weakref.ref(owner)
+
+    def _changing_codebooks(self):
+        """Context of a codebook change: the owner's write lock and update hook, if owned."""
+        owner = None if self._owner is None else self._owner()
+        return contextlib.nullcontext() if owner is None else owner._changing_codebooks()
 
     def _train_validated(self, x: np.ndarray, stacklevel: int) -> None:
         """Train on an already validated float32 matrix (``stacklevel`` counted from here)."""
@@ -162,17 +178,27 @@ class ProductQuantizer:
         ----------
         codebooks : array_like of float, shape (M, ksub, dsub)
             Copied and converted to float32. For FAISS:
-            ``faiss.vector_to_array(pq.centroids).reshape(M, ksub, dsub)``.
+            ``faiss.vector_to_array(pq.centroids).reshape(M, ksub, dsub)``. Values must be
+            finite and within the magnitude bound of d-dimensional vectors (see
+            :func:`pqkit.index`'s conventions).
 
         Returns
         -------
         self : ProductQuantizer
+
+        Notes
+        -----
+        For the quantizer of an index (``index.pq``) the change, like :meth:`train`, waits for
+        running searches of that index and runs alone; the index then updates what it derives
+        from the codebooks (IVF-PQ's per-code bias). Stored codes are not re-encoded.
         """
-        self.codebooks = check_float_array(
-            codebooks, (self.M, self.ksub, self.dsub), "codebooks"
+        codebooks = check_float_array(
+            codebooks, (self.M, self.ksub, self.dsub), "codebooks", d=self.d
         )
-        self.codebooks.setflags(write=False)
-        self._codebooks_version += 1
+        codebooks.setflags(write=False)
+        with self._changing_codebooks():
+            self.codebooks = codebooks
+            self._codebooks_version += 1
         return self
 
     def _core(self):
@@ -293,10 +319,12 @@ class ProductQuantizer:
         # The engine's prepared copy is rebuilt on demand (it cannot be pickled or copied).
         state = self.__dict__.copy()
         state["_prepared"] = None
+        state["_owner"] = None  # a copy belongs to no index
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__.setdefault("_owner", None)
         if "backend" not in state:  # pickled before engines were selectable
             self.backend = _backends.get_backend()
         if self.codebooks is not None:

@@ -195,6 +195,12 @@ class IndexRefine(Index):
         self.base_index.reset()
         self.refine_index.reset()
 
+    def _state_params(self):
+        from ._io import nest_params
+
+        return nest_params(nest_params({"k_factor": self._k_factor}, "base", self.base_index),
+                           "refine", self.refine_index)
+
     def _get_state(self):
         from ._io import nest_state
 
@@ -203,8 +209,9 @@ class IndexRefine(Index):
 
     @classmethod
     def _from_state(cls, params, arrays):
-        from ._io import unnest_state
+        from ._io import check_parts, unnest_state
 
+        check_parts(params, arrays, ("base", "refine"), ("k_factor",))
         base = unnest_state(params, arrays, "base")
         refine = unnest_state(params, arrays, "refine")
         if not isinstance(refine, (IndexFlat, IndexPQ)) or refine.d != base.d or refine.metric != base.metric:

@@ -30,6 +30,7 @@ from ._validation import (
     check_positive_int,
     check_trained,
     check_training_size,
+    max_abs_value,
 )
 from .index import Index
 from .pq import ProductQuantizer
@@ -121,11 +122,12 @@ class LinearTransform:
         with np.errstate(over="ignore", invalid="ignore"):
             y = x @ self.A.T
             y += self.b
-        if not np.isfinite(y).all():
-            # x is finite (checked above), so the matrix is to blame: a corrupted file, or a
-            # scale this data overflows; say so instead of reporting NaN in the user's queries.
+        if not np.all(np.abs(y) <= max_abs_value(self.d_out)):
+            # x is within bounds (checked above), so the matrix is to blame: a corrupted file, or
+            # a scale this data overflows; say so instead of blaming the user's queries.
             raise ValueError(
-                f"the {self._kind} transform maps these finite vectors beyond the float32 range "
+                f"the {self._kind} transform maps these vectors beyond the float32 range of "
+                f"distances (|value| <= {max_abs_value(self.d_out):.3g} for d={self.d_out}) "
                 f"(largest |A| entry {float(np.abs(self.A).max()):.3g}, largest |b| "
                 f"{float(np.abs(self.b).max()):.3g}); the transform is corrupted or does not suit "
                 "the scale of this data: retrain it on representative vectors"
@@ -377,6 +379,12 @@ def transform_from_state(params: dict, arrays: dict) -> LinearTransform:
     for key, value in kwargs.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ValueError(f"transform parameter {key!r} must be a number, got {value!r}")
+    unexpected = sorted(set(arrays) - {"A", "b"})
+    if unexpected:
+        raise ValueError(f"unexpected transform arrays {unexpected}; expected 'A' and 'b'")
+    for name, arr in arrays.items():
+        if arr.dtype != np.float32:
+            raise ValueError(f"transform array {name!r} has dtype {arr.dtype}, expected float32")
     cls = _TRANSFORMS[params["kind"]]
     if cls is OPQ:
         transform = OPQ(kwargs["d_in"], kwargs["M"], kwargs["d_out"], kwargs["nbits"],
@@ -387,6 +395,10 @@ def transform_from_state(params: dict, arrays: dict) -> LinearTransform:
                         max_points=kwargs["max_points"], seed=kwargs["seed"])
     else:
         transform = LinearTransform(kwargs["d_in"], kwargs["d_out"])
+    written = set(transform._state()[0])  # the parameters the writer writes for this kind
+    if set(params) != written:
+        raise ValueError(f"{params['kind']} parameters must be {sorted(written)}, got "
+                         f"{sorted(params)}")
     if "A" in arrays or "b" in arrays:
         if "A" not in arrays or "b" not in arrays:
             raise ValueError("transform needs both arrays 'A' and 'b'")
@@ -500,6 +512,11 @@ class IndexPreTransform(Index):
     def _reset(self):
         self.index.reset()
 
+    def _state_params(self):
+        from ._io import nest_params
+
+        return nest_params({"transform": self.transform._state()[0]}, "index", self.index)
+
     def _get_state(self):
         from ._io import nest_state
 
@@ -509,8 +526,9 @@ class IndexPreTransform(Index):
 
     @classmethod
     def _from_state(cls, params, arrays):
-        from ._io import unnest_state
+        from ._io import check_parts, unnest_state
 
+        check_parts(params, arrays, ("transform", "index"), ())
         transform_arrays = {k[len("transform."):]: v for k, v in arrays.items()
                             if k.startswith("transform.")}
         transform = transform_from_state(params.get("transform"), transform_arrays)

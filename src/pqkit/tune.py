@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import as_float_matrix, check_int, check_k, check_positive_int
-from .index import Index, IndexFlat, IndexIVFFlat, IndexIVFPQ, IndexPQ, _IndexIVF
+from .index import _BYTES_PER_EMPTY_LIST, Index, IndexFlat, IndexIVFFlat, IndexIVFPQ, IndexPQ, _IndexIVF
 from .refine import IndexRefine
 from .transforms import IndexPreTransform
 
@@ -260,7 +260,7 @@ def _estimate(index, n: int) -> int:
         base, extra = divmod(n, nlist)
         total = (extra * _list_bytes(base + 1, index.code_size, blocked, bias)
                  + (nlist - extra) * _list_bytes(base, index.code_size, blocked, bias))
-        total += 4 * nlist * index.d
+        total += 4 * nlist * index.d + nlist * _BYTES_PER_EMPTY_LIST
         if pq is not None:
             total += 4 * pq.M * pq.ksub * pq.dsub
         return total
