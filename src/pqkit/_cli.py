@@ -166,7 +166,7 @@ def device(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} needs torch, which is not installed; use cpu") from None
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if index >= count:
-        seen = f"cuda:0 to cuda:{count - 1}" if count else "none"
+        seen = "none" if count == 0 else "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
         raise argparse.ArgumentTypeError(f"{text!r} is not available (CUDA devices torch sees: {seen}); use cpu")
     return text
 
