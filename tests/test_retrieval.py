@@ -347,9 +347,9 @@ def test_cli_index_by_target_recall(tmp_path, capsys):
 def test_cli_errors_are_clear(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["retrieve", "index", str(tmp_path / "empty"), "--out", str(tmp_path / "g"), "--embedder",
-                 "pixels"]) == 1
+                 "pixels"]) == 2
     assert "no image files" in capsys.readouterr().err
-    assert main(["retrieve", "query", str(tmp_path / "nowhere"), "--id", "1"]) == 1
+    assert main(["retrieve", "query", str(tmp_path / "nowhere"), "--id", "1"]) == 2
     assert "not a gallery" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["retrieve", "serve", str(tmp_path), "--port", "70000"])

@@ -8,7 +8,6 @@ No data are downloaded.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import math
 import sys
@@ -16,10 +15,12 @@ import time
 
 import numpy as np
 
+from . import _cli
+
 __all__ = ["main", "recall_at_k"]
 
-# modules adding subcommands: each defines ``register(subparsers)``, which adds its parsers and
-# sets ``run=callable(args)`` as their default
+# modules adding subcommands: each defines ``register(subparsers)``, which adds its parsers with
+# :func:`pqkit._cli.add_command` (``run=callable(args)`` and the command's name for its errors)
 _COMMAND_MODULES: list[str] = [".retrieval.cli", ".patchcore.cli"]
 
 
@@ -153,30 +154,43 @@ def run_demo(n: int, d: int, nq: int, k: int, seed: int, n_threads: int | None, 
     return rows
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _check_demo_size(args) -> None:
+    """Refuse, before any work, a demo whose data and indexes cannot fit in memory."""
+    from ._validation import check_fits_in_memory
+
+    # the float32 data, generator temporaries (float64) and the copies held by the four indexes
+    nbytes = 12 * 4 * (args.n + args.nq) * args.d
+    check_fits_in_memory(nbytes, f"the demo with --n {args.n} --nq {args.nq} --d {args.d}",
+                         "choose a smaller --n, --nq or --d")
+
+
+def _run_demo_command(args) -> int:
+    _check_demo_size(args)
+    run_demo(args.n, args.d, args.nq, args.k, args.seed, args.threads)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m pqkit`` and of the ``pqkit`` console script."""
-    parser = argparse.ArgumentParser(prog="pqkit", description="pqkit: product quantization and IVF-PQ search")
+    """Entry point of ``python -m pqkit`` and of the ``pqkit`` console script.
+
+    Returns the exit status: 0 on success, 2 on a user error, which is printed as one line
+    ``pqkit <command>: error: <message>`` on stderr (:mod:`pqkit._cli`). Usage errors exit
+    through argparse (SystemExit with status 2), also as one line.
+    """
+    parser = _cli.ArgumentParser(prog="pqkit", description="pqkit: product quantization and IVF-PQ search")
     commands = parser.add_subparsers(dest="command", metavar="command")
-    demo = commands.add_parser(
-        "demo",
+    demo = _cli.add_command(
+        commands, "demo", _run_demo_command,
         help="build every index type on built-in synthetic data and print a recall/speed table",
         description="Build IndexFlat, IndexPQ, IndexIVFFlat and IndexIVFPQ on synthetic clustered data "
         "and compare them with the exact result.",
     )
-    demo.add_argument("--n", type=_positive_int, default=50_000, help="number of base vectors (default 50000)")
-    demo.add_argument("--d", type=_positive_int, default=64, help="dimension (default 64)")
-    demo.add_argument("--nq", type=_positive_int, default=500, help="number of queries (default 500)")
-    demo.add_argument("--k", type=_positive_int, default=10, help="neighbours per query (default 10)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
-    demo.add_argument("--threads", type=_positive_int, default=None, help="threads (default: all cores)")
-    demo.set_defaults(run=lambda args: run_demo(args.n, args.d, args.nq, args.k, args.seed, args.threads))
+    demo.add_argument("--n", type=_cli.positive_int, default=50_000, help="number of base vectors (default 50000)")
+    demo.add_argument("--d", type=_cli.positive_int, default=64, help="dimension (default 64)")
+    demo.add_argument("--nq", type=_cli.positive_int, default=500, help="number of queries (default 500)")
+    demo.add_argument("--k", type=_cli.positive_int, default=10, help="neighbours per query (default 10)")
+    demo.add_argument("--seed", type=_cli.non_negative_int, default=0, help="seed of the synthetic data (default 0)")
+    demo.add_argument("--threads", type=_cli.positive_int, default=None, help="threads (default: all cores)")
     for module_name in _COMMAND_MODULES:
         # each module's ``register`` only declares its arguments; heavy imports (torch) happen when
         # its command runs, so ``pqkit demo`` stays fast
@@ -185,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2
-    result = args.run(args)
-    return result if isinstance(result, int) else 0
+    return _cli.run_command(args)
+
 
 if __name__ == "__main__":
     sys.exit(main())

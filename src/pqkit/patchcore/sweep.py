@@ -23,8 +23,11 @@
   ``compression_ratios``;
 - ``output``: ``dir``.
 
-Raw rows go to ``results.csv`` first; the figure is drawn from the CSV afterwards
-(:func:`plot_exp3`, :func:`plot_exp2`).
+The config is validated against a declared schema (:mod:`pqkit.patchcore.config`: unknown keys,
+wrong types and out-of-range values are refused, naming the key) and the output folder is checked
+before any work; result files of an earlier run are replaced only with ``overwrite=True``
+(``--overwrite`` on the command line). Raw rows go to ``results.csv`` first; the figure is drawn
+from the CSV afterwards (:func:`plot_exp3`, :func:`plot_exp2`).
 
 Exp3 timings: ``search_time_ms`` is the median wall time of a k = 1 search of all patches of all
 test images, divided by the number of test images (milliseconds per test image), with every
@@ -50,8 +53,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["EXP2_COLUMNS", "EXP3_COLUMNS", "load_config", "load_features", "plot_exp2", "plot_exp3",
-           "run_exp2", "run_exp3", "run_sweep"]
+__all__ = ["EXP2_COLUMNS", "EXP3_COLUMNS", "OUTPUT_FILES", "check_outputs", "load_config", "load_features",
+           "plot_exp2", "plot_exp3", "run_exp2", "run_exp3", "run_sweep"]
 
 EXP3_COLUMNS = ["category", "search_method", "pq_bits", "nprobe", "image_auroc", "memory_mb", "search_time_ms",
                 "speedup", "memory_reduction", "accuracy_loss_percent", "pixel_auroc", "n_clusters", "m",
@@ -64,49 +67,52 @@ EXP2_COLUMNS = ["category", "method", "compression_ratio", "bank_size", "image_a
 #: Default experiment.timing_repeats and experiment.timing_budget_s (module docstring).
 TIMING_REPEATS, TIMING_BUDGET_S = 5, 3.0
 
-_DEFAULTS = {
-    "features": {"backbone": "efficientnet_lite0", "layers": None, "image_size": 160, "target_dim": 128,
-                 "batch_size": 16, "cache_dir": "/tmp/pqkit_patchcore_cache"},
-    "coreset": {"method": "v1", "ratio": 0.1, "projection_dim": 128, "seed": 0},
-    "scoring": {"num_neighbors": 9, "reweight": True, "pixel_auroc": True, "pixel_stride": 1},
-}
+#: Files each experiment writes into output.dir (existing ones are replaced only with overwrite=True).
+OUTPUT_FILES = {"exp3": ("results.csv", "exp3_analysis.png"), "exp2": ("results_exp2.csv", "exp2_coreset.png")}
 
 
 def load_config(path) -> dict:
-    """Read a sweep YAML config and fill in defaults (module docstring)."""
-    import yaml
+    """Read a sweep YAML config, validate it and fill in defaults (module docstring).
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"config file not found: {path!r}")
-    with open(path, encoding="utf-8") as handle:
-        cfg = yaml.safe_load(handle)
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path!r} must hold a YAML mapping with data/features/experiment/output sections")
-    for section in ("data", "experiment", "output"):
-        if not isinstance(cfg.get(section), dict):
-            raise ValueError(f"{path!r}: missing section {section!r}")
-    for section, defaults in _DEFAULTS.items():
-        cfg[section] = {**defaults, **(cfg.get(section) or {})}
+    The file is validated against :class:`pqkit.patchcore.config.SweepConfig`: unknown keys,
+    wrong types and out-of-range values raise one-line ValueErrors naming the key.
+
+    Returns
+    -------
+    dict
+        One dict per section, every key present (defaults filled in); ``data.category`` defaults to
+        the folder name (mvtec) or ``elpv_<cell_type>``.
+    """
+    from .config import read_config
+
+    cfg = read_config(path).model_dump()
     data = cfg["data"]
-    if data.get("kind") not in ("mvtec", "elpv"):
-        raise ValueError(f"{path!r}: data.kind must be 'mvtec' or 'elpv', got {data.get('kind')!r}")
-    if data["kind"] == "mvtec" and "root" not in data:
-        raise ValueError(f"{path!r}: data.root (an MVTec-layout category folder) is required for kind mvtec")
-    data.setdefault("category", os.path.basename(os.path.normpath(data["root"])) if data["kind"] == "mvtec"
-                    else f"elpv_{data.get('cell_type', 'mono')}")
-    if cfg["experiment"].get("name", "exp3") not in ("exp2", "exp3"):
-        raise ValueError(f"{path!r}: experiment.name must be 'exp2' or 'exp3'")
-    repeats = cfg["experiment"].setdefault("timing_repeats", TIMING_REPEATS)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"{path!r}: experiment.timing_repeats must be an integer >= 1, got {repeats!r}")
-    budget = cfg["experiment"].setdefault("timing_budget_s", TIMING_BUDGET_S)
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
-        raise ValueError(f"{path!r}: experiment.timing_budget_s must be a number of seconds >= 0 "
-                         f"(0: one timed run), got {budget!r}")
-    if "dir" not in cfg["output"]:
-        raise ValueError(f"{path!r}: output.dir is required")
+    if data["category"] is None:
+        data["category"] = (os.path.basename(os.path.normpath(data["root"])) if data["kind"] == "mvtec"
+                            else f"elpv_{data['cell_type']}")
     return cfg
+
+
+def check_outputs(cfg: dict, overwrite: bool = False) -> list:
+    """Check, before any work, that the experiment can write its results; return their paths.
+
+    Raises ValueError when ``output.dir`` or ``features.cache_dir`` cannot be created (a file is in
+    the way, or a folder is not writable), or when a result file of this experiment already exists
+    and ``overwrite`` is false.
+    """
+    from .._cli import check_creatable_dir
+
+    out_dir = cfg["output"]["dir"]
+    check_creatable_dir(out_dir, "output.dir")
+    check_creatable_dir(cfg["features"]["cache_dir"], "features.cache_dir")
+    paths = [os.path.join(out_dir, name) for name in OUTPUT_FILES[cfg["experiment"]["name"]]]
+    for path in paths:
+        if os.path.isdir(path):
+            raise ValueError(f"{path!r} is a folder; the sweep writes a file there: move it or change output.dir")
+        if os.path.lexists(path) and not overwrite:
+            raise ValueError(f"{path!r} exists (results of an earlier run); pass --overwrite to replace it, "
+                             "or change output.dir")
+    return paths
 
 
 def _samples(data: dict):
@@ -238,14 +244,49 @@ def _evaluate(backend, data: dict, cfg: dict) -> dict:
     return result
 
 
+def _replace_atomically(path: str, write) -> None:
+    """Write a file through ``write(tmp_path)`` into a fresh sibling, then rename it onto ``path``.
+
+    The sibling is flushed to disk before the rename and the folder after it, so ``path`` holds
+    the old or the new content, never a part; a failed write removes the sibling and leaves
+    ``path`` untouched. The new file's permissions follow the umask.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    attempt = 0
+    while True:  # a fresh name: a sibling that exists (not ours) is never written or removed
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{attempt}")
+        if not os.path.lexists(tmp):
+            break
+        attempt += 1
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def _write_csv(path: str, columns, rows) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    """Write rows (dicts) as CSV, floats with 6 significant digits (:func:`_replace_atomically`)."""
+
+    def write(tmp):
+        with open(tmp, "x", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    _replace_atomically(path, write)
 
 
 def _grid(cfg: dict) -> dict:
@@ -393,10 +434,15 @@ def run_exp2(cfg: dict, progress: bool = True, log=print) -> list:
     return rows
 
 
-def run_sweep(config_path, progress: bool = True, log=print) -> list:
-    """Run the experiment a YAML config names (``experiment.name``: exp3, the default, or exp2)."""
+def run_sweep(config_path, progress: bool = True, log=print, overwrite: bool = False) -> list:
+    """Run the experiment a YAML config names (``experiment.name``: exp3, the default, or exp2).
+
+    The config and the output folder are checked before any work (:func:`load_config`,
+    :func:`check_outputs`); existing result files are replaced only when ``overwrite`` is true.
+    """
     cfg = load_config(config_path)
-    if cfg["experiment"].get("name", "exp3") == "exp2":
+    check_outputs(cfg, overwrite)
+    if cfg["experiment"]["name"] == "exp2":
         return run_exp2(cfg, progress, log)
     return run_exp3(cfg, progress, log)
 
@@ -508,7 +554,7 @@ def plot_exp3(csv_path: str, png_path: str) -> None:
     axes[2, 2].axis("off")
     fig.suptitle(f"PatchCore memory-bank search on {category}: exact vs IVF-PQ (pqkit, faiss)")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=90)
+    _replace_atomically(png_path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
 
@@ -536,5 +582,5 @@ def plot_exp2(csv_path: str, png_path: str) -> None:
                title=f"coreset v1 vs v2: {key.replace('_', ' ')}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=90)
+    _replace_atomically(png_path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)

@@ -3,74 +3,84 @@
 ::
 
     pqkit retrieve index <folder> --out <gallery> [--index Flat|IVF,Flat|IVF,PQ|auto] [--target-recall 0.95]
-                         [--embedder cnn|pixels] [--size 224] [--batch-size 32]
+                         [--embedder cnn|pixels] [--size 224] [--batch-size 32] [--overwrite]
     pqkit retrieve query <gallery> <image> [-k 5] [--json]
     pqkit retrieve query <gallery> --id 17 [-k 5] [--json]
     pqkit retrieve serve <gallery> [--port 8765] [-k 10]
 
-Heavy modules (torch, flask) are imported only when a command runs.
+Heavy modules (torch, flask) are imported only when a command runs. Arguments are checked before
+any image is embedded (the output folder, the embedder and its device, the index against the
+number of images); a user error ends the command with one line ``pqkit retrieve <command>: error:
+...`` and status 2 (:mod:`pqkit._cli`). A saved gallery is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from .. import _cli
 
 __all__ = ["register"]
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in [0, 65535] (0 = any free port), got {value}")
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in [0, 65535] (0 = any free port), got {text!r}")
     return value
 
 
-def _recall(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a recall in (0, 1], got {value}")
-    return value
+def _check_index(name: str, n: int, d: int, metric: str, nprobe) -> None:
+    """Refuse, before embedding, an index name or nprobe that a gallery of n d-dimensional vectors
+    cannot have (unknown name, more lists than images, nprobe above nlist)."""
+    import pqkit
 
+    from .indexing import resolve_description
 
-def _fail(message: str) -> int:
-    print(f"pqkit retrieve: error: {message}", file=sys.stderr)
-    return 1
+    index = pqkit.index_factory(d, resolve_description(name, n, d), metric=metric)
+    if nprobe is not None:
+        if not hasattr(index, "nprobe"):
+            raise ValueError(f"--nprobe applies to IVF indexes; --index {name!r} has no lists")
+        index.nprobe = nprobe
 
 
 def run_index(args) -> int:
     import time
 
-    from .gallery import Gallery
-    from .images import CNNEmbedder, PixelEmbedder
+    import numpy as np
 
-    if args.embedder == "pixels":
-        embedder = PixelEmbedder(size=args.size or 16)
-    else:
-        embedder = CNNEmbedder(backbone=args.backbone, size=args.size or 224, batch_size=args.batch_size,
-                               device=args.device)
+    from .gallery import META_FILE, Gallery
+    from .images import CNNEmbedder, PixelEmbedder, list_images
+
+    _cli.check_output_dir(args.out, "--out", args.overwrite, marker=META_FILE, thing="gallery")
+    try:
+        if args.embedder == "pixels":
+            embedder = PixelEmbedder(size=args.size or 16)
+        else:
+            embedder = CNNEmbedder(backbone=args.backbone, size=args.size or 224, batch_size=args.batch_size,
+                                   device=args.device)
+    except ValueError as exc:
+        raise ValueError(f"--embedder {args.embedder} --size {args.size}: {exc}") from None
+    files = list_images(args.folder)  # a missing or empty folder is refused here
     target = args.target_recall
     if args.index == "auto" and target is None:
         target = 0.95
+    if target is None:
+        # the CNN's dimension is known once it ran: this also loads the backbone (and fails on a bad one) now
+        d = embedder.dim if args.embedder == "pixels" else embedder([np.zeros((32, 32, 3), np.uint8)]).shape[1]
+        _check_index(args.index, len(files), d, args.metric, args.nprobe)
     start = time.perf_counter()
-    try:
-        gallery = Gallery.from_folder(
-            args.folder, embedder=embedder, index="Flat" if args.index == "auto" else args.index,
-            metric=args.metric, target_recall=target, k=args.k, nprobe=args.nprobe,
-            skip_unreadable=args.skip_unreadable, labels_from_subfolders=not args.no_labels,
-            progress=not args.quiet,
-        )
-        gallery.save(args.out)
-    except (ValueError, TypeError) as exc:
-        return _fail(str(exc))
+    gallery = Gallery.from_folder(
+        args.folder, embedder=embedder, index="Flat" if args.index == "auto" else args.index,
+        metric=args.metric, target_recall=target, k=args.k, nprobe=args.nprobe,
+        skip_unreadable=args.skip_unreadable, labels_from_subfolders=not args.no_labels,
+        progress=not args.quiet,
+    )
+    gallery.save(args.out)
     seconds = time.perf_counter() - start
     print(f"{gallery!r}")
     print(f"embedding: {1e3 * gallery.seconds_per_image:.2f} ms per image; total {seconds:.1f} s")
@@ -85,16 +95,15 @@ def run_index(args) -> int:
 def run_query(args) -> int:
     from .gallery import Gallery
 
-    try:
-        gallery = Gallery.load(args.gallery)
-        if args.id is not None:
-            result = gallery.query_id(args.id, k=args.k)
-        elif args.image is not None:
-            result = gallery.query_image(args.image, k=args.k)
-        else:
-            return _fail("give an image path or --id <gallery id>")
-    except (ValueError, TypeError) as exc:
-        return _fail(str(exc))
+    if args.id is not None and args.image is not None:
+        raise ValueError("give an image path or --id <gallery id>, not both")
+    if args.id is None and args.image is None:
+        raise ValueError("give an image path or --id <gallery id>")
+    gallery = Gallery.load(args.gallery)
+    if args.id is not None:
+        result = gallery.query_id(args.id, k=args.k)
+    else:
+        result = gallery.query_image(args.image, k=args.k)
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
@@ -106,14 +115,33 @@ def run_query(args) -> int:
     return 0
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Refuse an address the server could not listen on (unknown host, port in use) before the
+    gallery is loaded; the server itself would end the process with its own message."""
+    import socket
+
+    where = f"cannot serve on {host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ValueError(f"{where}: {exc.strerror}; give --host an address of this machine "
+                         "(default 127.0.0.1)") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ValueError(f"{where}: {exc.strerror}; choose another --port (0 = any free port)") from None
+
+
 def run_serve(args) -> int:
     from .web import serve
 
-    try:
-        serve(args.gallery, host=args.host, port=args.port, k=args.k,
-              max_upload_bytes=int(args.max_upload_mb * 2**20))
-    except (ValueError, TypeError) as exc:
-        return _fail(str(exc))
+    max_upload_bytes = int(args.max_upload_mb * 2**20)
+    if max_upload_bytes < 1:
+        raise ValueError(f"--max-upload-mb must allow at least one byte, got {args.max_upload_mb:g}")
+    _check_can_listen(args.host, args.port)
+    serve(args.gallery, host=args.host, port=args.port, k=args.k, max_upload_bytes=max_upload_bytes)
     return 0
 
 
@@ -125,44 +153,48 @@ def register(subparsers) -> None:
     )
     commands = retrieve.add_subparsers(dest="retrieve_command", metavar="subcommand")
     retrieve.set_defaults(run=lambda args: retrieve.print_help() or 2)
+    positive = _cli.positive_int
 
-    index = commands.add_parser("index", help="embed every image under a folder and save a gallery",
-                                description="Embed the images under FOLDER (recursively; subfolder names "
-                                "become labels) and save a gallery directory.")
+    index = _cli.add_command(commands, "index", run_index,
+                             help="embed every image under a folder and save a gallery",
+                             description="Embed the images under FOLDER (recursively; subfolder names "
+                             "become labels) and save a gallery directory.")
     index.add_argument("folder")
     index.add_argument("--out", required=True, help="gallery directory to write")
+    index.add_argument("--overwrite", action="store_true", help="replace a gallery saved in --out")
     index.add_argument("--index", default="Flat",
                        help="'Flat' (exact, default), 'IVF,Flat', 'IVF,PQ', a factory string such as "
                             "'IVF64,PQ16x8', or 'auto' (fastest reaching --target-recall)")
-    index.add_argument("--target-recall", type=_recall, default=None,
+    index.add_argument("--target-recall", type=_cli.float_in(0, 1), default=None,
                        help="choose the fastest index whose k-recall@k reaches this (implies --index auto)")
-    index.add_argument("-k", type=_positive_int, default=10, help="k of the target recall (default 10)")
-    index.add_argument("--nprobe", type=_positive_int, default=None, help="IVF lists probed per query")
+    index.add_argument("-k", type=positive, default=10, help="k of the target recall (default 10)")
+    index.add_argument("--nprobe", type=positive, default=None, help="IVF lists probed per query")
     index.add_argument("--metric", choices=("cosine", "ip", "l2"), default="cosine")
     index.add_argument("--embedder", choices=("cnn", "pixels"), default="cnn",
                        help="'cnn': EfficientNet-Lite0 global features (default); 'pixels': resized raw pixels")
     index.add_argument("--backbone", default="efficientnet_lite0")
-    index.add_argument("--size", type=_positive_int, default=None,
-                       help="input resolution (default 224 for cnn, 16 for pixels)")
-    index.add_argument("--batch-size", type=_positive_int, default=32)
-    index.add_argument("--device", default="cpu")
+    index.add_argument("--size", type=positive, default=None,
+                       help="input resolution (default 224 for cnn, at most 4096; 16 for pixels, at most 1024)")
+    index.add_argument("--batch-size", type=positive, default=32)
+    index.add_argument("--device", type=_cli.device, default="cpu",
+                       help="'cpu' (default), 'cuda' or 'cuda:N' (a device torch sees)")
     index.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be decoded")
     index.add_argument("--no-labels", action="store_true", help="do not use subfolder names as labels")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
-    index.set_defaults(run=run_index)
 
-    query = commands.add_parser("query", help="print the nearest gallery entries of an image or gallery id")
+    query = _cli.add_command(commands, "query", run_query,
+                             help="print the nearest gallery entries of an image or gallery id")
     query.add_argument("gallery")
     query.add_argument("image", nargs="?", default=None, help="query image file")
-    query.add_argument("--id", type=int, default=None, help="query by gallery id instead of an image")
-    query.add_argument("-k", type=_positive_int, default=5)
+    query.add_argument("--id", type=_cli.non_negative_int, default=None,
+                       help="query by gallery id instead of an image")
+    query.add_argument("-k", type=positive, default=5)
     query.add_argument("--json", action="store_true", help="print the result as JSON")
-    query.set_defaults(run=run_query)
 
-    serve = commands.add_parser("serve", help="serve the web demo of a gallery on 127.0.0.1")
+    serve = _cli.add_command(commands, "serve", run_serve, help="serve the web demo of a gallery on 127.0.0.1")
     serve.add_argument("gallery")
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; the demo has no login)")
     serve.add_argument("--port", type=_port, default=8765, help="port (default 8765, 0 = any free port)")
-    serve.add_argument("-k", type=_positive_int, default=10)
-    serve.add_argument("--max-upload-mb", type=float, default=10.0)
-    serve.set_defaults(run=run_serve)
+    serve.add_argument("-k", type=positive, default=10)
+    serve.add_argument("--max-upload-mb", type=_cli.positive_float, default=10.0,
+                       help="largest upload in MiB, a finite number > 0 (default 10)")
