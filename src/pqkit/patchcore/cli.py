@@ -50,12 +50,13 @@ def run_fit(args) -> int:
 
     if args.threads:
         pqkit.set_num_threads(args.threads)
+    PatchCore.check_save_target(args.out, overwrite=args.overwrite)  # before the model is fitted
     train = _samples(args, "train")
     model = PatchCore(image_size=args.image_size, target_dim=args.target_dim, coreset_method=args.coreset_method,
                       coreset_ratio=args.coreset_ratio, backend=args.backend, backend_params=_backend_params(args),
                       seed=args.seed, batch_size=args.batch_size)
     model.fit([s.path for s in train], progress=not args.quiet)
-    model.save(args.out)
+    model.save(args.out, overwrite=args.overwrite)
     print(f"fitted on {len(train)} images: memory bank {model.bank_size_} of {model.n_train_patches_} patches "
           f"({model.backend}, {model.backend_.memory_bytes() / 2**20:.2f} MB); saved to {args.out}")
     return 0
@@ -116,6 +117,7 @@ def register(subparsers) -> None:
     fit = commands.add_parser("fit", help="build a memory bank from normal images and save the model")
     _add_data_arguments(fit)
     fit.add_argument("--out", required=True, help="folder to save the model in (config.json + memory bank index)")
+    fit.add_argument("--overwrite", action="store_true", help="replace the model already saved in --out")
     fit.add_argument("--image-size", type=int, default=224, help="input resolution (default 224)")
     fit.add_argument("--target-dim", type=int, default=128, help="patch feature length (default 128)")
     fit.add_argument("--coreset-method", choices=["v1", "v2", "random", "all"], default="v1")

@@ -62,13 +62,14 @@ def run_index(args) -> int:
         target = 0.95
     start = time.perf_counter()
     try:
+        Gallery.check_save_target(args.out, overwrite=args.overwrite)  # before the images are embedded
         gallery = Gallery.from_folder(
             args.folder, embedder=embedder, index="Flat" if args.index == "auto" else args.index,
             metric=args.metric, target_recall=target, k=args.k, nprobe=args.nprobe,
             skip_unreadable=args.skip_unreadable, labels_from_subfolders=not args.no_labels,
             progress=not args.quiet,
         )
-        gallery.save(args.out)
+        gallery.save(args.out, overwrite=args.overwrite)
     except (ValueError, TypeError) as exc:
         return _fail(str(exc))
     seconds = time.perf_counter() - start
@@ -131,6 +132,7 @@ def register(subparsers) -> None:
                                 "become labels) and save a gallery directory.")
     index.add_argument("folder")
     index.add_argument("--out", required=True, help="gallery directory to write")
+    index.add_argument("--overwrite", action="store_true", help="replace the gallery already saved in --out")
     index.add_argument("--index", default="Flat",
                        help="'Flat' (exact, default), 'IVF,Flat', 'IVF,PQ', a factory string such as "
                             "'IVF64,PQ16x8', or 'auto' (fastest reaching --target-recall)")
