@@ -694,6 +694,9 @@ def test_gallery_paths_are_confined_to_the_image_root(tmp_path):
     os.symlink(outside / "key.png", root / "c0" / "b.png")  # a file link out of the root
     with pytest.raises(ValueError, match=r"entry 1 \(id 1\): image path 'c0/b.png' resolves to .*secret.*outside"):
         Gallery.load(folder)
+    with pytest.raises(ValueError, match=r"cannot save the gallery .*entry 1 \(id 1\): image path 'c0/b.png'"):
+        gallery.save(tmp_path / "not-saved")  # what would not load again is not saved
+    assert not (tmp_path / "not-saved").exists()
     os.unlink(root / "c0" / "b.png")
     os.symlink(outside, root / "c1")  # a folder link out of the root
     with pytest.raises(ValueError, match=r"entry 2 \(id 2\): image path 'c1/c.png' resolves to .*outside"):

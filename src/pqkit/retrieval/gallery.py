@@ -493,7 +493,8 @@ class Gallery:
         Raises
         ------
         ValueError
-            An image path that is absolute or contains ``..`` (the message names the entry).
+            An image path that is absolute, contains ``..`` or leads out of the image root through
+            a symlink (the message names the entry): such a gallery could not be loaded again.
         pqkit._atomic.ArtifactExistsError
             ``path`` is a file, a folder that is neither empty nor a gallery, or a gallery while
             ``overwrite`` is False (a FileExistsError and a ValueError); nothing was changed.
@@ -506,6 +507,9 @@ class Gallery:
                         f"leaves the image root with '..'; store paths relative to root={self.root!r}")
         folder = Path(os.path.abspath(os.fspath(path)))
         entries = {"id": [int(i) for i in self.ids]}
+        if self.paths is not None:  # what would not load again is not saved
+            _confine_paths(self.paths, entries["id"], self.root if self.root is not None else str(folder),
+                           f"cannot save the gallery to {str(folder)!r}")
         if self.labels is not None:
             entries["label"] = [v.item() for v in self.labels]
         if self.paths is not None:
@@ -620,17 +624,19 @@ def _leaves_root(rel: str) -> bool:
 def _confine_paths(paths: list, ids: list, root: str, where) -> None:
     """Resolve every image path under ``root``; ValueError naming the first entry that leaves it.
 
-    Each distinct parent folder is resolved once and listed once for symlinks, so the cost is
-    one ``realpath`` per folder and one per symlinked file, not one per entry.
+    The paths were checked by :func:`_check_meta` (relative, no ``..``). Each distinct parent
+    folder is resolved and listed for symlinks once; a file is resolved on its own only when it
+    is a symlink, so the cost is one ``realpath`` per folder and per linked file, not per entry.
     """
     root_real = os.path.realpath(root)
     inside = root_real.rstrip(os.sep) + os.sep
+
+    def escapes(full: str) -> bool:
+        return full != root_real and not full.startswith(inside)
+
     folders = {}
     for row, rel in enumerate(paths):
-        if _leaves_root(rel):
-            raise ValueError(f"{where}: entry {row} (id {ids[row]}): image path {rel!r} is absolute or uses "
-                             f"'..'; gallery image paths must lie inside the image root {root!r}")
-        head, name = os.path.split(os.path.normpath(rel))
+        head, name = os.path.split(rel)
         known = folders.get(head)
         if known is None:
             real = os.path.realpath(os.path.join(root_real, head)) if head else root_real
@@ -639,12 +645,10 @@ def _confine_paths(paths: list, ids: list, root: str, where) -> None:
                     links = {entry.name for entry in listing if entry.is_symlink()}
             except OSError:  # a missing folder has no links (a gallery moved without its images)
                 links = set()
-            known = folders[head] = (real, links)
-        real, links = known
-        full = os.path.join(real, name)
-        if name in links:
-            full = os.path.realpath(full)
-        if full != root_real and not full.startswith(inside):
+            known = folders[head] = (real, links, escapes(real))
+        real, links, folder_escapes = known
+        if folder_escapes or (name in links and escapes(os.path.realpath(os.path.join(real, name)))):
+            full = os.path.realpath(os.path.join(real, name))
             raise ValueError(f"{where}: entry {row} (id {ids[row]}): image path {rel!r} resolves to {full!r}, "
                              f"outside the image root {root!r} (through a symlink); gallery images must lie "
                              "inside the folder the gallery was built from")
