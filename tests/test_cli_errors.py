@@ -127,7 +127,7 @@ CASES = [
     # ---------------------------------------------------------------- pqkit patchcore fit
     ("patchcore fit --data {root}/nowhere --out {root}/m1 --quiet", "not found", None),
     ("patchcore fit --data {empty} --out {root}/m2 --quiet", "train", None),
-    ("patchcore fit --data {tree} --out {model} --quiet", "--overwrite", "{model}/config.json"),
+    ("patchcore fit --data {tree} --out {model} --quiet", "--overwrite", "{model}/pqkit-manifest.json"),
     ("patchcore fit --data {tree} --out {file} --quiet", "is a file", "{file}"),
     ("patchcore fit --data {tree} --out {file}/model --quiet", "is a file", "{file}"),
     ("patchcore fit --data {tree} --out {foreign} --quiet", "not empty", "{foreign}/notes.txt"),
@@ -190,7 +190,7 @@ CASES = [
     ("retrieve index {images} --out {root}/g1 --embedder cnn --backbone resnet9000 --quiet", "resnet9000", None),
     ("retrieve index {images} --out {file}/g --embedder pixels --quiet", "is a file", "{file}"),
     ("retrieve index {images} --out {file} --embedder pixels --quiet", "is a file", "{file}"),
-    ("retrieve index {images} --out {gallery} --embedder pixels --quiet", "--overwrite", "{gallery}/gallery.json"),
+    ("retrieve index {images} --out {gallery} --embedder pixels --quiet", "--overwrite", "{gallery}/pqkit-manifest.json"),
     ("retrieve index {images} --out {foreign} --embedder pixels --quiet", "not empty", "{foreign}/notes.txt"),
     ("retrieve index {images} --out {root}/g1 --embedder pixels --index Nonsense --quiet", "Nonsense", None),
     ("retrieve index {images} --out {root}/g1 --embedder pixels --index IVF1000,Flat --quiet", "nlist=1000", None),

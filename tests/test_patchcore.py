@@ -405,18 +405,23 @@ def test_detection_on_real_magnetic_tile(tile_subset, tmp_path):
 
     # save/load round trip: identical scores, without refitting
     model.save(tmp_path / "model")
-    assert sorted(os.listdir(tmp_path / "model")) == ["config.json", "memory_bank.pqkit"]
+    names = sorted(os.listdir(tmp_path / "model"))
+    assert names[0].startswith("pqkit-data-") and names[1:] == ["pqkit-manifest.json"]
+    assert sorted(os.listdir(tmp_path / "model" / names[0])) == ["config.json", "memory_bank.pqkit"]
     loaded = PatchCore.load(tmp_path / "model")
     loaded_scores, loaded_distances = loaded.score_features(test_feats)
     np.testing.assert_array_equal(loaded_scores, scores)
     np.testing.assert_array_equal(loaded_distances, distances)
-    approx.save(tmp_path / "model")  # replaces a saved model
+    with pytest.raises(ValueError, match="already holds a PatchCore model; pass overwrite=True"):
+        approx.save(tmp_path / "model")
+    approx.save(tmp_path / "model", overwrite=True)  # replaces a saved model
     assert PatchCore.load(tmp_path / "model").backend == "pqkit_ivfpq"
     assert [p for p in os.listdir(tmp_path) if p != "model"] == []  # no temporary folders left
+    assert len(os.listdir(tmp_path / "model")) == 2  # the old data folder is gone
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("keep me")
     with pytest.raises(ValueError, match="not empty"):
-        model.save(tmp_path / "other")
+        model.save(tmp_path / "other", overwrite=True)
     assert os.listdir(tmp_path / "other") == ["notes.txt"]
     with pytest.raises(ValueError, match="config.json"):
         PatchCore.load(tmp_path / "other")
@@ -450,7 +455,7 @@ def test_cli_fit_and_score(tmp_path, capsys):
     out = tmp_path / "model"
     assert main(["patchcore", "fit", "--data", root, "--out", str(out), "--image-size", "64",
                  "--coreset-ratio", "0.5", "--quiet"]) == 0
-    assert (out / "config.json").is_file()
+    assert (out / "pqkit-manifest.json").is_file()
     assert main(["patchcore", "score", "--model", str(out), "--data", root, "--csv",
                  str(tmp_path / "scores.csv"), "--quiet"]) == 0
     printed = capsys.readouterr().out

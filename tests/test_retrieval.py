@@ -270,8 +270,13 @@ class _Payload:
 def test_hostile_metadata_is_refused_not_executed(tmp_path, vectors):
     import os
 
+    import shutil
+
     base, _ = vectors
-    Gallery.from_vectors(base[:100]).save(tmp_path / "g")
+    Gallery.from_vectors(base[:100]).save(tmp_path / "saved")
+    # the members without the manifest (the layout before manifests), so that edits reach the checks
+    # of gallery.json and index.pqkit instead of the manifest's SHA-256
+    shutil.copytree(next((tmp_path / "saved").glob("pqkit-data-*")), tmp_path / "g")
     meta_path = tmp_path / "g" / "gallery.json"
     good = json.loads(meta_path.read_text())
     meta_path.write_bytes(pickle.dumps(_Payload()))
@@ -287,7 +292,7 @@ def test_hostile_metadata_is_refused_not_executed(tmp_path, vectors):
         ({**good, "entries": {**good["entries"], "label": [[1]] * 100}}, "only ints"),
         ({**good, "entries": {"id": good["entries"]["id"], "code": ["x"] * 100}}, "unknown entry fields"),
         ({**good, "d": 7}, "does not match"),
-        ({**good, "entries": {**good["entries"], "path": ["../../etc/passwd"] * 100}}, "may not leave"),
+        ({**good, "entries": {**good["entries"], "path": ["../../etc/passwd"] * 100}}, "leaves the gallery's image root"),
         ({**good, "entries": {**good["entries"], "label": [2**70] * 100}}, "only ints"),
         ([1, 2, 3], "JSON object"),
     ]

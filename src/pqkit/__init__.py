@@ -11,6 +11,7 @@ from ._backends import (
     set_simd_level,
     simd_level,
 )
+from ._atomic import ArtifactExistsError
 from ._io import load
 from ._threads import get_num_threads, set_num_threads
 from ._validation import TrainingWarning
@@ -30,6 +31,7 @@ from .tune import estimate_memory, suggest, tune
 _backends.get_backend()
 
 __all__ = [
+    "ArtifactExistsError",
     "BackendWarning",
     "Index",
     "IndexFlat",

@@ -25,7 +25,6 @@ __all__ = [
     "USER_ERRORS",
     "add_command",
     "check_creatable_dir",
-    "check_output_dir",
     "check_output_file",
     "device",
     "error_message",
@@ -233,24 +232,3 @@ def check_output_file(path, what: str, overwrite: bool) -> str:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {path!r} cannot be written: no write permission in {probe!r}")
     return path
-
-
-def check_output_dir(path, what: str, overwrite: bool, marker: str, thing: str) -> str:
-    """Raise ValueError unless the folder ``path`` can receive a saved ``thing``.
-
-    A new or empty folder is fine; a folder holding ``marker`` (an earlier save) only with
-    ``overwrite``; any other non-empty folder, a file, or a path under a file never.
-    """
-    path = os.fspath(path)
-    if not path:
-        raise ValueError(f"{what} is empty; give a folder path")
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise ValueError(f"{what} {path!r} is a file, not a folder; choose a folder path")
-    if os.path.isdir(path):
-        entries = os.listdir(path)
-        if entries and marker not in entries:
-            raise ValueError(f"{what} {path!r} is not empty and holds no saved {thing}; choose a new or empty folder")
-        if entries and not overwrite:
-            raise ValueError(f"{what} {path!r} holds a saved {thing}; pass --overwrite to replace it, "
-                             "or choose another folder")
-    return check_creatable_dir(path, what)

@@ -31,8 +31,9 @@ named ``"<key>.<name>"`` (``"index.codes"``, ``"transform.A"``); parts nest at m
 ``MAX_NESTING`` levels, and the header JSON itself is refused when nested too deeply.
 
 ``pickle`` goes through the same bytes (``Index.__reduce__`` -> :func:`index_from_bytes`).
-``save`` writes to a temporary file in the target directory and renames it over the target
-(``os.replace``), so a crash never leaves a half-written index under the target name.
+``save`` is all-or-nothing: it writes a temporary file beside the target, fsyncs it and
+renames it over the target (``os.replace``), so after a crash the target holds the old or the new
+index; it replaces only a pqkit index file (see :func:`save`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import io
 import json
 import math
 import os
-import secrets
+import re
 import struct
 
 import numpy as np
@@ -184,35 +185,54 @@ def index_to_bytes(index) -> bytes:
     return buffer.getvalue()
 
 
-def save(index, path) -> None:
-    """Write ``index`` to ``path`` atomically (temporary file + ``os.replace``).
+def save(index, path, *, overwrite: bool = True) -> None:
+    """Write ``index`` to ``path``, all-or-nothing.
+
+    A save is all-or-nothing: after a crash the target holds the old or the new index; it never
+    deletes anything it did not write. The bytes go to ``.<name>.<16 hex>.pqkit-tmp`` beside the
+    target, are fsynced, and replace the target with one ``os.replace``; the directory is
+    then fsynced (see :mod:`pqkit._atomic`). Leftover temporary files of an interrupted save
+    to the same path (including the ``.<name>.<16 hex>.tmp`` files of earlier pqkit versions) are
+    removed by the next save to it.
 
     Parameters
     ----------
     index : pqkit.Index
     path : str or os.PathLike
-        Target file; replaced if it exists. Its directory must exist.
+        Target file; its directory must exist. A symlink is followed.
+    overwrite : bool, default True
+        Replace an existing pqkit index file at ``path``, as ``faiss.write_index`` and
+        ``numpy.save`` replace theirs; with False an existing index raises. A file that is not a
+        pqkit index (other than an empty one) is never replaced, whatever ``overwrite`` says.
+
+    Raises
+    ------
+    FileNotFoundError
+        The directory of ``path`` does not exist.
+    IsADirectoryError
+        ``path`` is a directory.
+    pqkit._atomic.ArtifactExistsError
+        ``path`` exists and is not a pqkit index file, or it is one and ``overwrite`` is False
+        (a subclass of both FileExistsError and ValueError). Nothing was changed.
     """
-    path = _fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
-    tmp_path = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
-    # os.open with mode 0o666 lets the umask decide the final permissions, as open() would.
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    from . import _atomic
+
+    def write(tmp_path) -> None:
+        with _atomic.create_file(tmp_path) as f:
             _write(index, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
+
+    def is_index_file(existing) -> bool:
+        return _atomic.file_starts_with(existing, MAGIC)
+
+    def is_earlier_leftover(base, name, leftover) -> bool:
+        # the temporary files of earlier pqkit versions: this target's name, then a pqkit header
+        if not re.fullmatch(rf"\.{re.escape(base)}\.[0-9a-f]{{16}}\.tmp", name) or not os.path.isfile(leftover):
+            return False
+        with open(leftover, "rb") as f:
+            return MAGIC.startswith(f.read(len(MAGIC)))  # also an empty or cut-short header
+
+    _atomic.save_file(path, write, is_own=is_index_file, overwrite=overwrite, what="pqkit index file",
+                      extra_leftover=is_earlier_leftover)
 
 
 # ------------------------------------------------------------------------------- reading

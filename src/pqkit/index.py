@@ -623,15 +623,28 @@ class Index:
         with self._lock.read():
             return int(self._memory_usage_bytes())
 
-    def save(self, path) -> None:
-        """Write the index to ``path`` atomically (see :mod:`pqkit._io` for the format).
+    def save(self, path, *, overwrite=True) -> None:
+        """Write the index to ``path``, all-or-nothing (see :func:`pqkit._io.save`).
+
+        After a crash ``path`` holds the old or the new index, never a mix; nothing but ``path``
+        and its own temporary sibling is touched.
 
         Parameters
         ----------
         path : str or os.PathLike
+            Target file; its directory must exist.
+        overwrite : bool, default True
+            Replace an existing pqkit index file (as ``faiss.write_index`` does); with False an
+            existing one raises. A file that is not a pqkit index is never replaced.
+
+        Raises
+        ------
+        pqkit.ArtifactExistsError
+            ``path`` holds something else than a pqkit index, or ``overwrite`` is False and it
+            holds one (a FileExistsError and a ValueError). Nothing was changed.
         """
         with self._lock.read():
-            _io.save(self, path)
+            _io.save(self, path, overwrite=overwrite)
 
     def __reduce__(self):
         # Pickling goes through the same checked byte format as save/load.

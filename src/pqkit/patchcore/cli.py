@@ -81,7 +81,8 @@ def run_fit(args) -> int:
 
     from .model import PatchCore
 
-    _cli.check_output_dir(args.out, "--out", args.overwrite, marker="config.json", thing="PatchCore model")
+    _cli.check_creatable_dir(args.out, "--out")
+    PatchCore.check_save_target(args.out, overwrite=args.overwrite)  # before the model is fitted
     _check_image_size(args.image_size)
     params = _backend_params(args)
     _check_backend_params(args.backend, params, args.target_dim)
@@ -100,7 +101,7 @@ def run_fit(args) -> int:
         # faiss reports a failed precondition (e.g. fewer bank vectors than lists) as RuntimeError
         raise ValueError(f"the {args.backend} backend cannot be built on this memory bank: "
                          f"{_cli.one_line(exc)}") from None
-    model.save(args.out)
+    model.save(args.out, overwrite=args.overwrite)
     print(f"fitted on {len(train)} images: memory bank {model.bank_size_} of {model.n_train_patches_} patches "
           f"({model.backend}, {model.backend_.memory_bytes() / 2**20:.2f} MB); saved to {args.out}")
     return 0

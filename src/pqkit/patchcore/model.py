@@ -1,14 +1,28 @@
-"""The PatchCore model: fit a memory bank, score images, save and load."""
+"""The PatchCore model: fit a memory bank, score images, save and load.
+
+A saved model is a folder (see :mod:`pqkit._atomic`)::
+
+    <model>/pqkit-manifest.json         kind "pqkit-patchcore", the current data folder, and the
+                                        size and SHA-256 of each member
+    <model>/pqkit-data-<16 hex>/config.json
+                                        format, version, the constructor parameters, the feature
+                                        shape and the memory-bank file name
+    <model>/pqkit-data-<16 hex>/memory_bank.<ext>
+                                        the fitted backend (``file_name`` of its class)
+
+A save is all-or-nothing: after a crash the folder holds the old or the new model; it never
+deletes anything it did not write. Folders written before manifests existed (``config.json`` and
+the memory bank directly in the folder) still load, and ``save(..., overwrite=True)`` replaces them.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
+from .. import _atomic
 from .._validation import check_int, check_positive_int
 from .coreset import COMPRESSION_METHODS, coreset_indices, patch_variance_weights
 from .neighbors import BACKENDS, make_backend
@@ -18,9 +32,12 @@ __all__ = ["PatchCore"]
 
 FORMAT = "pqkit-patchcore"
 FORMAT_VERSION = 1
-_BACKEND_FILES = {"pqkit_flat": "memory_bank.pqkit", "pqkit_pq": "memory_bank.pqkit",
-                  "pqkit_ivfpq": "memory_bank.pqkit", "exact_knn": "memory_bank.npy",
-                  "faiss_flat": "memory_bank.faiss", "faiss_ivfpq": "memory_bank.faiss"}
+CONFIG_FILE = "config.json"
+#: config.json larger than this is not a PatchCore config
+MAX_CONFIG_BYTES = 1 << 20
+_CONFIG_KEYS = ("format", "format_version", "backbone", "layers", "image_size", "target_dim", "coreset_method",
+                "coreset_ratio", "projection_dim", "backend", "backend_params", "num_neighbors", "seed",
+                "batch_size", "feature_shape", "n_train_patches", "bank_size", "backend_file")
 
 
 class PatchCore:
@@ -178,44 +195,48 @@ class PatchCore:
                 "backend": self.backend, "backend_params": self.backend_params,
                 "num_neighbors": self.num_neighbors, "seed": self.seed, "batch_size": self.batch_size}
 
-    def save(self, directory) -> None:
-        """Write ``config.json`` and the memory-bank index into ``directory``.
+    def save(self, directory, overwrite: bool = False) -> None:
+        """Write the model to the folder ``directory`` (see the module docstring for the layout).
 
-        The files are written into a temporary sibling folder that then replaces ``directory``,
-        so a failure leaves no half-written model. An existing ``directory`` must be empty or a
-        saved PatchCore model (it is replaced).
+        A save is all-or-nothing: after a crash the folder holds the old or the new model; it never
+        deletes anything it did not write. The members are written and synced into a new data
+        folder, and one ``os.replace`` of the manifest switches to it (:mod:`pqkit._atomic`).
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+            A new folder (missing parents are created), an empty folder, or a saved PatchCore
+            model (replaced only with ``overwrite=True``).
+        overwrite : bool, default False
+            Replace a PatchCore model saved in ``directory``.
+
+        Raises
+        ------
+        pqkit._atomic.ArtifactExistsError
+            ``directory`` is a file, a folder that is neither empty nor a PatchCore model, or a
+            model while ``overwrite`` is False (a FileExistsError and a ValueError); nothing was
+            changed.
         """
         self._check_fitted()
-        directory = os.path.abspath(os.fspath(directory))
-        if os.path.exists(directory):
-            if not os.path.isdir(directory):
-                raise ValueError(f"{directory!r} exists and is not a folder")
-            entries = os.listdir(directory)
-            if entries and "config.json" not in entries:
-                raise ValueError(f"{directory!r} is not empty and not a saved PatchCore model; "
-                                 "choose a new or empty folder")
-        parent = os.path.dirname(directory)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".patchcore-", dir=parent)
-        try:
-            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.config(),
-                    "layers": self.layers if self.layers is not None else self.embedder_layers(),
-                    "feature_shape": list(self.feature_shape_), "n_train_patches": self.n_train_patches_,
-                    "bank_size": self.bank_size_, "backend_file": _BACKEND_FILES[self.backend]}
-            with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as handle:
-                json.dump(meta, handle, indent=2)
-            self.backend_.save(os.path.join(tmp, _BACKEND_FILES[self.backend]))
-            if os.path.exists(directory):
-                old = tempfile.mkdtemp(prefix=".patchcore-old-", dir=parent)
-                os.rmdir(old)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            if os.path.exists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+        backend = self.backend_
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.config(),
+                "layers": self.layers if self.layers is not None else self.embedder_layers(),
+                "feature_shape": list(self.feature_shape_), "n_train_patches": self.n_train_patches_,
+                "bank_size": self.bank_size_, "backend_file": backend.file_name}
+        config = json.dumps(meta, indent=2).encode("utf-8")
+
+        def write_members(folder):
+            _atomic.write_bytes(os.path.join(folder, CONFIG_FILE), config)
+            backend._save(os.path.join(folder, backend.file_name))
+
+        _atomic.save_folder(directory, write_members, kind=FORMAT, overwrite=overwrite, what="PatchCore model",
+                            legacy_members=_legacy_members)
+
+    @staticmethod
+    def check_save_target(directory, overwrite: bool = False) -> None:
+        """Raise as :meth:`save` would for ``directory``, before a model is fitted (writes nothing)."""
+        _atomic.check_folder_target(directory, kind=FORMAT, overwrite=overwrite, what="PatchCore model",
+                                    legacy_members=_legacy_members)
 
     def embedder_layers(self):
         from ..features import BACKBONES
@@ -234,32 +255,91 @@ class PatchCore:
         backbone : torch.nn.Module, optional
             Required when the model was fitted with a custom module (its name is not saved).
         device : str, default "cpu"
+
+        Returns
+        -------
+        PatchCore
+            Fitted, with the saved memory bank.
+
+        Raises
+        ------
+        ValueError
+            Not a saved model, a member that differs from the manifest (size or SHA-256), or an
+            invalid ``config.json`` (the message names the field).
         """
         directory = os.fspath(directory)
-        path = os.path.join(directory, "config.json")
-        if not os.path.isfile(path):
-            raise ValueError(f"no PatchCore model in {directory!r} (config.json missing)")
-        try:
-            with open(path, encoding="utf-8") as handle:
-                meta = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read {path!r}: {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{path!r} is not a pqkit PatchCore config")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path!r} has format version {meta.get('format_version')}, expected {FORMAT_VERSION}")
-        if meta["backbone"] is None and backbone is None:
-            raise ValueError("this model was fitted with a custom backbone module; pass it as backbone=")
-        model = cls(backbone=backbone if backbone is not None else meta["backbone"], layers=meta["layers"],
-                    image_size=meta["image_size"], target_dim=meta["target_dim"],
-                    coreset_method=meta["coreset_method"], coreset_ratio=meta["coreset_ratio"],
-                    projection_dim=meta["projection_dim"], backend=meta["backend"],
-                    backend_params=meta["backend_params"], num_neighbors=meta["num_neighbors"],
-                    seed=meta["seed"], batch_size=meta["batch_size"], device=device)
-        backend_cls = BACKENDS[meta["backend"]]
-        model.backend_ = backend_cls.load(os.path.join(directory, meta["backend_file"]), meta["backend"],
-                                          meta["backend_params"])
-        model.feature_shape_ = tuple(meta["feature_shape"])
-        model.n_train_patches_ = meta["n_train_patches"]
-        model.bank_size_ = meta["bank_size"]
-        return model
+
+        def load_members(folder):
+            meta = _read_config(folder)
+            if meta["backbone"] is None and backbone is None:
+                raise ValueError("this model was fitted with a custom backbone module; pass it as backbone=")
+            model = cls(backbone=backbone if backbone is not None else meta["backbone"], layers=meta["layers"],
+                        image_size=meta["image_size"], target_dim=meta["target_dim"],
+                        coreset_method=meta["coreset_method"], coreset_ratio=meta["coreset_ratio"],
+                        projection_dim=meta["projection_dim"], backend=meta["backend"],
+                        backend_params=meta["backend_params"], num_neighbors=meta["num_neighbors"],
+                        seed=meta["seed"], batch_size=meta["batch_size"], device=device)
+            model.backend_ = BACKENDS[meta["backend"]].load(os.path.join(folder, meta["backend_file"]),
+                                                            meta["backend"], meta["backend_params"])
+            model.feature_shape_ = tuple(meta["feature_shape"])
+            model.n_train_patches_ = meta["n_train_patches"]
+            model.bank_size_ = meta["bank_size"]
+            return model
+
+        return _atomic.load_folder(directory, load_members, kind=FORMAT, what="PatchCore model")
+
+
+def _read_config(folder) -> dict:
+    """The checked ``config.json`` of a model's member folder (ValueError naming what is wrong)."""
+    path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"no PatchCore model in {folder!r} ({CONFIG_FILE} missing); write one with "
+                         "PatchCore.save or `pqkit patchcore fit --out <folder>`")
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path!r} is larger than {MAX_CONFIG_BYTES} bytes; not a PatchCore config")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path!r}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is not a pqkit PatchCore config")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path!r} has format version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+    missing = [key for key in _CONFIG_KEYS if key not in meta]
+    if missing:
+        raise ValueError(f"{path!r} lacks the fields {missing}")
+    if meta["backend"] not in BACKENDS:
+        raise ValueError(f"{path!r}: unknown backend {meta['backend']!r}; known: {sorted(BACKENDS)}")
+    expected = BACKENDS[meta["backend"]].file_name
+    if meta["backend_file"] != expected:
+        raise ValueError(f"{path!r}: backend_file must be {expected!r} for backend {meta['backend']!r}, "
+                         f"got {meta['backend_file']!r}")
+    if not isinstance(meta["backend_params"], dict):
+        raise ValueError(f"{path!r}: backend_params must be an object")
+    shape = meta["feature_shape"]
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise ValueError(f"{path!r}: feature_shape must be three ints > 0, got {shape!r}")
+    return meta
+
+
+def _legacy_members(folder) -> list | None:
+    """The files of a model saved directly into ``folder`` (before manifests), or None if it holds none."""
+    path = os.path.join(folder, CONFIG_FILE)
+    try:
+        if not os.path.isfile(path) or os.path.islink(path) or os.path.getsize(path) > MAX_CONFIG_BYTES:
+            return None
+        with open(path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return None
+    members = [CONFIG_FILE]
+    bank = meta.get("backend_file")
+    if bank in {cls.file_name for cls in BACKENDS.values()}:
+        bank_path = os.path.join(folder, bank)
+        if os.path.isfile(bank_path) and not os.path.islink(bank_path):
+            members.append(bank)
+    return members

@@ -8,7 +8,9 @@ Every backend has
 - ``reconstruct(ids) -> (len(ids), d)`` float32: the memory-bank vectors as the backend stores
   them (decoded codes for PQ backends), used by the image-score reweighting;
 - ``memory_bytes()``: bytes the searchable bank occupies;
-- ``save(path)`` / ``Backend.load(path)``: one file.
+- ``save(path)`` / ``Backend.load(path)``: one file, saved all-or-nothing (after a crash the file
+  holds the old or the new bank; a file of another type is never replaced). Its name inside a
+  saved model is the class attribute ``file_name``.
 
 Backends (``BACKENDS``): ``pqkit_flat`` (:class:`pqkit.IndexFlat`, exact), ``pqkit_pq``
 (:class:`pqkit.IndexPQ`), ``pqkit_ivfpq`` (:class:`pqkit.IndexIVFPQ`), ``pqkit_ivfpq_refine``
@@ -20,9 +22,11 @@ Backends (``BACKENDS``): ``pqkit_flat`` (:class:`pqkit.IndexFlat`, exact), ``pqk
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
+from .. import _atomic
 from .._validation import as_float_matrix, check_int, check_k, check_positive_int
 from ..refine import check_k_factor
 
@@ -33,6 +37,8 @@ class Backend:
     """Interface of a memory-bank search backend (see the module docstring)."""
 
     name = "backend"
+    #: name of the memory-bank file inside a saved model folder
+    file_name = "memory_bank.bin"
 
     def __init__(self, **params):
         self.params = params
@@ -71,18 +77,27 @@ class Backend:
     def describe(self) -> dict:
         return {"backend": self.name, **self.params}
 
-    # file: JSON header line + backend payload
     def save(self, path) -> None:
-        """Write the fitted backend to ``path`` (written to a temporary file, then renamed)."""
+        """Write the fitted backend to the file ``path``, all-or-nothing.
+
+        A save is all-or-nothing: after a crash the target holds the old or the new bank; it never
+        deletes anything it did not write. An existing file is replaced only when it is a file of
+        this backend's type (as ``Index.save`` replaces a pqkit index file) or empty.
+
+        Raises
+        ------
+        pqkit._atomic.ArtifactExistsError
+            ``path`` exists and is not a file of this backend's type (nothing was changed).
+        """
         self._check_fitted()
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            self._save(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        _atomic.save_file(path, self._save, is_own=self._is_own_file, what=f"{self.name} memory bank file")
+
+    def _save(self, path) -> None:
+        """Create the file ``path`` (which does not exist) holding the fitted bank."""
+        raise NotImplementedError
+
+    def _is_own_file(self, path) -> bool:
+        raise NotImplementedError
 
     @classmethod
     def load(cls, path, name: str, params: dict) -> "Backend":
@@ -92,6 +107,8 @@ class Backend:
 
 
 class _PqkitBackend(Backend):
+    file_name = "memory_bank.pqkit"
+
     def _make(self, d):
         raise NotImplementedError
 
@@ -113,6 +130,12 @@ class _PqkitBackend(Backend):
     def memory_bytes(self) -> int:
         self._check_fitted()
         return int(self.index.memory_usage_bytes())
+
+    def save(self, path) -> None:
+        """Write the fitted backend to ``path`` with ``Index.save`` (all-or-nothing; replaces only a
+        pqkit index file)."""
+        self._check_fitted()
+        self.index.save(path)
 
     def _save(self, path):
         self.index.save(path)
@@ -212,6 +235,7 @@ class SklearnNN(Backend):
     is brute force for d > 15)."""
 
     name = "exact_knn"
+    file_name = "memory_bank.npy"
 
     def __init__(self, algorithm: str = "auto"):
         super().__init__(algorithm=algorithm)
@@ -247,8 +271,11 @@ class SklearnNN(Backend):
         return int(self.bank_.nbytes + max(extra, 0))
 
     def _save(self, path):
-        with open(path, "wb") as handle:
+        with _atomic.create_file(path) as handle:
             np.save(handle, self.bank_, allow_pickle=False)
+
+    def _is_own_file(self, path) -> bool:
+        return _atomic.file_starts_with(path, b"\x93NUMPY")
 
     def _load(self, path):
         with open(path, "rb") as handle:
@@ -266,6 +293,8 @@ def _faiss():
 
 
 class _FaissBackend(Backend):
+    file_name = "memory_bank.faiss"
+
     def _search(self, queries, k):
         faiss = _faiss()
         if self.n_threads is not None:
@@ -281,7 +310,12 @@ class _FaissBackend(Backend):
         return int(_faiss().serialize_index(self.index).nbytes)
 
     def _save(self, path):
-        _faiss().write_index(self.index, path)
+        _faiss().write_index(self.index, os.fspath(path))
+
+    def _is_own_file(self, path) -> bool:
+        # a faiss index file starts with its four-character type code: "IxF2", "IwPQ", "IxRF", ...
+        with open(path, "rb") as handle:
+            return re.fullmatch(rb"I[0-9A-Za-z]{3}", handle.read(4)) is not None
 
     def _load(self, path):
         self.index = _faiss().read_index(path)

@@ -53,10 +53,11 @@ def run_index(args) -> int:
 
     import numpy as np
 
-    from .gallery import META_FILE, Gallery
+    from .gallery import Gallery
     from .images import CNNEmbedder, PixelEmbedder, list_images
 
-    _cli.check_output_dir(args.out, "--out", args.overwrite, marker=META_FILE, thing="gallery")
+    _cli.check_creatable_dir(args.out, "--out")
+    Gallery.check_save_target(args.out, overwrite=args.overwrite)  # before the images are embedded
     try:
         if args.embedder == "pixels":
             embedder = PixelEmbedder(size=args.size or 16)
@@ -80,7 +81,7 @@ def run_index(args) -> int:
         skip_unreadable=args.skip_unreadable, labels_from_subfolders=not args.no_labels,
         progress=not args.quiet,
     )
-    gallery.save(args.out)
+    gallery.save(args.out, overwrite=args.overwrite)
     seconds = time.perf_counter() - start
     print(f"{gallery!r}")
     print(f"embedding: {1e3 * gallery.seconds_per_image:.2f} ms per image; total {seconds:.1f} s")

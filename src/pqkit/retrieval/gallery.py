@@ -1,15 +1,30 @@
 """A searchable gallery: vectors (or images) in a pqkit index, plus ids, labels and file paths.
 
-A gallery directory holds two files::
+A gallery is a folder (see :mod:`pqkit._atomic`)::
 
-    <gallery>/index.pqkit    the pqkit index (pqkit's own versioned, checksummed format)
-    <gallery>/gallery.json   metadata: format version, metric, index description, nprobe, the
-                             embedder spec, and one entry per vector (id, optional label, path)
+    <gallery>/pqkit-manifest.json               kind "pqkit-gallery", the current data folder, and
+                                                each member's size and SHA-256
+    <gallery>/pqkit-data-<16 hex>/index.pqkit   the pqkit index (versioned, checksummed format)
+    <gallery>/pqkit-data-<16 hex>/gallery.json  metadata: format version, metric, index
+                                                description, nprobe, the embedder spec, the image
+                                                root, and one entry per vector (id, label, path)
+
+A save is all-or-nothing: after a crash the folder holds the old or the new gallery, never the new
+index with the old entries; it never deletes anything it did not write, and it replaces an existing
+gallery only with ``overwrite=True``. Galleries written before manifests existed (the two files
+directly in the folder) still load.
 
 Loading reads JSON only (no pickle, nothing executed), checks every field's type and that the ids
-agree with the index, and raises :class:`ValueError` on any mismatch. Image paths are stored
-relative to the folder the gallery was built from (``root``, stored both absolute and relative to
-the gallery directory), so a gallery directory and its image folder can move together.
+agree with the index, and raises :class:`ValueError` on any mismatch.
+
+Image root. Image paths are stored relative to the folder the gallery was built from (``root``,
+stored both absolute and relative to the gallery folder, so that a gallery and its image folder
+can move together); a gallery saved with paths but without a root has its own folder as image
+root. This root is what :meth:`Gallery.path_of` joins paths to, and so what the web demo serves
+``/image/<id>`` from. Loading confines every entry to it: each path is resolved (symlinks
+followed) and an absolute path, a ``..`` component, or a path or symlink that leads out of the
+image root raises :class:`ValueError` naming the entry. The root itself is named by the gallery's
+metadata: load only galleries whose image folder you are willing to serve.
 
 Scores follow the metric: cosine similarity (``"cosine"``, the default: rows are L2-normalised, so
 the score is an inner product of unit vectors, and ``||a - b||^2 = 2 - 2 cos``), inner product
@@ -20,12 +35,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import _atomic
 from .._validation import as_float_matrix, check_ids, check_k, check_metric
 from .images import CNNEmbedder, PixelEmbedder, embedder_from_spec, list_images, read_image
 from .indexing import build_index, choose_index
@@ -170,7 +187,8 @@ class Gallery:
         labels : array_like of int or str, shape (n,), optional
             Class labels (used by the evaluation: mAP, precision@k).
         paths : sequence of str, shape (n,), optional
-            Image file of each vector, relative to ``root`` (or absolute).
+            Image file of each vector, relative to ``root`` (a gallery holding absolute paths, or
+            paths with ``..``, cannot be saved: see the module docstring on the image root).
         root : str, optional
         index : str, default "Flat"
             ``"Flat"``, ``"IVF,Flat"``, ``"IVF,PQ"`` or a full factory string (see
@@ -457,17 +475,41 @@ class Gallery:
         return result
 
     # ------------------------------------------------------------------------ persistence
-    def save(self, path) -> None:
-        """Write the gallery to directory ``path`` (created if missing).
+    def save(self, path, overwrite: bool = False) -> None:
+        """Write the gallery to the folder ``path`` (see the module docstring for the layout).
 
-        Files: ``index.pqkit`` (pqkit format) and ``gallery.json`` (metadata); see the module
-        docstring.
+        A save is all-or-nothing: after a crash the folder holds the old or the new gallery; it
+        never deletes anything it did not write. Index and metadata are written and synced into a
+        new data folder, and one ``os.replace`` of the manifest switches to it (:mod:`pqkit._atomic`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A new folder (missing parents are created), an empty folder, or a saved gallery
+            (replaced only with ``overwrite=True``).
+        overwrite : bool, default False
+            Replace a gallery saved in ``path``.
+
+        Raises
+        ------
+        ValueError
+            An image path that is absolute, contains ``..`` or leads out of the image root through
+            a symlink (the message names the entry): such a gallery could not be loaded again.
+        pqkit._atomic.ArtifactExistsError
+            ``path`` is a file, a folder that is neither empty nor a gallery, or a gallery while
+            ``overwrite`` is False (a FileExistsError and a ValueError); nothing was changed.
         """
-        folder = Path(os.fspath(path))
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"gallery path {str(folder)!r} exists and is not a directory")
-        folder.mkdir(parents=True, exist_ok=True)
+        if self.paths is not None:
+            for row, rel in enumerate(self.paths):
+                if not rel or "\x00" in rel or _leaves_root(rel):
+                    raise ValueError(
+                        f"entry {row} (id {int(self.ids[row])}): image path {rel!r} is empty, absolute or "
+                        f"leaves the image root with '..'; store paths relative to root={self.root!r}")
+        folder = Path(os.path.abspath(os.fspath(path)))
         entries = {"id": [int(i) for i in self.ids]}
+        if self.paths is not None:  # what would not load again is not saved
+            _confine_paths(self.paths, entries["id"], self.root if self.root is not None else str(folder),
+                           f"cannot save the gallery to {str(folder)!r}")
         if self.labels is not None:
             entries["label"] = [v.item() for v in self.labels]
         if self.paths is not None:
@@ -482,31 +524,57 @@ class Gallery:
             "d": self.d,
             "n": len(self),
             "root": self.root,
-            # lets a gallery directory move together with its image folder
+            # lets a gallery folder move together with its image folder
             "root_from_gallery": None if self.root is None else os.path.relpath(self.root, folder.resolve()),
             "embedder": self.embedder_spec,
             "choice": None if self.choice is None else json.loads(json.dumps(dict(self.choice))),
             "entries": entries,
         }
-        self.index.save(folder / INDEX_FILE)
-        tmp = folder / f".{META_FILE}.tmp"
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp, folder / META_FILE)
+        text = json.dumps(meta).encode("utf-8")
+
+        def write_members(member_folder):
+            self.index.save(os.path.join(member_folder, INDEX_FILE))
+            _atomic.write_bytes(os.path.join(member_folder, META_FILE), text)
+
+        _atomic.save_folder(folder, write_members, kind=FORMAT, overwrite=overwrite, what="gallery",
+                            legacy_members=_legacy_members)
+
+    @staticmethod
+    def check_save_target(path, overwrite: bool = False) -> None:
+        """Raise as :meth:`save` would for ``path``, before a gallery is built (writes nothing)."""
+        _atomic.check_folder_target(path, kind=FORMAT, overwrite=overwrite, what="gallery",
+                                    legacy_members=_legacy_members)
 
     @classmethod
     def load(cls, path) -> "Gallery":
         """Read a gallery written by :meth:`save`.
 
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The gallery folder.
+
+        Returns
+        -------
+        Gallery
+
         Raises
         ------
         ValueError
-            Missing files, metadata that is not this format (not JSON, wrong types, wrong
-            version), ids that disagree with the index, or a corrupted index file.
+            Missing files, a member that differs from the manifest (size or SHA-256), metadata
+            that is not this format (not JSON, wrong types, wrong version), ids that disagree with
+            the index, a corrupted index file, or an image path that leads out of the image root
+            (absolute, ``..``, or through a symlink; the message names the entry).
         """
+        folder = Path(os.fspath(path))
+        return _atomic.load_folder(folder, lambda members: cls._load_members(folder, Path(members)),
+                                   kind=FORMAT, what="gallery")
+
+    @classmethod
+    def _load_members(cls, folder: Path, members: Path) -> "Gallery":
         import pqkit
 
-        folder = Path(os.fspath(path))
-        meta_path, index_path = folder / META_FILE, folder / INDEX_FILE
+        meta_path, index_path = members / META_FILE, members / INDEX_FILE
         if not meta_path.is_file() or not index_path.is_file():
             raise ValueError(
                 f"{str(folder)!r} is not a gallery: expected the files {META_FILE} and {INDEX_FILE} in it "
@@ -533,13 +601,79 @@ class Gallery:
         if meta["nprobe"] is not None and hasattr(index, "nprobe"):
             index.nprobe = meta["nprobe"]
         labels = entries.get("label")
+        paths = entries.get("path")
         root = meta["root"]
         if root is not None and not Path(root).is_dir() and meta.get("root_from_gallery") is not None:
             moved = (folder / meta["root_from_gallery"]).resolve()
             root = str(moved) if moved.is_dir() else root
-        return cls(index, ids, labels=None if labels is None else np.asarray(labels), paths=entries.get("path"),
+        if paths is not None:
+            if root is None:
+                root = str(folder.resolve())  # paths saved without a root are relative to the gallery
+            _confine_paths(paths, entries["id"], root, meta_path)
+        return cls(index, ids, labels=None if labels is None else np.asarray(labels), paths=paths,
                    root=root, metric=meta["metric"], description=meta["description"],
                    embedder_spec=meta["embedder"], choice=meta["choice"])
+
+
+def _leaves_root(rel: str) -> bool:
+    """Whether a stored image path is absolute or has a ``..`` component (either separator)."""
+    return (os.path.isabs(rel) or rel.startswith(("/", "\\")) or bool(os.path.splitdrive(rel)[0])
+            or ".." in re.split(r"[\\/]", rel))
+
+
+def _confine_paths(paths: list, ids: list, root: str, where) -> None:
+    """Resolve every image path under ``root``; ValueError naming the first entry that leaves it.
+
+    The paths were checked by :func:`_check_meta` (relative, no ``..``). Each distinct parent
+    folder is resolved and listed for symlinks once; a file is resolved on its own only when it
+    is a symlink, so the cost is one ``realpath`` per folder and per linked file, not per entry.
+    """
+    root_real = os.path.realpath(root)
+    inside = root_real.rstrip(os.sep) + os.sep
+
+    def escapes(full: str) -> bool:
+        return full != root_real and not full.startswith(inside)
+
+    folders = {}
+    for row, rel in enumerate(paths):
+        head, name = os.path.split(rel)
+        known = folders.get(head)
+        if known is None:
+            real = os.path.realpath(os.path.join(root_real, head)) if head else root_real
+            try:
+                with os.scandir(real) as listing:
+                    links = {entry.name for entry in listing if entry.is_symlink()}
+            except OSError:  # a missing folder has no links (a gallery moved without its images)
+                links = set()
+            known = folders[head] = (real, links, escapes(real))
+        real, links, folder_escapes = known
+        if folder_escapes or (name in links and escapes(os.path.realpath(os.path.join(real, name)))):
+            full = os.path.realpath(os.path.join(real, name))
+            raise ValueError(f"{where}: entry {row} (id {ids[row]}): image path {rel!r} resolves to {full!r}, "
+                             f"outside the image root {root!r} (through a symlink); gallery images must lie "
+                             "inside the folder the gallery was built from")
+
+
+def _legacy_members(folder) -> list | None:
+    """The files of a gallery saved directly into ``folder`` (before manifests), or None if none."""
+    meta_path, index_path = os.path.join(folder, META_FILE), os.path.join(folder, INDEX_FILE)
+    prefix = b'{"format": "' + FORMAT.encode() + b'"'
+    if os.path.islink(meta_path) or os.path.islink(index_path) or not os.path.isfile(index_path):
+        return None
+    if not _atomic.file_starts_with(meta_path, prefix) or not _is_pqkit_index(index_path):
+        return None
+    members = [META_FILE, INDEX_FILE]
+    stale = os.path.join(folder, f".{META_FILE}.tmp")  # what earlier versions wrote before renaming
+    if os.path.isfile(stale) and not os.path.islink(stale) and (
+            os.path.getsize(stale) == 0 or _atomic.file_starts_with(stale, prefix[:10])):
+        members.append(f".{META_FILE}.tmp")
+    return members
+
+
+def _is_pqkit_index(path) -> bool:
+    from .._io import MAGIC
+
+    return _atomic.file_starts_with(path, MAGIC)
 
 
 def _check_meta(meta, where) -> dict:
@@ -593,10 +727,11 @@ def _check_meta(meta, where) -> dict:
                 or all(isinstance(v, str) for v in labels)):
             raise bad("entries.label must hold only ints (int64) or only strs")
     if "path" in entries:
-        for p in entries["path"]:
+        for row, p in enumerate(entries["path"]):
             if not isinstance(p, str) or not p or "\x00" in p:
-                raise bad("entries.path must hold non-empty strs")
-            if ".." in Path(p).parts:
-                raise bad(f"entries.path may not leave the gallery's root with '..': {p!r}")
+                raise bad(f"entries.path must hold non-empty strs (entry {row}, id {entries['id'][row]})")
+            if _leaves_root(p):
+                raise bad(f"entry {row} (id {entries['id'][row]}): image path {p!r} is absolute or leaves the "
+                          "gallery's image root with '..'; image paths must lie inside the image root")
     return meta
 
