@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 
 import pqkit
-from pqkit import _atomic, _io
+from pqkit import _atomic
+from pqkit import io as _io
 from pqkit.patchcore import PatchCore
 from pqkit.patchcore.neighbors import BACKENDS
 from pqkit.retrieval import Gallery

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import pqkit
-from pqkit import _io
+from pqkit import io as _io
 from tests.conftest import clustered_split
 
 D = 16

@@ -79,7 +79,7 @@ def write(header: dict, arrays: dict) -> bytes:
 
 def seeds() -> dict:
     """name -> file bytes of small indexes of every type and state."""
-    from pqkit import _io
+    from pqkit import io as _io
     from tests.test_fuzz_load import build_seed_indexes
 
     import pqkit
@@ -470,7 +470,7 @@ def campaign(n_cases: int, seed: int) -> dict:
     import resource
 
     import pqkit
-    from pqkit import _io
+    from pqkit import io as _io
 
     pqkit.set_num_threads(1)
     if not os.environ.get("PQKIT_SANITIZED"):  # ASan reserves terabytes of address space
@@ -554,7 +554,7 @@ def judge_loaded(index, data: bytes, rng, stats: dict) -> str | None:
 
 
 def _io_bytes(index) -> bytes:
-    from pqkit import _io
+    from pqkit import io as _io
 
     return _io.index_to_bytes(index)
 

@@ -94,7 +94,7 @@ def build_seed_indexes() -> dict:
 
 
 def write_corpus() -> None:
-    from pqkit import _io
+    from pqkit import io as _io
 
     CORPUS.mkdir(exist_ok=True)
     for name, index in build_seed_indexes().items():
@@ -103,7 +103,7 @@ def write_corpus() -> None:
 
 def seed_files() -> list:
     """Corpus files plus files of freshly built indexes (the current writer's output)."""
-    from pqkit import _io
+    from pqkit import io as _io
 
     seeds = [p.read_bytes() for p in sorted(CORPUS.glob("*.pqkit"))]
     seeds += [_io.index_to_bytes(index) for index in build_seed_indexes().values()]
@@ -278,7 +278,7 @@ def campaign(n_cases: int, seed: int) -> dict:
     import tracemalloc
 
     import pqkit
-    from pqkit import _io
+    from pqkit import io as _io
 
     pqkit.set_num_threads(1)
     seeds = seed_files()
@@ -367,7 +367,7 @@ def test_corpus_files_are_valid_and_current():
 def test_loading_never_unpickles_or_evaluates():
     import inspect
 
-    from pqkit import _io
+    from pqkit import io as _io
 
     source = inspect.getsource(_io)
     for forbidden in ("import pickle", "pickle.load", "marshal", "eval(", "exec(",

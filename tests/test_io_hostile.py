@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pqkit
-from pqkit import _io
+from pqkit import io as _io
 
 
 def _reforge(data: bytes, mutate) -> bytes:

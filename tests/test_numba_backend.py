@@ -91,7 +91,7 @@ def test_rerank(metric):
     rows = rng.integers(-1, base.shape[0], size=(queries.shape[0], 30))
     rows[:, 25:] = -1  # padding, as a base index returns it
     ids = np.where(rows >= 0, 1000 + 7 * rows, -1)
-    results = [pqkit._backends.core(backend).rerank(queries, base, rows, ids, 12, metric, 2)
+    results = [pqkit.engine.core(backend).rerank(queries, base, rows, ids, 12, metric, 2)
                for backend in ("cpp", "numba")]
     for got, want, what in zip(results[1], results[0], ("D", "I")):
         _assert_same(got, want, f"rerank {metric} {what}")
@@ -103,7 +103,7 @@ def test_rerank(metric):
     np.testing.assert_allclose(D if metric == "l2" else -D, best, rtol=1e-5, atol=1e-4)
     assert np.isin(I, ids).all() and not (I == -1).any()
     for backend in ("cpp", "numba"):
-        engine = pqkit._backends.core(backend)
+        engine = pqkit.engine.core(backend)
         bad = rows.copy()
         bad[3, 4] = base.shape[0]
         with pytest.raises(ValueError, match="outside -1"):
@@ -124,7 +124,7 @@ def test_rerank_pq(metric, nbits):
     ids = np.where(rows >= 0, 3 * rows + 1, -1)
     results, decoded = [], None
     for pq in _pq_pair(d, M, nbits, base):
-        engine = pqkit._backends.core(pq.backend)
+        engine = pqkit.engine.core(pq.backend)
         lists = engine.InvertedLists(1, pq.code_size, "blocked")
         lists.add(np.zeros(base.shape[0], dtype=np.int64), np.arange(base.shape[0], dtype=np.int64), pq.encode(base))
         results.append(engine.rerank_pq(queries, pq._core(), lists, rows, ids, 7, metric, 2))
@@ -138,7 +138,7 @@ def test_rerank_pq(metric, nbits):
             engine.rerank_pq(queries, pq._core(), wrong, rows, ids, 7, metric, 1)
     for got, want, what in zip(results[1], results[0], ("D", "I")):
         _assert_same(got, want, f"rerank_pq {metric} {nbits} bits {what}")
-    plain = pqkit._backends.core("cpp").rerank(queries, decoded, rows, ids, 7, metric, 1)
+    plain = pqkit.engine.core("cpp").rerank(queries, decoded, rows, ids, 7, metric, 1)
     for got, want, what in zip(results[0], plain, ("D", "I")):
         _assert_same(got, want, f"rerank_pq vs rerank of the decoded vectors {what}")
 
@@ -166,7 +166,7 @@ def test_nearest_centroid_paths_across_chunks(d, simd_level):
     c[1500] = c[1499]
     x[3], x[4] = c[100], c[1499]
     x[5, 7] = np.nan
-    cpp, nb = pqkit._backends.core("cpp"), pqkit._backends.core("numba")
+    cpp, nb = pqkit.engine.core("cpp"), pqkit.engine.core("numba")
     labels, dist = cpp.coarse_assign(x, c, "l2", 1)
     for got, what in ((cpp.coarse_assign(x, c, "l2", 2), "2 threads"), (nb.coarse_assign(x, c, "l2", 1), "numba")):
         _assert_same(got[0], labels, f"labels d={d} {simd_level} vs {what}")
@@ -311,7 +311,7 @@ def test_numba_training_and_thread_count(restore_threads):
         _assert_same(a, b, "numba results with 1 and 3 threads")
 
     # The file format does not depend on the engine.
-    restored = pqkit.index._io.index_from_bytes(pqkit.index._io.index_to_bytes(index))
+    restored = pqkit.io.index_from_bytes(pqkit.io.index_to_bytes(index))
     assert restored.backend == pqkit.get_backend()
     for a, b in zip(restored.search(queries, 5), outputs[1][2:]):
         _assert_same(a, b, "reloaded on the default engine")

@@ -111,14 +111,15 @@ def test_pretransform_errors_and_hostile_nesting(data, tmp_path):
     index.train(base)
     index.add(base[:10])
     # a part of unknown type or bad nesting inside a valid file is a ValueError, not a crash
-    from pqkit import _io
+    from pqkit import io as _io
+    from pqkit.indexes._state import MAX_NESTING
 
     params, arrays = index._get_state()
     params["index"]["type"] = "Bogus"
     with pytest.raises(ValueError, match="unknown index type"):
         pqkit.IndexPreTransform._from_state(params, arrays)
     nested = pqkit.IndexFlat(8)
-    for _ in range(_io.MAX_NESTING + 1):
+    for _ in range(MAX_NESTING + 1):
         nested = pqkit.IndexPreTransform(pqkit.PCA(8, 8).set_matrix(np.eye(8)), nested)
     data_bytes = _io.index_to_bytes(nested)
     with pytest.raises(ValueError, match="nest at most"):

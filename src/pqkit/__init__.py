@@ -1,8 +1,15 @@
-"""pqkit: product quantization and IVF-PQ nearest-neighbour search with a compiled C++ core."""
+"""pqkit: product quantization and IVF-PQ nearest-neighbour search with a compiled C++ core.
 
-from . import datasets
-from . import _backends
-from ._backends import (
+This module only re-exports the public API; see ``docs/architecture.md`` for where each part
+lives.
+"""
+
+from . import compat, datasets, engine
+from ._atomic import ArtifactExistsError
+from ._threads import get_num_threads, set_num_threads
+from ._validation import TrainingWarning
+from ._version import __version__
+from .engine import (
     BackendWarning,
     available_backends,
     available_simd_levels,
@@ -11,24 +18,20 @@ from ._backends import (
     set_simd_level,
     simd_level,
 )
-from ._atomic import ArtifactExistsError
-from ._io import load
-from ._threads import get_num_threads, set_num_threads
-from ._validation import TrainingWarning
-from ._version import __version__
 from .factory import index_factory
-from .index import Index, IndexFlat, IndexIVFFlat, IndexIVFPQ, IndexPQ
-from .kmeans import KMeans
-from .pq import ProductQuantizer
-from . import compat
+from .indexes.base import Index
+from .indexes.flat import IndexFlat
+from .indexes.ivfflat import IndexIVFFlat
+from .indexes.ivfpq import IndexIVFPQ
+from .indexes.pq import IndexPQ
+from .indexes.pretransform import IndexPreTransform
+from .indexes.refine import IndexRefine, IndexRefineFlat
 from .interop import from_faiss, read_faiss_index, to_faiss
-from .refine import IndexRefine, IndexRefineFlat
-from .transforms import OPQ, PCA, IndexPreTransform, OPQMatrix, PCAMatrix
+from .io import load
+from .quantizers.kmeans import KMeans
+from .quantizers.pq import ProductQuantizer
+from .transforms import OPQ, PCA, OPQMatrix, PCAMatrix
 from .tune import estimate_memory, suggest, tune
-
-# Pick the engine now: the compiled core, or the Numba engine with a BackendWarning when the
-# core cannot be imported on this machine.
-_backends.get_backend()
 
 __all__ = [
     "ArtifactExistsError",

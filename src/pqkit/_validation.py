@@ -29,6 +29,9 @@ import warnings
 
 import numpy as np
 
+from . import engine
+from .metrics import NAMES as METRICS
+
 __all__ = [
     "TrainingWarning",
     "as_float_matrix",
@@ -56,7 +59,6 @@ __all__ = [
 #: the same threshold for its "please provide at least ... training points" warning).
 MIN_POINTS_PER_CENTROID = 39
 
-METRICS = ("l2", "ip", "cosine")
 
 
 class TrainingWarning(UserWarning):
@@ -271,18 +273,12 @@ def max_abs_value(d: int) -> float:
 
 
 def _all_within(x: np.ndarray, bound: float) -> bool:
-    """Whether every value is finite with ``|value| <= bound``: one pass without a temporary (the
-    compiled core) for C-contiguous float32; NumPy otherwise."""
-    if _core_all_finite is not None and x.dtype == _FLOAT32 and x.flags.c_contiguous:
-        return _core_all_finite(x, bound)
+    """Whether every value is finite with ``|value| <= bound``: one pass without a temporary in the
+    default engine for C-contiguous float32; NumPy otherwise."""
+    if x.dtype == _FLOAT32 and x.flags.c_contiguous:
+        return engine.core(engine.get_backend()).all_finite(x, bound)
     with np.errstate(invalid="ignore"):
         return bool(np.all(np.abs(x) <= bound))  # NaN compares False
-
-
-try:  # validation must work without the compiled core (the Numba engine's fallback)
-    from ._core import all_finite as _core_all_finite
-except Exception:  # noqa: BLE001 - any import failure means "not available"
-    _core_all_finite = None
 
 
 def check_finite(x: np.ndarray, name: str, d: int | None = None) -> None:

@@ -33,9 +33,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from . import _backends, _threads
+from . import _threads, engine
 from ._validation import as_float_matrix
-from .index import IndexIVFPQ, IndexPQ
+from .indexes.ivfpq import IndexIVFPQ
+from .indexes.pq import IndexPQ
 
 __all__ = ["CustomIndexIVFPQ", "CustomIndexPQ"]
 
@@ -67,7 +68,7 @@ class _KMeansView:
         if centroids is None:
             raise ValueError("The quantizer needs to be trained first.")
         x = as_float_matrix(x, centroids.shape[1])
-        labels, distances = _backends.core(_backends.get_backend()).coarse_assign(x, centroids, "l2", _threads.resolve(None))
+        labels, distances = engine.core(engine.get_backend()).coarse_assign(x, centroids, "l2", _threads.resolve(None))
         return np.asarray(distances), np.asarray(labels, dtype=np.int64)
 
     def predict(self, x):

@@ -5,27 +5,27 @@ from __future__ import annotations
 import re
 
 from ._validation import check_metric, check_n_threads, check_positive_int
-from .index import IndexFlat, IndexIVFFlat, IndexIVFPQ, IndexPQ
-from .refine import IndexRefine
-from .transforms import OPQ, PCA, IndexPreTransform
+from .indexes import registry
 
-__all__ = ["index_factory"]
+__all__ = ["grammar", "index_factory"]
 
-GRAMMAR = (
-    '[transform ","] core [",RFlat" | ",Refine(Flat)" | ",Refine(PQ{M}[x{nbits}])"] with core one of "Flat" | "PQ{M}" | '
-    '"PQ{M}x{nbits}" | "IVF{nlist},Flat" | "IVF{nlist},PQ{M}" | "IVF{nlist},PQ{M}x{nbits}" and '
-    'transform one of "PCA{d_out}" | "PCAW{d_out}" (whitened) | "OPQ{M}" | "OPQ{M}_{d_out}"  '
-    '(M, nbits, nlist, d_out positive integers; PQ{M} means nbits=8; examples: "Flat", "PQ16", '
-    '"PQ16x4", "IVF256,Flat", "IVF1024,PQ32x8", "PCA128,IVF100,PQ8", "OPQ16,IVF1024,PQ16", '
-    '"OPQ16_64,IVF256,PQ16,RFlat", "IVF256,PQ16x4,Refine(PQ32)")'
-)
+def grammar() -> str:
+    """The accepted descriptions, assembled from the registered index types' tokens."""
+    tokens = {role: [] for role in ("prefix", "core", "suffix")}
+    for cls in registry.index_classes().values():
+        if cls._factory_pattern is not None:
+            tokens[cls._factory_role].append(cls._factory_grammar)
+    return (f'[prefix] core [suffix] with core one of {" | ".join(tokens["core"])}; prefix one of '
+            f'{" | ".join(tokens["prefix"])}; suffix one of {" | ".join(tokens["suffix"])} (M, nbits, '
+            'nlist, d_out positive integers; PQ{M} means nbits=8; examples: "Flat", "PQ16", "PQ16x4", '
+            '"IVF256,Flat", "IVF1024,PQ32x8", "PCA128,IVF100,PQ8", "OPQ16,IVF1024,PQ16", '
+            '"OPQ16_64,IVF256,PQ16,RFlat", "IVF256,PQ16x4,Refine(PQ32)")')
 
-_PQ = r"PQ(?P<M>[0-9]+)(?:x(?P<nbits>[0-9]+))?"
-_CORE = rf"(?:IVF(?P<nlist>[0-9]+),)?(?:(?P<flat>Flat)|{_PQ})"
-_TRANSFORM = (r"(?:(?P<pca>PCAW?)(?P<pca_d>[0-9]+)"
-              r"|OPQ(?P<opq_M>[0-9]+)(?:_(?P<opq_d>[0-9]+))?),")
-_REFINE = r"(?P<refine>,RFlat|,Refine\(Flat\)|,Refine\(PQ(?P<refine_M>[0-9]+)(?:x(?P<refine_nbits>[0-9]+))?\))"
-_PATTERN = re.compile(rf"(?:{_TRANSFORM})?{_CORE}{_REFINE}?")
+
+def _patterns(role: str) -> list:
+    """(class, compiled pattern) of every registered index type with this factory role."""
+    return [(cls, re.compile(cls._factory_pattern)) for cls in registry.index_classes().values()
+            if cls._factory_pattern is not None and cls._factory_role == role]
 
 
 def index_factory(d, description, metric="l2", n_threads=None, backend=None):
@@ -87,45 +87,29 @@ def index_factory(d, description, metric="l2", n_threads=None, backend=None):
     n_threads = check_n_threads(n_threads)
     if not isinstance(description, str):
         raise TypeError(
-            f"description must be a str, got {type(description).__name__}; accepted: {GRAMMAR}"
+            f"description must be a str, got {type(description).__name__}; accepted: {grammar()}"
         )
-    match = _PATTERN.fullmatch(description.strip())
-    if match is None:
-        raise ValueError(f"cannot parse index description {description!r}; accepted: {GRAMMAR}")
-    core_d = d
-    transform = None
-    if match.group("pca"):
-        core_d = check_positive_int(int(match.group("pca_d")), "d_out (in PCA{d_out})")
-        transform = PCA(d, core_d, whiten=match.group("pca") == "PCAW")
-    elif match.group("opq_M"):
-        opq_M = check_positive_int(int(match.group("opq_M")), "M (in OPQ{M})")
-        opq_d = match.group("opq_d")
-        core_d = d if opq_d is None else check_positive_int(int(opq_d), "d_out (in OPQ{M}_{d})")
-        transform = OPQ(d, opq_M, core_d)
-    index = _core_index(core_d, match, metric, n_threads, backend)
-    if transform is not None:
-        index = IndexPreTransform(transform, index)
-    if match.group("refine_M"):
-        refine_M = check_positive_int(int(match.group("refine_M")), "M (in Refine(PQ{M}))")
-        refine_nbits = 8 if match.group("refine_nbits") is None else int(match.group("refine_nbits"))
-        refine = IndexPQ(d, refine_M, refine_nbits, metric, n_threads=n_threads, backend=backend)
-        index = IndexRefine(index, refine_index=refine)
-    elif match.group("refine"):
-        index = IndexRefine(index)
+    text = description.strip()
+    # A description is [prefix] core [suffix]; each part is the token of one registered type.
+    prefix = suffix = None
+    for cls, pattern in _patterns("prefix"):
+        match = pattern.match(text)
+        if match:
+            prefix, text = (cls, match), text[match.end():]
+            break
+    for cls, pattern in _patterns("suffix"):
+        match = pattern.search(text)
+        if match and match.end() == len(text):
+            suffix, text = (cls, match), text[:match.start()]
+            break
+    core = next(((cls, m) for cls, pattern in _patterns("core")
+                 for m in [pattern.fullmatch(text)] if m), None)
+    if core is None:
+        raise ValueError(f"cannot parse index description {description!r}; accepted: {grammar()}")
+    core_d = d if prefix is None else prefix[0]._factory_inner_d(d, prefix[1])
+    index = core[0]._from_factory(core_d, core[1], metric, n_threads, backend)
+    if prefix is not None:
+        index = prefix[0]._from_factory(d, prefix[1], metric, n_threads, backend, inner=index)
+    if suffix is not None:
+        index = suffix[0]._from_factory(d, suffix[1], metric, n_threads, backend, inner=index)
     return index
-
-
-def _core_index(d, match, metric, n_threads, backend):
-    nlist, M, nbits = match.group("nlist"), match.group("M"), match.group("nbits")
-    if match.group("flat"):
-        if nlist is None:
-            return IndexFlat(d, metric, n_threads=n_threads, backend=backend)
-        return IndexIVFFlat(d, check_positive_int(int(nlist), "nlist"), metric, n_threads=n_threads,
-                            backend=backend)
-    M = check_positive_int(int(M), "M (in PQ{M})")
-    nbits = 8 if nbits is None else int(nbits)
-    if nlist is None:
-        return IndexPQ(d, M, nbits, metric, n_threads=n_threads, backend=backend)
-    return IndexIVFPQ(
-        d, check_positive_int(int(nlist), "nlist"), M, nbits, metric, n_threads=n_threads, backend=backend
-    )

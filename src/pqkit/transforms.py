@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from . import _backends, _threads
+from . import _threads, engine
 from ._validation import (
     TrainingWarning,
     as_float_matrix,
@@ -32,8 +32,7 @@ from ._validation import (
     check_training_size,
     max_abs_value,
 )
-from .index import Index
-from .pq import ProductQuantizer
+from .quantizers.pq import ProductQuantizer
 
 __all__ = ["IndexPreTransform", "LinearTransform", "OPQ", "OPQMatrix", "PCA", "PCAMatrix"]
 
@@ -331,7 +330,7 @@ class OPQ(LinearTransform):
                 cents = codebooks[m]
                 steps = 1 if iteration == 0 else self.niter_pq + 1
                 for step in range(steps):
-                    labels_m, _ = _backends.core(_backends.get_backend()).coarse_assign(sub, cents, "l2", nt)
+                    labels_m, _ = engine.core(engine.get_backend()).coarse_assign(sub, cents, "l2", nt)
                     labels_m = np.asarray(labels_m, dtype=np.int64)
                     if step == steps - 1:
                         break
@@ -404,135 +403,3 @@ def transform_from_state(params: dict, arrays: dict) -> LinearTransform:
             raise ValueError("transform needs both arrays 'A' and 'b'")
         transform.set_matrix(arrays["A"], arrays["b"])
     return transform
-
-
-class IndexPreTransform(Index):
-    """Apply a linear transform (PCA, OPQ) before an index (FAISS ``IndexPreTransform``).
-
-    Parameters
-    ----------
-    transform : LinearTransform
-        :class:`PCA` or :class:`OPQ`, trained or not.
-    index : pqkit.Index
-        The wrapped index, of dimension ``transform.d_out``.
-
-    Attributes
-    ----------
-    transform : LinearTransform
-    index : pqkit.Index
-    nprobe : int
-        Forwarded to the wrapped index (IVF indexes only).
-
-    Notes
-    -----
-    ``d`` is ``transform.d_in``; the metric is the wrapped index's (for "cosine" the wrapped
-    index normalises the transformed vectors). ``train(x)`` trains the transform if it is not
-    trained yet, then trains the wrapped index on ``transform.apply(x)``. ``reconstruct``
-    returns ``transform.reverse`` of the wrapped index's reconstruction. Saved, loaded and
-    pickled like every index.
-
-    Examples
-    --------
-    >>> import pqkit
-    >>> index = pqkit.IndexPreTransform(pqkit.PCA(64, 32), pqkit.IndexIVFPQ(32, 16, 8))
-    >>> index.d, index.index.d
-    (64, 32)
-    """
-
-    def __init__(self, transform, index):
-        if not isinstance(transform, LinearTransform):
-            raise TypeError(
-                f"transform must be a pqkit.PCA, pqkit.OPQ or LinearTransform, got {type(transform).__name__}")
-        if not isinstance(index, Index):
-            raise TypeError(f"index must be a pqkit index, got {type(index).__name__}")
-        if index.d != transform.d_out:
-            raise ValueError(
-                f"the index dimension ({index.d}) must equal the transform's d_out "
-                f"({transform.d_out}); build the index with d={transform.d_out}"
-            )
-        self.transform = transform
-        self.index = index
-        super().__init__(transform.d_in, index.metric, index.n_threads)
-
-    @Index.n_threads.setter
-    def n_threads(self, value) -> None:
-        """Set on the wrapper, it applies to the wrapped index too."""
-        Index.n_threads.fset(self, value)
-        self.index.n_threads = self._n_threads
-
-    @property
-    def nprobe(self) -> int:
-        """The wrapped index's ``nprobe`` (AttributeError if it has none)."""
-        return self.index.nprobe
-
-    @nprobe.setter
-    def nprobe(self, value) -> None:
-        if not hasattr(self.index, "nprobe"):
-            raise AttributeError(f"{type(self.index).__name__} has no nprobe")
-        self.index.nprobe = value
-
-    def _prepare(self, x, name="x"):
-        return as_float_matrix(x, self._d, name=name)  # the wrapped index handles the metric
-
-    def _ntotal(self):
-        return self.index.ntotal
-
-    def _is_trained(self):
-        return self.transform.is_trained and self.index.is_trained
-
-    def _code_size(self):
-        return self.index.code_size
-
-    def _memory_usage_bytes(self):
-        return self.index.memory_usage_bytes() + self.transform._nbytes()
-
-    def _train(self, x):
-        if not self.transform.is_trained:
-            self.transform.train(x)
-        self.index.train(self.transform.apply(x))
-
-    def _contains(self, ids):
-        return self.index._contains(ids)
-
-    def _id_upper_bound(self):
-        return self.index._id_upper_bound()
-
-    def _add(self, x, ids):
-        self.index.add_with_ids(self.transform.apply(x), ids)
-
-    def _search(self, x, k):
-        return self.index.search(self.transform.apply(x), k)
-
-    def _reconstruct(self, ids):
-        return self.transform.reverse(self.index.reconstruct_n(ids))
-
-    def _remove(self, ids):
-        return self.index.remove_ids(ids)
-
-    def _reset(self):
-        self.index.reset()
-
-    def _state_params(self):
-        from ._io import nest_params
-
-        return nest_params({"transform": self.transform._state()[0]}, "index", self.index)
-
-    def _get_state(self):
-        from ._io import nest_state
-
-        params, arrays = self.transform._state()
-        return nest_state({"transform": params}, {f"transform.{k}": v for k, v in arrays.items()},
-                          "index", self.index)
-
-    @classmethod
-    def _from_state(cls, params, arrays):
-        from ._io import check_parts, unnest_state
-
-        check_parts(params, arrays, ("transform", "index"), ())
-        transform_arrays = {k[len("transform."):]: v for k, v in arrays.items()
-                            if k.startswith("transform.")}
-        transform = transform_from_state(params.get("transform"), transform_arrays)
-        return cls(transform, unnest_state(params, arrays, "index"))
-
-    def __repr__(self):
-        return f"IndexPreTransform({self.transform!r}, {self.index!r})"

@@ -17,14 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import as_float_matrix, check_int, check_k, check_positive_int
-from .index import _BYTES_PER_EMPTY_LIST, Index, IndexFlat, IndexIVFFlat, IndexIVFPQ, IndexPQ, _IndexIVF
-from .refine import IndexRefine
-from .transforms import IndexPreTransform
+from .indexes import registry
 
 __all__ = ["Suggestion", "TuneReport", "estimate_memory", "suggest", "tune"]
 
 #: PQ codes sit in blocks of this many codes.
-_BLOCK = 64
 
 
 # =============================================================================== tune
@@ -72,29 +69,16 @@ class TuneReport:
                 f"{1e3 * self.seconds_per_query:.3f} ms/query")
 
 
-def _find(index, cls):
-    """The first index of type ``cls`` inside wrappers (IndexRefine, IndexPreTransform)."""
-    while True:
-        if isinstance(index, cls):
-            return index
-        if isinstance(index, IndexRefine):
-            index = index.base_index
-        elif isinstance(index, IndexPreTransform):
-            index = index.index
-        else:
-            return None
-
-
-def _stored_vectors(index):
-    """Exact stored vectors and their ids, when the index keeps them; else None."""
-    if isinstance(index, IndexRefine):
-        index = index.refine_index
-    if isinstance(index, IndexFlat):
-        _, arrays = index._get_state()
-        return arrays["vectors"], arrays["ids"]
-    if isinstance(index, IndexIVFFlat):
-        _, arrays = index._get_state()
-        return arrays["codes"].view(np.float32).reshape(-1, index.d), arrays["ids"]
+def _find(index, attribute: str):
+    """The first index, looking through the parts of wrappers (IndexRefine, IndexPreTransform),
+    that has ``attribute``: ``"nlist"`` finds the inverted file whose ``nprobe`` is tuned,
+    ``"k_factor"`` the refine stage."""
+    pending = [index]
+    while pending:
+        part = pending.pop(0)
+        if hasattr(part, attribute):
+            return part
+        pending.extend(part._parts())
     return None
 
 
@@ -153,7 +137,7 @@ def tune(index, queries, target_recall=0.95, k=10, *, xb=None, max_queries=500,
     batch search each, so close calls depend on the machine's load). If none reaches the
     target, the setting with the highest recall is reported with ``reached=False``.
     """
-    if not isinstance(index, Index):
+    if not registry.is_index(index):
         raise TypeError(f"index must be a pqkit index, got {type(index).__name__}")
     if not index.is_trained or index.ntotal == 0:
         raise ValueError("tune needs a trained index holding vectors; train and add first")
@@ -171,7 +155,7 @@ def tune(index, queries, target_recall=0.95, k=10, *, xb=None, max_queries=500,
 
     # exact ground truth
     metric = index.metric
-    stored = _stored_vectors(index)
+    stored = index._exact_vectors()
     if xb is not None:
         xb = as_float_matrix(xb, index.d, name="xb")
         if xb.shape[0] != index.ntotal:
@@ -183,12 +167,12 @@ def tune(index, queries, target_recall=0.95, k=10, *, xb=None, max_queries=500,
             f"{type(index).__name__} does not keep exact vectors; pass xb= (the stored vectors "
             "in id order) so that tune can compute the exact neighbours"
         )
-    exact = IndexFlat(index.d, metric)
+    exact = registry.index_class("IndexFlat")(index.d, metric)
     exact.add_with_ids(*stored)
     _, truth = exact.search(queries, k)
 
-    ivf = _find(index, _IndexIVF)
-    refine = _find(index, IndexRefine)
+    ivf = _find(index, "nlist")
+    refine = _find(index, "k_factor")
     old = (ivf.nprobe if ivf else None, refine.k_factor if refine else None)
     nprobes = _powers_of_two(ivf.nlist) if ivf else [None]
     factors = sorted(float(f) for f in k_factors) if refine else [None]
@@ -230,43 +214,6 @@ def tune(index, queries, target_recall=0.95, k=10, *, xb=None, max_queries=500,
 
 
 # =============================================================================== memory
-def _list_bytes(count: int, code_size: int, blocked: bool, bias: bool) -> int:
-    """Bytes of one inverted list after one add of ``count`` codes: the engine reserves each
-    batch exactly (blocked codes are padded to whole blocks of 64)."""
-    if count <= 0:
-        return 0
-    code_count = (-(-count // _BLOCK) * _BLOCK) if blocked else count
-    return count * 8 + code_count * code_size + (count * 4 if bias else 0)
-
-
-def _estimate(index, n: int) -> int:
-    if isinstance(index, IndexRefine):
-        return _estimate(index.base_index, n) + _estimate(index.refine_index, n)
-    if isinstance(index, IndexPreTransform):
-        t = index.transform
-        return _estimate(index.index, n) + 4 * (t.d_out * t.d_in + t.d_out)
-    if isinstance(index, IndexFlat):
-        return n * (4 * index.d + 8) if n else 0
-    if isinstance(index, IndexPQ):
-        pq = index.pq
-        # an IndexRefine's PQ refine index keeps its codes as rows
-        return _list_bytes(n, pq.code_size, not index._rows_layout, False) + 4 * pq.M * pq.ksub * pq.dsub
-    if isinstance(index, (IndexIVFFlat, IndexIVFPQ)):
-        nlist = index.nlist
-        pq = getattr(index, "pq", None)
-        blocked = pq is not None
-        bias = blocked and index.metric == "l2"
-        # Lists of equal size (the expected value for balanced k-means lists).
-        base, extra = divmod(n, nlist)
-        total = (extra * _list_bytes(base + 1, index.code_size, blocked, bias)
-                 + (nlist - extra) * _list_bytes(base, index.code_size, blocked, bias))
-        total += 4 * nlist * index.d + nlist * _BYTES_PER_EMPTY_LIST
-        if pq is not None:
-            total += 4 * pq.M * pq.ksub * pq.dsub
-        return total
-    raise ValueError(f"no memory model for {type(index).__name__}")
-
-
 def estimate_memory(factory, n, d, metric="l2") -> int:
     """Predict ``memory_usage_bytes()`` of an index before building it.
 
@@ -297,7 +244,7 @@ def estimate_memory(factory, n, d, metric="l2") -> int:
     from .factory import index_factory
 
     n = check_int(n, "n", minimum=0)
-    return int(_estimate(index_factory(d, factory, metric), n))
+    return int(index_factory(d, factory, metric)._estimate_bytes(n))
 
 
 # =============================================================================== suggest

@@ -123,10 +123,10 @@ def _greedy_k_center(z: np.ndarray, n_select: int, first: int, weights) -> np.nd
     """Greedy (weighted) k-center: the compiled engine's fused kernel (one pass over the rows per
     step: distance to the newest centre, running minimum and arg-max together, on all threads),
     or :func:`_greedy_k_center_numpy` when only the Numba engine is available."""
-    from .. import _backends
+    from .. import engine
     from .._threads import get_num_threads
 
-    core = _backends._load("cpp")
+    core = engine._load("cpp")
     if core is None or not hasattr(core, "greedy_kcenter"):
         return _greedy_k_center_numpy(z, n_select, first, weights)
     w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)

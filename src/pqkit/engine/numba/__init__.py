@@ -456,6 +456,26 @@ class _NearestCentroid:
         return labels, dist
 
 
+@numba.njit(cache=True, nogil=True)
+def _all_within(bits, limit):
+    bad = 0
+    for i in range(bits.size):
+        bad |= (bits[i] & 0x7FFFFFFF) > limit
+    return bad == 0
+
+
+def all_finite(x, max_abs=np.inf):
+    """Whether every value of a C-contiguous float32 array is finite with |value| <= max_abs
+    (one integer compare per value on the bit patterns, as the compiled core does)."""
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
+        raise TypeError(f"all_finite takes a C-contiguous float32 array, got {getattr(x, 'dtype', type(x))}")
+    if not max_abs >= 0:
+        raise ValueError(f"all_finite: max_abs must be >= 0, got {max_abs}")
+    bound = np.float32(min(float(max_abs), float(np.finfo(np.float32).max)))
+    limit = np.uint32(np.array([bound], dtype=np.float32).view(np.uint32)[0])
+    return bool(_all_within(x.reshape(-1).view(np.uint32), limit))
+
+
 def sqnorms(x, n_threads):
     """Squared norms of the rows, as the exact search computes them (float32 (n,))."""
     x = _checked(x, np.float32, "x", (-1, -1))

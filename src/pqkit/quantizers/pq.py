@@ -21,8 +21,8 @@ import weakref
 
 import numpy as np
 
-from . import _backends, _threads
-from ._validation import (
+from .. import _threads, engine
+from .._validation import (
     as_float_matrix,
     check_codes,
     check_float_array,
@@ -107,7 +107,7 @@ class ProductQuantizer:
             max_points_per_centroid, "max_points_per_centroid"
         )
         self.n_threads = check_n_threads(n_threads)
-        self.backend = _backends.resolve(backend)
+        self.backend = engine.resolve(backend)
         self.ksub = 1 << self.nbits
         self.dsub = self.d // self.M
         self.code_size = (self.M * self.nbits + 7) // 8
@@ -128,7 +128,7 @@ class ProductQuantizer:
 
     @property
     def _engine(self):
-        return _backends.core(self.backend)
+        return engine.core(self.backend)
 
     def train(self, x) -> "ProductQuantizer":
         """Train the M sub-codebooks by k-means on the sub-vectors.
@@ -326,7 +326,7 @@ class ProductQuantizer:
         self.__dict__.update(state)
         self.__dict__.setdefault("_owner", None)
         if "backend" not in state:  # pickled before engines were selectable
-            self.backend = _backends.get_backend()
+            self.backend = engine.get_backend()
         if self.codebooks is not None:
             self.codebooks.setflags(write=False)
 

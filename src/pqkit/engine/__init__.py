@@ -1,6 +1,6 @@
 """Engine selection: the compiled C++ core (``"cpp"``) or the portable Numba engine (``"numba"``).
 
-Both engines expose the same functions and classes (see :mod:`pqkit._numba_backend`), and give
+Both engines expose the same functions and classes (see :mod:`pqkit.engine.numba`), and give
 the same codes, ids and distances for the same codebooks and centroids; only training draws
 different random numbers. Every index, quantizer and :class:`pqkit.KMeans` takes
 ``backend=None``, meaning the global default :func:`get_backend`, and keeps the engine it was
@@ -56,7 +56,7 @@ def _load(name: str):
             return _modules[name]
         if name in _errors:
             return None
-        module_name = "pqkit._core" if name == "cpp" else "pqkit._numba_backend"
+        module_name = "pqkit._core" if name == "cpp" else "pqkit.engine.numba"
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
@@ -156,7 +156,7 @@ def resolve(backend) -> str:
 
 
 def core(name: str):
-    """The engine module for ``name`` (``pqkit._core`` or ``pqkit._numba_backend``)."""
+    """The engine module for ``name`` (the compiled ``_core`` or :mod:`pqkit.engine.numba`)."""
     module = _load(name)
     if module is None:
         hint = ("pip install 'pqkit[numba]'" if name == "numba"
@@ -195,3 +195,8 @@ def set_simd_level(level) -> None:
     if not isinstance(level, str):
         raise TypeError(f"level must be a str, got {type(level).__name__}")
     _simd_engine().set_simd_level(level)
+
+
+# Pick the default engine when pqkit is imported: the compiled core, or the Numba engine with a
+# BackendWarning when the core cannot be imported on this machine.
+get_backend()

@@ -7,8 +7,12 @@ import math
 
 import numpy as np
 
-from ._validation import check_k
-from .index import Index, IndexFlat, IndexPQ
+from .._validation import check_k, check_positive_int
+from . import _faiss
+from ._state import check_parts, nest_params, nest_state, unnest_state
+from .base import Index, Reranker
+from .flat import IndexFlat
+from .pq import IndexPQ
 
 __all__ = ["IndexRefine", "IndexRefineFlat"]
 
@@ -196,26 +200,83 @@ class IndexRefine(Index):
         self.refine_index.reset()
 
     def _state_params(self):
-        from ._io import nest_params
-
         return nest_params(nest_params({"k_factor": self._k_factor}, "base", self.base_index),
                            "refine", self.refine_index)
 
     def _get_state(self):
-        from ._io import nest_state
-
         params, arrays = nest_state({"k_factor": self._k_factor}, {}, "base", self.base_index)
         return nest_state(params, arrays, "refine", self.refine_index)
 
+    def _parts(self):
+        return (self.base_index, self.refine_index)
+
+    def _exact_vectors(self):
+        return self.refine_index._exact_vectors()
+
+    def _estimate_bytes(self, n):
+        return self.base_index._estimate_bytes(n) + self.refine_index._estimate_bytes(n)
+
+    # ---- index_factory: ",RFlat" / ",Refine(Flat)" / ",Refine(PQ{M}[x{nbits}])" after a core
+    _factory_role = "suffix"
+    _factory_grammar = '",RFlat" | ",Refine(Flat)" | ",Refine(PQ{M}[x{nbits}])"'
+    _factory_pattern = (r",RFlat|,Refine\(Flat\)"
+                        r"|,Refine\(PQ(?P<refine_M>[0-9]+)(?:x(?P<refine_nbits>[0-9]+))?\)")
+
+    @classmethod
+    def _from_factory(cls, d, match, metric, n_threads, backend, inner=None):
+        if match.group("refine_M") is None:
+            return cls(inner)
+        refine_M = check_positive_int(int(match.group("refine_M")), "M (in Refine(PQ{M}))")
+        refine_nbits = 8 if match.group("refine_nbits") is None else int(match.group("refine_nbits"))
+        refine = IndexPQ(d, refine_M, refine_nbits, metric, n_threads=n_threads, backend=backend)
+        return cls(inner, refine_index=refine)
+
+    # ---- FAISS: IndexRefineFlat, and IndexRefine with an IndexPQ refine index
+    _faiss_names = ("IndexRefineFlat", "IndexRefine")
+
+    @classmethod
+    def _from_faiss(cls, faiss, index, ids, convert):
+        name = type(index).__name__
+        if ids is not None:
+            raise _faiss.unsupported(f"IndexIDMap over {name}")
+        base = convert(index.base_index)
+        refine = convert(index.refine_index)
+        if not isinstance(refine, (IndexFlat, IndexPQ)):
+            raise _faiss.unsupported(f"faiss {name} with a {type(refine).__name__} refine index")
+        if refine.ntotal != base.ntotal or not base._contains(
+                np.arange(refine.ntotal, dtype=np.int64)).all():
+            raise ValueError(f"the {name}'s base index must hold ids 0..ntotal-1, "
+                             "aligned with its refine index")
+        return cls._assemble(base, refine, index.k_factor)
+
+    def _to_faiss(self, faiss, convert):
+        base = convert(self.base_index)
+        if isinstance(self.refine_index, IndexPQ):
+            refine = convert(self.refine_index)  # ids 0..ntotal-1 or a clear error
+            if not isinstance(refine, faiss.IndexPQ):
+                raise ValueError("faiss IndexRefine needs its refine codes addressed by row: add "
+                                 "the vectors with add(), not add_with_ids()")
+            out = faiss.IndexRefine(base, refine)
+        else:
+            vectors, ids = _faiss.sorted_state(self.refine_index._get_state()[1], "vectors")
+            if not np.array_equal(ids, np.arange(ids.size)):
+                raise ValueError("faiss IndexRefineFlat needs ids 0..ntotal-1 (its refine vectors "
+                                 "are addressed by row); add the vectors with add(), not "
+                                 "add_with_ids()")
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            out = (faiss.IndexRefineFlat(base, faiss.swig_ptr(vectors)) if ids.size
+                   else faiss.IndexRefineFlat(base))
+        out.k_factor = float(self.k_factor)
+        return out
+
     @classmethod
     def _from_state(cls, params, arrays):
-        from ._io import check_parts, unnest_state
-
         check_parts(params, arrays, ("base", "refine"), ("k_factor",))
         base = unnest_state(params, arrays, "base")
         refine = unnest_state(params, arrays, "refine")
-        if not isinstance(refine, (IndexFlat, IndexPQ)) or refine.d != base.d or refine.metric != base.metric:
-            raise ValueError("the refine index must be an IndexFlat or IndexPQ of the base index's d and metric")
+        if not _is_reranker(refine) or refine.d != base.d or refine.metric != base.metric:
+            raise ValueError("the refine index must re-rank (an IndexFlat or IndexPQ) and have the "
+                             "base index's d and metric")
         refine_ids = arrays.get("refine.ids")
         if refine.ntotal != base.ntotal or (refine.ntotal and not base._contains(refine_ids).all()):
             raise ValueError("the refine index and the base index hold different ids")
@@ -230,10 +291,11 @@ class IndexRefine(Index):
         return index
 
     def _attach(self, base, refine, k_factor) -> None:
-        """Sets the two parts (for the constructor and :meth:`_assemble`); a PQ refine index
-        keeps its codes as rows, one contiguous read per candidate."""
-        if isinstance(refine, IndexPQ):
-            refine._keep_codes_as_rows()
+        """Sets the two parts (for the constructor and :meth:`_assemble`); a refine index may
+        prepare itself (an IndexPQ keeps its codes as rows, one contiguous read per candidate)."""
+        prepare = getattr(refine, "_prepare_for_reranking", None)
+        if prepare is not None:
+            prepare()
         self.base_index, self.refine_index = base, refine
         self.k_factor = k_factor
 
@@ -243,8 +305,9 @@ class IndexRefine(Index):
 
 
 def _check_refine_index(refine_index, base_index) -> None:
-    """A user-given refine index: an empty IndexFlat or IndexPQ matching the base index."""
-    if not isinstance(refine_index, (IndexFlat, IndexPQ)):
+    """A user-given refine index: an empty re-ranking index (IndexFlat, IndexPQ) matching the
+    base index."""
+    if not _is_reranker(refine_index):
         raise TypeError(f"refine_index must be a pqkit.IndexFlat or pqkit.IndexPQ (or None for an "
                         f"IndexFlat), got {type(refine_index).__name__}")
     if refine_index.d != base_index.d or refine_index.metric != base_index.metric:
@@ -255,6 +318,11 @@ def _check_refine_index(refine_index, base_index) -> None:
     if refine_index.ntotal:
         raise ValueError(f"refine_index already holds {refine_index.ntotal} vectors; pass an empty "
                          "index (reset() it): vectors are added through the IndexRefine")
+
+
+def _is_reranker(index) -> bool:
+    """Whether ``index`` can serve as a refine index (see :class:`pqkit.indexes.base.Reranker`)."""
+    return isinstance(index, Index) and isinstance(index, Reranker)
 
 
 IndexRefineFlat = IndexRefine

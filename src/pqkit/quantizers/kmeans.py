@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backends, _threads
-from ._validation import (
+from .. import _threads, engine
+from .._validation import (
     as_float_matrix,
     check_float_array,
     check_int,
@@ -80,7 +80,7 @@ class KMeans:
             max_points_per_centroid, "max_points_per_centroid"
         )
         self.n_threads = check_n_threads(n_threads)
-        self.backend = _backends.resolve(backend)
+        self.backend = engine.resolve(backend)
         self.centroids = None
         self.objective = None
 
@@ -114,7 +114,7 @@ class KMeans:
         what = f"k-means with k={self.k}"
         check_training_size(x.shape[0], self.k, what, "at least one per centroid")
         warn_few_training_points(x.shape[0], self.k, what, stacklevel=stacklevel)
-        centroids, objective = _backends.core(self.backend).kmeans(
+        centroids, objective = engine.core(self.backend).kmeans(
             x,
             self.k,
             self.niter,
@@ -158,7 +158,7 @@ class KMeans:
         """
         check_trained(self.is_trained, "KMeans")
         x = as_float_matrix(x, self.d)
-        labels, distances = _backends.core(self.backend).coarse_assign(
+        labels, distances = engine.core(self.backend).coarse_assign(
             x, self.centroids, "l2", _threads.resolve(self.n_threads)
         )
         return distances, labels

@@ -1,0 +1,194 @@
+"""Storage shared by the index types: a row store (vectors or codes with their ids, in growable
+buffers) and the mixin of indexes whose codes an engine's ``InvertedLists`` keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = []
+
+_EMPTY_IDS = np.empty(0, dtype=np.int64)
+
+
+def _sorted_ids(ids: np.ndarray):
+    order = np.argsort(ids, kind="stable")
+    return order, ids[order]
+
+
+class _RowStore:
+    """Rows of fixed width (vectors or codes) plus their int64 ids, in growable buffers.
+
+    Appends are amortised O(rows appended): the buffers double their capacity when full.
+    ``data`` and ``ids`` return C-contiguous views of the stored rows.
+    """
+
+    def __init__(self, width: int, dtype):
+        self.width = width
+        self.dtype = np.dtype(dtype)
+        self.clear()
+
+    def clear(self) -> None:
+        self._data = np.empty((0, self.width), dtype=self.dtype)
+        self._ids = _EMPTY_IDS
+        self.n = 0
+        self.max_id = -1  # upper bound of the stored ids (-1: none ever stored)
+        self._derived = {}  # values computed from the stored rows, dropped by every change
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data[: self.n]
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids[: self.n]
+
+    def append(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        n_new = self.n + rows.shape[0]
+        if n_new > self._data.shape[0]:
+            capacity = max(n_new, 2 * self._data.shape[0], 16)
+            data = np.empty((capacity, self.width), dtype=self.dtype)
+            data[: self.n] = self.data
+            all_ids = np.empty(capacity, dtype=np.int64)
+            all_ids[: self.n] = self.ids
+            self._data, self._ids = data, all_ids
+        self._derived = {}
+        self._data[self.n : n_new] = rows
+        self._ids[self.n : n_new] = ids
+        self.n = n_new
+        if ids.size:
+            self.max_id = max(self.max_id, int(ids.max()))
+
+    def derived(self, name: str, compute):
+        """``compute()``, kept until the rows change (see :func:`_cached`)."""
+        return _cached(self._derived, name, compute)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``ids`` are stored."""
+        if ids.size == 0 or self.n == 0 or int(ids.min()) > self.max_id:
+            return np.zeros(ids.shape, dtype=bool)
+        return np.isin(ids, self.ids)
+
+    def ids_are_rows(self) -> bool:
+        """Whether the stored ids are 0, 1, ..., n-1 (as ``add`` assigns them): each id is its row."""
+        return self.derived("ids are row numbers", lambda: _ids_are_rows(self.ids))
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row number of each id, -1 where absent (int64, same shape as ``ids``)."""
+        return _rows_of(self.ids, ids, self.derived)
+
+    def remove(self, ids: np.ndarray) -> int:
+        if ids.size == 0 or self.n == 0:
+            return 0
+        removed = np.isin(self.ids, ids)
+        n_removed = int(removed.sum())
+        if n_removed:
+            self._derived = {}
+            keep = ~removed
+            n_keep = self.n - n_removed
+            self._data[:n_keep] = self.data[keep]
+            self._ids[:n_keep] = self.ids[keep]
+            self.n = n_keep
+        return n_removed
+
+    def nbytes(self) -> int:
+        """Bytes allocated for rows and ids, spare capacity included (as InvertedLists counts)."""
+        return self._data.nbytes + self._ids.nbytes
+
+
+def _cached(cache: dict, name: str, compute):
+    """``cache[name]``, computed by ``compute()`` on first use. Stores replace their cache dict on
+    every change and never edit it under readers, so a reader sees a consistent one (concurrent
+    readers may both compute a value; the values are equal, and the last one stays)."""
+    if name not in cache:
+        cache[name] = compute()
+    return cache[name]
+
+
+def _rows_of(stored: np.ndarray, ids: np.ndarray, derived) -> np.ndarray:
+    """Position of each of ``ids`` in ``stored`` (unique ids), -1 where absent (int64, the shape of
+    ``ids``). ``derived(name, compute)`` caches the lookup structures until ``stored`` changes."""
+    n = stored.size
+    if n == 0:
+        return np.full(ids.shape, -1, dtype=np.int64)
+    if derived("ids are row numbers", lambda: _ids_are_rows(stored)):
+        return np.where((ids >= 0) & (ids < n), ids, -1)
+    if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
+        matches = stored[None, :] == ids.reshape(-1)[:, None]
+        return np.where(matches.any(axis=1), matches.argmax(axis=1), -1).reshape(ids.shape)
+    order, sorted_ids = derived("sorted ids", lambda: _sorted_ids(stored))
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
+    found = sorted_ids[pos] == ids
+    return np.where(found, order[pos], -1)
+
+
+def _ids_are_rows(ids: np.ndarray) -> bool:
+    """Whether ``ids`` is 0, 1, ..., n-1 (the ids ``add`` assigns), so an id is its own row."""
+    return ids.size == 0 or (int(ids[0]) == 0 and int(ids[-1]) == ids.size - 1
+                             and bool((ids == np.arange(ids.size)).all()))
+
+
+class _ListStore:
+    """Codes and ids kept by the engine in a ``InvertedLists`` (IndexPQ: one list).
+
+    The host class sets ``self._invlists``, ``self._max_id`` and ``self._row_cache = {}`` and
+    implements ``_decode(codes, list_nos)``. PQ codes sit in the engine's blocked layout (64 codes
+    per block, byte-transposed, for the SIMD scans); they enter and leave as rows.
+    ``_row_cache`` holds values derived from the stored codes (IndexPQ's id lookups), replaced by
+    every change.
+    """
+
+    def _derived(self, name, compute):
+        return _cached(self._row_cache, name, compute)
+
+    def _ntotal(self) -> int:
+        return int(self._invlists.ntotal)
+
+    def _id_upper_bound(self):
+        return self._max_id
+
+    def _contains(self, ids):
+        if self.ntotal == 0 or int(ids.min()) > self._max_id:
+            return np.zeros(ids.shape, dtype=bool)
+        list_nos, _ = self._invlists.locate(ids)
+        return np.asarray(list_nos) >= 0
+
+    def _store_codes(self, list_nos, ids, codes, bias=None) -> None:
+        self._row_cache = {}
+        self._invlists.add(list_nos, ids, codes, bias)
+        if ids.size:
+            self._max_id = max(self._max_id, int(ids.max()))
+
+    def _reconstruct(self, ids):
+        list_nos, offsets = (np.asarray(a, dtype=np.int64) for a in self._invlists.locate(ids))
+        found = list_nos >= 0
+        if not found.all():
+            self._raise_unknown(ids, found)
+        codes = np.empty((ids.size, self.code_size), dtype=np.uint8)
+        # One iteration per distinct list (at most nlist), copying that list once.
+        for list_no in np.unique(list_nos):
+            members = np.flatnonzero(list_nos == list_no)
+            codes[members] = self._invlists.list_codes(int(list_no))[offsets[members]]
+        return self._decode(codes, list_nos)
+
+    def _remove(self, ids):
+        self._row_cache = {}
+        return self._invlists.remove_ids(ids)
+
+    def _reset(self):
+        self._row_cache = {}
+        self._invlists.reset()
+        self._max_id = -1
+
+
+#: Codes per block of the engines' blocked layout (byte-transposed for the SIMD scans).
+BLOCK = 64
+
+
+def list_bytes(count: int, code_size: int, blocked: bool, bias: bool) -> int:
+    """Bytes of one inverted list after one add of ``count`` codes: the engine reserves each
+    batch exactly (blocked codes are padded to whole blocks of :data:`BLOCK`), plus an int64 id
+    and, with ``bias``, a float per code (``memory_usage_bytes`` counts the same)."""
+    if count <= 0:
+        return 0
+    code_count = (-(-count // BLOCK) * BLOCK) if blocked else count
+    return count * 8 + code_count * code_size + (count * 4 if bias else 0)

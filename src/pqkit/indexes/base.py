@@ -1,0 +1,653 @@
+"""The base of every index: the public API, the conventions every index holds, and its locking.
+
+Each index type lives in its own module of :mod:`pqkit.indexes` and is listed once in
+:mod:`pqkit.indexes.registry`; this module has what they share.
+
+Conventions shared by every index (and by :class:`pqkit.KMeans` / :class:`pqkit.ProductQuantizer`),
+documented here once:
+
+Input conversion
+    Vectors may have any floating dtype (float16/32/64), any memory layout, or be a single 1-D
+    vector (treated as one row); they are converted to a C-contiguous float32 matrix (n, d).
+    Integer, bool, complex and object arrays raise TypeError; NaN/inf raise ValueError, and so
+    do values beyond ``sqrt(2**120 / d)`` in magnitude (``pqkit._validation.max_abs_value``:
+    within it no squared distance can overflow float32, so results are never inf or padding
+    while vectors are stored). The same holds for centroids, codebooks and loaded files.
+    Ids must be an integer array (any int dtype, converted to int64), 1-D, >= 0; float or bool
+    ids raise TypeError (never converted). Codes must be uint8 (never converted).
+
+Metrics
+    ``"l2"``: squared Euclidean distance ``||q - x||^2``, smaller is better.
+    ``"ip"``: inner product ``<q, x>``, larger is better.
+    ``"cosine"``: rows are L2-normalised at train, add and search, then ``"ip"``; distances are
+    cosine similarities. Zero rows raise ValueError. Stored/reconstructed vectors are the
+    normalised ones.
+
+Results
+    ``search(x, k)`` returns ``(D, I)``: D float32 (n, k), I int64 (n, k), best first (L2
+    ascending, IP/cosine descending; ties broken by the smaller row/id). When fewer than ``k``
+    vectors are found the rows are padded with ``I = -1`` and ``D = +inf`` (L2) or ``-inf``
+    (IP, cosine). An empty index returns only padding.
+
+Ids
+    ``add(x)`` assigns the ids ``ntotal, ntotal + 1, ...`` (FAISS behaviour); ``add_with_ids``
+    uses the given ones; ids lie in ``[0, 2**63 - 1]`` and ``add`` raises ValueError when its
+    sequential ids would pass that limit. Unlike FAISS, an id may be present only once: duplicates within one
+    call or ids already in the index raise ValueError (so ``reconstruct`` and ``remove_ids`` are
+    unambiguous). ``add`` continues after the largest id stored since the last ``reset`` (which
+    is ``ntotal`` unless ids were removed or given explicitly), so it never collides.
+
+Threads
+    ``n_threads=None`` uses :func:`pqkit.get_num_threads`; results do not depend on it. The
+    thread count is not saved with the index. An index may be shared by Python threads: it
+    holds a reader-writer lock, so any number of ``search`` / ``reconstruct`` / ``save`` calls
+    run at once (with the GIL released in the engine) and give exactly the results of serial
+    calls, while ``train`` / ``add`` / ``add_with_ids`` / ``remove_ids`` / ``reset`` /
+    ``set_centroids`` wait until running searches end and run alone (waiting writers go
+    first, so a stream of searches cannot starve them). So do ``index.pq.set_codebooks`` and
+    ``index.pq.train``: the quantizer of an index is attached to it and changes its codebooks
+    under the index's write lock.
+
+Engines
+    ``backend=None`` uses :func:`pqkit.get_backend` (``"cpp"``, the compiled core, unless it
+    cannot be imported); ``backend="numba"`` selects the portable Numba engine, which gives
+    the same codes, ids and distances (see :mod:`pqkit._backends`). The engine is fixed for
+    the life of the index and not saved with it (``load`` uses the default).
+
+Persistence
+    ``index.save(path)`` / :func:`pqkit.load` and ``pickle`` use the same checked binary format
+    (see :mod:`pqkit.io`). A loaded file is treated as hostile input: it either loads into an
+    index that answers exactly as one built from the file's contents, or raises ValueError.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .. import engine, io as _io, metrics, _threads
+from .._validation import (
+    as_float_matrix,
+    check_id_scalar,
+    check_ids,
+    check_k,
+    check_metric,
+    check_n_threads,
+    check_positive_int,
+    check_result_size,
+    check_trained,
+    normalize_rows,
+)
+
+__all__ = ["CandidateSource", "Index", "Reranker"]
+
+#: The largest id (ids are int64 >= 0; -1 marks "no result").
+MAX_ID = 2**63 - 1
+
+
+def _format_ids(ids: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in ids[:limit])
+    return f"[{shown}{', ...' if ids.size > limit else ''}] ({ids.size} in all)"
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation).
+
+    Not reentrant: the public methods of :class:`Index` take it once and call only the
+    private hooks, which never take it. ``read()`` and ``write()`` return reusable guard
+    objects (``with lock.read(): ...``); searches take the read side on every call, so it is
+    kept to one short critical section on entry and one on exit.
+    """
+
+    def __init__(self):
+        self._mutex = threading.Lock()  # taken directly on the readers' path (cheaper than the condition)
+        self._cond = threading.Condition(self._mutex)
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+        self._read_guard = _Guard(self._acquire_read, self._release_read)
+        self._write_guard = _Guard(self._acquire_write, self._release_write)
+
+    def read(self) -> "_Guard":
+        return self._read_guard
+
+    def write(self) -> "_Guard":
+        return self._write_guard
+
+    def _acquire_read(self) -> None:
+        with self._mutex:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def _release_read(self) -> None:
+        with self._mutex:
+            self._readers -= 1
+            if self._readers == 0 and self._writers_waiting:
+                self._cond.notify_all()
+
+    def _acquire_write(self) -> None:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+
+    def _release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+class _Guard:
+    """A context manager calling ``acquire`` on entry and ``release`` on exit (stateless, so
+    one instance serves every thread)."""
+
+    __slots__ = ("_acquire", "_release")
+
+    def __init__(self, acquire, release):
+        self._acquire = acquire
+        self._release = release
+
+    def __enter__(self):
+        self._acquire()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._release()
+        return False
+
+
+class Index:
+    """Base class of all pqkit indexes (common behaviour; not instantiated directly).
+
+    See the module docstring of :mod:`pqkit.index` for input conversion, metrics, result
+    padding and id rules shared by all indexes.
+
+    Attributes
+    ----------
+    d : int
+        Vector dimension.
+    metric : {"l2", "ip", "cosine"}
+    ntotal : int
+        Number of stored vectors.
+    is_trained : bool
+    code_size : int
+        Bytes stored per vector (excluding its 8-byte id).
+    n_threads : int or None
+        Worker threads; None uses :func:`pqkit.get_num_threads`.
+    backend : {"cpp", "numba"}
+        The engine (read-only; chosen at construction).
+    """
+
+    # Whether train() changes how stored vectors are encoded (then it is refused while the
+    # index holds vectors).
+    _training_changes_codes = True
+
+    def __init__(self, d, metric="l2", n_threads=None, backend=None):
+        if type(self) is Index:
+            raise TypeError(
+                "Index is an abstract base class; use IndexFlat, IndexPQ, IndexIVFFlat, "
+                "IndexIVFPQ or pqkit.index_factory"
+            )
+        self._d = check_positive_int(d, "d")
+        self._metric = check_metric(metric)
+        self._metric_info = metrics.get(self._metric)
+        self._n_threads = check_n_threads(n_threads)
+        self._backend = engine.resolve(backend)
+        self._lock = _ReadWriteLock()
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def backend(self) -> str:
+        """The engine: "cpp" (compiled core) or "numba" (portable)."""
+        return self._backend
+
+    @property
+    def _engine(self):
+        return engine.core(self._backend)
+
+    @property
+    def d(self) -> int:
+        """Vector dimension."""
+        return self._d
+
+    @property
+    def metric(self) -> str:
+        """Metric name: "l2", "ip" or "cosine"."""
+        return self._metric
+
+    @property
+    def n_threads(self):
+        """Worker threads (int), or None for the global default."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value) -> None:
+        self._n_threads = check_n_threads(value)
+
+    @property
+    def ntotal(self) -> int:
+        """Number of stored vectors."""
+        return self._ntotal()
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the index can add and search."""
+        return self._is_trained()
+
+    @property
+    def code_size(self) -> int:
+        """Bytes stored per vector, excluding its 8-byte id."""
+        return self._code_size()
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def _core_metric(self) -> str:
+        return self._metric_info.engine
+
+    def _nt(self) -> int:
+        return _threads.resolve(self._n_threads)
+
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def _prepare(self, x, name: str = "x") -> np.ndarray:
+        """Validate and convert vectors; normalise rows for the cosine metric."""
+        x = as_float_matrix(x, self._d, name=name)
+        if self._metric_info.normalizes and x.shape[0]:
+            x = normalize_rows(x, name)
+        return x
+
+    def _empty_result(self, n: int, k: int):
+        pad = self._metric_info.pad
+        return (np.full((n, k), pad, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
+
+    # ----------------------------------------------------------------- public API
+    def train(self, x) -> "Index":
+        """Train the index (no-op for IndexFlat).
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Training vectors; converted to float32 (see the module docstring). Fewer than 39
+            points per centroid emits :class:`pqkit.TrainingWarning`.
+
+        Returns
+        -------
+        self : Index
+
+        Raises
+        ------
+        ValueError
+            If the index already holds vectors whose codes would change (all but IndexFlat);
+            call :meth:`reset` first.
+        """
+        x = self._prepare(x)
+        with self._lock.write():
+            if self.ntotal and self._training_changes_codes:
+                raise ValueError(
+                    f"{self._name()}.train() would make the codes of the {self.ntotal} stored "
+                    "vectors stale; call reset() first, then train and add again"
+                )
+            self._train(x)
+        return self
+
+    def add(self, x) -> None:
+        """Add vectors with sequential ids.
+
+        The first id is ``ntotal`` (as in FAISS) unless a larger id was stored since the last
+        :meth:`reset` (by :meth:`add_with_ids`, or before a :meth:`remove_ids`); then numbering
+        continues after the largest one, so ``add`` never collides with a stored id.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Converted to float32 (see the module docstring).
+
+        Raises
+        ------
+        ValueError
+            If the index is not trained, or the sequential ids would pass 2**63 - 1 (after an
+            :meth:`add_with_ids` of ids near that limit).
+        """
+        check_trained(self.is_trained, self._name())
+        x = self._prepare(x)
+        with self._lock.write():
+            start = max(self.ntotal, self._id_upper_bound() + 1)
+            if start + x.shape[0] - 1 > MAX_ID:
+                raise ValueError(
+                    f"add(): the id space is exhausted: {x.shape[0]} sequential ids from {start} "
+                    f"would pass the largest id {MAX_ID} (2**63 - 1); add() continues after the "
+                    "largest id stored, so pass your own ids with add_with_ids(), or reset()"
+                )
+            self._add_checked(x, np.arange(start, start + x.shape[0], dtype=np.int64), "add()")
+
+    def add_with_ids(self, x, ids) -> None:
+        """Add vectors with the given ids.
+
+        Unlike FAISS, duplicate ids are refused: every id must be new to the index and appear
+        once in ``ids``.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Converted to float32 (see the module docstring).
+        ids : array_like of integer dtype, shape (n,)
+            Ids >= 0; any integer dtype (float/bool raise TypeError).
+
+        Raises
+        ------
+        ValueError
+            If the index is not trained, or ``ids`` has duplicates or ids already present.
+        """
+        check_trained(self.is_trained, self._name())
+        x = self._prepare(x)
+        ids = check_ids(ids, n=x.shape[0])
+        with self._lock.write():
+            self._add_checked(x, ids, "add_with_ids()")
+
+    def _add_checked(self, x: np.ndarray, ids: np.ndarray, caller: str) -> None:
+        if ids.size == 0:
+            return
+        unique_ids = np.unique(ids)
+        if unique_ids.size != ids.size:
+            sorted_ids = np.sort(ids)
+            dup = np.unique(sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]])
+            raise ValueError(
+                f"{caller}: ids must be unique, got duplicates {_format_ids(dup)}; pqkit refuses "
+                "duplicate ids (FAISS allows them) so that reconstruct/remove_ids are unambiguous"
+            )
+        present = ids[self._contains(ids)]
+        if present.size:
+            raise ValueError(
+                f"{caller}: ids already in the index: {_format_ids(present)}; remove them first "
+                "with remove_ids() or use new ids (pqkit refuses duplicate ids, FAISS allows them)"
+            )
+        self._add(x, ids)
+
+    def search(self, x, k):
+        """Find the k nearest stored vectors of each query.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Queries; converted to float32 (see the module docstring).
+        k : int
+            Number of neighbours, >= 1. May exceed ``ntotal`` (results are padded).
+
+        Returns
+        -------
+        D : numpy.ndarray of float32, shape (n, k)
+            Squared L2 distances ("l2") or similarities ("ip", "cosine"), best first; padding
+            ``+inf`` (l2) or ``-inf`` (ip, cosine).
+        I : numpy.ndarray of int64, shape (n, k)
+            Ids of the neighbours; padding ``-1``.
+        """
+        return self._locked_search(x, k, self._search)
+
+    def _candidates(self, x, k):
+        """Ids of k candidates per query for an exact re-ranking (IndexRefine's first stage).
+
+        As :meth:`search`, but an index may rank by a cheaper approximation of its distances
+        (:meth:`_search_candidates`); only the ids are returned.
+        """
+        return self._locked_search(x, k, self._search_candidates)[1]
+
+    def _search_candidates(self, x, k):
+        """The candidate ranking for :meth:`_candidates`: the search itself unless overridden."""
+        return self._search(x, k)
+
+    def _locked_search(self, x, k, run):
+        check_trained(self.is_trained, self._name())
+        k = check_k(k)
+        x = self._prepare(x)
+        check_result_size(x.shape[0], k)
+        with self._lock.read():
+            if x.shape[0] == 0 or self.ntotal == 0:
+                return self._empty_result(x.shape[0], k)
+            return run(x, k)
+
+    def reconstruct(self, key):
+        """Return the stored (or decoded) vector of one id.
+
+        Parameters
+        ----------
+        key : int
+            An id present in the index.
+
+        Returns
+        -------
+        x : numpy.ndarray of float32, shape (d,)
+            Exact for IndexFlat/IndexIVFFlat, the PQ approximation for IndexPQ/IndexIVFPQ;
+            normalised for the cosine metric.
+        """
+        key = check_id_scalar(key)
+        check_trained(self.is_trained, self._name())
+        with self._lock.read():
+            return self._reconstruct(np.array([key], dtype=np.int64))[0]
+
+    def reconstruct_n(self, ids):
+        """Return the stored (or decoded) vectors of several ids.
+
+        Parameters
+        ----------
+        ids : array_like of integer dtype, shape (n,)
+
+        Returns
+        -------
+        x : numpy.ndarray of float32, shape (n, d)
+            Row i belongs to ``ids[i]`` (see :meth:`reconstruct`).
+
+        Raises
+        ------
+        ValueError
+            If any id is not in the index.
+        """
+        check_trained(self.is_trained, self._name())
+        ids = check_ids(ids)
+        if ids.size == 0:
+            return np.empty((0, self._d), dtype=np.float32)
+        with self._lock.read():
+            return self._reconstruct(ids)
+
+    def _raise_unknown(self, ids: np.ndarray, found: np.ndarray) -> None:
+        missing = ids[~found]
+        raise ValueError(
+            f"ids not in the index: {_format_ids(missing)}; the index holds {self.ntotal} "
+            "vectors (search results use -1 for 'no result', which is never a stored id)"
+        )
+
+    def remove_ids(self, ids) -> int:
+        """Remove vectors by id.
+
+        Parameters
+        ----------
+        ids : array_like of integer dtype, shape (m,)
+            Ids absent from the index are ignored (they count 0).
+
+        Returns
+        -------
+        n_removed : int
+            Number of vectors removed.
+        """
+        ids = check_ids(ids)
+        with self._lock.write():
+            if ids.size == 0 or self.ntotal == 0:
+                return 0
+            return int(self._remove(ids))
+
+    def reset(self) -> None:
+        """Remove all vectors; training (centroids, codebooks) is kept."""
+        with self._lock.write():
+            self._reset()
+
+    def memory_usage_bytes(self) -> int:
+        """Bytes held by the index data.
+
+        Counts the buffers holding vectors or codes and their int64 ids (including spare
+        capacity reserved by amortised growth, at most about 2x the stored bytes), centroids,
+        codebooks and precomputed tables; not Python object overhead.
+
+        Returns
+        -------
+        int
+        """
+        with self._lock.read():
+            return int(self._memory_usage_bytes())
+
+    def save(self, path, *, overwrite=True) -> None:
+        """Write the index to ``path``, all-or-nothing (see :func:`pqkit.io.save`).
+
+        After a crash ``path`` holds the old or the new index, never a mix; nothing but ``path``
+        and its own temporary sibling is touched.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Target file; its directory must exist.
+        overwrite : bool, default True
+            Replace an existing pqkit index file (as ``faiss.write_index`` does); with False an
+            existing one raises. A file that is not a pqkit index is never replaced.
+
+        Raises
+        ------
+        pqkit.ArtifactExistsError
+            ``path`` holds something else than a pqkit index, or ``overwrite`` is False and it
+            holds one (a FileExistsError and a ValueError). Nothing was changed.
+        """
+        with self._lock.read():
+            _io.save(self, path, overwrite=overwrite)
+
+    def __reduce__(self):
+        # Pickling goes through the same checked byte format as save/load.
+        with self._lock.read():
+            return (_io.index_from_bytes, (_io.index_to_bytes(self),))
+
+    def __repr__(self) -> str:
+        return (
+            f"{self._name()}(d={self._d}, metric={self._metric!r}, ntotal={self.ntotal}, "
+            f"is_trained={self.is_trained})"
+        )
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _ntotal(self) -> int:
+        raise NotImplementedError
+
+    def _is_trained(self) -> bool:
+        raise NotImplementedError
+
+    def _code_size(self) -> int:
+        raise NotImplementedError
+
+    def _memory_usage_bytes(self) -> int:
+        raise NotImplementedError
+
+    def _train(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _contains(self, ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _id_upper_bound(self) -> int:
+        """Largest id stored since the last reset (removed ones included), -1 if none."""
+        raise NotImplementedError
+
+    def _add(self, x: np.ndarray, ids: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _search(self, x: np.ndarray, k: int):
+        raise NotImplementedError
+
+    def _reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _remove(self, ids: np.ndarray) -> int:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        raise NotImplementedError
+
+    def _get_state(self):
+        """Return ``(params, arrays)``: JSON-able constructor parameters and named arrays."""
+        raise NotImplementedError
+
+    def _state_params(self) -> dict:
+        """The ``params`` of :meth:`_get_state` alone (without exporting any array); a load
+        checks that the index it built gives back exactly the parameters of the file."""
+        raise NotImplementedError
+
+    # ---- hooks read through the registry (factory, interop, tune); optional per type
+    #: ``index_factory`` token: a regex (named groups) matching this type's part of a description,
+    #: and its role: "core" (a whole index: "Flat", "IVF64,PQ8"), "prefix" (a transform before a
+    #: core: "PCA32,") or "suffix" (a wrapper after it: ",RFlat"). None: not in the grammar.
+    _factory_pattern = None
+    _factory_role = "core"
+    _factory_grammar = ""  # how the grammar in messages shows the token
+    #: The FAISS class names :meth:`_from_faiss` converts (``pqkit.from_faiss``).
+    _faiss_names = ()
+
+    @classmethod
+    def _from_factory(cls, d, match, metric, n_threads, backend, inner=None) -> "Index":
+        """Build from a matched :attr:`_factory_pattern` (``inner``: the wrapped index, for
+        prefix/suffix roles)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_faiss(cls, faiss, index, ids, convert) -> "Index":
+        """Convert a downcast FAISS index of one of :attr:`_faiss_names` (``ids``: the ids of an
+        enclosing ``IndexIDMap``, or None; ``convert(faiss_index)`` converts a nested part)."""
+        raise NotImplementedError
+
+    def _to_faiss(self, faiss, convert):
+        """The equivalent FAISS index (``convert(part)`` converts a nested pqkit part)."""
+        raise ValueError(f"cannot convert a {self._name()} to faiss")
+
+    def _estimate_bytes(self, n: int) -> int:
+        """What :meth:`memory_usage_bytes` will report after one ``add`` of ``n`` vectors
+        (``pqkit.estimate_memory``), computed on this untrained index."""
+        raise ValueError(f"no memory model for {self._name()}")
+
+    def _exact_vectors(self):
+        """``(vectors, ids)``: the exact stored vectors (float32 (n, d)) and their ids, when the
+        index keeps them (``pqkit.tune`` then needs no ``xb``); None otherwise."""
+        return None
+
+    def _parts(self) -> tuple:
+        """The pqkit indexes this one wraps (none for a plain index)."""
+        return ()
+
+    @classmethod
+    def _from_state(cls, params: dict, arrays: dict) -> "Index":
+        """Rebuild an index from :meth:`_get_state` output; ValueError if inconsistent."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------ what wrappers rely on
+# IndexRefine runs a search in two stages on two indexes it wraps; these are the calls it makes
+# on them, declared here so that any index type may take either role.
+@runtime_checkable
+class CandidateSource(Protocol):
+    """An index that can propose candidates (IndexRefine's base index: every index)."""
+
+    def _candidates(self, x: np.ndarray, k: int) -> np.ndarray:
+        """Ids (int64, (n, k), -1 padded) of k candidates per query of the float32 (n, d)
+        queries ``x`` (already converted), ranked by the index's own (approximate) distance."""
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """An index that re-ranks candidates by their stored data (IndexRefine's refine index:
+    IndexFlat, exact vectors; IndexPQ, decoded codes)."""
+
+    def _rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id in the index's storage (int64, shape of ``ids``), -1 where absent."""
+
+    def _rerank_rows(self, x: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int):
+        """``(D, I)``: the best ``k`` of each query's candidate ``rows`` (int64 (n, c), -1 for
+        none) by the exact distance to their stored data, reported under ``ids`` (n, c)."""

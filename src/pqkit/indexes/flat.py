@@ -1,0 +1,159 @@
+"""IndexFlat: exact (brute-force) search over float32 vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _faiss
+from ._state import _N, _check_arrays, _check_params, _check_stored_ids, _check_stored_vectors
+from ._storage import _RowStore, _rows_of
+from .base import Index
+
+__all__ = ["IndexFlat"]
+
+
+def _map_rows_to_ids(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Replace row numbers by ids, keeping -1 padding."""
+    return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+
+
+class IndexFlat(Index):
+    """Exact (brute-force) search over float32 vectors.
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension.
+    metric : {"l2", "ip", "cosine"}, default "l2"
+    n_threads : int or None, default None
+
+    Notes
+    -----
+    Stores an (ntotal, d) float32 matrix and (ntotal,) int64 ids; ``code_size = 4 * d``. Always
+    trained; :meth:`train` only validates its input. Conversions, metrics and result padding:
+    see :mod:`pqkit.index`.
+
+    Examples
+    --------
+    >>> import numpy as np, pqkit
+    >>> xb = np.random.default_rng(0).standard_normal((100, 8), dtype=np.float32)
+    >>> index = pqkit.IndexFlat(8)
+    >>> index.add(xb)
+    >>> D, I = index.search(xb[:2], k=3)
+    >>> I[:, 0].tolist(), D.dtype
+    ([0, 1], dtype('float32'))
+    """
+
+    _training_changes_codes = False
+
+    def __init__(self, d, metric="l2", n_threads=None, *, backend=None):
+        super().__init__(d, metric, n_threads, backend)
+        self._store = _RowStore(self._d, np.float32)
+
+    def _ntotal(self) -> int:
+        return self._store.n
+
+    def _is_trained(self) -> bool:
+        return True
+
+    def _code_size(self) -> int:
+        return 4 * self._d
+
+    def _train(self, x):
+        pass
+
+    def _contains(self, ids):
+        return self._store.contains(ids)
+
+    def _id_upper_bound(self):
+        return self._store.max_id
+
+    def _add(self, x, ids):
+        self._store.append(x, ids)
+
+    def _search(self, x, k):
+        data, norms = self._store.data, None
+        if self._core_metric == "l2":
+            # kept by the store until the rows change: a single query then reads the vectors
+            # once instead of twice
+            norms = self._store.derived("sqnorms", lambda: self._engine.sqnorms(data, self._nt()))
+        D, rows = self._engine.flat_search(x, data, k, self._core_metric, self._nt(), norms)
+        return D, _map_rows_to_ids(rows, self._store.ids)
+
+    def _reconstruct(self, ids):
+        rows = self._store.rows_of(ids)
+        found = rows >= 0
+        if not found.all():
+            self._raise_unknown(ids, found)
+        return self._store.data[rows]
+
+    def _rows_of(self, ids):
+        """Row of each id in the store, -1 where absent (IndexRefine's re-ranking)."""
+        return self._store.rows_of(ids)
+
+    def _rerank_rows(self, x, rows, ids, k):
+        """Best ``k`` of each query's candidate ``rows`` (-1: none) by exact distance, reported
+        under ``ids`` (IndexRefine's second stage)."""
+        return self._engine.rerank(x, self._store.data, rows, ids, k, self._core_metric, self._nt())
+
+    def _remove(self, ids):
+        return self._store.remove(ids)
+
+    def _reset(self):
+        self._store.clear()
+
+    def _memory_usage_bytes(self) -> int:
+        return int(self._store.nbytes())
+
+    def _state_params(self):
+        return {"d": self._d, "metric": self._metric}
+
+    def _get_state(self):
+        return self._state_params(), {"vectors": self._store.data, "ids": self._store.ids}
+
+    def _exact_vectors(self):
+        return self._store.data, self._store.ids
+
+    def _estimate_bytes(self, n):
+        return n * (4 * self._d + 8) if n else 0
+
+    # ---- index_factory: "Flat"
+    _factory_grammar = '"Flat"'
+    _factory_pattern = r"Flat"
+
+    @classmethod
+    def _from_factory(cls, d, match, metric, n_threads, backend, inner=None):
+        return cls(d, metric, n_threads=n_threads, backend=backend)
+
+    # ---- FAISS: IndexFlat (L2 / IP), also inside an IndexIDMap
+    _faiss_names = ("IndexFlat", "IndexFlatL2", "IndexFlatIP")
+
+    @classmethod
+    def _from_faiss(cls, faiss, index, ids, convert):
+        metric = _faiss.metric_from_faiss(faiss, index)
+        ids = np.arange(index.ntotal, dtype=np.int64) if ids is None else ids
+        _faiss.check_unique_ids(ids)
+        vectors = (index.reconstruct_n(0, index.ntotal) if index.ntotal
+                   else np.empty((0, index.d), np.float32))
+        return cls._from_state({"d": index.d, "metric": metric}, {"vectors": vectors, "ids": ids})
+
+    def _to_faiss(self, faiss, convert):
+        metric = _faiss.metric_to_faiss(faiss, self._metric)
+        vectors, ids = _faiss.sorted_state(self._get_state()[1], "vectors")
+
+        def fill(out):
+            if vectors.shape[0]:
+                out.add(np.ascontiguousarray(vectors))
+
+        return _faiss.with_ids(faiss, faiss.IndexFlat(self._d, metric), ids, fill)
+
+    @classmethod
+    def _from_state(cls, params, arrays):
+        _check_params(params, ("d", "metric"))
+        index = cls(params["d"], params["metric"])
+        _check_arrays(arrays, {"vectors": (np.float32, (_N, index.d), True),
+                               "ids": (np.int64, (_N,), True)})
+        _check_stored_ids(arrays["ids"])
+        _check_stored_vectors(arrays["vectors"], index.metric, "vectors")
+        index._store.append(arrays["vectors"], arrays["ids"])
+        return index

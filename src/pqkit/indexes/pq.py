@@ -1,0 +1,225 @@
+"""IndexPQ: approximate search over product-quantized codes (ADC, no inverted file), and what
+the PQ indexes share (the quantizer attached to its index)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .._validation import check_n_threads, check_positive_int
+from ..quantizers.pq import ProductQuantizer
+from . import _faiss
+from ._state import _N, _check_arrays, _check_code_padding, _check_params, _check_stored_ids
+from ._storage import _ListStore, _rows_of, list_bytes
+from .base import Index
+
+__all__ = ["IndexPQ"]
+
+
+def pq_token(match) -> tuple:
+    """``(M, nbits)`` of a matched ``PQ{M}[x{nbits}]`` factory token (nbits defaults to 8)."""
+    M = check_positive_int(int(match.group("M")), "M (in PQ{M})")
+    return M, 8 if match.group("nbits") is None else int(match.group("nbits"))
+
+
+class _HasProductQuantizer:
+    """Shared by the PQ indexes: the ``pq`` attribute, thread-count propagation to it, and
+    codebook changes made through it (``index.pq.set_codebooks``, ``index.pq.train``), which run
+    under the index's write lock (the quantizer is attached to its index)."""
+
+    @contextlib.contextmanager
+    def _changing_codebooks(self):
+        with self._lock.write():
+            yield
+            self._codebooks_changed()
+
+    def _codebooks_changed(self) -> None:
+        """Update data derived from the codebooks (called under the write lock)."""
+        self._row_cache = {}
+
+    @property
+    def pq(self) -> ProductQuantizer:
+        """The product quantizer (of the residuals, for IVF-PQ)."""
+        return self._pq
+
+    @Index.n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = check_n_threads(value)
+        self._pq.n_threads = self._n_threads
+
+
+class IndexPQ(_HasProductQuantizer, _ListStore, Index):
+    """Approximate search over product-quantized codes (ADC, no inverted file).
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension; divisible by ``M``.
+    M : int
+        Number of sub-quantizers.
+    nbits : int, default 8
+        Bits per sub-quantizer index (1..16).
+    metric : {"l2", "ip", "cosine"}, default "l2"
+    seed : int, default 1234
+        Seed of the product-quantizer training.
+    n_threads : int or None, default None
+
+    Attributes
+    ----------
+    pq : ProductQuantizer
+        The quantizer; its codebooks can be set directly (``index.pq.set_codebooks``) instead of
+        training. Changing codebooks does not re-encode vectors already added.
+
+    Notes
+    -----
+    Stores code_size bytes and one int64 id per vector (codes in the engine's blocked layout).
+    Search computes one ADC table per query (see :mod:`pqkit.pq`) and scans all codes: a
+    byte-quantized copy of the table filters the codes with SIMD integer sums, and every code
+    that can still enter the top k gets its exact float ADC distance, so results equal a plain
+    float ADC scan. Conversions, metrics and result
+    padding: see :mod:`pqkit.index`.
+    """
+
+    def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None, backend=None):
+        super().__init__(d, metric, n_threads, backend)
+        self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads,
+                                    backend=self._backend)
+        self._pq._attach(self)
+        self._invlists = self._engine.InvertedLists(1, self._pq.code_size, "blocked")
+        self._max_id = -1
+        self._rows_layout = False  # codes kept as rows (an IndexRefine's refine index), not blocked
+        self._row_cache = {}  # id -> row lookups and the blocked copy, replaced (not edited) by every change
+
+    def _is_trained(self) -> bool:
+        return self._pq.is_trained
+
+    def _code_size(self) -> int:
+        return self._pq.code_size
+
+    def _train(self, x):
+        self._pq._train_validated(x, stacklevel=4)
+
+    def _add(self, x, ids):
+        codes = self._engine.pq_encode(x, self._pq._core(), self._nt())
+        self._store_codes(np.zeros(ids.size, dtype=np.int64), ids, codes)
+
+    def _decode(self, codes, list_nos):
+        return self._engine.pq_decode(codes, self._pq._core(), self._nt())
+
+    def _search(self, x, k):
+        lists = self._invlists
+        if self._rows_layout:  # the scans read blocked codes: a copy, built on first use
+            lists = self._derived("blocked", lambda: self._copy_codes("blocked"))
+        return self._engine.pq_search(x, self._pq._core(), lists, k, self._core_metric, self._nt())
+
+    def _copy_codes(self, layout):
+        """The stored codes and ids in a new single-list store of ``layout``."""
+        lists = self._engine.InvertedLists(1, self._pq.code_size, layout)
+        if self.ntotal:
+            _, ids, codes = self._invlists.export()
+            lists.add(np.zeros(ids.size, dtype=np.int64), ids, codes)
+        return lists
+
+    def _keep_codes_as_rows(self) -> None:
+        """Keep the codes as rows (IndexRefine's PQ refine index): re-ranking then reads one
+        contiguous code per candidate instead of ``code_size`` bytes 64 apart; :meth:`search`
+        scans a blocked copy made on first use (counted by :meth:`memory_usage_bytes`)."""
+        if not self._rows_layout:
+            self._invlists = self._copy_codes("rows")
+            self._rows_layout = True
+            self._row_cache = {}
+
+    _prepare_for_reranking = _keep_codes_as_rows  # as an IndexRefine's refine index
+
+    def _rows_of(self, ids):
+        """Offset of each id among the stored codes, -1 where absent (IndexRefine's re-ranking)."""
+        stored = self._derived("ids", lambda: np.asarray(self._invlists.list_ids(0)))
+        return _rows_of(stored, ids, self._derived)
+
+    def _rerank_rows(self, x, rows, ids, k):
+        """Best ``k`` of each query's candidate ``rows`` (-1: none) by the exact distance to their
+        decoded codes (the vectors :meth:`reconstruct` returns), reported under ``ids``."""
+        return self._engine.rerank_pq(x, self._pq._core(), self._invlists, rows, ids, k, self._core_metric,
+                                      self._nt())
+
+    def _memory_usage_bytes(self) -> int:
+        codebooks = self._pq.codebooks
+        blocked = self._row_cache.get("blocked")  # rows layout, after a search()
+        return (int(self._invlists.memory_usage_bytes()) + (0 if codebooks is None else codebooks.nbytes)
+                + (0 if blocked is None else int(blocked.memory_usage_bytes())))
+
+    def _state_params(self):
+        return {"d": self._d, "metric": self._metric, "M": self._pq.M, "nbits": self._pq.nbits,
+                "seed": self._pq.seed}
+
+    def _get_state(self):
+        params = self._state_params()
+        _, ids, codes = self._invlists.export()
+        arrays = {"codes": codes, "ids": ids}
+        if self._pq.codebooks is not None:
+            arrays["codebooks"] = self._pq.codebooks
+        return params, arrays
+
+    def _estimate_bytes(self, n):
+        pq = self._pq
+        # an IndexRefine's PQ refine index keeps its codes as rows
+        return list_bytes(n, pq.code_size, not self._rows_layout, False) + 4 * pq.M * pq.ksub * pq.dsub
+
+    # ---- index_factory: "PQ{M}" or "PQ{M}x{nbits}"
+    _factory_grammar = '"PQ{M}" | "PQ{M}x{nbits}"'
+    _factory_pattern = r"PQ(?P<M>[0-9]+)(?:x(?P<nbits>[0-9]+))?"
+
+    @classmethod
+    def _from_factory(cls, d, match, metric, n_threads, backend, inner=None):
+        M, nbits = pq_token(match)
+        return cls(d, M, nbits, metric, n_threads=n_threads, backend=backend)
+
+    # ---- FAISS: IndexPQ (plain ADC search), also inside an IndexIDMap
+    _faiss_names = ("IndexPQ",)
+
+    @classmethod
+    def _from_faiss(cls, faiss, index, ids, convert):
+        metric = _faiss.metric_from_faiss(faiss, index)
+        if index.search_type != faiss.IndexPQ.ST_PQ:
+            raise _faiss.unsupported(f"IndexPQ with search_type {index.search_type} (polysemous or "
+                                     "Hamming search; only ST_PQ)")
+        pq = index.pq
+        ids = np.arange(index.ntotal, dtype=np.int64) if ids is None else ids
+        _faiss.check_unique_ids(ids)
+        codes = _faiss.vector(faiss, index.codes).reshape(index.ntotal, pq.code_size)
+        return cls._from_state(
+            {"d": index.d, "metric": metric, "M": pq.M, "nbits": pq.nbits, "seed": 1234},
+            {"codes": codes, "ids": ids, "codebooks": _faiss.pq_codebooks(faiss, pq)})
+
+    def _to_faiss(self, faiss, convert):
+        metric = _faiss.metric_to_faiss(faiss, self._metric)
+        pq = self._pq
+        out = faiss.IndexPQ(self._d, pq.M, pq.nbits, metric)
+        faiss.copy_array_to_vector(pq.codebooks.ravel(), out.pq.centroids)
+        out.is_trained = True
+        codes, ids = _faiss.sorted_state(self._get_state()[1], "codes")
+
+        def fill(out):
+            faiss.copy_array_to_vector(np.ascontiguousarray(codes).ravel(), out.codes)
+            out.ntotal = int(ids.size)
+
+        return _faiss.with_ids(faiss, out, ids, fill)
+
+    @classmethod
+    def _from_state(cls, params, arrays):
+        _check_params(params, ("d", "metric", "M", "nbits", "seed"))
+        index = cls(params["d"], params["M"], params["nbits"], params["metric"],
+                    seed=params["seed"])
+        pq = index.pq
+        n = _check_arrays(arrays, {"codes": (np.uint8, (_N, pq.code_size), True),
+                                   "ids": (np.int64, (_N,), True),
+                                   "codebooks": (np.float32, (pq.M, pq.ksub, pq.dsub), False)})
+        _check_stored_ids(arrays["ids"])
+        _check_code_padding(arrays["codes"], pq.M, pq.nbits)
+        if "codebooks" in arrays:
+            pq.set_codebooks(arrays["codebooks"])
+        elif n:
+            raise ValueError("codes present but no codebooks")
+        index._store_codes(np.zeros(n, dtype=np.int64), arrays["ids"], arrays["codes"])
+        return index
