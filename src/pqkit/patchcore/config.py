@@ -23,7 +23,7 @@ from typing import Annotated, List, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from ..refine import MAX_K_FACTOR
+from ..indexes.refine import MAX_K_FACTOR
 from .coreset import COMPRESSION_METHODS
 from .neighbors import BACKENDS
 

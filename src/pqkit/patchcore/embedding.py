@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..features import BACKBONES, FeatureExtractor, _torch, load_backbone, load_image, to_tensor
+from ..vision.features import BACKBONES, FeatureExtractor, _torch, load_backbone, load_image, to_tensor
 
 __all__ = ["PatchEmbedder"]
 
@@ -29,7 +29,7 @@ class PatchEmbedder:
     Parameters
     ----------
     backbone : str or torch.nn.Module, default "efficientnet_lite0"
-        A name for :func:`pqkit.features.load_backbone`, or any module (then ``layers`` is required).
+        A name for :func:`pqkit.vision.features.load_backbone`, or any module (then ``layers`` is required).
     layers : sequence of str, optional
         Hooked layers, shallowest first. Default for EfficientNet-Lite0: ``("_blocks.4",
         "_blocks.10")`` (strides 8 and 16, like ResNet ``layer2``/``layer3``).

@@ -239,7 +239,7 @@ class PatchCore:
                                     legacy_members=_legacy_members)
 
     def embedder_layers(self):
-        from ..features import BACKBONES
+        from ..vision.features import BACKBONES
 
         if isinstance(self.backbone, str):
             return list(BACKBONES[self.backbone]["patch_layers"])

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import _atomic
 from .._validation import as_float_matrix, check_int, check_k, check_positive_int
-from ..refine import check_k_factor
+from ..indexes.refine import check_k_factor
 
 __all__ = ["BACKENDS", "Backend", "make_backend"]
 

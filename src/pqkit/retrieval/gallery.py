@@ -671,7 +671,7 @@ def _legacy_members(folder) -> list | None:
 
 
 def _is_pqkit_index(path) -> bool:
-    from .._io import MAGIC
+    from ..io import MAGIC
 
     return _atomic.file_starts_with(path, MAGIC)
 

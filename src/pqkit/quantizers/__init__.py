@@ -1,0 +1,1 @@
+"""Quantizers: k-means (:class:`pqkit.KMeans`) and product quantization (:class:`pqkit.ProductQuantizer`)."""

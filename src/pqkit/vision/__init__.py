@@ -1,0 +1,1 @@
+"""Image backbones and feature extraction shared by the applications (PatchCore, retrieval)."""
