@@ -37,6 +37,7 @@ import numpy as np
 __all__ = [
     "CNNEmbedder",
     "IMAGE_EXTENSIONS",
+    "IMAGE_FORMATS",
     "ImageTooLargeError",
     "MAX_PIXELS",
     "PixelEmbedder",
@@ -51,6 +52,9 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".
 
 #: Largest image (width x height) that is decoded; larger headers are refused before decoding.
 MAX_PIXELS = 40_000_000
+
+#: Pillow's names of the formats of :data:`IMAGE_EXTENSIONS` (a multi-picture JPEG opens as JPEG).
+IMAGE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
 
 
 class ImageTooLargeError(ValueError):
@@ -108,7 +112,7 @@ def list_images(folder, recursive: bool = True) -> list[Path]:
 
 
 def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
-                 max_side: int | None = None) -> np.ndarray:
+                 max_side: int | None = None, formats=None) -> np.ndarray:
     """Decode image bytes (PNG, JPEG, ...) into an RGB array.
 
     Parameters
@@ -126,6 +130,9 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
         is still at least the target (DCT scaling), so its full size never exists in memory; other
         formats are decoded in full and reduced at once. Images within the bound are returned
         exactly as without it. Default: no bound.
+    formats : sequence of str, optional
+        Pillow format names (``"PNG"``, ``"JPEG"``, ...) to accept; others are not readable
+        images here. Default: every format Pillow reads.
 
     Returns
     -------
@@ -152,12 +159,15 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
         from .._validation import check_positive_int
 
         max_side = check_positive_int(max_side, "max_side")
+    if formats is not None:
+        formats = [str(f).upper() for f in formats]
+        Image.init()  # Image.open looks only among registered plugins when formats are named
     try:
         with warnings.catch_warnings():
             # PIL warns (DecompressionBombWarning) before it errors; the explicit check below
             # gives the message instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=formats) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageTooLargeError(

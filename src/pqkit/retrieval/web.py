@@ -32,11 +32,12 @@ Limits that hold for any request (each refused with status 413 and the page, nev
 * form parts: 16 (``MAX_FORM_PARTS``; the upload form sends two);
 * the image: at most ``max_pixels`` pixels announced by its header (refused before decoding).
 
-Memory: an accepted upload is decoded and at once reduced to at most :data:`UPLOAD_MAX_SIDE`
-pixels on its longest side (uploads within that size are embedded exactly as they are), and at
-most a fixed number of uploads are read, decoded and embedded at the same time, sized so their
-worst case fits ``decode_memory_bytes`` (see :func:`upload_memory_bytes`). Request lines and
-headers are limited by the HTTP server itself (64 KiB a line, 100 headers; status 431).
+Memory: uploads are read as BMP, GIF, JPEG, PNG, TIFF or WebP only. An accepted upload is
+decoded and at once reduced to at most :data:`UPLOAD_MAX_SIDE` pixels on its longest side
+(uploads within that size are embedded exactly as they are), and a fixed number of uploads at
+most are read, decoded and embedded at the same time, so that their worst case fits
+``decode_memory_bytes`` (see :func:`upload_memory_bytes`). Request lines and headers are limited
+by the HTTP server itself (64 KiB a line, 100 headers; status 431).
 
 ``GET /image/<id>`` serves an entry's file only if its real path (symlinks resolved, as
 :func:`os.path.realpath`) lies inside the real path of the gallery's image folder
@@ -72,6 +73,14 @@ DEFAULT_DECODE_MEMORY_BYTES = 2**30
 #: uploads are decoded to at most this many pixels on their longest side (an integer box
 #: reduction; far above the embedders' input sizes, e.g. 224)
 UPLOAD_MAX_SIDE = 2048
+#: the most memory that decoding an upload holds at its peak, per pixel of its declared size,
+#: over the accepted formats (pqkit.retrieval.images.IMAGE_FORMATS), measured with Pillow 13 on
+#: 6000 x 6000 images decoded with max_side=2048 (bytes a pixel): WebP 16.0 (libwebp's RGBA
+#: buffer, Pillow's copy of it, the RGB conversion); progressive CMYK JPEG 9.0 (the coefficient
+#: buffers, whatever the scale); float TIFF 9.0; RGBA, LA and CMYK 8.0 (the decoded image and
+#: its RGB conversion, 4 bytes a pixel each); 16-bit PNG 6.0; palette 5.0; RGB PNG or TIFF 4.4;
+#: baseline JPEG 1.2 (decoded at 1/4 scale); grayscale PNG 1.1
+_DECODE_BYTES_PER_PIXEL = 16
 #: room for the multipart framing, part headers and the ``k`` field around the uploaded file
 _FORM_OVERHEAD_BYTES = 64 * 2**10
 #: Werkzeug's limit for one text field and for the buffered headers of one part; it must stay well
@@ -139,17 +148,18 @@ def upload_memory_bytes(max_pixels: int, max_upload_bytes: int) -> int:
     * ``max_upload_bytes``: the encoded file, read into memory;
     * Pillow's ``PngImagePlugin.MAX_TEXT_MEMORY`` (64 MiB): PNG text chunks Pillow decompresses
       (other formats' metadata is bounded by the file size);
-    * ``8 * max_pixels``: the decoded image (Pillow stores every mode in at most 4 bytes a pixel,
-      RGB padded to 4) and, for modes other than L and RGB, its full-size RGB conversion (4 bytes
-      a pixel) before the reduction (a JPEG decoded at reduced scale needs less);
-    * ``12 * UPLOAD_MAX_SIDE**2``: the reduced image (4 bytes a pixel as Pillow holds it), its
-      array, and the embedder's and the thumbnail's copies of it, 4 bytes a pixel together with
-      the array's 3.
+    * ``16 * max_pixels``: decoding at full size, the decoder's buffers, the decoded image and
+      its RGB conversion; 16 bytes a pixel is the most measured over the accepted formats (WebP;
+      most formats need 4 to 9, a baseline JPEG about 1 as it is decoded at reduced scale);
+    * ``12 * UPLOAD_MAX_SIDE**2``: after the reduction, at most 12 bytes a pixel of the reduced
+      size at a time: the reduced image and its RGB conversion (4 bytes a pixel each, as Pillow
+      holds them) and the array (3), or later the array and the embedder's or the thumbnail's
+      copy of it.
 
-    With the defaults (40,000,000 pixels, 10 MiB): 320,000,000 + 10,485,760 + 67,108,864 +
-    50,331,648 = 447,926,272 bytes (about 427 MiB), so :data:`DEFAULT_DECODE_MEMORY_BYTES`
-    (1 GiB) allows two uploads at a time, at worst 896 MB together. The embedding model itself
-    (loaded once, run by one upload at a time) is not counted.
+    With the defaults (40,000,000 pixels, 10 MiB): 10,485,760 + 67,108,864 + 640,000,000 +
+    50,331,648 = 767,926,272 bytes (about 732 MiB), so :data:`DEFAULT_DECODE_MEMORY_BYTES`
+    (1 GiB) lets one upload at a time be decoded and embedded (embeddings run one at a time
+    anyway). The embedding model itself (loaded once) is not counted.
 
     Parameters
     ----------
@@ -163,8 +173,8 @@ def upload_memory_bytes(max_pixels: int, max_upload_bytes: int) -> int:
     """
     from PIL import PngImagePlugin
 
-    return (int(max_upload_bytes) + int(PngImagePlugin.MAX_TEXT_MEMORY) + 8 * int(max_pixels)
-            + 12 * UPLOAD_MAX_SIDE**2)
+    return (int(max_upload_bytes) + int(PngImagePlugin.MAX_TEXT_MEMORY)
+            + _DECODE_BYTES_PER_PIXEL * int(max_pixels) + 12 * UPLOAD_MAX_SIDE**2)
 
 
 def create_app(gallery, *, k: int = 10, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
@@ -199,11 +209,11 @@ def create_app(gallery, *, k: int = 10, max_upload_bytes: int = DEFAULT_MAX_UPLO
     ValueError
         ``decode_memory_bytes`` is smaller than what one upload may need.
     """
-    from flask import Flask, Response, jsonify, render_template, request, send_file
+    from flask import Flask, Request, Response, jsonify, render_template, request, send_file
     from werkzeug.exceptions import RequestEntityTooLarge
 
     from .._validation import check_k, check_positive_int
-    from .images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageTooLargeError, decode_image
+    from .images import IMAGE_EXTENSIONS, IMAGE_FORMATS, MAX_PIXELS, ImageTooLargeError, decode_image
 
     default_k = check_k(k)
     max_upload_bytes = check_positive_int(max_upload_bytes, "max_upload_bytes")
@@ -217,7 +227,25 @@ def create_app(gallery, *, k: int = 10, max_upload_bytes: int = DEFAULT_MAX_UPLO
             f"({per_upload} bytes for max_pixels={max_pixels} and max_upload_bytes={max_upload_bytes}); "
             "raise decode_memory_bytes or lower max_pixels or max_upload_bytes"
         )
+    class UploadRequest(Request):
+        """Closes the temporary files of the form's file parts at the end of the request, also
+        when parsing failed part way (Werkzeug's parser then drops the files it had made, which
+        would stay open until the garbage collector found them)."""
+
+        def _get_file_stream(self, *args, **kwargs):
+            stream = super()._get_file_stream(*args, **kwargs)
+            self.__dict__.setdefault("_upload_streams", []).append(stream)
+            return stream
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                for stream in self.__dict__.pop("_upload_streams", ()):
+                    stream.close()
+
     app = Flask(__name__, template_folder="templates", static_folder="static")
+    app.request_class = UploadRequest
     app.config["GALLERY"] = gallery
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes + _FORM_OVERHEAD_BYTES
     app.config["MAX_FORM_MEMORY_SIZE"] = _MAX_FORM_FIELD_BYTES
@@ -377,7 +405,7 @@ def create_app(gallery, *, k: int = 10, max_upload_bytes: int = DEFAULT_MAX_UPLO
                                               f"{_format_bytes(max_upload_bytes)}; choose a smaller image")
             try:
                 image_array = decode_image(data, name=f"the upload {name!r}", max_pixels=max_pixels,
-                                           max_side=UPLOAD_MAX_SIDE)
+                                           max_side=UPLOAD_MAX_SIDE, formats=IMAGE_FORMATS)
             except ImageTooLargeError as exc:
                 return render(413, k=k, error=str(exc))
             except ValueError as exc:
