@@ -656,10 +656,9 @@ def compat_lines(raw: dict) -> list[str]:
 
 DOCS_INTRO = """\
 How fast pqkit searches, how close its recall is to faiss-cpu's, and how it was measured. Every
-table on this page is drawn by `python bench/report.py --docs` from raw results stored in
-`bench/results/`; nothing on it is typed by hand, and rerunning the script measures nothing.
-The history of the speed work, with the numbers of each step, is in the
-[changelog](../CHANGELOG.md)."""
+table on this page is drawn by `python bench/report.py --docs` from the raw results stored in
+`bench/results/`; rerunning the script measures nothing. The history of the speed work, with the
+numbers of each step, is in the [changelog](../CHANGELOG.md)."""
 
 DOCS_HOW_SEARCH_RUNS = """\
 ## How a search runs

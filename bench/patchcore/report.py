@@ -309,8 +309,8 @@ model.save("mt.model"); model = PatchCore.load("mt.model")
 - **Data** (`data.py`): `mvtec_samples(root, "train"|"test")` reads the MVTec AD layout (RGB or
   grayscale, any size); a missing folder, an empty split, a missing mask or a mask whose size
   differs from its image's raise `ValueError` naming the path.
-- **Features** (`pqkit.features`, `embedding.py`): a plain-torch `FeatureExtractor` with forward
-  hooks on named layers (an unknown name raises `ValueError` listing the available ones). The
+- **Features** (`embedding.py`, over the plain-torch `FeatureExtractor` shared with retrieval):
+  forward hooks on named layers (an unknown name raises `ValueError` listing the available ones). The
   default is EfficientNet-Lite0 with the weights of the installed package, layers `_blocks.4`
   and `_blocks.10` (strides 8 and 16, like ResNet `layer2` + `layer3`); any `torch.nn.Module`
   with layer names works (e.g. a torchvision `wide_resnet50_2` with `["layer2", "layer3"]`).
@@ -338,6 +338,10 @@ model.save("mt.model"); model = PatchCore.load("mt.model")
 - **Model** (`model.py`): `PatchCore.save(dir, overwrite=False)` writes `config.json` and the
   memory-bank index all-or-nothing under a manifest; a folder holding anything but a PatchCore
   model is never written to (see [usage.md](usage.md#reliability)).
+
+Tests: `tests/test_features.py`, `tests/test_patchcore.py` and `tests/test_patchcore_config.py`
+cover the loaders and every bad input, the coreset and the scores against NumPy references, every
+backend's save/load round trip, detection on real magnetic_tile images, and the command line.
 
 ## Experiment 3: exact against compressed search
 
