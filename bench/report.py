@@ -2,12 +2,14 @@
 
     python bench/report.py                              # every bench/results/raw/*.json
     python bench/report.py bench/results/raw/fashion.json [--out-dir bench/results]
-    python bench/report.py --readme                     # also put summary.md into README.md
+    python bench/report.py --docs                       # also write docs/performance.md
 
 Per dataset it writes ``<out-dir>/<dataset>.md`` and, when matplotlib is importable,
-``<out-dir>/<dataset>.png``; for all datasets together ``<out-dir>/summary.md``, the README
-snippet. ``--readme`` replaces the text between ``<!-- bench:start -->`` and
-``<!-- bench:end -->`` in the README with that snippet.
+``<out-dir>/<dataset>.png``; for all datasets together ``<out-dir>/summary.md``. ``--docs``
+also writes the page ``docs/performance.md``: that summary, plus the tables drawn from the other
+stored raw results beside the raw folder (``raw/spot_check.json``, ``micro.json``,
+``parity.json``, ``compat.json``; each section is left out when its file is missing). Nothing
+is measured: the page is a function of the stored files.
 
 Two comparisons of pqkit with faiss, both "> 1: pqkit faster":
 
@@ -42,6 +44,7 @@ its Pareto frontier (the rows no other row of that line beats on both recall and
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -51,8 +54,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 BENCH_DIR = Path(__file__).resolve().parent
-README = BENCH_DIR.parent / "README.md"
-README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+DOCS_PAGE = BENCH_DIR.parent / "docs" / "performance.md"
 MATCH_KEYS = ("nlist", "M", "nbits")
 RECALL_TARGETS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 # 10-recall@10 is a ratio of integers; a row exactly at the target must count as reaching it.
@@ -484,7 +486,7 @@ def plot(name: str, rows: list[dict], path: Path) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# Summary and README
+# Summary
 
 
 def summary_cell(entry: dict, mode_name: str) -> str:
@@ -493,10 +495,10 @@ def summary_cell(entry: dict, mode_name: str) -> str:
 
 
 def summary_markdown(by_dataset: dict[str, list[dict]], out_dir: Path, link_base: Path, targets=RECALL_TARGETS) -> str:
-    """The README snippet: per dataset and family, both equal-recall ratios at 1 thread.
+    """Per dataset and family, both equal-recall ratios at 1 thread, with links to the reports.
 
-    Links point at ``out_dir`` files relative to ``link_base`` (the README's folder), so the
-    snippet reads correctly once it sits in the README.
+    Links point at ``out_dir`` files relative to ``link_base`` (the folder of the file the
+    snippet goes into), so the same table reads correctly in ``summary.md`` and in the docs page.
     """
     def link(path: Path) -> str:
         return Path(os.path.relpath(path, link_base)).as_posix()
@@ -507,10 +509,11 @@ def summary_markdown(by_dataset: dict[str, list[dict]], out_dir: Path, link_base
         "runs its fastest configuration whose 10-recall@10 reaches the highest target (from "
         f"{', '.join(f'{t:g}' for t in targets)}) that both reach; faiss also at its best SIMD level and variant "
         "(refine and k_factor included). A ratio is pqkit's speed over faiss's: > 1 means pqkit is faster. In "
-        "parentheses: the recall of the pqkit / faiss row chosen.",
+        "parentheses: the recall of the pqkit / faiss row chosen. The last column names the faiss SIMD level of "
+        "the row chosen for batch QPS / for latency.",
         "",
-        "| dataset | index family | recall >= | batch QPS ratio | single-query latency ratio |",
-        "|---|---|---:|---:|---:|",
+        "| dataset | index family | recall >= | batch QPS ratio | single-query latency ratio | faiss level |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for name, rows in by_dataset.items():
         for entry in headline(rows, targets):
@@ -518,38 +521,233 @@ def summary_markdown(by_dataset: dict[str, list[dict]], out_dir: Path, link_base
             if entry["target"] is None:
                 best = entry["best_recall"]
                 lines.append(f"| {name} | {family} | no common target (best recall {best['pqkit']:.3f} / "
-                             f"{best['faiss']:.3f}) | - | - |")
+                             f"{best['faiss']:.3f}) | - | - | - |")
             else:
+                levels = " / ".join(entry[mode][1]["simd_level"] for mode in ("qps", "latency"))
                 lines.append(f"| {name} | {family} | {entry['target']:g} | {summary_cell(entry, 'qps')} | "
-                             f"{summary_cell(entry, 'latency')} |")
+                             f"{summary_cell(entry, 'latency')} | {levels} |")
     reports = []
     for name in by_dataset:
         text = f"[{name}]({link(out_dir / f'{name}.md')})"
         if (out_dir / f"{name}.png").is_file():
             text += f" ([plot]({link(out_dir / f'{name}.png')}))"
         reports.append(text)
-    lines += ["", "Per dataset (every target, thread count and matched-parameter comparison): "
-              + ", ".join(reports) + "."]
+    lines += ["", "Per dataset (every target, thread count and matched-parameter comparison, training and adding "
+              "times, all raw rows): " + ", ".join(reports) + "."]
     for name in by_dataset:
         if (out_dir / f"{name}.png").is_file():
             lines += ["", f"![{name}: recall vs speed, 1 thread]({link(out_dir / f'{name}.png')})"]
-    if (out_dir / "micro.md").is_file():
-        lines += ["", f"Scan kernels against the memory-read floor: [micro-benchmark]({link(out_dir / 'micro.md')})."]
-    lines += ["", "Reproduce: `python bench/run.py --all && python bench/micro/run.py && "
-              "python bench/report.py --readme` (see `bench/README.md`)."]
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, snippet: str) -> None:
-    """Replace the text between the README markers with ``snippet`` (the markers stay)."""
-    text = readme.read_text()
-    one_each = text.count(README_START) == 1 and text.count(README_END) == 1
-    if not one_each or text.index(README_START) > text.index(README_END):
-        raise SystemExit(f"{readme}: expected one '{README_START}' line followed by one '{README_END}' line "
-                         "around the place for the benchmark summary; add them and run again")
-    head, rest = text.split(README_START)
-    _, tail = rest.split(README_END)
-    readme.write_text(f"{head}{README_START}\n{snippet.rstrip()}\n{README_END}{tail}")
+# --------------------------------------------------------------------------------------------
+# The other stored results: spot check, micro-benchmark, parity, pqkit.compat
+
+
+def load_json(path: Path):
+    """The parsed file, or None when it does not exist (its section is then left out)."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def spot_check_lines(raw: dict) -> list[str]:
+    """``raw/spot_check.json`` (``bench/spot_check.py``): identical indexes, faiss's faster level per row.
+
+    pqkit ran in every faiss level's child process; its time is the minimum over those runs, as
+    each faiss time is the minimum over repeats.
+    """
+    groups: dict = {}
+    for row in raw["rows"]:
+        groups.setdefault((row["index"], row.get("nprobe")), []).append(row)
+    lines = ["| index | nprobe | batch µs/query: faiss best (level) | pqkit | ratio | single query µs: faiss best | "
+             "pqkit | ratio | same ids |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (index, nprobe), rows in groups.items():
+        batch = min(rows, key=lambda r: r["batch_us_faiss"])
+        faiss_batch, faiss_single = batch["batch_us_faiss"], min(r["single_us_faiss"] for r in rows)
+        ours_batch, ours_single = min(r["batch_us_pqkit"] for r in rows), min(r["single_us_pqkit"] for r in rows)
+        same = min(r["same_ids"] for r in rows)
+        lines.append(f"| {index} | {'-' if nprobe is None else nprobe} | {faiss_batch:.1f} ({batch['faiss_simd_level']}) "
+                     f"| {ours_batch:.1f} | **{faiss_batch / ours_batch:.2f}x** | {faiss_single:.1f} | {ours_single:.1f} "
+                     f"| **{faiss_single / ours_single:.2f}x** | {same:.0%} |")
+    levels = list(dict.fromkeys(r["faiss_simd_level"] for r in raw["rows"]))
+    levels_text = ", ".join(levels[:-1]) + " and " + levels[-1] if len(levels) > 1 else levels[0]
+    machine = raw.get("machine")
+    if isinstance(machine, dict):
+        where = f"on {machine['cpu']} ({machine['n_cpus']} CPUs), run {machine.get('time', '?')[:10]}"
+    else:  # the first version of spot_check.py recorded the architecture only
+        where = (f"on an {machine} machine; the file records neither the CPU model nor the date, and it is older "
+                 "than the harness results above (see the changelog)")
+    return [f"faiss trains each index; pqkit loads the same index with `pqkit.from_faiss`, so both return the same "
+            f"ids (last column) and only the speed differs. Fashion-MNIST, 1 thread, minimum over repeats, {where}. "
+            f"faiss ran at {levels_text}; each row compares against its faster level. At small nprobe a query "
+            "costs mostly its distance table and the coarse search, which cost faiss about as much; the scan, where "
+            "pqkit gains, is then a small part of the query.", "", *lines]
+
+
+def micro_lines(raw: dict) -> list[str]:
+    """``micro.json`` as ``bench/micro/run.py`` draws it, headings moved two levels down."""
+    spec = importlib.util.spec_from_file_location("bench_micro_run", BENCH_DIR / "micro" / "run.py")
+    micro = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(micro)
+    lines = [line for line in micro.markdown(raw).strip("\n").split("\n") if not line.startswith("# ")]
+    while lines and not lines[0]:
+        lines.pop(0)
+    return ["#" + line if line.startswith("## ") else line for line in lines]
+
+
+def parity_lines(records: list[dict]) -> list[str]:
+    """``parity.json`` (``bench/parity_table.py``): mean 10-recall@10 over the training seeds."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+
+    def runs(name: str, library: str) -> list[dict]:
+        return [r for r in records if r["dataset"] == name and r["library"] == library]
+
+    def mean_recall(name: str, library: str, nprobe: str) -> float:
+        return statistics.fmean(r["recall"][nprobe] for r in runs(name, library))
+
+    lines = ["| data set | nlist | M x nbits | nprobe | pqkit 10-recall@10 | faiss 10-recall@10 | gap |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in datasets:
+        first = runs(name, "pqkit")[0]
+        for nprobe in sorted(first["recall"], key=int):
+            ours, theirs = mean_recall(name, "pqkit", nprobe), mean_recall(name, "faiss", nprobe)
+            lines.append(f"| {name} | {first['nlist']} | {first['M']}x{first['nbits']} | {nprobe} | {ours:.4f} | "
+                         f"{theirs:.4f} | {ours - theirs:+.4f} |")
+    first = records[0]
+    seeds = sorted({r["seed"] for r in records})
+    versions = {lib: next(r["version"] for r in records if r["library"] == lib) for lib in ("pqkit", "faiss")}
+    return [f"Trained independently on the same data ({first['n_base']:,} base vectors, {first['n_train']:,} of "
+            f"them for training, {first['n_queries']:,} queries per set; GloVe-50 rows L2-normalised), mean of "
+            f"{len(seeds)} training seeds ({', '.join(map(str, seeds))}); pqkit {versions['pqkit']}, faiss-cpu "
+            f"{versions['faiss']}; truth: exact `IndexFlat`.", "", *lines]
+
+
+COMPAT_IMPLEMENTATIONS = {"notebook": "NumPy reference", "pqkit.compat": "pqkit.compat"}
+COMPAT_KMEANS = {"CustomIndexPQ": "scikit-learn KMeans", "CustomIndexIVFPQ": "faiss.Kmeans"}
+
+
+def compat_lines(raw: dict) -> list[str]:
+    """``compat.json`` (``bench/compat/run.py``): the NumPy reference classes against ``pqkit.compat``."""
+    rows = raw["rows"]
+    lines = [f"| class | implementation | train s | add s | search s ({raw['queries']} single queries) | recall@5 |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        impl = COMPAT_IMPLEMENTATIONS.get(r["impl"], r["impl"])
+        if r["impl"] != "pqkit.compat":
+            impl += f" ({COMPAT_KMEANS.get(r['class'], 'k-means')})"
+        lines.append(f"| {r['class']} | {impl} | {r['train_s']:.2f} | {r['add_s']:.3f} | {r['search_s']:.3f} | "
+                     f"{r['recall_at_5']:.3f} |")
+    speedups = []
+    for cls in dict.fromkeys(r["class"] for r in rows):
+        by_impl = {r["impl"]: r for r in rows if r["class"] == cls}
+        if "pqkit.compat" in by_impl and len(by_impl) > 1:
+            reference = next(r for impl, r in by_impl.items() if impl != "pqkit.compat")
+            speedups.append(f"{cls} {reference['search_s'] / by_impl['pqkit.compat']['search_s']:.0f}x")
+    return [f"The classes `CustomIndexPQ` and `CustomIndexIVFPQ` written with NumPy loops (k-means from "
+            "scikit-learn or faiss) against their drop-in replacements in `pqkit.compat`, on the same "
+            f"{raw['n']:,} Fashion-MNIST vectors reduced to 128 dimensions by PCA (m=8, nbits=8, nlist=100, "
+            "nprobe=1); recall@5: the nearest non-self neighbour among the first five results. Run on a shared "
+            "2-core machine, so absolute times are noisy.", "", *lines, "",
+            "Search speed-up of pqkit.compat: " + ", ".join(speedups) + ". Training is not faster: pqkit's PQ "
+            "training on these sub-problems (16 dimensions, 256 centroids) is slower than faiss.Kmeans."]
+
+
+# --------------------------------------------------------------------------------------------
+# The documentation page
+
+DOCS_INTRO = """\
+How fast pqkit searches, how close its recall is to faiss-cpu's, and how it was measured. Every
+table on this page is drawn by `python bench/report.py --docs` from the raw results stored in
+`bench/results/`; rerunning the script measures nothing. The history of the speed work, with the
+numbers of each step, is in the [changelog](../CHANGELOG.md)."""
+
+DOCS_HOW_SEARCH_RUNS = """\
+## How a search runs
+
+One float distance table per query; the codes are stored in blocks of 64, byte-transposed, and
+scanned with a byte-quantized copy of the table (AVX-512 VBMI `vpermi2b` for 8-bit codes and
+`vpermb` for 4-bit codes, AVX2 `vpshufb`, and scalar versions) whose integer sums are a proven
+lower bound of each code's distance. Every code that can still enter the top k gets its exact
+float distance, so the results equal a plain float ADC scan bit for bit (tested against a NumPy
+float ADC at every SIMD level), only faster. Under `IndexRefine` an IVF-PQ index ranks its
+candidates by the integer sums alone, since the exact re-ranking follows. IVF-PQ under L2 keeps
+one float per code (`||r||^2 + 2<c, r>`), so a query needs a single table for all the lists it
+probes. The scans prefetch 4 KiB ahead, across list boundaries; exact search (`IndexFlat`, IVF
+coarse assignment, k-means) selects its top k with vectorised kernels, and nearest-centroid
+assignment runs on transposed centroids."""
+
+DOCS_READING = """\
+## How to read the numbers
+
+- **Equal recall.** For each dataset and index family, each library takes its fastest
+  configuration (over all build and query parameters) whose 10-recall@10 reaches a target; the
+  ratio is pqkit's speed over faiss's at the highest target both reach. Index memory is not
+  equalised: the per-dataset reports name the configuration each library ran.
+- **faiss at its best level.** faiss-cpu is one dynamic-dispatch build that picks its SIMD level
+  at import; the harness runs it once per `FAISS_SIMD_LEVEL` on the same index and compares with
+  its best level for each row, not its default. faiss's 8-bit `IndexPQ` scan is fastest at
+  `NONE` on this machine (its SIMD builds of that scan are 2-3x slower), which is why those rows
+  name `NONE`.
+- **Noise.** The machine is a 2-core VM, and the harness times the libraries one after the
+  other, so a slow spell can hit one of them only: a ratio near 1 is neither a clear win nor a
+  clear loss. `python bench/interleaved.py --pqkit FACTORY --faiss FACTORY` times one
+  configuration of both libraries in alternation in one process, for a close call.
+- **Flat search.** Where the dimension is large (Fashion-MNIST, 784) faiss is faster at exact
+  search: it hands a batch to a BLAS matrix product that runs near the core's peak, about twice
+  the rate of pqkit's tiles."""
+
+DOCS_REPRODUCE = """\
+## Reproduce
+
+```sh
+pip install ".[bench]"
+python bench/run.py --all && python bench/micro/run.py   # measure: about an hour on 2 cores
+python bench/report.py --docs                             # tables, plots and this page from the stored results
+```
+
+The parity and compatibility tables come from `python bench/parity_table.py --json
+bench/results/parity.json` and `python bench/compat/run.py`; the identical-index table from
+`python bench/spot_check.py`. See [bench/README.md](../bench/README.md) for the harness, its
+configs and what each column measures."""
+
+
+def machine_text(rows: list[dict]) -> str:
+    """The machines, run dates and faiss levels of the raw files behind ``rows``."""
+    machines = {}
+    for row in rows:
+        machine = row["_machine"]
+        machines.setdefault((machine["cpu"], machine["n_cpus"], machine["pqkit_simd_level"]), set()).add(
+            machine.get("time", "?")[:10])
+    faiss_info = next((r["_faiss"] for r in rows if r["_faiss"]), {})
+    version = next((i.get("faiss_version") for i in faiss_info.values() if "faiss_version" in i), "?")
+    levels = ", ".join(f"`{level}`" for level, info in faiss_info.items() if "faiss_simd_level" in info)
+    where = "; ".join(f"{cpu} ({n} CPUs), pqkit at SIMD level `{simd}`, run {', '.join(sorted(days))}"
+                      for (cpu, n, simd), days in machines.items())
+    return (f"Machine: {where}. faiss-cpu {version} at each of {levels or 'no level'} on the same index; "
+            "one thread unless a table says otherwise.")
+
+
+def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Path, targets=RECALL_TARGETS) -> str:
+    """The Markdown of ``docs/performance.md``, drawn from the raw results only."""
+    results_dir = out_dir
+    raw_dir = BENCH_DIR / "results"
+    all_rows = [row for rows in by_dataset.values() for row in rows]
+    lines = ["# Performance", "", "<!-- Generated by `python bench/report.py --docs`; edit bench/report.py, "
+             "not this file. -->", "", DOCS_INTRO, "", DOCS_HOW_SEARCH_RUNS, "", DOCS_READING, "",
+             "## pqkit vs faiss at equal recall", "", machine_text(all_rows), "",
+             summary_markdown(by_dataset, results_dir, page.parent, targets).rstrip("\n")]
+    sections = [
+        ("## Identical indexes", raw_dir / "raw" / "spot_check.json", spot_check_lines),
+        ("## Scan kernels against the memory-read floor", raw_dir / "micro.json", micro_lines),
+        ("## Recall parity with faiss", raw_dir / "parity.json", parity_lines),
+        ("## pqkit.compat against the NumPy reference classes", raw_dir / "compat.json", compat_lines),
+    ]
+    for title, path, draw in sections:
+        raw = load_json(path)
+        if raw is not None:
+            source = Path(os.path.relpath(path, BENCH_DIR.parent)).as_posix()
+            lines += ["", title, "", *draw(raw), "", f"Raw results: `{source}`."]
+    lines += ["", DOCS_REPRODUCE]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -558,8 +756,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--targets", type=float, nargs="+", default=RECALL_TARGETS, metavar="RECALL",
                         help=f"10-recall@10 targets of the equal-recall tables (default {RECALL_TARGETS})")
-    parser.add_argument("--readme", type=Path, nargs="?", const=README, metavar="PATH",
-                        help=f"put summary.md between the bench markers of PATH (default {README})")
+    parser.add_argument("--docs", type=Path, nargs="?", const=DOCS_PAGE, metavar="PATH",
+                        help=f"also write the documentation page (default {DOCS_PAGE})")
     args = parser.parse_args(argv)
     paths = args.raw or sorted((BENCH_DIR / "results" / "raw").glob("*.json"))
     if not paths:
@@ -567,23 +765,27 @@ def main(argv=None) -> int:
     by_dataset = defaultdict(list)
     for row in load_rows(paths):
         by_dataset[row["dataset"]].append(row)
+    if not by_dataset:
+        parser.error(f"no bench/run.py results among {', '.join(map(str, paths))}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = args.out_dir.resolve()
     for name, rows in by_dataset.items():
-        plotted = plot(name, rows, args.out_dir / f"{name}.png")
+        plotted = plot(name, rows, out_dir / f"{name}.png")
         if plotted:
             print(f"wrote {args.out_dir / (name + '.png')}")
         text = dataset_report(name, rows, args.targets, f"{name}.png" if plotted else None)
-        (args.out_dir / f"{name}.md").write_text(text)
+        (out_dir / f"{name}.md").write_text(text)
         print(text)
         print(f"wrote {args.out_dir / (name + '.md')}")
-    readme = args.readme or README
-    summary = summary_markdown(by_dataset, args.out_dir.resolve(), readme.resolve().parent, args.targets)
-    (args.out_dir / "summary.md").write_text(summary)
+    summary = summary_markdown(by_dataset, out_dir, out_dir, args.targets)
+    (out_dir / "summary.md").write_text(summary)
     print(summary)
     print(f"wrote {args.out_dir / 'summary.md'}")
-    if args.readme:
-        update_readme(args.readme, summary)
-        print(f"updated {args.readme}")
+    if args.docs:
+        page = args.docs.resolve()
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(performance_page(by_dataset, out_dir, page, args.targets))
+        print(f"wrote {args.docs}")
     return 0
 
 
