@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import as_float_matrix, check_int, check_k, check_positive_int
+from ._validation import MIN_POINTS_PER_CENTROID, as_float_matrix, check_int, check_k, check_positive_int
 from .indexes import registry
 
 __all__ = ["Suggestion", "TuneReport", "estimate_memory", "suggest", "tune"]
@@ -275,7 +275,7 @@ class Suggestion:
 def _nlist_for(n: int) -> int:
     """About 4 sqrt(n) lists, a power of two, with at least 39 training points per list."""
     nlist = 1 << max(0, round(math.log2(4 * math.sqrt(n))))
-    while nlist > 1 and n < 39 * nlist:
+    while nlist > 1 and n < MIN_POINTS_PER_CENTROID * nlist:
         nlist //= 2
     return nlist
 

@@ -51,7 +51,7 @@ Threads
 Engines
     ``backend=None`` uses :func:`pqkit.get_backend` (``"cpp"``, the compiled core, unless it
     cannot be imported); ``backend="numba"`` selects the portable Numba engine, which gives
-    the same codes, ids and distances (see :mod:`pqkit._backends`). The engine is fixed for
+    the same codes, ids and distances (see :mod:`pqkit.engine`). The engine is fixed for
     the life of the index and not saved with it (``load`` uses the default).
 
 Persistence
@@ -166,7 +166,7 @@ class _Guard:
 class Index:
     """Base class of all pqkit indexes (common behaviour; not instantiated directly).
 
-    See the module docstring of :mod:`pqkit.index` for input conversion, metrics, result
+    See the module docstring of :mod:`pqkit.indexes.base` for input conversion, metrics, result
     padding and id rules shared by all indexes.
 
     Attributes

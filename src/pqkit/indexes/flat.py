@@ -31,7 +31,7 @@ class IndexFlat(Index):
     -----
     Stores an (ntotal, d) float32 matrix and (ntotal,) int64 ids; ``code_size = 4 * d``. Always
     trained; :meth:`train` only validates its input. Conversions, metrics and result padding:
-    see :mod:`pqkit.index`.
+    see :mod:`pqkit.indexes.base`.
 
     Examples
     --------

@@ -35,10 +35,10 @@ class IndexIVFFlat(_IndexIVF):
 
     Notes
     -----
-    Training runs k-means (25 iterations) on the training vectors, which must number at least
-    ``nlist``. Each list stores the raw float32 bytes of its vectors (``code_size = 4 * d``)
+    Training runs k-means (``coarse_niter`` = 10 iterations, as FAISS) on the training vectors,
+    which must number at least ``nlist``. Each list stores the raw float32 bytes of its vectors (``code_size = 4 * d``)
     and their int64 ids. Distances are exact, but only the ``nprobe`` nearest lists are
-    scanned. Conversions, metrics and result padding: see :mod:`pqkit.index`.
+    scanned. Conversions, metrics and result padding: see :mod:`pqkit.indexes.base`.
     """
 
     _layout = "rows"

@@ -47,8 +47,8 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
     Notes
     -----
     Always encodes residuals (FAISS ``by_residual = True``): a vector ``x`` assigned to list
-    ``l`` is stored as ``pq.encode(x - c_l)``. Training runs coarse k-means (25 iterations; at
-    least ``nlist`` training vectors), then trains the PQ on the training residuals (at least
+    ``l`` is stored as ``pq.encode(x - c_l)``. Training runs coarse k-means (``coarse_niter`` =
+    10 iterations; at least ``nlist`` training vectors), then trains the PQ on the training residuals (at least
     ``ksub = 2**nbits`` vectors).
 
     For L2 the search uses the decomposition
@@ -60,7 +60,7 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
     query needs one table for all lists. The scan filters codes with a byte-quantized table
     (SIMD integer sums) and gives every code that can still enter the top k its exact float
     distance, so results equal a plain float scan.
-    Conversions, metrics and result padding: see :mod:`pqkit.index`.
+    Conversions, metrics and result padding: see :mod:`pqkit.indexes.base`.
     """
 
     def __init__(self, d, nlist, M, nbits=8, metric="l2", nprobe=1, *, seed=1234, n_threads=None,

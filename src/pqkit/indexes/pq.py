@@ -74,11 +74,11 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
     Notes
     -----
     Stores code_size bytes and one int64 id per vector (codes in the engine's blocked layout).
-    Search computes one ADC table per query (see :mod:`pqkit.pq`) and scans all codes: a
+    Search computes one ADC table per query (see :mod:`pqkit.quantizers.pq`) and scans all codes: a
     byte-quantized copy of the table filters the codes with SIMD integer sums, and every code
     that can still enter the top k gets its exact float ADC distance, so results equal a plain
     float ADC scan. Conversions, metrics and result
-    padding: see :mod:`pqkit.index`.
+    padding: see :mod:`pqkit.indexes.base`.
     """
 
     def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None, backend=None):

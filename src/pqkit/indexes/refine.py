@@ -73,7 +73,7 @@ class IndexRefine(Index):
     own ``search`` returns: the candidates can differ slightly from ``base_index.search``'s, and
     the results are the same at every SIMD level and thread count. Memory is the base index plus
     the refine index (``4 * d + 8`` bytes per vector for an IndexFlat). Conversions, metrics and
-    result padding: see :mod:`pqkit.index`.
+    result padding: see :mod:`pqkit.indexes.base`.
 
     Examples
     --------

@@ -47,7 +47,7 @@ class KMeans:
     backend : {"cpp", "numba"} or None, default None
         Engine; None uses :func:`pqkit.get_backend`. ``assign`` gives the same result on both;
         ``train`` follows the same algorithm with another random stream (see
-        :mod:`pqkit._backends`).
+        :mod:`pqkit.engine`).
 
     Attributes
     ----------
@@ -95,7 +95,7 @@ class KMeans:
         Parameters
         ----------
         x : array_like of float, shape (n, d)
-            At least ``k`` vectors; converted to float32 (see :mod:`pqkit.index`). Fewer than
+            At least ``k`` vectors; converted to float32 (see :mod:`pqkit.indexes.base`). Fewer than
             ``39 * k`` emits :class:`pqkit.TrainingWarning`.
 
         Returns
@@ -147,7 +147,7 @@ class KMeans:
         Parameters
         ----------
         x : array_like of float, shape (n, d)
-            Converted to float32 (see :mod:`pqkit.index`).
+            Converted to float32 (see :mod:`pqkit.indexes.base`).
 
         Returns
         -------

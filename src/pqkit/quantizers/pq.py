@@ -60,7 +60,7 @@ class ProductQuantizer:
         Worker threads; None uses :func:`pqkit.get_num_threads`.
     backend : {"cpp", "numba"} or None, default None
         Engine; None uses :func:`pqkit.get_backend`. Both give the same codes, tables and
-        decodings for the same codebooks; trained codebooks differ (see :mod:`pqkit._backends`).
+        decodings for the same codebooks; trained codebooks differ (see :mod:`pqkit.engine`).
 
     Attributes
     ----------
@@ -136,7 +136,7 @@ class ProductQuantizer:
         Parameters
         ----------
         x : array_like of float, shape (n, d)
-            At least ``ksub`` vectors; converted to float32 (see :mod:`pqkit.index`). Fewer than
+            At least ``ksub`` vectors; converted to float32 (see :mod:`pqkit.indexes.base`). Fewer than
             ``39 * ksub`` emits :class:`pqkit.TrainingWarning`.
 
         Returns
@@ -180,7 +180,7 @@ class ProductQuantizer:
             Copied and converted to float32. For FAISS:
             ``faiss.vector_to_array(pq.centroids).reshape(M, ksub, dsub)``. Values must be
             finite and within the magnitude bound of d-dimensional vectors (see
-            :func:`pqkit.index`'s conventions).
+            :mod:`pqkit.indexes.base`'s conventions).
 
         Returns
         -------
@@ -216,7 +216,7 @@ class ProductQuantizer:
         Parameters
         ----------
         x : array_like of float, shape (n, d)
-            Converted to float32 (see :mod:`pqkit.index`).
+            Converted to float32 (see :mod:`pqkit.indexes.base`).
 
         Returns
         -------
@@ -250,7 +250,7 @@ class ProductQuantizer:
         Parameters
         ----------
         x : array_like of float, shape (n, d)
-            Converted to float32 (see :mod:`pqkit.index`).
+            Converted to float32 (see :mod:`pqkit.indexes.base`).
         metric : {"l2", "ip", "cosine"}, default "l2"
             "l2": ``T[i, m, j] = ||x_i,m - C_m[j]||^2``; "ip": ``<x_i,m, C_m[j]>``; "cosine": rows
             of ``x`` are L2-normalised first, then "ip".

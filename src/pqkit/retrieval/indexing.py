@@ -26,11 +26,12 @@ import warnings
 
 import numpy as np
 
+from .._validation import MIN_POINTS_PER_CENTROID as _POINTS_PER_CENTROID
+
 __all__ = ["IndexChoice", "build_index", "choose_index", "default_m", "default_nlist", "resolve_description"]
 
-#: Points per centroid below which pqkit warns (TrainingWarning); sizes are chosen to stay above.
-_POINTS_PER_CENTROID = 39
-
+# _POINTS_PER_CENTROID: points per centroid below which pqkit warns (TrainingWarning); sizes are
+# chosen to stay above it.
 _NAME = re.compile(r"IVF(?P<nlist>[0-9]*),(?P<kind>Flat|PQ(?P<M>[0-9]*)(?:x(?P<nbits>[0-9]+))?)")
 
 

@@ -1,7 +1,7 @@
 """The portable engine: the subset of ``pqkit._core`` that the Python layer uses, in Numba.
 
 Same function and class names, argument order and results as the C++ core (``cpp/bindings.cpp``),
-so an index picks either module through :func:`pqkit._backends.core` and runs unchanged. It is
+so an index picks either module through :func:`pqkit.engine.core` and runs unchanged. It is
 used when the compiled extension cannot be imported, or when asked for (``backend="numba"``,
 :func:`pqkit.set_backend`, ``PQKIT_BACKEND=numba``).
 
