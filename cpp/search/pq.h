@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "flat.h"
+#include "search/flat.h"
 
 namespace pqkit {
 

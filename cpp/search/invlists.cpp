@@ -1,4 +1,4 @@
-#include "invlists.h"
+#include "search/invlists.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "codes.h"
+#include "common/codes.h"
 
 namespace pqkit {
 

@@ -1,6 +1,6 @@
 // The scalar reference level: the portable bodies as they are.
-#include "kernels.h"
-#include "kernels_generic.h"
+#include "kernels/kernels.h"
+#include "kernels/kernels_generic.h"
 
 namespace pqkit {
 namespace scalar {

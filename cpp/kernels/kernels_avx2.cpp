@@ -2,8 +2,8 @@
 // 0-7 and 8-15); the first reduction step adds them, as the tree requires.
 #include <immintrin.h>
 
-#include "kernels.h"
-#include "kernels_generic.h"
+#include "kernels/kernels.h"
+#include "kernels/kernels_generic.h"
 
 namespace pqkit {
 namespace avx2 {

@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "flat.h"
+#include "search/flat.h"
 
 namespace pqkit {
 

@@ -11,17 +11,17 @@
 #include <stdexcept>
 #include <string>
 
-#include "coreset.h"
-#include "flat.h"
-#include "ivf.h"
-#include "invlists.h"
-#include "kmeans.h"
-#include "micro.h"
-#include "kernels.h"
-#include "parallel.h"
-#include "pq.h"
-#include "refine.h"
-#include "simd.h"
+#include "common/parallel.h"
+#include "common/simd.h"
+#include "kernels/kernels.h"
+#include "search/coreset.h"
+#include "search/flat.h"
+#include "search/invlists.h"
+#include "search/ivf.h"
+#include "search/kmeans.h"
+#include "search/micro.h"
+#include "search/pq.h"
+#include "search/refine.h"
 
 namespace py = pybind11;
 using namespace pqkit;

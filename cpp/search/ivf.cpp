@@ -1,14 +1,14 @@
-#include "ivf.h"
+#include "search/ivf.h"
 
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 
-#include "codes.h"
-#include "kernels.h"
-#include "parallel.h"
-#include "scan.h"
-#include "topk.h"
+#include "common/codes.h"
+#include "common/parallel.h"
+#include "common/topk.h"
+#include "kernels/kernels.h"
+#include "search/scan.h"
 
 namespace pqkit {
 namespace {

@@ -1,10 +1,10 @@
-#include "simd.h"
+#include "common/simd.h"
 
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace pqkit {
 namespace {

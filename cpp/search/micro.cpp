@@ -1,4 +1,4 @@
-#include "micro.h"
+#include "search/micro.h"
 
 #include <chrono>
 #include <cstdint>
@@ -6,8 +6,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "codes.h"
-#include "kernels.h"
+#include "common/codes.h"
+#include "kernels/kernels.h"
 
 namespace pqkit {
 namespace {

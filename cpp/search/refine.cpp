@@ -1,4 +1,4 @@
-#include "refine.h"
+#include "search/refine.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -6,12 +6,12 @@
 #include <string>
 #include <vector>
 
-#include "codes.h"
-#include "invlists.h"
-#include "kernels.h"
-#include "parallel.h"
-#include "pq.h"
-#include "topk.h"
+#include "common/codes.h"
+#include "common/parallel.h"
+#include "common/topk.h"
+#include "kernels/kernels.h"
+#include "search/invlists.h"
+#include "search/pq.h"
 
 namespace pqkit {
 

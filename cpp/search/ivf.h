@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "flat.h"
-#include "invlists.h"
-#include "pq.h"
+#include "search/flat.h"
+#include "search/invlists.h"
+#include "search/pq.h"
 
 namespace pqkit {
 

@@ -1,11 +1,11 @@
-#include "scan.h"
+#include "search/scan.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
-#include "codes.h"
-#include "kernels.h"
+#include "common/codes.h"
+#include "kernels/kernels.h"
 
 namespace pqkit {
 namespace {

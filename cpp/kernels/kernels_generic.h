@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "codes.h"
-#include "kernels.h"
+#include "common/codes.h"
+#include "kernels/kernels.h"
 
 namespace pqkit {
 // Internal linkage on purpose: each level's file gets its own copy compiled

@@ -1,17 +1,17 @@
-#include "pq.h"
+#include "search/pq.h"
 
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
-#include "codes.h"
-#include "invlists.h"
-#include "kernels.h"
-#include "kmeans.h"
-#include "parallel.h"
-#include "scan.h"
-#include "topk.h"
+#include "common/codes.h"
+#include "common/parallel.h"
+#include "common/topk.h"
+#include "kernels/kernels.h"
+#include "search/invlists.h"
+#include "search/kmeans.h"
+#include "search/scan.h"
 
 namespace pqkit {
 namespace {

@@ -11,7 +11,7 @@
 #include <limits>
 #include <vector>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace pqkit {
 

@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "simd.h"
+#include "common/simd.h"
 
 namespace pqkit {
 

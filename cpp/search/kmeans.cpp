@@ -1,4 +1,4 @@
-#include "kmeans.h"
+#include "search/kmeans.h"
 
 #include <algorithm>
 #include <cstring>
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "flat.h"
+#include "search/flat.h"
 
 namespace pqkit {
 namespace {

@@ -1,13 +1,13 @@
-#include "flat.h"
+#include "search/flat.h"
 
 #include <algorithm>
 #include <limits>
 #include <memory>
 
-#include "kernels.h"
-#include "parallel.h"
-#include "select.h"
-#include "topk.h"
+#include "common/parallel.h"
+#include "common/select.h"
+#include "common/topk.h"
+#include "kernels/kernels.h"
 
 namespace pqkit {
 namespace {

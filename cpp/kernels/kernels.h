@@ -15,7 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "simd.h"
+#include "common/simd.h"
 
 namespace pqkit {
 

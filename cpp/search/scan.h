@@ -23,9 +23,9 @@
 #include <utility>
 #include <vector>
 
-#include "pq.h"
-#include "select.h"
-#include "topk.h"
+#include "common/select.h"
+#include "common/topk.h"
+#include "search/pq.h"
 
 namespace pqkit {
 

@@ -1,4 +1,4 @@
-#include "coreset.h"
+#include "search/coreset.h"
 
 #include <algorithm>
 #include <limits>
@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels.h"
-#include "parallel.h"
+#include "common/parallel.h"
+#include "kernels/kernels.h"
 
 namespace pqkit {
 namespace {

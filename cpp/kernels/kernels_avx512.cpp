@@ -2,8 +2,8 @@
 // scalar reference: 16 float lanes map one to one onto a zmm register.
 #include <immintrin.h>
 
-#include "kernels.h"
-#include "kernels_generic.h"
+#include "kernels/kernels.h"
+#include "kernels/kernels_generic.h"
 
 namespace pqkit {
 namespace avx512 {
