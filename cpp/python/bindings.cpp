@@ -68,12 +68,6 @@ const T* checked(const py::array& a, const char* name, std::initializer_list<py:
     return static_cast<const T*>(a.data());
 }
 
-Metric parse_metric(const std::string& metric) {
-    if (metric == "l2") return Metric::L2;
-    if (metric == "ip") return Metric::IP;
-    throw std::invalid_argument("metric must be 'l2' or 'ip' at the engine level, got '" + metric + "'");
-}
-
 size_t positive(py::ssize_t v, const char* name) {
     if (v < 1) throw std::invalid_argument(std::string(name) + " must be >= 1, got " + std::to_string(v));
     return static_cast<size_t>(v);

@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace pqkit {
+#include "common/metric.h"
 
-enum class Metric { L2, IP };
+namespace pqkit {
 
 // Search keys are "smaller is better": squared L2 through norms, as in a GEMM
 // formulation, or the negated inner product (kernels().keys_and_minima).

@@ -4,24 +4,17 @@
 // A d-dimensional vector is split into M subvectors of dsub = d / M floats;
 // subvector m is replaced by the index of its nearest centroid in codebook m
 // (ksub = 2^nbits centroids). Codebooks are stored as M x ksub x dsub floats.
-// Codes are packed little-endian: code m occupies bits [m*nbits, (m+1)*nbits)
-// of a code_size = ceil(M*nbits/8) byte string (the layout FAISS uses).
+// The packed code format (PQShape, pq_pack, pq_unpack) is common/pq_codes.h.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-#include "search/flat.h"
+#include "common/metric.h"
+#include "common/pq_codes.h"
 
 namespace pqkit {
-
-struct PQShape {
-    size_t d, M, nbits, ksub, dsub, code_size;
-};
-
-// Validates d % M == 0 and 1 <= nbits <= 16 (std::invalid_argument otherwise).
-PQShape make_pq_shape(size_t d, size_t M, size_t nbits);
 
 class InvertedLists;
 
@@ -46,9 +39,6 @@ private:
     PQShape shape_;
     std::vector<float> codebooks_, transposed_, sqnorms_;
 };
-
-void pq_unpack(const PQShape& shape, const uint8_t* codes, size_t n, int32_t* idx);
-void pq_pack(const PQShape& shape, const int32_t* idx, size_t n, uint8_t* codes);
 
 void pq_train(const float* x, size_t n, const PQShape& shape, int niter, uint64_t seed,
               size_t max_points_per_centroid, int n_threads, float* codebooks);

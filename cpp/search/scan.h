@@ -23,9 +23,9 @@
 #include <utility>
 #include <vector>
 
+#include "common/pq_codes.h"
 #include "common/select.h"
 #include "common/topk.h"
-#include "search/pq.h"
 
 namespace pqkit {
 
