@@ -14,7 +14,7 @@ Reads the object files of a CMake build of ``_core`` (nothing is compiled) with 
    kept the AVX one, scalar code would call it (an illegal instruction on older CPUs).
 
 The SIMD kernels themselves are reached only through the dispatch table after a CPUID check
-(cpp/common/simd.cpp). QEMU's user mode decodes AVX2 whatever CPU model it emulates, so an emulator run
+(cpp/kernels/kernels.cpp). QEMU's user mode decodes AVX2 whatever CPU model it emulates, so an emulator run
 (tests/test_numba_backend.py) cannot show this; this static check does.
 """
 

@@ -4,8 +4,6 @@
 #include <cstdlib>
 #include <stdexcept>
 
-#include "kernels/kernels.h"
-
 namespace pqkit {
 namespace {
 
@@ -89,17 +87,5 @@ void set_simd_level(SimdLevel level) {
     }
     level_slot().store(static_cast<int>(level));
 }
-
-const Kernels& kernels_for(SimdLevel level) {
-    switch (level) {
-#if PQKIT_HAVE_X86_SIMD
-        case SimdLevel::AVX512: return avx512::table;
-        case SimdLevel::AVX2: return avx2::table;
-#endif
-        default: return scalar::table;
-    }
-}
-
-const Kernels& kernels() { return kernels_for(active_simd_level()); }
 
 }  // namespace pqkit

@@ -2,7 +2,14 @@
 //
 // Kernels take raw pointers and counts, never Python types. Each level lives
 // in its own translation unit compiled with its own flags (kernels_scalar.cpp,
-// kernels_avx2.cpp, kernels_avx512.cpp). The scalar file is the reference.
+// kernels_avx2.cpp, kernels_avx512.cpp). The scalar file is the reference; the
+// portable bodies are kernels_generic.h.
+//
+// A new kernel: a member of Kernels below (with its contract), its reference
+// body in kernels_generic.h, and one line `t.name = ...;` in each level's
+// make_table(), with a SIMD body where one pays. Members are assigned by name;
+// check_kernel_tables() (run when the module loads) fails for a member a level
+// left unset.
 //
 // Fixed summation order (what makes the levels bit-identical):
 //  * Long dot products and squared distances over d use 16 lanes: element j is
@@ -124,6 +131,12 @@ struct Kernels {
 const Kernels& kernels();                  // the active level's table
 const Kernels& kernels_for(SimdLevel level);
 
+// Throws std::logic_error naming the level and the member's position in
+// Kernels when a compiled level's table leaves a member unset (null).
+void check_kernel_tables();
+
+// Each level's table, built at compile time by its file's make_table(): reading
+// one runs no code of that file, so every compiled level can be checked on any CPU.
 namespace scalar { extern const Kernels table; }
 #if PQKIT_HAVE_X86_SIMD
 namespace avx2 { extern const Kernels table; }

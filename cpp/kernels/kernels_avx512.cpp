@@ -395,9 +395,6 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
     return sum + generic::read_bytes(data + i, n - i);
 }
 
-// Plain loops, vectorised with this file's flags.
-using generic::keys_and_minima;
-
 // By ranks, without branches on the data: v[i] is the k-th smallest when fewer
 // than k values are below it and at least k are at most it. Lanes past n hold
 // +inf, which changes no such count for a value that can be the answer.
@@ -441,12 +438,30 @@ size_t indices_at_most(const float* keys, size_t n, float th, uint32_t* out) {
     return c;
 }
 
+// The table, filled by name. constexpr: it is built by the compiler, so no code
+// of this file runs before the CPU check chooses the level.
+constexpr Kernels make_table() {
+    Kernels t{};
+    // generic::*: the plain loops, vectorised with this file's flags.
+    t.dot_tile = dot_tile;
+    t.sqnorms = sqnorms;
+    t.l2sqr_ny = l2sqr_ny;
+    t.l2_to_centroids_t = l2_to_centroids_t;
+    t.ip_to_centroids_t = ip_to_centroids_t;
+    t.argmin = argmin;
+    t.min_max_rows = min_max_rows;
+    t.quantize_rows = quantize_rows;
+    t.scan_lut8 = scan_lut8;
+    t.scan_lut4 = scan_lut4;
+    t.keys_and_minima = generic::keys_and_minima;
+    t.kth_smallest = kth_smallest;
+    t.indices_at_most = indices_at_most;
+    t.read_bytes = read_bytes;
+    return t;
+}
 }  // namespace
 
-const Kernels table = {
-    dot_tile, sqnorms,  l2sqr_ny,  l2_to_centroids_t, ip_to_centroids_t, argmin, min_max_rows, quantize_rows,
-    scan_lut8, scan_lut4, keys_and_minima, kth_smallest, indices_at_most, read_bytes,
-};
+constexpr Kernels table = make_table();
 
 }  // namespace avx512
 }  // namespace pqkit

@@ -431,6 +431,8 @@ py::tuple lists_export(const InvertedLists& lists) {
 PYBIND11_MODULE(_core, m) {
     m.doc() = "pqkit compiled engine (internal: use the pqkit package API)";
 
+    check_kernel_tables();  // a level's table with an unset member fails the import
+
     set_interrupt_checker(&python_interrupted);
     py::register_exception_translator([](std::exception_ptr p) {
         try {
