@@ -41,7 +41,9 @@ std::atomic<size_t> g_min_split_bytes{256 * 1024};
 }  // namespace
 
 size_t min_split_bytes_per_thread() { return g_min_split_bytes.load(std::memory_order_relaxed); }
-void set_min_split_bytes_per_thread(size_t bytes) { g_min_split_bytes.store(bytes, std::memory_order_relaxed); }
+size_t set_min_split_bytes_per_thread(size_t bytes) {
+    return g_min_split_bytes.exchange(bytes, std::memory_order_relaxed);
+}
 
 int hardware_concurrency() {
     unsigned n = std::thread::hardware_concurrency();

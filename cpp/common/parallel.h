@@ -28,9 +28,10 @@ int hardware_concurrency();
 // A single query's scan is split over threads only when each thread gets at
 // least this many bytes of codes (default 256 KiB): below that, waking the
 // other threads and repeating the query's table costs more than it saves.
-// Settable so tests can exercise the split path on small data.
+// Settable so tests can exercise the split path on small data (returns the
+// previous value, for the test to restore).
 size_t min_split_bytes_per_thread();
-void set_min_split_bytes_per_thread(size_t bytes);
+size_t set_min_split_bytes_per_thread(size_t bytes);
 
 // Calls body(begin, end, worker) over [0, n) in chunks of at most `chunk`
 // items. Throws Interrupted if the checker fired, or the first worker error.

@@ -88,4 +88,14 @@ void set_simd_level(SimdLevel level) {
     level_slot().store(static_cast<int>(level));
 }
 
+std::string active_simd_level_name() { return simd_level_name(active_simd_level()); }
+
+std::vector<std::string> supported_simd_level_names() {
+    std::vector<std::string> out;
+    for (SimdLevel level : supported_simd_levels()) out.emplace_back(simd_level_name(level));
+    return out;
+}
+
+void set_simd_level(const std::string& name) { set_simd_level(parse_simd_level(name)); }
+
 }  // namespace pqkit

@@ -17,4 +17,9 @@ std::vector<SimdLevel> supported_simd_levels();        // scalar first, best las
 SimdLevel active_simd_level();
 void set_simd_level(SimdLevel level);                  // throws if the CPU lacks it
 
+// The same by name ("scalar", "avx2", "avx512"), for callers that speak strings.
+std::string active_simd_level_name();
+std::vector<std::string> supported_simd_level_names();  // scalar first, best last
+void set_simd_level(const std::string& name);          // throws std::invalid_argument
+
 }  // namespace pqkit

@@ -1,16 +1,21 @@
 // The only file that includes pybind11. Each binding checks its buffers
 // (dtype, C order, shape), allocates the outputs, releases the GIL and calls
-// one engine function. Validation with user-facing hints lives in Python
+// one engine function; loops and preconditions live in the library (C++
+// exceptions: std::invalid_argument -> ValueError, std::out_of_range ->
+// IndexError). Validation with user-facing hints lives in Python
 // (pqkit._validation); the checks here are the cheap last line of defence.
+// Module: pqkit.engine._core; its stub is src/pqkit/engine/_core.pyi.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
+#include "common/args.h"
+#include "common/finite.h"
+#include "common/metric.h"
 #include "common/parallel.h"
 #include "common/simd.h"
 #include "kernels/kernels.h"
@@ -68,11 +73,6 @@ const T* checked(const py::array& a, const char* name, std::initializer_list<py:
     return static_cast<const T*>(a.data());
 }
 
-size_t positive(py::ssize_t v, const char* name) {
-    if (v < 1) throw std::invalid_argument(std::string(name) + " must be >= 1, got " + std::to_string(v));
-    return static_cast<size_t>(v);
-}
-
 bool python_interrupted() {
     py::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() != 0) {
@@ -112,7 +112,7 @@ py::tuple kmeans_py(const py::array& x, py::ssize_t k, int niter, uint64_t seed,
     p.k = positive(k, "k");
     p.niter = niter;
     p.seed = seed;
-    p.max_points_per_centroid = static_cast<size_t>(std::max<py::ssize_t>(max_points_per_centroid, 0));
+    p.max_points_per_centroid = cap_or_none(max_points_per_centroid);
     p.n_threads = n_threads;
     py::array_t<float> centroids({p.k, d});
     float* out = centroids.mutable_data();
@@ -127,17 +127,13 @@ py::tuple kmeans_py(const py::array& x, py::ssize_t k, int niter, uint64_t seed,
 py::array_t<int64_t> greedy_kcenter_py(const py::array& x, py::ssize_t n_select, py::ssize_t first,
                                        const py::object& weights, int n_threads) {
     const float* xp = checked<float>(x, "x", {-1, -1});
-    const size_t n = positive(x.shape(0), "n"), d = positive(x.shape(1), "d");
+    const size_t n = x.shape(0), d = x.shape(1);
+    const size_t count = check_kcenter_args(n, d, n_select, first);
     const float* wp = weights.is_none() ? nullptr : checked<float>(weights.cast<py::array>(), "weights", {x.shape(0)});
-    if (n_select < 1 || static_cast<size_t>(n_select) > n)
-        throw std::invalid_argument("n_select must be in 1.." + std::to_string(n) + ", got " + std::to_string(n_select));
-    if (first < 0 || static_cast<size_t>(first) >= n)
-        throw std::invalid_argument("first must be a row number in 0.." + std::to_string(n - 1) + ", got " +
-                                    std::to_string(first));
-    py::array_t<int64_t> out(n_select);
+    py::array_t<int64_t> out(count);
     int64_t* op = out.mutable_data();
     py::gil_scoped_release release;
-    greedy_kcenter(xp, n, d, static_cast<size_t>(n_select), static_cast<size_t>(first), wp, n_threads, op);
+    greedy_kcenter(xp, n, d, n_select, first, wp, n_threads, op);
     return out;
 }
 
@@ -148,32 +144,20 @@ py::array_t<float> sqnorms_py(const py::array& x, int n_threads) {
     py::array_t<float> out(static_cast<py::ssize_t>(n));
     float* op = out.mutable_data();
     py::gil_scoped_release release;
-    parallel_for(n, n_threads, 4096, [&](size_t begin, size_t end, int) {
-        kernels().sqnorms(xp + begin * d, end - begin, d, op + begin);
-    });
+    row_sqnorms(xp, n, d, n_threads, op);
     return out;
 }
 
 // Whether every value of a float32 array (any shape, C-contiguous) is finite with |value| <=
-// max_abs. For non-negative floats the bit patterns order as the values do, and NaN and +-inf
-// have larger magnitude bits than any finite float, so one integer compare per value tests all
-// three. No early exit, so the loop vectorizes.
+// max_abs (see common/finite.h).
 bool all_finite_py(const py::array& x, double max_abs) {
     if (!py::isinstance<py::array_t<float>>(x) || x.dtype().kind() != 'f' || x.itemsize() != 4 ||
         !(x.flags() & py::array::c_style))
         throw py::type_error("all_finite takes a C-contiguous float32 array, got dtype " + std::string(py::str(x.dtype())));
-    if (!(max_abs >= 0))
-        throw std::invalid_argument("all_finite: max_abs must be >= 0, got " + std::to_string(max_abs));
-    const float largest = std::numeric_limits<float>::max();
-    const float bound = max_abs >= static_cast<double>(largest) ? largest : static_cast<float>(max_abs);
-    uint32_t limit;
-    std::memcpy(&limit, &bound, sizeof(limit));
-    const uint32_t* bits = static_cast<const uint32_t*>(x.data());
+    const float* xp = static_cast<const float*>(x.data());
     const size_t n = static_cast<size_t>(x.size());
     py::gil_scoped_release release;
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((bits[i] & 0x7fffffffu) > limit);
-    return bad == 0;
+    return all_finite(xp, n, max_abs);
 }
 
 SearchResult flat_search_py(const py::array& x, const py::array& y, py::ssize_t k, const std::string& metric,
@@ -236,7 +220,7 @@ py::tuple coarse_assign_py(const py::array& x, const py::array& centroids, const
     float* dp = dist.mutable_data();
     {
         py::gil_scoped_release release;
-        NearestCentroid(cp, nc, d, m).assign(xp, n, n_threads, lp, dp);
+        coarse_assign(xp, n, cp, nc, d, m, n_threads, lp, dp);
     }
     return py::make_tuple(labels, dist);
 }
@@ -249,8 +233,7 @@ py::array_t<float> pq_train_py(const py::array& x, py::ssize_t M, py::ssize_t nb
     float* out = codebooks.mutable_data();
     size_t n = x.shape(0);
     py::gil_scoped_release release;
-    pq_train(xp, n, s, niter, seed, static_cast<size_t>(std::max<py::ssize_t>(max_points_per_centroid, 0)),
-             n_threads, out);
+    pq_train(xp, n, s, niter, seed, cap_or_none(max_points_per_centroid), n_threads, out);
     return codebooks;
 }
 
@@ -298,10 +281,6 @@ py::array_t<float> pq_distance_tables_py(const py::array& x, const PQCodebooks& 
 SearchResult pq_search_py(const py::array& x, const PQCodebooks& pq, const InvertedLists& lists, py::ssize_t k,
                           const std::string& metric, int n_threads) {
     const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(pq.shape().d)});
-    if (lists.code_size() != pq.shape().code_size || lists.layout() != CodeLayout::Blocked) {
-        throw std::invalid_argument("code store does not match the quantizer: expected blocked codes of " +
-                                    std::to_string(pq.shape().code_size) + " bytes");
-    }
     Metric m = parse_metric(metric);
     size_t kk = positive(k, "k"), nq = x.shape(0);
     SearchResult r = alloc_result(nq, kk);
@@ -362,7 +341,6 @@ SearchResult ivfpq_search_py(const py::array& x, const CoarseQuantizer& coarse, 
                              const InvertedLists& lists, py::ssize_t nprobe, py::ssize_t k, const std::string& metric,
                              int n_threads, bool estimates) {
     const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(coarse.dim())});
-    if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
     IVFSearchParams p = ivf_params(nprobe, k, metric, n_threads);
     p.estimates = estimates;
     size_t nq = x.shape(0);
@@ -379,7 +357,6 @@ py::array_t<float> ivfpq_code_bias_py(const py::array& codes, const py::array& l
     const int64_t* lp = checked<int64_t>(list_nos, "list_nos", {-1});
     py::ssize_t n = list_nos.shape(0);
     const uint8_t* cp = checked<uint8_t>(codes, "codes", {n, static_cast<py::ssize_t>(pq.shape().code_size)});
-    if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
     py::array_t<float> bias(n);
     float* out = bias.mutable_data();
     py::gil_scoped_release release;
@@ -399,30 +376,13 @@ void lists_add(InvertedLists& lists, const py::array& list_nos, const py::array&
     lists.add(lp, ip, cp, bp, static_cast<size_t>(n));
 }
 
-size_t check_list_no(const InvertedLists& lists, py::ssize_t l) {
-    if (l < 0 || static_cast<size_t>(l) >= lists.nlist()) {
-        throw py::index_error("list number out of range: expected 0 <= list_no < " + std::to_string(lists.nlist()) +
-                              ", got " + std::to_string(l));
-    }
-    return static_cast<size_t>(l);
-}
-
 py::tuple lists_export(const InvertedLists& lists) {
-    size_t nlist = lists.nlist(), cs = lists.code_size(), total = lists.ntotal();
-    py::array_t<int64_t> sizes(nlist), ids(total);
-    py::array_t<uint8_t> codes({total, cs});
+    py::array_t<int64_t> sizes(lists.nlist()), ids(lists.ntotal());
+    py::array_t<uint8_t> codes({lists.ntotal(), lists.code_size()});
     int64_t* sp = sizes.mutable_data();
     int64_t* ip = ids.mutable_data();
     uint8_t* cp = codes.mutable_data();
-    size_t at = 0;
-    for (size_t l = 0; l < nlist; ++l) {
-        size_t n = lists.list_size(l);
-        sp[l] = static_cast<int64_t>(n);
-        if (n == 0) continue;
-        std::memcpy(ip + at, lists.list_ids(l), n * sizeof(int64_t));
-        lists.copy_codes(l, cp + at * cs);
-        at += n;
-    }
+    lists.export_all(sp, ip, cp);
     return py::make_tuple(sizes, ids, codes);
 }
 
@@ -444,24 +404,15 @@ PYBIND11_MODULE(_core, m) {
         }
     });
 
-    m.def("simd_level", [] { return std::string(simd_level_name(active_simd_level())); },
-          "The active SIMD level: 'scalar', 'avx2' or 'avx512'.");
-    m.def("available_simd_levels", [] {
-        std::vector<std::string> out;
-        for (SimdLevel l : supported_simd_levels()) out.emplace_back(simd_level_name(l));
-        return out;
-    }, "SIMD levels this CPU supports, scalar first, best last.");
-    m.def("set_simd_level", [](const std::string& name) { set_simd_level(parse_simd_level(name)); },
-          py::arg("level"));
+    m.def("simd_level", &active_simd_level_name, "The active SIMD level: 'scalar', 'avx2' or 'avx512'.");
+    m.def("available_simd_levels", &supported_simd_level_names,
+          "SIMD levels this CPU supports, scalar first, best last.");
+    m.def("set_simd_level", py::overload_cast<const std::string&>(&set_simd_level), py::arg("level"));
     m.def("hardware_concurrency", &hardware_concurrency);
 
     m.def("kmeans", &kmeans_py, py::arg("x"), py::arg("k"), py::arg("niter"), py::arg("seed"),
           py::arg("max_points_per_centroid"), py::arg("n_threads"));
-    m.def("_set_min_split_bytes", [](size_t bytes) {
-        const size_t previous = min_split_bytes_per_thread();
-        set_min_split_bytes_per_thread(bytes);
-        return previous;
-    }, py::arg("bytes"), "Test hook: the code bytes per thread above which one query's scan is split "
+    m.def("_set_min_split_bytes", &set_min_split_bytes_per_thread, py::arg("bytes"), "Test hook: the code bytes per thread above which one query's scan is split "
                         "over threads (returns the previous value).");
     m.def("greedy_kcenter", &greedy_kcenter_py, py::arg("x"), py::arg("n_select"), py::arg("first"),
           py::arg("weights"), py::arg("n_threads"));
@@ -521,10 +472,7 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<InvertedLists>(m, "InvertedLists")
         .def(py::init([](size_t nlist, size_t code_size, const std::string& layout, bool with_bias) {
-                 if (layout != "rows" && layout != "blocked")
-                     throw std::invalid_argument("layout must be 'rows' or 'blocked', got '" + layout + "'");
-                 return std::make_unique<InvertedLists>(
-                     nlist, code_size, layout == "rows" ? CodeLayout::Rows : CodeLayout::Blocked, with_bias);
+                 return std::make_unique<InvertedLists>(nlist, code_size, parse_code_layout(layout), with_bias);
              }),
              py::arg("nlist"), py::arg("code_size"), py::arg("layout"), py::arg("with_bias") = false)
         .def_property_readonly("with_bias", &InvertedLists::with_bias)
@@ -538,17 +486,17 @@ PYBIND11_MODULE(_core, m) {
         }, py::arg("bias"), "Replace every bias, in list order (as export() orders the codes).")
         .def("list_sizes", [](const InvertedLists& lists) {
             py::array_t<int64_t> out(lists.nlist());
-            for (size_t l = 0; l < lists.nlist(); ++l) out.mutable_at(l) = static_cast<int64_t>(lists.list_size(l));
+            lists.list_sizes(out.mutable_data());
             return out;
         })
         .def("list_ids", [](const InvertedLists& lists, py::ssize_t l) {
-            size_t li = check_list_no(lists, l), n = lists.list_size(li);
+            size_t li = lists.checked_list_no(l), n = lists.list_size(li);
             py::array_t<int64_t> out(n);
-            if (n) std::memcpy(out.mutable_data(), lists.list_ids(li), n * sizeof(int64_t));
+            lists.copy_ids(li, out.mutable_data());
             return out;
         }, py::arg("list_no"))
         .def("list_codes", [](const InvertedLists& lists, py::ssize_t l) {
-            size_t li = check_list_no(lists, l), n = lists.list_size(li);
+            size_t li = lists.checked_list_no(l), n = lists.list_size(li);
             py::array_t<uint8_t> out({n, lists.code_size()});
             lists.copy_codes(li, out.mutable_data());
             return out;

@@ -1,6 +1,7 @@
 #include "search/coreset.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -16,12 +17,21 @@ namespace {
 constexpr size_t kRowsPerTask = 4096;
 }  // namespace
 
-void greedy_kcenter(const float* x, size_t n, size_t d, size_t n_select, size_t first, const float* weights,
-                    int n_threads, int64_t* selected) {
-    if (n == 0 || d == 0) throw std::invalid_argument("greedy_kcenter needs n >= 1 rows of d >= 1 floats");
-    if (n_select == 0 || n_select > n)
+size_t check_kcenter_args(size_t n, size_t d, int64_t n_select, int64_t first) {
+    if (n == 0) throw std::invalid_argument("n must be >= 1, got 0");
+    if (d == 0) throw std::invalid_argument("d must be >= 1, got 0");
+    if (n_select < 1 || static_cast<uint64_t>(n_select) > n)
         throw std::invalid_argument("n_select must be in 1.." + std::to_string(n) + ", got " + std::to_string(n_select));
-    if (first >= n) throw std::invalid_argument("first row out of range: " + std::to_string(first));
+    if (first < 0 || static_cast<uint64_t>(first) >= n)
+        throw std::invalid_argument("first must be a row number in 0.." + std::to_string(n - 1) + ", got " +
+                                    std::to_string(first));
+    return static_cast<size_t>(n_select);
+}
+
+void greedy_kcenter(const float* x, size_t n, size_t d, int64_t n_select_arg, int64_t first_arg,
+                    const float* weights, int n_threads, int64_t* selected) {
+    const size_t n_select = check_kcenter_args(n, d, n_select_arg, first_arg);
+    const size_t first = static_cast<size_t>(first_arg);
     const size_t tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
     std::vector<float> min_dist(n, std::numeric_limits<float>::infinity());
     std::vector<float> best_score(tasks);

@@ -15,8 +15,13 @@ namespace pqkit {
 // running minimum and the arg-max (first row on ties) of w_i * min_i, split
 // over threads by row ranges; the per-range winners are compared in range
 // order, so the result is the same for any thread count and SIMD level.
-// weights: n non-negative floats, or nullptr.
-void greedy_kcenter(const float* x, size_t n, size_t d, size_t n_select, size_t first, const float* weights,
+// weights: n non-negative floats, or nullptr. Throws std::invalid_argument
+// unless the arguments pass check_kcenter_args.
+void greedy_kcenter(const float* x, size_t n, size_t d, int64_t n_select, int64_t first, const float* weights,
                     int n_threads, int64_t* selected);
+
+// Throws std::invalid_argument unless n >= 1, d >= 1, 1 <= n_select <= n and
+// 0 <= first < n (before a caller allocates n_select outputs); returns n_select.
+size_t check_kcenter_args(size_t n, size_t d, int64_t n_select, int64_t first);
 
 }  // namespace pqkit

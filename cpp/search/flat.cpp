@@ -166,6 +166,12 @@ void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d,
     });
 }
 
+void row_sqnorms(const float* x, size_t n, size_t d, int n_threads, float* out) {
+    parallel_for(n, n_threads, 4096, [&](size_t begin, size_t end, int) {
+        kernels().sqnorms(x + begin * d, end - begin, d, out + begin);
+    });
+}
+
 NearestCentroid::NearestCentroid(const float* centroids, size_t nc, size_t d, Metric metric)
     : refs_(centroids, nc, d, metric),
       direct_(metric == Metric::L2 && d < kDirectMaxDim),
@@ -240,6 +246,11 @@ void NearestCentroid::assign(const float* x, size_t n, int n_threads, int64_t* l
     parallel_for(n, n_threads, 256, [&](size_t begin, size_t end, int) {
         assign_serial(x + begin * d, end - begin, labels + begin, dist + begin);
     });
+}
+
+void coarse_assign(const float* x, size_t n, const float* centroids, size_t nc, size_t d, Metric metric,
+                   int n_threads, int64_t* labels, float* dist) {
+    NearestCentroid(centroids, nc, d, metric).assign(x, n, n_threads, labels, dist);
 }
 
 }  // namespace pqkit

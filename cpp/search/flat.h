@@ -55,6 +55,11 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
 void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d, size_t k,
                  Metric metric, int n_threads, float* D, int64_t* I, const float* norms = nullptr);
 
+// out[i] = ||x_i||^2 for the n rows of x (n x d), in parallel, exactly as the
+// exact search computes them (kernel sqnorms), so a caller can keep them as
+// flat_search's norms.
+void row_sqnorms(const float* x, size_t n, size_t d, int n_threads, float* out);
+
 // Nearest centroid for each row of x: labels[i] and its distance (squared L2,
 // or the inner product for IP). Serial and parallel versions. L2 runs on
 // transposed centroids: for d <= 32 the distances are computed directly
@@ -77,5 +82,10 @@ private:
     size_t chunk_ = 0;               // centroids per transposed chunk (all of them for direct_)
     std::vector<float> transposed_;  // chunks of d x chunk_ (direct_: one, d x nc)
 };
+
+// NearestCentroid over nc centroids (nc x d), prepared and run once: labels[i]
+// and dist[i] for each of the n rows of x (n x d).
+void coarse_assign(const float* x, size_t n, const float* centroids, size_t nc, size_t d, Metric metric,
+                   int n_threads, int64_t* labels, float* dist);
 
 }  // namespace pqkit

@@ -24,6 +24,12 @@ void reserve_growing(std::vector<T>& v, size_t needed) {
 
 }  // namespace
 
+CodeLayout parse_code_layout(const std::string& name) {
+    if (name == "rows") return CodeLayout::Rows;
+    if (name == "blocked") return CodeLayout::Blocked;
+    throw std::invalid_argument("layout must be 'rows' or 'blocked', got '" + name + "'");
+}
+
 InvertedLists::InvertedLists(size_t nlist, size_t code_size, CodeLayout layout, bool with_bias)
     : code_size_(code_size), layout_(layout), with_bias_(with_bias), codes_(nlist), ids_(nlist),
       bias_(with_bias ? nlist : 0), bias_absmax_(with_bias ? nlist : 0, 0.0f) {
@@ -38,6 +44,34 @@ void InvertedLists::copy_codes(size_t l, uint8_t* rows) const {
         return;
     }
     for (size_t i = 0; i < n; ++i) blocked_get(codes_[l].data(), i, code_size_, rows + i * code_size_);
+}
+
+void InvertedLists::copy_ids(size_t l, int64_t* ids) const {
+    const size_t n = list_size(l);
+    if (n) std::memcpy(ids, ids_[l].data(), n * sizeof(int64_t));
+}
+
+void InvertedLists::list_sizes(int64_t* sizes) const {
+    for (size_t l = 0; l < nlist(); ++l) sizes[l] = static_cast<int64_t>(list_size(l));
+}
+
+void InvertedLists::export_all(int64_t* sizes, int64_t* ids, uint8_t* codes) const {
+    size_t at = 0;
+    for (size_t l = 0; l < nlist(); ++l) {
+        const size_t n = list_size(l);
+        sizes[l] = static_cast<int64_t>(n);
+        if (n == 0) continue;
+        copy_ids(l, ids + at);
+        copy_codes(l, codes + at * code_size_);
+        at += n;
+    }
+}
+
+size_t InvertedLists::checked_list_no(int64_t l) const {
+    if (l < 0 || static_cast<uint64_t>(l) >= nlist())
+        throw std::out_of_range("list number out of range: expected 0 <= list_no < " + std::to_string(nlist()) +
+                                ", got " + std::to_string(l));
+    return static_cast<size_t>(l);
 }
 
 void InvertedLists::add(const int64_t* list_nos, const int64_t* ids, const uint8_t* codes, const float* bias,

@@ -5,11 +5,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace pqkit {
 
 enum class CodeLayout { Rows, Blocked };
+
+// "rows" or "blocked"; anything else throws std::invalid_argument.
+CodeLayout parse_code_layout(const std::string& name);
 
 class InvertedLists {
 public:
@@ -29,6 +33,15 @@ public:
     float list_bias_absmax(size_t l) const { return with_bias_ ? bias_absmax_[l] : 0.0f; }
     // Codes of list l as rows (list_size x code_size).
     void copy_codes(size_t l, uint8_t* rows) const;
+    // The ids of list l (list_size values).
+    void copy_ids(size_t l, int64_t* ids) const;
+    // sizes[l] = list_size(l) for every list (nlist values).
+    void list_sizes(int64_t* sizes) const;
+    // Every list in order, list 0 first: sizes (nlist), ids (ntotal) and codes
+    // as rows (ntotal x code_size).
+    void export_all(int64_t* sizes, int64_t* ids, uint8_t* codes) const;
+    // l as a list number; std::out_of_range unless 0 <= l < nlist.
+    size_t checked_list_no(int64_t l) const;
 
     // Throws std::invalid_argument (before changing anything) if a list number
     // is out of range, or if bias is missing when the lists keep one.

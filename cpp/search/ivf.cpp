@@ -97,6 +97,10 @@ void check_lists(const InvertedLists& lists, size_t nlist, size_t code_size, Cod
     }
 }
 
+void check_same_d(const CoarseQuantizer& coarse, const PQCodebooks& pq) {
+    if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
+}
+
 struct FlatWorker {
     const float* x;
     size_t d;
@@ -226,6 +230,7 @@ void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, co
 
 void ivfpq_code_bias(const uint8_t* codes, size_t n, const int64_t* list_nos, const CoarseQuantizer& coarse,
                      const PQCodebooks& pq, int n_threads, float* bias) {
+    check_same_d(coarse, pq);
     const PQShape& s = pq.shape();
     for (size_t i = 0; i < n; ++i) {
         if (list_nos[i] < 0 || static_cast<size_t>(list_nos[i]) >= coarse.nlist())
@@ -252,6 +257,7 @@ void ivfpq_code_bias(const uint8_t* codes, size_t n, const int64_t* list_nos, co
 
 void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
                   const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I) {
+    check_same_d(coarse, pq);
     check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
     ivf_search_loop<PQWorker>(x, nq, coarse, lists, p, D, I,
                               [&] { return PQWorker{x, pq, lists, p.metric, p.estimates, pq_scratch(), 0, nullptr}; });

@@ -44,12 +44,15 @@ void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, co
                     const IVFSearchParams& p, float* D, int64_t* I);
 
 // bias[i] = ||r_i||^2 + 2 <y_l, r_i> for codes (rows) of residuals r_i in list
-// list_nos[i], summed over sub-quantizers (see ivf.cpp). L2 only.
+// list_nos[i], summed over sub-quantizers (see ivf.cpp). L2 only. Throws
+// std::invalid_argument when pq and coarse differ in d or a list number is out of range.
 void ivfpq_code_bias(const uint8_t* codes, size_t n, const int64_t* list_nos, const CoarseQuantizer& coarse,
                      const PQCodebooks& pq, int n_threads, float* bias);
 
 // PQ codes of residuals x - y_l (Blocked layout; with bias for L2). Exact
 // top-k of the float keys (see ivf.cpp for the key and scan.h for the scan).
+// Throws std::invalid_argument when pq and coarse differ in d or the lists do
+// not match them.
 void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
                   const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I);
 

@@ -127,6 +127,10 @@ void pq_distance_tables(const float* x, size_t nq, const PQCodebooks& pq, Metric
 void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, size_t k,
                Metric metric, int n_threads, float* D, int64_t* I) {
     const PQShape& s = pq.shape();
+    if (lists.code_size() != s.code_size || lists.layout() != CodeLayout::Blocked) {
+        throw std::invalid_argument("code store does not match the quantizer: expected blocked codes of " +
+                                    std::to_string(s.code_size) + " bytes");
+    }
     const bool l2 = metric == Metric::L2;
     const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
     if (nq < threads && threads > 1 && lists.ntotal() >= 2 * threads * kBlock &&

@@ -47,7 +47,8 @@ void pq_decode(const uint8_t* codes, size_t n, const PQCodebooks& pq, int n_thre
 void pq_distance_tables(const float* x, size_t nq, const PQCodebooks& pq, Metric metric, int n_threads,
                         float* tables);
 // ADC search over every code of `lists` (IndexPQ keeps one list); I holds ids.
-// Exact top-k of the float ADC keys (see scan.h).
+// Exact top-k of the float ADC keys (see scan.h). Throws std::invalid_argument
+// unless the lists hold blocked codes of pq's code_size.
 void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, size_t k,
                Metric metric, int n_threads, float* D, int64_t* I);
 
