@@ -56,7 +56,7 @@ def _load(name: str):
             return _modules[name]
         if name in _errors:
             return None
-        module_name = "pqkit._core" if name == "cpp" else "pqkit._numba_backend"
+        module_name = "pqkit.engine._core" if name == "cpp" else "pqkit._numba_backend"
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

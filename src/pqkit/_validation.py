@@ -280,7 +280,7 @@ def _all_within(x: np.ndarray, bound: float) -> bool:
 
 
 try:  # validation must work without the compiled core (the Numba engine's fallback)
-    from ._core import all_finite as _core_all_finite
+    from .engine._core import all_finite as _core_all_finite
 except Exception:  # noqa: BLE001 - any import failure means "not available"
     _core_all_finite = None
 

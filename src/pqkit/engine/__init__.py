@@ -1,0 +1,1 @@
+"""The compute engines of pqkit: the compiled core (``pqkit.engine._core``)."""
