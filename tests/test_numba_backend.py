@@ -2,7 +2,7 @@
 
 Codebooks and centroids are trained once by the C++ backend and injected into both engines, so
 every difference would be a difference of the encode / table / scan code. Both engines
-document the same float operation order (cpp/kernels.h), so results are compared exactly.
+document the same float operation order (cpp/kernels/kernels.h), so results are compared exactly.
 """
 
 from __future__ import annotations
