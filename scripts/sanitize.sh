@@ -47,7 +47,7 @@ for f in "$ROOT"/src/pqkit/*; do
   [ "$(basename "$f")" = engine ] || ln -s "$f" "$PKG/"
 done
 for f in "$ROOT"/src/pqkit/engine/*; do
-  [ -e "$f" ] && ln -s "$f" "$PKG/engine/"
+  if [ -e "$f" ]; then ln -s "$f" "$PKG/engine/"; fi
 done
 rm -f "$PKG"/_core.*.so "$PKG"/engine/_core.*.so
 cp "$BUILD"/cmake/_core.*.so "$PKG/engine/"
