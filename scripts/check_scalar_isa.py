@@ -14,7 +14,7 @@ Reads the object files of a CMake build of ``_core`` (nothing is compiled) with 
    kept the AVX one, scalar code would call it (an illegal instruction on older CPUs).
 
 The SIMD kernels themselves are reached only through the dispatch table after a CPUID check
-(cpp/simd.cpp). QEMU's user mode decodes AVX2 whatever CPU model it emulates, so an emulator run
+(cpp/kernels/kernels.cpp). QEMU's user mode decodes AVX2 whatever CPU model it emulates, so an emulator run
 (tests/test_numba_backend.py) cannot show this; this static check does.
 """
 
@@ -58,7 +58,7 @@ def weak_functions(obj: Path) -> list:
 
 
 def check(build: Path) -> list:
-    objects = sorted(build.glob("**/CMakeFiles/_core.dir/cpp/*.o"))
+    objects = sorted(o for d in build.glob("**/CMakeFiles/_core.dir/cpp") for o in d.rglob("*.o"))
     if not objects:
         return [f"{build}: no object files of _core (build the package first)"]
     problems = []

@@ -34,16 +34,23 @@ if [ -z "${PQKIT_SANITIZE_REUSE:-}" ] || ! ls "$BUILD"/cmake/_core.*.so > /dev/n
 fi
 build_seconds=$(( $(date +%s) - start ))
 
-# A shadow package: the Python sources (symlinked) next to the sanitized _core, first on
-# PYTHONPATH; its sitecustomize.py removes an editable install's import hook (which would
-# otherwise win over PYTHONPATH), in this process and in every child the tests start.
+# A shadow package: the Python sources (symlinked) with the sanitized core as
+# pqkit/engine/_core*.so, first on PYTHONPATH. engine/ is a real folder of symlinks plus the
+# .so, so nothing is written into the source tree (and a _core*.so built there is left out).
+# Its sitecustomize.py removes an editable install's import hook (which would otherwise win
+# over PYTHONPATH), in this process and in every child the tests start.
 SHADOW="$BUILD/pkg"
 PKG="$SHADOW/pqkit"
 rm -rf "$SHADOW"
-mkdir -p "$PKG"
-for f in "$ROOT"/src/pqkit/*; do ln -s "$f" "$PKG/"; done
-rm -f "$PKG"/_core.*.so
-cp "$BUILD"/cmake/_core.*.so "$PKG/"
+mkdir -p "$PKG/engine"
+for f in "$ROOT"/src/pqkit/*; do
+  [ "$(basename "$f")" = engine ] || ln -s "$f" "$PKG/"
+done
+for f in "$ROOT"/src/pqkit/engine/*; do
+  if [ -e "$f" ]; then ln -s "$f" "$PKG/engine/"; fi
+done
+rm -f "$PKG"/_core.*.so "$PKG"/engine/_core.*.so
+cp "$BUILD"/cmake/_core.*.so "$PKG/engine/"
 cat > "$SHADOW/sitecustomize.py" <<'PY'
 import sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
@@ -69,7 +76,7 @@ export PQKIT_SANITIZED=1             # tests skip what sanitizers distort (RSS, 
 export PQKIT_FUZZ_CASES="${PQKIT_FUZZ_CASES:-2000}"  # about 3x slower under the sanitizers
 export PQKIT_CRAFTED_CASES="${PQKIT_CRAFTED_CASES:-10000}"  # the whole campaign: it is quick
 cd "$ROOT"
-"$PYTHON" -c "import pqkit, sys; f = pqkit._core.__file__; print('sanitized core:', f); sys.exit(not f.startswith('$SHADOW'))"
+"$PYTHON" -c "import sys, pqkit.engine._core as core; f = core.__file__; print('sanitized core:', f); sys.exit(not f.startswith('$SHADOW'))"
 test_start=$(date +%s)
 status=0
 "$PYTHON" -m pytest "$@" || status=$?

@@ -276,7 +276,7 @@ def test_codes_are_never_converted():
 def test_core_finite_check_finds_every_position(n):
     """The compiled finite check behind every float input: each non-finite value, at the first,
     a middle and the last position, is found; the largest finite floats pass."""
-    from pqkit import _core
+    from pqkit.engine import _core
 
     x = np.full(n, np.finfo(np.float32).max, dtype=np.float32)
     x[::2] *= -1

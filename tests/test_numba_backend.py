@@ -2,7 +2,7 @@
 
 Codebooks and centroids are trained once by the C++ backend and injected into both engines, so
 every difference would be a difference of the encode / table / scan code. Both engines
-document the same float operation order (cpp/kernels.h), so results are compared exactly.
+document the same float operation order (cpp/kernels/kernels.h), so results are compared exactly.
 """
 
 from __future__ import annotations
@@ -339,10 +339,10 @@ def _run(code: str, **env):
 
 
 def test_fallback_when_the_core_cannot_be_imported():
-    """With pqkit._core unimportable, import warns (BackendWarning) and everything runs on Numba."""
+    """With pqkit.engine._core unimportable, import warns (BackendWarning) and everything runs on Numba."""
     proc = _run("""
         import sys, warnings
-        sys.modules["pqkit._core"] = None  # makes `import pqkit._core` raise ImportError
+        sys.modules["pqkit.engine._core"] = None  # makes `import pqkit.engine._core` raise ImportError
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             import pqkit

@@ -147,7 +147,7 @@ def test_single_queries_split_over_threads_are_bit_identical(scalar_reference, r
                                                               n_threads):
     """With fewer queries than threads, one query's lists or code blocks are shared out to the
     threads (only for large scans by default; forced here on small data)."""
-    from pqkit import _core
+    from pqkit.engine import _core
 
     pqkit.set_simd_level(pqkit.available_simd_levels()[-1])
     pqkit.set_num_threads(n_threads)

@@ -9,10 +9,10 @@ For M in 8, 16, 32 and nbits in 8, 4, and for two sizes of the code array, one t
 (``--l2-kib``, 512 KiB) and one that should exceed the last-level cache (``--dram-mib``), it
 measures, on one thread:
 
-* ``pqkit._core.micro_scan(M, nbits, n, repeats, level)`` at every level of
+* ``pqkit.engine._core.micro_scan(M, nbits, n, repeats, level)`` at every level of
   ``pqkit.available_simd_levels()``: seconds per full scan of n random codes in the blocked code
   layout against a random distance table (the scan alone: no table, no top-k);
-* ``pqkit._core.micro_memory_read(n * code_bytes, repeats)``: seconds per full read of a buffer
+* ``pqkit.engine._core.micro_memory_read(n * code_bytes, repeats)``: seconds per full read of a buffer
   of as many bytes as the codes, the floor no scan of those codes can beat;
 * faiss, unless ``--no-faiss`` or faiss is not installed: one query against n random codes, with
   random codebooks and no training, ``IndexPQ`` for 8-bit and ``IndexPQFastScan`` for 4-bit
@@ -71,16 +71,16 @@ def cache_sizes() -> dict[str, int]:
 
 
 def load_core():
-    """``pqkit`` and ``pqkit._core``, or exit with what to do when the micro kernels are missing."""
+    """``pqkit`` and ``pqkit.engine._core``, or exit with what to do when the micro kernels are missing."""
     try:
         import pqkit
-        import pqkit._core as core
+        import pqkit.engine._core as core
     except ImportError as error:
         sys.exit(f"cannot import pqkit ({error}): build and install it first (pip install .)")
     missing = [name for name in REQUIRED_KERNELS if not hasattr(core, name)]
     if missing:
-        sys.exit(f"pqkit._core ({core.__file__}) has no {' or '.join(missing)}: this build predates the "
-                 "micro-benchmark kernels. Rebuild pqkit from a tree whose cpp/bindings.cpp exports "
+        sys.exit(f"pqkit.engine._core ({core.__file__}) has no {' or '.join(missing)}: this build predates the "
+                 "micro-benchmark kernels. Rebuild pqkit from a tree whose cpp/python/bindings.cpp exports "
                  f"{' and '.join(REQUIRED_KERNELS)}, then run this again.")
     return pqkit, core
 

@@ -7,7 +7,7 @@ different random numbers. Every index, quantizer and :class:`pqkit.KMeans` takes
 built with (its prepared objects belong to that engine).
 
 The default is ``"cpp"``. It becomes ``"numba"``, with a :class:`BackendWarning`, when
-``pqkit._core`` cannot be imported (not built for this platform or Python, or missing). The
+``pqkit.engine._core`` cannot be imported (not built for this platform or Python, or missing). The
 environment variable ``PQKIT_BACKEND=cpp|numba`` sets the default at import time;
 :func:`set_backend` changes it later. The C++ core itself needs no CPU feature beyond the
 baseline instruction set (its AVX2 and AVX-512 kernels are chosen at run time only on CPUs that
@@ -39,7 +39,7 @@ BACKENDS = ("cpp", "numba")
 class BackendWarning(RuntimeWarning):
     """The compiled engine is unavailable (or a requested one is), and pqkit falls back.
 
-    Emitted once at import when ``pqkit._core`` cannot be loaded and the Numba engine is used
+    Emitted once at import when ``pqkit.engine._core`` cannot be loaded and the Numba engine is used
     instead (results are the same, search is slower, training draws other random numbers).
     """
 
@@ -56,7 +56,7 @@ def _load(name: str):
             return _modules[name]
         if name in _errors:
             return None
-        module_name = "pqkit._core" if name == "cpp" else "pqkit.engine.numba"
+        module_name = "pqkit.engine._core" if name == "cpp" else "pqkit.engine.numba"
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

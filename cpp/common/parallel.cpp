@@ -1,0 +1,210 @@
+#include "common/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <pthread.h>
+
+namespace pqkit {
+namespace {
+
+std::atomic<InterruptChecker> g_checker{nullptr};
+
+// Polling takes the GIL, so the calling thread polls at most every 20 ms.
+class InterruptPoller {
+public:
+    bool due_and_fired() {
+        InterruptChecker checker = g_checker.load();
+        if (checker == nullptr) return false;
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_ < std::chrono::milliseconds(20)) return false;
+        last_ = now;
+        return checker();
+    }
+
+private:
+    std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+void set_interrupt_checker(InterruptChecker checker) { g_checker.store(checker); }
+
+namespace {
+std::atomic<size_t> g_min_split_bytes{256 * 1024};
+}  // namespace
+
+size_t min_split_bytes_per_thread() { return g_min_split_bytes.load(std::memory_order_relaxed); }
+size_t set_min_split_bytes_per_thread(size_t bytes) {
+    return g_min_split_bytes.exchange(bytes, std::memory_order_relaxed);
+}
+
+int hardware_concurrency() {
+    unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : static_cast<int>(n);
+}
+
+namespace {
+
+// Worker threads kept between calls, so a short call (one query) does not pay
+// for creating threads. One call at a time owns the pool (try_lock); a
+// concurrent call from another Python thread, or a nested call from inside a
+// worker, starts its own threads instead, as before the pool existed.
+//
+// Waking a sleeping thread costs tens of microseconds on a VM, as much as a
+// whole single-query search, so both sides first spin for a short while (a
+// new job for an idle worker, the last helper for the caller) before they
+// sleep on a condition variable.
+class ThreadPool {
+public:
+    // Runs job(1) .. job(helpers) on pool threads while the caller runs
+    // job(0) itself; returns when all have finished. Requires the lock.
+    void run(int helpers, const std::function<void(int)>& job) {
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            while (static_cast<int>(threads_.size()) < helpers) {
+                const int id = static_cast<int>(threads_.size()) + 1;
+                threads_.emplace_back([this, id] { loop(id); });
+            }
+            job_ = &job;
+            active_ = helpers;
+            pending_.store(helpers, std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);
+        }
+        wake_.notify_all();
+        job(0);
+        if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+        }
+    }
+    std::mutex owner;  // held by the call that uses the pool
+
+private:
+    template <class Ready>
+    static bool spin_until(Ready&& ready) {
+        const auto start = std::chrono::steady_clock::now();
+        while (!ready()) {
+            if (std::chrono::steady_clock::now() - start > std::chrono::microseconds(200)) return false;
+            std::this_thread::yield();
+        }
+        return true;
+    }
+
+    void loop(int id) {
+        uint64_t seen = 0;
+        for (;;) {
+            if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+            }
+            const std::function<void(int)>* job;
+            int active;
+            {
+                // job_ and active_ were written under the mutex before the new generation
+                std::lock_guard<std::mutex> lock(mutex_);
+                seen = generation_.load(std::memory_order_acquire);
+                job = job_;
+                active = active_;
+            }
+            if (id > active) continue;  // not needed this time
+            (*job)(id);  // never throws: parallel_for's job catches everything
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard<std::mutex> lock(mutex_);  // the caller may be about to sleep
+                done_.notify_one();
+            }
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    std::vector<std::thread> threads_;  // never joined: the pool lives until the process ends
+    const std::function<void(int)>* job_ = nullptr;
+    int active_ = 0;
+    std::atomic<int> pending_{0};
+    std::atomic<uint64_t> generation_{0};
+};
+
+// Deliberately never destroyed (its threads are still blocked at exit). After
+// fork() the child has none of the parent's threads, so it gets a new, empty
+// pool and the old one is abandoned.
+ThreadPool* g_pool = nullptr;
+thread_local bool t_in_worker = false;
+std::once_flag g_pool_once;
+
+ThreadPool& pool() {
+    std::call_once(g_pool_once, [] {
+        g_pool = new ThreadPool();
+        pthread_atfork(nullptr, nullptr, [] { g_pool = new ThreadPool(); });
+    });
+    return *g_pool;
+}
+
+}  // namespace
+
+void parallel_for(size_t n, int n_threads, size_t chunk,
+                  const std::function<void(size_t, size_t, int)>& body) {
+    if (n == 0) return;
+    if (chunk == 0) chunk = 1;
+    const size_t n_chunks = (n + chunk - 1) / chunk;
+    // A call made from inside a worker runs serially on that worker.
+    const int workers = t_in_worker ? 1 : static_cast<int>(
+        std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(std::max(n_threads, 1)), n_chunks)));
+
+    std::atomic<size_t> next{0};
+    std::atomic<bool> stop{false};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    bool interrupted = false;
+    InterruptPoller poller;
+
+    const std::function<void(int)> run = [&](int worker) {
+        const bool outer = !t_in_worker;
+        t_in_worker = true;
+        try {
+            while (!stop.load(std::memory_order_relaxed)) {
+                if (worker == 0 && poller.due_and_fired()) {
+                    interrupted = true;
+                    stop.store(true);
+                    break;
+                }
+                size_t c = next.fetch_add(1);
+                if (c >= n_chunks) break;
+                size_t begin = c * chunk;
+                body(begin, std::min(n, begin + chunk), worker);
+            }
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+            stop.store(true);
+        }
+        if (outer) t_in_worker = false;
+    };
+
+    if (workers == 1) {
+        run(0);
+    } else {
+        ThreadPool& shared = pool();
+        std::unique_lock<std::mutex> owner(shared.owner, std::try_to_lock);
+        if (owner.owns_lock()) {
+            shared.run(workers - 1, run);
+        } else {
+            std::vector<std::thread> threads;
+            threads.reserve(static_cast<size_t>(workers - 1));
+            for (int w = 1; w < workers; ++w) threads.emplace_back(run, w);
+            run(0);
+            for (auto& t : threads) t.join();
+        }
+    }
+
+    if (error) std::rethrow_exception(error);
+    if (interrupted) throw Interrupted();
+}
+
+}  // namespace pqkit

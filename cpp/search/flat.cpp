@@ -1,0 +1,256 @@
+#include "search/flat.h"
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+
+#include "common/parallel.h"
+#include "common/select.h"
+#include "common/topk.h"
+#include "kernels/kernels.h"
+
+namespace pqkit {
+namespace {
+constexpr size_t kQueryBlock = 16;
+constexpr size_t kRefBlock = 1024;
+// Reference rows per block are also capped so a block stays in L2 (about this
+// many bytes) while the block's query rows pass over it several times.
+constexpr size_t kRefBlockBytes = size_t(1) << 19;
+// From this k on a block's k-th key is selected exactly before its keys reach
+// the heap; below it, and above KeyBound's small-k bound, pushing the keys under
+// the heap's threshold straight into the heap is cheaper (select.h).
+constexpr size_t kSelectMinK = 32;
+// Below this dimension nearest-centroid L2 is computed directly on transposed
+// centroids: vertical sums, no horizontal reduction per (row, centroid) pair,
+// which dominates dot products of a few 16-lane chunks (PQ sub-vectors).
+constexpr size_t kDirectMaxDim = 33;
+// Up to this dimension nearest-centroid L2 goes through norms and inner
+// products summed sequentially over the dimension on transposed centroids
+// (chunks of about kChunkBytes, so each stays in L2 while a block of rows
+// passes over it). Beyond it the dot-product tiles' lane reduction is a small
+// part of each pair's cost.
+constexpr size_t kIpDirectMaxDim = 256;
+constexpr size_t kChunkBytes = size_t(1) << 18;
+constexpr size_t kIpDirectRows = 16;
+
+// Reference rows per block of search_block (and of VectorSet's transposed blocks).
+size_t ref_block_rows(size_t d) {
+    return std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))));
+}
+
+// The n rows of d floats in blocks of `block` rows, each transposed: block k
+// holds rows [k * block, k * block + len) as d rows of len, at offset k * block * d.
+void transpose_in_blocks(const float* rows, size_t n, size_t d, size_t block, std::vector<float>& out) {
+    out.resize(n * d);
+    for (size_t r0 = 0; r0 < n; r0 += block) {
+        const size_t len = std::min(block, n - r0);
+        float* ct = out.data() + r0 * d;
+        for (size_t r = 0; r < len; ++r)
+            for (size_t j = 0; j < d; ++j) ct[j * len + r] = rows[(r0 + r) * d + j];
+    }
+}
+
+// Index of the first smallest non-NaN key, or n when all are NaN.
+size_t first_min(const float* keys, size_t n) {
+    size_t arg = n;
+    for (size_t j = 0; j < n; ++j)
+        if (keys[j] == keys[j] && (arg == n || keys[j] < keys[arg])) arg = j;
+    return arg;
+}
+
+// Folds a block of keys (rows offset .. offset + n) into a running nearest:
+// the first of equal keys wins, the smallest row, as in TopK's order; NaN keys
+// never win (best_row stays -1 while only NaN keys were seen).
+void update_nearest(const Kernels& K, const float* keys, size_t n, size_t offset, float& best_key,
+                    int64_t& best_row) {
+    size_t j = K.argmin(keys, n);
+    if (keys[j] != keys[j]) j = first_min(keys, n);  // keys[0] is NaN
+    if (j == n) return;                                // all NaN
+    if (best_row < 0 ? keys[j] <= best_key : keys[j] < best_key) {
+        best_key = keys[j];
+        best_row = static_cast<int64_t>(offset + j);
+    }
+}
+
+}  // namespace
+
+VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms)
+    : data_(data), n_(n), d_(d), metric_(metric), external_norms_(metric == Metric::L2 ? norms : nullptr) {
+    if (metric == Metric::L2 && external_norms_ == nullptr) {
+        own_norms_.resize(n);
+        kernels().sqnorms(data, n, d, own_norms_.data());
+    }
+}
+
+void VectorSet::keep_transposed() {
+    if (d_ <= kIpDirectMaxDim) transpose_in_blocks(data_, n_, d_, ref_block_rows(d_), transposed_);
+}
+
+void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I) {
+    const Kernels& K = kernels();
+    const size_t d = refs.dim();
+    const bool l2 = refs.metric() == Metric::L2;
+    const size_t q_rows = std::min(kQueryBlock, nq);
+    // Written by dot_tile before any read: no zero fill (this runs once per small chunk of queries).
+    const size_t ref_block = ref_block_rows(d);
+    std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
+    std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
+    float xnorms[kQueryBlock];
+    float mins[kQueryBlock][kKeySets];
+    std::vector<TopK> heaps(k == 1 ? 0 : q_rows, TopK(k));
+    KeyBound bound;
+    float best_key[kQueryBlock];
+    int64_t best_row[kQueryBlock];
+    for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
+        const size_t nb = std::min(kQueryBlock, nq - q0);
+        const float* xb = x + q0 * d;
+        if (l2) K.sqnorms(xb, nb, d, xnorms);
+        for (size_t q = 0; q < heaps.size() && q < nb; ++q) heaps[q].clear();
+        std::fill(best_key, best_key + kQueryBlock, std::numeric_limits<float>::infinity());
+        std::fill(best_row, best_row + kQueryBlock, int64_t(-1));
+        for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
+            const size_t rb = std::min(ref_block, refs.size() - r0);
+            if (refs.transposed())
+                K.ip_to_centroids_t(xb, nb, d, refs.transposed() + r0 * d, d, rb, buf.get(), rb);
+            else
+                K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.get(), rb);
+            const float* ref_norms = l2 ? refs.norms() + r0 : nullptr;
+            for (size_t q = 0; q < nb; ++q)
+                K.keys_and_minima(buf.get() + q * rb, rb, l2 ? xnorms[q] : 0.0f, ref_norms, mins[q]);
+            if (k == 1) {
+                // Nearest only (k-means and PQ assignment): a running minimum.
+                for (size_t q = 0; q < nb; ++q)
+                    update_nearest(K, buf.get() + q * rb, rb, r0, best_key[q], best_row[q]);
+                continue;
+            }
+            for (size_t q = 0; q < nb; ++q) {
+                const float* keys = buf.get() + q * rb;
+                TopK& heap = heaps[q];
+                float th = heap.threshold();
+                // Only keys up to a bound on the block's k-th smallest reach the heap
+                // (select.h): for small k the k-th smallest of the sets' minima.
+                if (2 * k <= kKeySets) {
+                    if (k > 0 && rb >= 2 * kKeySets) th = std::min(th, K.kth_smallest(mins[q], kKeySets, k));
+                } else if (k >= kSelectMinK) {
+                    th = bound.bound(keys, rb, k, th);
+                }
+                // The few keys under the bound, found 16 at a time, then pushed in row order.
+                const size_t n_pass = K.indices_at_most(keys, rb, th, rows.get());
+                for (size_t i = 0; i < n_pass; ++i) {
+                    const size_t j = rows[i];
+                    if (keys[j] <= th) {
+                        heap.push(keys[j], static_cast<int64_t>(r0 + j));
+                        th = std::min(th, heap.threshold());
+                    }
+                }
+            }
+        }
+        if (k == 1) {
+            for (size_t q = 0; q < nb; ++q) {  // as TopK::write: NaN-free keys, padding when nothing was found
+                const bool found = best_row[q] >= 0;
+                D[q0 + q] = !found ? (l2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity())
+                                   : (l2 ? best_key[q] : -best_key[q]);
+                I[q0 + q] = best_row[q];
+            }
+            continue;
+        }
+        for (size_t q = 0; q < nb; ++q) heaps[q].write(D + (q0 + q) * k, I + (q0 + q) * k, !l2);
+    }
+}
+
+void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d, size_t k,
+                 Metric metric, int n_threads, float* D, int64_t* I, const float* norms) {
+    VectorSet refs(y, ny, d, metric, norms);
+    parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+        search_block(refs, x + begin * d, end - begin, k, D + begin * k, I + begin * k);
+    });
+}
+
+void row_sqnorms(const float* x, size_t n, size_t d, int n_threads, float* out) {
+    parallel_for(n, n_threads, 4096, [&](size_t begin, size_t end, int) {
+        kernels().sqnorms(x + begin * d, end - begin, d, out + begin);
+    });
+}
+
+NearestCentroid::NearestCentroid(const float* centroids, size_t nc, size_t d, Metric metric)
+    : refs_(centroids, nc, d, metric),
+      direct_(metric == Metric::L2 && d < kDirectMaxDim),
+      ip_direct_(metric == Metric::L2 && d >= kDirectMaxDim && d <= kIpDirectMaxDim) {
+    if (direct_ || ip_direct_) {
+        // Chunks of chunk_ centroids; the direct path has one chunk of all of them.
+        chunk_ = direct_ ? std::max<size_t>(nc, 1) : std::max<size_t>(64, kChunkBytes / (sizeof(float) * d) / 64 * 64);
+        transpose_in_blocks(centroids, nc, d, chunk_, transposed_);
+    }
+}
+
+// Keys as search_block makes them (keys_and_minima on norms and an inner
+// product), running minimum over the chunks: the first of equal keys wins, NaN
+// never does, and a row with only NaN keys gets (+inf, -1), as search_block's
+// k = 1 path. Each inner product is a sequential sum whatever the chunking.
+void NearestCentroid::assign_ip_direct(const float* x, size_t n, int64_t* labels, float* dist) const {
+    const Kernels& K = kernels();
+    const size_t d = refs_.dim(), nc = refs_.size();
+    std::unique_ptr<float[]> buf(new float[kIpDirectRows * std::min(chunk_, nc)]);
+    float xnorms[kIpDirectRows], best_key[kIpDirectRows], mins[kKeySets];
+    int64_t best_row[kIpDirectRows];
+    for (size_t i0 = 0; i0 < n; i0 += kIpDirectRows) {
+        const size_t nb = std::min(kIpDirectRows, n - i0);
+        const float* xb = x + i0 * d;
+        K.sqnorms(xb, nb, d, xnorms);
+        std::fill(best_key, best_key + kIpDirectRows, std::numeric_limits<float>::infinity());
+        std::fill(best_row, best_row + kIpDirectRows, int64_t(-1));
+        for (size_t c0 = 0; c0 < nc; c0 += chunk_) {
+            const size_t len = std::min(chunk_, nc - c0);
+            K.ip_to_centroids_t(xb, nb, d, transposed_.data() + c0 * d, d, len, buf.get(), len);
+            for (size_t i = 0; i < nb; ++i) {
+                float* keys = buf.get() + i * len;
+                K.keys_and_minima(keys, len, xnorms[i], refs_.norms() + c0, mins);
+                update_nearest(K, keys, len, c0, best_key[i], best_row[i]);
+            }
+        }
+        for (size_t i = 0; i < nb; ++i) {
+            labels[i0 + i] = best_row[i];
+            dist[i0 + i] = best_key[i];  // still +inf when only NaN keys were seen
+        }
+    }
+}
+
+void NearestCentroid::assign_serial(const float* x, size_t n, int64_t* labels, float* dist) const {
+    const Kernels& K = kernels();
+    const size_t d = refs_.dim(), nc = refs_.size();
+    if (direct_) {
+        constexpr size_t kBatch = 8;
+        std::vector<float> buf(kBatch * nc);
+        for (size_t i0 = 0; i0 < n; i0 += kBatch) {
+            const size_t nb = std::min(kBatch, n - i0);
+            K.l2_to_centroids_t(x + i0 * d, nb, d, transposed_.data(), d, nc, buf.data(), nc);
+            for (size_t i = 0; i < nb; ++i) {
+                const float* row = buf.data() + i * nc;
+                const size_t best = K.argmin(row, nc);
+                labels[i0 + i] = static_cast<int64_t>(best);
+                dist[i0 + i] = row[best];
+            }
+        }
+        return;
+    }
+    if (ip_direct_) {
+        assign_ip_direct(x, n, labels, dist);
+        return;
+    }
+    search_block(refs_, x, n, 1, dist, labels);
+}
+
+void NearestCentroid::assign(const float* x, size_t n, int n_threads, int64_t* labels,
+                             float* dist) const {
+    const size_t d = refs_.dim();
+    parallel_for(n, n_threads, 256, [&](size_t begin, size_t end, int) {
+        assign_serial(x + begin * d, end - begin, labels + begin, dist + begin);
+    });
+}
+
+void coarse_assign(const float* x, size_t n, const float* centroids, size_t nc, size_t d, Metric metric,
+                   int n_threads, int64_t* labels, float* dist) {
+    NearestCentroid(centroids, nc, d, metric).assign(x, n, n_threads, labels, dist);
+}
+
+}  // namespace pqkit

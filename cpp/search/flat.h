@@ -1,0 +1,91 @@
+// Exact search and nearest-centroid assignment (the building block of k-means,
+// PQ encoding and IVF coarse assignment).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "common/metric.h"
+
+namespace pqkit {
+
+// Search keys are "smaller is better": squared L2 through norms, as in a GEMM
+// formulation, or the negated inner product (kernels().keys_and_minima).
+
+// A set of reference vectors (centroids or a database block) prepared once for
+// repeated blocked distance computations.
+class VectorSet {
+public:
+    // norms: the rows' squared norms (kernels().sqnorms) if the caller keeps them,
+    // else nullptr and they are computed here (L2 only).
+    VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms = nullptr);
+    const float* data() const { return data_; }
+    size_t size() const { return n_; }
+    size_t dim() const { return d_; }
+    Metric metric() const { return metric_; }
+    const float* norms() const { return external_norms_ ? external_norms_ : own_norms_.data(); }
+
+    // For a set searched many times (a coarse quantizer) with d <= 256: keeps
+    // a transposed copy of the rows, in search_block's blocks, so that
+    // search_block sums each inner product sequentially over the dimension
+    // (kernel ip_to_centroids_t, as NearestCentroid does) instead of in
+    // dot-product tiles, whose per-pair lane reduction costs about as much as
+    // the products at such d. It changes how inner products round, the same
+    // way at every SIMD level.
+    void keep_transposed();
+    // The blocks (rows r0 .. r0 + rb as d rows of rb), or nullptr.
+    const float* transposed() const { return transposed_.empty() ? nullptr : transposed_.data(); }
+
+private:
+    const float* data_;
+    size_t n_, d_;
+    Metric metric_;
+    std::vector<float> own_norms_;              // squared norms for L2, when computed here
+    const float* external_norms_ = nullptr;     // or the caller's (copies stay valid either way)
+    std::vector<float> transposed_;             // keep_transposed()'s blocks
+};
+
+// Serial: top-k of the rows of `refs` for nq queries. D and I are nq x k,
+// best first, padded with (+inf or -inf, -1). I holds row numbers.
+void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I);
+
+// Parallel exact search (I = row numbers of y).
+// norms: y's squared norms as kernels().sqnorms computes them, or nullptr.
+void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d, size_t k,
+                 Metric metric, int n_threads, float* D, int64_t* I, const float* norms = nullptr);
+
+// out[i] = ||x_i||^2 for the n rows of x (n x d), in parallel, exactly as the
+// exact search computes them (kernel sqnorms), so a caller can keep them as
+// flat_search's norms.
+void row_sqnorms(const float* x, size_t n, size_t d, int n_threads, float* out);
+
+// Nearest centroid for each row of x: labels[i] and its distance (squared L2,
+// or the inner product for IP). Serial and parallel versions. L2 runs on
+// transposed centroids: for d <= 32 the distances are computed directly
+// (kernel l2_to_centroids_t); for 33 <= d <= 256 through norms and inner
+// products summed sequentially over the dimension (ip_to_centroids_t), so no
+// per-pair lane reduction is paid. Larger d, and IP, go through norms and
+// dot-product tiles (search_block).
+class NearestCentroid {
+public:
+    NearestCentroid(const float* centroids, size_t nc, size_t d, Metric metric);
+    void assign_serial(const float* x, size_t n, int64_t* labels, float* dist) const;
+    void assign(const float* x, size_t n, int n_threads, int64_t* labels, float* dist) const;
+
+private:
+    void assign_ip_direct(const float* x, size_t n, int64_t* labels, float* dist) const;
+
+    VectorSet refs_;
+    bool direct_;     // d <= 32: direct squared L2
+    bool ip_direct_;  // 33 <= d <= 256: norms and sequential inner products
+    size_t chunk_ = 0;               // centroids per transposed chunk (all of them for direct_)
+    std::vector<float> transposed_;  // chunks of d x chunk_ (direct_: one, d x nc)
+};
+
+// NearestCentroid over nc centroids (nc x d), prepared and run once: labels[i]
+// and dist[i] for each of the n rows of x (n x d).
+void coarse_assign(const float* x, size_t n, const float* centroids, size_t nc, size_t d, Metric metric,
+                   int n_threads, int64_t* labels, float* dist);
+
+}  // namespace pqkit

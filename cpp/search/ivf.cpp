@@ -1,0 +1,266 @@
+#include "search/ivf.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "common/codes.h"
+#include "common/parallel.h"
+#include "common/topk.h"
+#include "kernels/kernels.h"
+#include "search/scan.h"
+
+namespace pqkit {
+namespace {
+
+constexpr size_t kQueryChunk = 8;
+
+
+// Runs the coarse search for a chunk of queries, then for each query calls
+// worker.begin(query) and worker.scan(list, coarse distance, heap, next list)
+// for every probed list (nearest first), and writes the results. The next list
+// is the one the same worker scans after this one (-1: none), for prefetching.
+// Worker is built once per chunk of queries, so its buffers are reused across
+// queries and lists.
+template <class Worker, class MakeWorker>
+void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
+                     const IVFSearchParams& p, float* D, int64_t* I, MakeWorker&& make_worker) {
+    const size_t nprobe = std::min(p.nprobe, coarse.nlist());
+    const size_t d = coarse.dim();
+    const bool l2 = p.metric == Metric::L2;
+    const size_t threads = static_cast<size_t>(std::max(p.n_threads, 1));
+    if (nq < threads && nprobe >= 2 * threads) {
+        // Fewer queries than threads (one query, say): the probes of each query
+        // are dealt out to the threads in turn (nearest lists spread over all),
+        // each keeps its own top-k, and the parts merge. The top-k of a union is
+        // the top-k of the parts' top-k, so the result is the serial one.
+        std::vector<float> coarse_dist(nprobe);
+        std::vector<int64_t> probes(nprobe);
+        std::vector<TopK> parts(threads, TopK(p.k));
+        for (size_t q = 0; q < nq; ++q) {
+            search_block(coarse.vectors(), x + q * d, 1, nprobe, coarse_dist.data(), probes.data());
+            // Splitting pays only when each thread gets enough bytes to scan to
+            // outweigh waking the others and computing the query's tables again.
+            size_t bytes = 0;
+            for (size_t j = 0; j < nprobe; ++j)
+                if (probes[j] >= 0) bytes += lists.list_size(static_cast<size_t>(probes[j])) * lists.code_size();
+            const size_t n_parts = bytes >= min_split_bytes_per_thread() * threads ? threads : 1;
+            for (size_t part = n_parts; part < threads; ++part) parts[part].clear();
+            parallel_for(n_parts, p.n_threads, 1, [&](size_t begin, size_t end, int) {
+                for (size_t part = begin; part < end; ++part) {
+                    Worker worker = make_worker();
+                    worker.prepare(q, 1);
+                    worker.begin(q);
+                    parts[part].clear();
+                    for (size_t j = part; j < nprobe; j += n_parts)
+                        if (probes[j] >= 0)
+                            worker.scan(static_cast<size_t>(probes[j]), coarse_dist[j], parts[part],
+                                        j + n_parts < nprobe ? probes[j + n_parts] : -1);
+                }
+            });
+            TopK heap(p.k);
+            for (const TopK& part : parts) heap.merge(part);
+            heap.write(D + q * p.k, I + q * p.k, !l2);
+        }
+        return;
+    }
+    parallel_for(nq, p.n_threads, kQueryChunk, [&](size_t begin, size_t end, int) {
+        const size_t nb = end - begin;
+        std::vector<float> coarse_dist(nb * nprobe);
+        std::vector<int64_t> probes(nb * nprobe);
+        search_block(coarse.vectors(), x + begin * d, nb, nprobe, coarse_dist.data(), probes.data());
+        TopK heap(p.k);
+        Worker worker = make_worker();
+        worker.prepare(begin, nb);
+        for (size_t q = 0; q < nb; ++q) {
+            heap.clear();
+            worker.begin(begin + q);
+            for (size_t j = 0; j < nprobe; ++j) {
+                const int64_t list_no = probes[q * nprobe + j];
+                // The list scanned after this one: the query's next probe, or the next query's first.
+                const size_t next = q * nprobe + j + 1;
+                if (list_no >= 0)
+                    worker.scan(static_cast<size_t>(list_no), coarse_dist[q * nprobe + j], heap,
+                                next < nb * nprobe ? probes[next] : -1);
+            }
+            heap.write(D + (begin + q) * p.k, I + (begin + q) * p.k, !l2);
+        }
+    });
+}
+
+void check_lists(const InvertedLists& lists, size_t nlist, size_t code_size, CodeLayout layout, bool with_bias) {
+    if (lists.nlist() != nlist || lists.code_size() != code_size || lists.layout() != layout ||
+        lists.with_bias() != with_bias) {
+        throw std::invalid_argument("inverted lists do not match the index: expected nlist " + std::to_string(nlist) +
+                                    " and code_size " + std::to_string(code_size) + ", got " +
+                                    std::to_string(lists.nlist()) + " and " + std::to_string(lists.code_size()));
+    }
+}
+
+void check_same_d(const CoarseQuantizer& coarse, const PQCodebooks& pq) {
+    if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
+}
+
+struct FlatWorker {
+    const float* x;
+    size_t d;
+    bool l2;
+    const InvertedLists& lists;
+    const float* query = nullptr;
+    std::vector<float> dist;
+
+    void prepare(size_t, size_t) {}
+    void begin(size_t q) { query = x + q * d; }
+    void scan(size_t l, float, TopK& heap, int64_t) {
+        const size_t n = lists.list_size(l);
+        if (n == 0) return;
+        const float* vecs = reinterpret_cast<const float*>(lists.list_codes(l));
+        dist.resize(n);
+        if (l2)
+            kernels().l2sqr_ny(query, vecs, n, d, dist.data());
+        else
+            kernels().dot_tile(query, 1, vecs, n, d, dist.data(), n);
+        const int64_t* ids = lists.list_ids(l);
+        float th = heap.threshold();
+        for (size_t i = 0; i < n; ++i) {
+            const float key = l2 ? dist[i] : -dist[i];
+            if (key <= th) {
+                heap.push(key, ids[i]);
+                th = heap.threshold();
+            }
+        }
+    }
+};
+
+// Per-thread buffers kept between calls (pool threads live on), so a search
+// neither allocates nor zero-fills its tables. One worker at a time uses them
+// on a thread: workers are created and finished one after another.
+struct PQScratch {
+    std::vector<float> scaled_queries;  // L2: the chunk's queries times -2
+    std::vector<float> tables;
+    QuantizedTable quantized;
+    ScanBuffers buffers;
+};
+
+PQScratch& pq_scratch() {
+    thread_local PQScratch scratch;
+    return scratch;
+}
+
+// IVF-PQ with residuals. A database vector is y = y_l + r, with y_l its
+// coarse centroid and r ~ sum_m c_m(code) its PQ-reconstructed residual.
+// L2, for a query q:
+//
+//   ||q - y_l - r||^2 = ||q - y_l||^2 + (||r||^2 + 2 <y_l, r>) - 2 <q, r>
+//                          coarse            bias (per code)      table
+//
+// The coarse distance comes from probing; the bias depends only on the code
+// and its list, so it is computed once when the code is added (4 bytes per
+// code), as sum_m (||c_mk||^2 + 2 <y_l^(m), c_mk>); the last term splits over
+// sub-quantizers into one table T[m, k] = -2 <q^(m), c_mk> per query. So there
+// is no per-(query, list) table work at all, and the key of a code is
+//   coarse + (bias + sum_m T[m, code_m]).
+// Inner product: <q, y_l + r> = <q, y_l> + sum_m <q^(m), c_mk>, negated for
+// "smaller is better": key = -<q, y_l> + (0 + sum_m -<q^(m), c_mk>).
+struct PQWorker {
+    const float* x;
+    const PQCodebooks& pq;
+    const InvertedLists& lists;
+    Metric metric;
+    bool estimates;
+    PQScratch& scratch;  // this thread's tables (M x ksub per query of the chunk) and buffers
+    size_t first = 0;
+    const float* table = nullptr;
+
+    // The tables of a chunk of queries at once (the codebooks are read once for all).
+    void prepare(size_t first_query, size_t nq) {
+        const PQShape& s = pq.shape();
+        first = first_query;
+        std::vector<float>& tables = scratch.tables;
+        tables.resize(nq * s.M * s.ksub);
+        if (metric == Metric::L2) {
+            // -2 <q, c> as <-2 q, c>: scaling by a power of two is exact in every
+            // product and sum (short of overflow or subnormal values), so this is
+            // the same table with d multiplications per query instead of M x ksub.
+            std::vector<float>& scaled = scratch.scaled_queries;
+            scaled.resize(nq * s.d);
+            const float* xq = x + first_query * s.d;
+            for (size_t i = 0; i < nq * s.d; ++i) scaled[i] = -2.0f * xq[i];
+            pq.compute(scaled.data(), nq, Metric::IP, tables.data());
+        } else {
+            pq.search_table(x + first_query * s.d, nq, Metric::IP, tables.data());
+        }
+    }
+    void begin(size_t q) {
+        const PQShape& s = pq.shape();
+        table = scratch.tables.data() + (q - first) * s.M * s.ksub;
+        quantize_table(s, table, scratch.quantized);
+    }
+    // The scan prefetches on into next_list, the list it scans next (or -1).
+    void scan(size_t l, float coarse_dist, TopK& heap, int64_t next_list) {
+        CodeRun run{lists.list_codes(l), lists.list_size(l), lists.list_ids(l), lists.list_bias(l),
+                    lists.list_bias_absmax(l)};
+        if (next_list >= 0) {
+            const size_t nl = static_cast<size_t>(next_list);
+            run.next_blocks = lists.list_codes(nl);
+            run.next_bytes = blocked_bytes(lists.list_size(nl), lists.code_size());
+            run.next_bias = lists.list_bias(nl);
+            run.next_n = lists.list_size(nl);
+        }
+        if (run.n == 0) return;
+        const float base = metric == Metric::L2 ? coarse_dist : -coarse_dist;
+        scan_codes(pq.shape(), table, scratch.quantized, run, base, heap, scratch.buffers, estimates);
+    }
+};
+
+}  // namespace
+
+CoarseQuantizer::CoarseQuantizer(const float* centroids, size_t nlist, size_t d, Metric metric)
+    : data_(centroids, centroids + nlist * d), vectors_(data_.data(), nlist, d, metric) {
+    vectors_.keep_transposed();  // probing sums inner products sequentially (flat.h)
+}
+
+void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
+                    const IVFSearchParams& p, float* D, int64_t* I) {
+    const size_t d = coarse.dim();
+    check_lists(lists, coarse.nlist(), d * sizeof(float), CodeLayout::Rows, false);
+    ivf_search_loop<FlatWorker>(x, nq, coarse, lists, p, D, I,
+                                [&] { return FlatWorker{x, d, p.metric == Metric::L2, lists, nullptr, {}}; });
+}
+
+void ivfpq_code_bias(const uint8_t* codes, size_t n, const int64_t* list_nos, const CoarseQuantizer& coarse,
+                     const PQCodebooks& pq, int n_threads, float* bias) {
+    check_same_d(coarse, pq);
+    const PQShape& s = pq.shape();
+    for (size_t i = 0; i < n; ++i) {
+        if (list_nos[i] < 0 || static_cast<size_t>(list_nos[i]) >= coarse.nlist())
+            throw std::invalid_argument("list number out of range: expected 0 <= list_no < " +
+                                        std::to_string(coarse.nlist()) + ", got " + std::to_string(list_nos[i]));
+    }
+    parallel_for(n, n_threads, 256, [&](size_t begin, size_t end, int) {
+        const Kernels& K = kernels();
+        std::vector<int32_t> idx(s.M);
+        for (size_t i = begin; i < end; ++i) {
+            pq_unpack(s, codes + i * s.code_size, 1, idx.data());
+            const float* yl = coarse.centroid(static_cast<size_t>(list_nos[i]));
+            float acc = 0.0f;
+            for (size_t m = 0; m < s.M; ++m) {
+                const size_t c = m * s.ksub + static_cast<size_t>(idx[m]);
+                float ip;
+                K.dot_tile(yl + m * s.dsub, 1, pq.data() + c * s.dsub, 1, s.dsub, &ip, 1);
+                acc = acc + (pq.sqnorms()[c] + 2.0f * ip);
+            }
+            bias[i] = acc;
+        }
+    });
+}
+
+void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
+                  const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I) {
+    check_same_d(coarse, pq);
+    check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
+    ivf_search_loop<PQWorker>(x, nq, coarse, lists, p, D, I,
+                              [&] { return PQWorker{x, pq, lists, p.metric, p.estimates, pq_scratch(), 0, nullptr}; });
+}
+
+}  // namespace pqkit

@@ -1,0 +1,37 @@
+// Exact re-ranking of a shortlist (IndexRefine): the candidates an approximate
+// index returned get their exact distance to the query from the stored float
+// vectors, and the best k of them are kept.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "search/flat.h"
+
+namespace pqkit {
+
+class InvertedLists;
+class PQCodebooks;
+
+// For query i (< nq, rows of x are d floats) and candidate j (< c):
+// rows[i * c + j] is a row of y (ny x d), or -1 for no candidate; its result id
+// is ids[i * c + j]. The key is ||x_i - y_r||^2 computed directly (kernel
+// l2sqr_ny, 16-lane order) or -<x_i, y_r> (kernel dot_tile). D and I (nq x k)
+// get the k best by (key, id), best first, padded with (+-inf, -1); inner
+// products are written back un-negated. Every query is handled by one thread,
+// so results do not depend on n_threads. Throws std::invalid_argument for a
+// row outside -1..ny-1 (checked before any work starts).
+void rerank(const float* x, size_t nq, const float* y, size_t ny, size_t d, const int64_t* rows,
+            const int64_t* ids, size_t c, size_t k, Metric metric, int n_threads, float* D, int64_t* I);
+
+// As rerank, with the candidates stored as PQ codes (IndexRefine over a PQ
+// refine store): rows are offsets into list 0 of `lists` (codes of pq's
+// code_size, as rows, or blocked as IndexPQ keeps them for its scans; a row
+// reads one cache line where a blocked code reads code_size). Each candidate
+// is decoded to its reconstruction (pq_decode's floats) and gets the same
+// direct distance as rerank computes from stored floats, so the keys equal
+// rerank's over the decoded vectors, bit for bit.
+void rerank_pq(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, const int64_t* rows,
+               const int64_t* ids, size_t c, size_t k, Metric metric, int n_threads, float* D, int64_t* I);
+
+}  // namespace pqkit
