@@ -1,12 +1,12 @@
 """The portable engine: the calls of :mod:`pqkit.engine.protocol`, in Numba.
 
 Same function and class names, argument order and results as the compiled core
-(``cpp/bindings.cpp``), so an index picks either module through :func:`pqkit.engine.core` and
+(``cpp/python/bindings.cpp``), so an index picks either module through :func:`pqkit.engine.core` and
 runs unchanged. It is used when the compiled extension cannot be imported, or when asked for
 (``backend="numba"``, :func:`pqkit.set_backend`, ``PQKIT_BACKEND=numba``).
 
 Same results, not just similar ones. Every float result is computed in the order the C++ kernels
-document in ``cpp/kernels.h`` (and with no FMA contraction; Numba does not contract without
+document in ``cpp/kernels/kernels.h`` (and with no FMA contraction; Numba does not contract without
 ``fastmath``):
 
 * long dot products and squared norms use 16 lanes (element ``j`` into lane ``j % 16``) reduced

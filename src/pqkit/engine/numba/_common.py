@@ -1,8 +1,8 @@
 """Shared pieces of the Numba engine: jit settings, the kernel-level calls (SIMD level, hardware
 concurrency), argument checks, the thread pool, the top-k heap and :func:`all_finite`.
 
-They mirror the compiled core's ``cpp/simd``, ``cpp/parallel``, ``cpp/topk.h`` and the cheap
-last-line checks of ``cpp/bindings.cpp``.
+They mirror the compiled core's ``cpp/common/simd``, ``cpp/common/parallel``, ``cpp/common/topk.h`` and the cheap
+last-line checks of ``cpp/python/bindings.cpp``.
 """
 
 from __future__ import annotations

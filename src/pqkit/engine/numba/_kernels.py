@@ -1,5 +1,5 @@
 """Float kernels of the Numba engine, in the operation order of the compiled core's kernels
-(``cpp/kernels.h``): 16-lane dot products and squared norms with the lane-tree reduction, direct
+(``cpp/kernels/kernels.h``): 16-lane dot products and squared norms with the lane-tree reduction, direct
 squared L2, squared L2 through norms, and sequential sums over transposed centroids.
 """
 

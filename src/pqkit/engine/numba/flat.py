@@ -1,4 +1,4 @@
-"""Exact search (the compiled core's ``cpp/flat``): squared norms, blocked top-k search of every
+"""Exact search (the compiled core's ``cpp/search/flat``): squared norms, blocked top-k search of every
 row, and its variant on transposed rows used for coarse quantizers.
 """
 

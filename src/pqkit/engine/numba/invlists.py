@@ -1,4 +1,4 @@
-"""Inverted lists of the Numba engine (the compiled core's ``cpp/invlists``)."""
+"""Inverted lists of the Numba engine (the compiled core's ``cpp/search/invlists``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Inverted-file search (the compiled core's ``cpp/ivf``): the coarse quantizer, IVF-Flat and
+"""Inverted-file search (the compiled core's ``cpp/search/ivf``): the coarse quantizer, IVF-Flat and
 IVF-PQ list scans, and the per-code bias of L2 IVF-PQ.
 """
 
@@ -133,7 +133,7 @@ def ivfpq_search(x, coarse, pq, invlists, nprobe, k, metric, n_threads, estimate
 
     L2 key of a code r in list l: ``||q - y_l||^2 + (bias_r + sum_m -2 <q_m, c_m(r)>)`` with
     ``bias_r = ||r||^2 + 2 <y_l, r>`` stored per code; inner product:
-    ``-<q, y_l> + (0 + sum_m -<q_m, c_m(r)>)`` (see cpp/ivf.cpp).
+    ``-<q, y_l> + (0 + sum_m -<q_m, c_m(r)>)`` (see cpp/search/ivf.cpp).
 
     ``estimates`` is accepted for the compiled engine's signature and ignored: this engine has no
     quantized table, so it always ranks by the exact keys.

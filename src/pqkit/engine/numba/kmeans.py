@@ -1,5 +1,5 @@
 """Nearest-centroid assignment and L2 k-means (the compiled core's ``NearestCentroid`` in
-``cpp/flat`` and ``cpp/kmeans``).
+``cpp/search/flat`` and ``cpp/search/kmeans``).
 
 Training follows the core's algorithm (seeded subsample, k distinct initial points, Lloyd
 iterations with a sequential update in double, the same empty-cluster repair) but draws its

@@ -1,4 +1,4 @@
-"""Product quantization (the compiled core's ``cpp/pq`` and the ADC scan of ``cpp/scan``):
+"""Product quantization (the compiled core's ``cpp/search/pq`` and the ADC scan of ``cpp/search/scan``):
 codebook training, packed codes, encode/decode, distance tables and PQ search.
 
 Codes are packed little-endian: sub-quantizer ``m`` occupies bits ``[m*nbits, (m+1)*nbits)``

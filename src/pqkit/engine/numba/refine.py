@@ -1,4 +1,4 @@
-"""Exact re-ranking of candidate lists (the compiled core's ``cpp/refine``): from stored floats
+"""Exact re-ranking of candidate lists (the compiled core's ``cpp/search/refine``): from stored floats
 (:func:`rerank`) or from PQ codes decoded first (:func:`rerank_pq`).
 """
 
