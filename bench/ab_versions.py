@@ -1,54 +1,68 @@
-"""Two versions of pqkit in one process, timed in alternation (a refactor's "no slowdown" check).
+"""Two versions of pqkit timed against each other (a refactor's "no slowdown" check).
 
     python bench/ab_versions.py --old /path/to/old/checkout --pqkit IVF1024,PQ50x4,RFlat \\
         --nprobe 16 --k-factor 4
     python bench/ab_versions.py --old ../old --pqkit IVF1024,PQ10 --nprobe 16
 
 ``--old`` is a checkout of another pqkit version whose ``src/pqkit`` holds its Python sources and
-its compiled core (``_core*.so``, beside the package or under ``engine/``; build it there first).
-That package is copied to a scratch folder under the name ``pqkit_ab_old`` (its absolute module
-names rewritten), so both versions load side by side; the current one is the installed ``pqkit``.
-Each builds the same index on the same base vectors with the same seed, so both hold the same
-codes; the same query batch is then searched by each in turn, ``--rounds`` times, 1 thread.
-Prints both versions' minimum and median microseconds per query, the median of the per-round
-ratios old/new (> 1: the current version is faster) and whether the ids are identical.
+its compiled core (``_core*.so`` beside the package or under ``engine/``: build it there first);
+the current version is the installed ``pqkit``. Two builds of the compiled core cannot share one
+process (pybind11 registers each C++ class once per process), so the versions run in alternating
+worker processes, ``--processes`` of each: every worker builds the same index on the same base
+vectors with the same seed (both versions then hold the same codes), searches the same query
+batch ``--rounds`` times on 1 thread and reports its minimum time and its ids. Machine noise
+that lasts longer than a worker hits both sides in turn. Prints each version's median over
+workers of their minimum microseconds per query, the median of the paired ratios old/new
+(> 1: the current version is faster) and whether the two versions return identical D and I.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import re
-import shutil
+import hashlib
+import json
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-ALIAS = "pqkit_ab_old"
+BENCH = Path(__file__).resolve().parent
 
 
-def import_old(checkout: Path):
-    """The pqkit package of ``checkout`` imported as ``pqkit_ab_old``."""
-    source = checkout / "src" / "pqkit"
-    if not (source / "__init__.py").is_file():
-        sys.exit(f"ab_versions: error: no pqkit package at {source}")
-    scratch = Path(tempfile.mkdtemp(prefix="pqkit-ab-"))
-    target = scratch / ALIAS
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-    if not list(target.rglob("_core*.so")):
-        sys.exit(f"ab_versions: error: {source} holds no compiled _core*.so; build that checkout first")
-    for path in target.rglob("*.py"):
-        text = path.read_text()
-        renamed = re.sub(r"\bpqkit(?=[._])", ALIAS, text.replace('"pqkit"', f'"{ALIAS}"'))
-        if renamed != text:
-            path.write_text(renamed)
-    sys.path.insert(0, str(scratch))
-    return importlib.import_module(ALIAS)
+def worker(args) -> None:
+    """Build, search and time one version in this process; print a JSON line."""
+    if args.worker == "old":
+        # the installed (editable) pqkit must not shadow the old checkout's sources
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+        sys.path.insert(0, str(args.old.resolve() / "src"))
+    sys.path.insert(0, str(BENCH))
+    import datasets
+
+    import pqkit
+
+    pqkit.set_num_threads(1)
+    ds = datasets.load(args.dataset)
+    base = np.ascontiguousarray(ds.base, dtype=np.float32)
+    queries = np.ascontiguousarray(ds.queries[:args.queries], dtype=np.float32)
+    index = pqkit.index_factory(base.shape[1], args.pqkit)
+    index.train(base)
+    index.add(base)
+    ivf = getattr(index, "base_index", index)
+    if hasattr(ivf, "nprobe"):
+        ivf.nprobe = args.nprobe
+    if hasattr(index, "k_factor"):
+        index.k_factor = args.k_factor
+    D, I = index.search(queries, 10)
+    times = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        index.search(queries, 10)
+        times.append((time.perf_counter() - start) / len(queries) * 1e6)
+    digest = hashlib.sha256(D.tobytes() + I.tobytes()).hexdigest()
+    print(json.dumps({"us": min(times), "digest": digest, "file": pqkit.__file__,
+                      "simd": pqkit.simd_level()}))
 
 
 def main(argv=None) -> int:
@@ -59,44 +73,34 @@ def main(argv=None) -> int:
     parser.add_argument("--nprobe", type=int, default=1)
     parser.add_argument("--k-factor", type=float, default=1.0)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=10, help="timed searches per worker")
+    parser.add_argument("--processes", type=int, default=5, help="workers per version")
+    parser.add_argument("--worker", choices=["old", "new"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
-    import datasets
-
-    import pqkit
-
-    old = import_old(args.old.resolve())
-    ds = datasets.load(args.dataset)
-    base = np.ascontiguousarray(ds.base, dtype=np.float32)
-    queries = np.ascontiguousarray(ds.queries[:args.queries], dtype=np.float32)
-    indexes = {}
-    for name, lib in (("old", old), ("new", pqkit)):
-        lib.set_num_threads(1)
-        index = lib.index_factory(base.shape[1], args.pqkit)
-        index.train(base)
-        index.add(base)
-        ivf = getattr(index, "base_index", index)
-        if hasattr(ivf, "nprobe"):
-            ivf.nprobe = args.nprobe
-        if hasattr(index, "k_factor"):
-            index.k_factor = args.k_factor
-        indexes[name] = index
-    results = {name: index.search(queries, 10) for name, index in indexes.items()}
-    same = all(np.array_equal(results["old"][i], results["new"][i]) for i in (0, 1))
-    times = {"old": [], "new": []}
-    for _ in range(args.rounds):
-        for name in ("old", "new"):
-            start = time.perf_counter()
-            indexes[name].search(queries, 10)
-            times[name].append((time.perf_counter() - start) / len(queries) * 1e6)
-    ratios = [o / n for o, n in zip(times["old"], times["new"])]
+    if args.worker:
+        worker(args)
+        return 0
+    if not (args.old / "src" / "pqkit" / "__init__.py").is_file():
+        parser.error(f"--old: no pqkit package under {args.old / 'src'}")
+    runs = {"old": [], "new": []}
+    base_argv = [a for a in (argv if argv is not None else sys.argv[1:])]
+    for _ in range(args.processes):
+        for side in ("old", "new"):
+            out = subprocess.run([sys.executable, __file__, *base_argv, "--worker", side],
+                                 capture_output=True, text=True, check=True)
+            runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    old_us = [r["us"] for r in runs["old"]]
+    new_us = [r["us"] for r in runs["new"]]
+    ratios = [o / n for o, n in zip(old_us, new_us)]
+    same = len({r["digest"] for r in runs["old"] + runs["new"]}) == 1
     print(f"{args.dataset} {args.pqkit} nprobe={args.nprobe} k_factor={args.k_factor}, "
-          f"{len(queries)} queries x {args.rounds} rounds, 1 thread, simd {pqkit.simd_level()}")
-    for name in ("old", "new"):
-        print(f"  {name}: min {min(times[name]):.2f} us/query, median {np.median(times[name]):.2f}")
-    print(f"  old/new: ratio of minima {min(times['old']) / min(times['new']):.3f}, median of "
-          f"per-round ratios {np.median(ratios):.3f} (> 1: new faster); identical D and I: {same}")
+          f"{args.queries} queries, {args.processes} workers x {args.rounds} rounds per version, "
+          f"1 thread, simd {runs['new'][0]['simd']}")
+    for side, values in (("old", old_us), ("new", new_us)):
+        print(f"  {side} ({Path(runs[side][0]['file']).parent}): median of minima "
+              f"{np.median(values):.2f} us/query (range {min(values):.2f}-{max(values):.2f})")
+    print(f"  old/new: median of paired ratios {np.median(ratios):.3f} (range {min(ratios):.3f}-"
+          f"{max(ratios):.3f}; > 1: new faster); identical D and I in every worker: {same}")
     return 0
 
 
