@@ -183,7 +183,7 @@ def test_compiled_method_matches_the_protocol(cpp_engine, cls, name):
 EXPECTED_PROPERTIES = {
     "PQCodebooks": {"d": 8, "M": 2, "nbits": 4, "code_size": 1},
     "CoarseQuantizer": {"nlist": 3, "d": 8},
-    "InvertedLists": {"nlist": 2, "code_size": 8, "ntotal": 0, "with_bias": True},
+    "InvertedLists": {"nlist": 2, "code_size": 8, "ntotal": 0, "with_bias": True, "read_only": False},
 }
 
 

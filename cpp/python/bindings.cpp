@@ -14,6 +14,7 @@
 #include <string>
 
 #include "common/args.h"
+#include "common/codes.h"
 #include "common/finite.h"
 #include "common/metric.h"
 #include "common/parallel.h"
@@ -386,6 +387,48 @@ py::tuple lists_export(const InvertedLists& lists) {
     return py::make_tuple(sizes, ids, codes);
 }
 
+// Read-only lists over the caller's arrays (a mapped file): the arrays are not
+// copied, and the returned object keeps them alive (keep_alive below).
+std::unique_ptr<InvertedLists> external_lists_py(py::ssize_t nlist, py::ssize_t code_size, const std::string& layout,
+                                                 const py::array& list_sizes, const py::array& ids,
+                                                 const py::array& codes, const py::object& bias) {
+    const size_t nl = positive(nlist, "nlist"), cs = positive(code_size, "code_size");
+    const CodeLayout lay = parse_code_layout(layout);
+    const int64_t* sp = checked<int64_t>(list_sizes, "list_sizes", {static_cast<py::ssize_t>(nl)});
+    const int64_t* ip = checked<int64_t>(ids, "ids", {-1});
+    const py::ssize_t n = ids.shape(0);
+    if (!py::isinstance<py::array_t<uint8_t>>(codes) || codes.dtype().kind() != 'u' || codes.itemsize() != 1)
+        throw py::type_error("codes must be a uint8 array, got dtype " + std::string(py::str(codes.dtype())));
+    if (!(codes.flags() & py::array::c_style))
+        throw std::invalid_argument("codes must be C-contiguous; try numpy.ascontiguousarray");
+    const uint8_t* cp = static_cast<const uint8_t*>(codes.data());
+    const float* bp = bias.is_none() ? nullptr : checked<float>(bias.cast<py::array>(), "bias", {n});
+    return InvertedLists::external(nl, cs, lay, sp, cp, static_cast<size_t>(codes.nbytes()), ip,
+                                   static_cast<size_t>(n), bp);
+}
+
+py::tuple lists_export_blocked(const InvertedLists& lists) {
+    if (lists.layout() != CodeLayout::Blocked) throw std::invalid_argument("export_blocked needs blocked lists");
+    const size_t n = lists.ntotal(), cs = lists.code_size();
+    py::array_t<int64_t> sizes(lists.nlist()), ids(n);
+    py::array_t<uint8_t> blocks({lists.total_blocks(), cs, kBlock});
+    py::object bias = py::none();
+    float* bp = nullptr;
+    if (lists.with_bias()) {
+        py::array_t<float> b(n);
+        bp = b.mutable_data();
+        bias = b;
+    }
+    int64_t* sp = sizes.mutable_data();
+    int64_t* ip = ids.mutable_data();
+    uint8_t* cp = blocks.mutable_data();
+    {
+        py::gil_scoped_release release;
+        lists.export_blocked(sp, ip, cp, bp);
+    }
+    return py::make_tuple(sizes, ids, blocks, bias);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -476,6 +519,7 @@ PYBIND11_MODULE(_core, m) {
              }),
              py::arg("nlist"), py::arg("code_size"), py::arg("layout"), py::arg("with_bias") = false)
         .def_property_readonly("with_bias", &InvertedLists::with_bias)
+        .def_property_readonly("read_only", &InvertedLists::read_only)
         .def_property_readonly("nlist", &InvertedLists::nlist)
         .def_property_readonly("code_size", &InvertedLists::code_size)
         .def_property_readonly("ntotal", &InvertedLists::ntotal)
@@ -521,5 +565,10 @@ PYBIND11_MODULE(_core, m) {
         }, py::arg("ids"))
         .def("reset", &InvertedLists::reset)
         .def("memory_usage_bytes", &InvertedLists::memory_usage_bytes)
-        .def("export", &lists_export);
+        .def("export", &lists_export)
+        .def("export_blocked", &lists_export_blocked);
+    m.def("external_lists", &external_lists_py, py::arg("nlist"), py::arg("code_size"), py::arg("layout"),
+          py::arg("list_sizes"), py::arg("ids"), py::arg("codes"), py::arg("bias") = py::none(),
+          py::keep_alive<0, 5>(), py::keep_alive<0, 6>(), py::keep_alive<0, 7>(),
+          "Read-only inverted lists over the given arrays (not copied; kept alive by the result).");
 }

@@ -259,6 +259,9 @@ class InvertedLists:
     @property
     def ntotal(self) -> int:
         """Number of stored codes over all lists."""
+    @property
+    def read_only(self) -> bool:
+        """Whether the lists view external arrays (external_lists); then changes raise ValueError."""
     def add(
         self,
         list_nos: NDArray[np.int64],
@@ -288,3 +291,23 @@ class InvertedLists:
     def export(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.uint8]]:
         """Every list in order: (sizes (nlist,) int64, ids (ntotal,) int64, codes (ntotal,
         code_size) uint8 as rows)."""
+    def export_blocked(
+        self,
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.uint8], NDArray[np.float32] | None]:
+        """Every list in order, codes in the scan layout: (sizes (nlist,) int64, ids (ntotal,)
+        int64, blocks (n_blocks, code_size, 64) uint8, each list in whole 64-code blocks with
+        zero padding codes, bias (ntotal,) float32 or None). Blocked lists only."""
+
+def external_lists(
+    nlist: int,
+    code_size: int,
+    layout: str,
+    list_sizes: NDArray[np.int64],
+    ids: NDArray[np.int64],
+    codes: NDArray[np.uint8],
+    bias: NDArray[np.float32] | None = None,
+) -> InvertedLists:
+    """Read-only inverted lists over the given arrays (not copied; kept alive by the result):
+    list_sizes (nlist,) int64, ids (n,) int64 and bias (n,) float32 or None in list order, codes
+    uint8 C-contiguous in list order (rows, or whole 64-code blocks per list as export_blocked
+    returns them). ValueError when the sizes do not match the ids and the codes' bytes."""

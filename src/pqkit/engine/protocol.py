@@ -123,6 +123,11 @@ class InvertedLists(Protocol):
     def with_bias(self) -> bool:
         """Whether a float32 bias is kept per code."""
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the lists are a read-only view of external arrays (:meth:`Engine.external_lists`);
+        then :meth:`add`, :meth:`set_bias`, :meth:`remove_ids` and :meth:`reset` raise ValueError."""
+
     def add(self, list_nos: NDArray[np.int64], ids: NDArray[np.int64], codes: NDArray[np.uint8],
             bias: Optional[NDArray[np.float32]] = None) -> None:
         """Append codes to their lists.
@@ -197,6 +202,25 @@ class InvertedLists(Protocol):
         ids : numpy.ndarray of int64, shape (ntotal,)
         codes : numpy.ndarray of uint8, shape (ntotal, code_size)
             As rows, whatever the layout.
+        """
+
+    def export_blocked(self) -> Tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.uint8],
+                                      Optional[NDArray[np.float32]]]:
+        """Everything stored, in list order, with the codes in the blocked scan layout.
+
+        The arrays :meth:`Engine.external_lists` takes. ValueError unless the layout is
+        ``"blocked"``.
+
+        Returns
+        -------
+        sizes : numpy.ndarray of int64, shape (nlist,)
+        ids : numpy.ndarray of int64, shape (ntotal,)
+        blocks : numpy.ndarray of uint8, shape (n_blocks, code_size, 64)
+            Each list in ``ceil(size / 64)`` blocks of 64 codes, list 0 first; byte ``j`` of
+            the list's code ``i`` is ``blocks[first block + i // 64, j, i % 64]``; the codes
+            that pad a list's last block are zero.
+        bias : numpy.ndarray of float32, shape (ntotal,), or None
+            None when the lists keep no bias.
         """
 
 
@@ -550,6 +574,38 @@ class Engine(Protocol):
             ``"rows"`` for IVF-Flat vectors, ``"blocked"`` for PQ codes that are scanned.
         with_bias : bool
             Keep a float32 bias per code (L2 IVF-PQ).
+
+        Returns
+        -------
+        InvertedLists
+        """
+
+    def external_lists(self, nlist: int, code_size: int, layout: str,
+                       list_sizes: NDArray[np.int64], ids: NDArray[np.int64],
+                       codes: NDArray[np.uint8], bias: Optional[NDArray[np.float32]] = None
+                       ) -> _InvertedLists:
+        """Read-only inverted lists over external arrays (a mapped file), which are not copied.
+
+        The result keeps the arrays alive; they must not change while it exists. The scans read
+        them as they read owned lists, with identical results; every change raises ValueError
+        (:attr:`InvertedLists.read_only`). The Numba engine copies the probed lists of blocked
+        codes into rows for its scans.
+
+        Parameters
+        ----------
+        nlist : int, >= 1
+        code_size : int, >= 1
+        layout : {"rows", "blocked"}
+        list_sizes : numpy.ndarray of int64, shape (nlist,)
+            Each >= 0, adding up to ``ids.size``.
+        ids : numpy.ndarray of int64, shape (n,)
+            In list order.
+        codes : numpy.ndarray of uint8, C-contiguous, any shape
+            In list order: ``n * code_size`` bytes of rows (``"rows"``), or each list's codes in
+            whole 64-code blocks as :meth:`InvertedLists.export_blocked` returns them
+            (``"blocked"``). ValueError when the byte count does not match the sizes.
+        bias : numpy.ndarray of float32, shape (n,), or None
+            In list order; given exactly for lists that keep a bias (L2 IVF-PQ).
 
         Returns
         -------

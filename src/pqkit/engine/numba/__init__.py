@@ -40,7 +40,7 @@ The modules follow the split of ``cpp/``:
 * ``pq``: codebooks, packed codes, encode/decode, distance tables, PQ search;
 * ``refine``: exact re-ranking from floats or PQ codes;
 * ``ivf``: coarse quantizer, IVF-Flat and IVF-PQ scans, the per-code bias;
-* ``invlists``: :class:`InvertedLists`.
+* ``invlists``: :class:`InvertedLists` and :func:`external_lists` (read-only views).
 
 This module only re-exports the engine's calls. The function :func:`kmeans` hides the
 submodule of the same name as an attribute of this package; reach the module through
@@ -52,7 +52,7 @@ from __future__ import annotations
 from ._common import (all_finite, available_simd_levels, hardware_concurrency, set_simd_level,
                       simd_level)
 from .flat import flat_search, sqnorms
-from .invlists import InvertedLists
+from .invlists import InvertedLists, external_lists
 from .ivf import CoarseQuantizer, ivfflat_search, ivfpq_code_bias, ivfpq_search
 from .kmeans import coarse_assign, kmeans
 from .pq import (PQCodebooks, pq_decode, pq_distance_tables, pq_encode, pq_pack_codes, pq_search,
@@ -66,6 +66,7 @@ __all__ = [
     "all_finite",
     "available_simd_levels",
     "coarse_assign",
+    "external_lists",
     "flat_search",
     "hardware_concurrency",
     "ivfflat_search",

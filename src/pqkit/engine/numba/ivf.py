@@ -90,8 +90,8 @@ def ivfflat_search(x, coarse, invlists, nprobe, k, metric, n_threads):
     _check_lists(invlists, coarse.nlist, 4 * coarse.d, "rows", False)
     nprobe = min(nprobe, coarse.nlist)
     D, I = _alloc_result(x.shape[0], k)
-    vectors = invlists.codes.view(np.float32).reshape(-1, coarse.d)
-    ids, offsets = invlists.ids, invlists.offsets
+    codes, ids, _, offsets = invlists.scan_arrays(None)  # rows in list order: no copy
+    vectors = codes.view(np.float32).reshape(-1, coarse.d)
 
     def scan(begin, end):
         _, probes = coarse.probe(x[begin:end], nprobe)
@@ -145,11 +145,11 @@ def ivfpq_search(x, coarse, pq, invlists, nprobe, k, metric, n_threads, estimate
     _check_lists(invlists, coarse.nlist, pq.code_size, "blocked", l2)
     nprobe = min(nprobe, coarse.nlist)
     D, I = _alloc_result(x.shape[0], k)
-    codes, ids, offsets = invlists.codes, invlists.ids, invlists.offsets
-    bias = invlists.bias if l2 else np.empty(0, dtype=np.float32)
-
     def scan(begin, end):
         coarse_dist, probes = coarse.probe(x[begin:end], nprobe)
+        # The probed lists as rows (a copy only for read-only lists of blocked codes).
+        codes, ids, bias, offsets = invlists.scan_arrays(probes)
+        bias = bias if l2 else np.empty(0, dtype=np.float32)
         _ivfpq_scan(x[begin:end], coarse_dist, probes, pq.transposed, pq.nbits, codes, ids, bias,
                     l2, offsets, l2, D[begin:end], I[begin:end])
 

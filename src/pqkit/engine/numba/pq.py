@@ -232,7 +232,7 @@ def pq_search(x, pq, invlists, k, metric, n_threads):
                          f"{pq.code_size} bytes")
     l2 = _parse_metric(metric)
     D, I = _alloc_result(x.shape[0], _positive(k, "k"))
-    codes, ids = invlists.codes, invlists.ids
+    codes, ids, _, _ = invlists.scan_arrays(None)  # as rows (read-only blocked lists: a copy)
     _parallel_rows(lambda b, e: _pq_search(x[b:e], pq.transposed, pq.nbits, codes, ids, l2,
                                            D[b:e], I[b:e]), x.shape[0], n_threads, 1)
     return D, I

@@ -60,7 +60,7 @@ def rerank_pq(x, pq, lists, rows, ids, k, metric, n_threads):
         raise ValueError(f"candidate row {bad} is outside -1..{ny - 1}")
     # Decode only the rows asked for, then re-rank those floats.
     wanted, local = np.unique(rows[rows >= 0], return_inverse=True)
-    decoded = pq_decode(np.ascontiguousarray(lists.codes[wanted]), pq, n_threads)
+    decoded = pq_decode(np.ascontiguousarray(lists.code_rows(wanted)), pq, n_threads)
     local_rows = np.full(rows.shape, -1, dtype=np.int64)
     local_rows[rows >= 0] = local
     return rerank(x, decoded, local_rows, ids, k, metric, n_threads)
