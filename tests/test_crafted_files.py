@@ -9,6 +9,10 @@ parameters), or to a different but valid value (another nprobe, sizes moved betw
 permuted). The file is written back with its checksum recomputed, so every file reaches the
 parsers.
 
+The seeds are files of format version 2 (what pqkit writes: 64-byte aligned arrays, PQ codes in
+the blocked scan layout, the L2 IVF-PQ bias stored) and, for a few of them, the same index in
+format version 1 (codes as rows, no bias), which pqkit still reads.
+
 First every (seed, field or array, attack) pair is enumerated once; random pairs of attacks fill
 up the rest of the cases. Each file is loaded and searched in a child process (a crash or a hang
 cannot hide inside pytest) under an address-space limit, and must either
@@ -18,6 +22,14 @@ cannot hide inside pytest) under an address-space limit, and must either
   contents (up to float rounding and near-ties; see ``tests/reference.py``), with no ``-1``
   padding while enough vectors are reachable, and whose ``memory_usage_bytes`` stays within a
   small multiple of the file's size.
+
+Every case is loaded three ways: from bytes, mapped (``pqkit.load(path, mmap=True)``, which runs
+the same checks on the mapped arrays) and mapped without verification (``verify=False``). The
+first two must agree: both refuse, or both load and the mapped index answers bit for bit as the
+other (a version-1 file cannot be mapped: a ValueError). The unverified load trusts the file, so
+its answers are not judged, but it must refuse with a ValueError or load and search with at most
+a typed error: never a crash, a hang or another exception (the engine never reads outside the
+arrays whatever their contents).
 
 A loaded index may refuse a search with a typed error (ValueError/TypeError) where an index built
 from the same contents would too (a transform mapping queries beyond the float range); those are
@@ -36,6 +48,7 @@ import random
 import struct
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -52,33 +65,87 @@ AMBIGUOUS_ROWS = [0]  # query rows the oracle skipped: two lists equally near at
 
 
 # ------------------------------------------------------------------------------- files
+def _offsets(version: int, header_length: int, arrays) -> tuple:
+    """(offset of each array, end of the data): consecutive after the header (version 1), or
+    each at the next multiple of 64 (version 2)."""
+    position = PREFIX.size + header_length
+    offsets = []
+    for arr in arrays:
+        offset = -(-position // 64) * 64 if version >= 2 else position
+        offsets.append(offset)
+        position = offset + arr
+    if version >= 2 and not offsets:
+        position = -(-position // 64) * 64
+    return offsets, position
+
+
 def parse(data: bytes) -> tuple:
-    """(header dict, {name: array}) of a well-formed file."""
+    """(header dict, {name: array}) of a well-formed file of either format version."""
     magic, version, length = PREFIX.unpack(data[:PREFIX.size])
     header = json.loads(data[PREFIX.size:PREFIX.size + length])
-    offset = PREFIX.size + length
+    sizes = [math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize for spec in header["arrays"]]
+    offsets, _ = _offsets(version, length, sizes)
     arrays = {}
-    for spec in header["arrays"]:
+    for spec, offset in zip(header["arrays"], offsets):
         dtype = np.dtype(spec["dtype"])
         count = math.prod(spec["shape"])
         arrays[spec["name"]] = np.frombuffer(data, dtype, count, offset).reshape(spec["shape"]).copy()
-        offset += count * dtype.itemsize
     return header, arrays
 
 
-def write(header: dict, arrays: dict) -> bytes:
-    """A file of this header and these arrays (the array list rebuilt), checksum recomputed."""
+def version_of(data: bytes) -> int:
+    return PREFIX.unpack(data[:PREFIX.size])[1]
+
+
+def write(header: dict, arrays: dict, version: int = 2) -> bytes:
+    """A file of this header and these arrays (the array list rebuilt, the arrays aligned as
+    ``version`` lays them out), checksum recomputed."""
     header = dict(header)
     header["arrays"] = [{"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape)}
                         for name, arr in arrays.items()]
     raw = json.dumps(header).encode()
-    body = b"".join(np.ascontiguousarray(arr).tobytes() for arr in arrays.values())
-    out = PREFIX.pack(b"PQKIT\x00\x01\n", 1, len(raw)) + raw + body
-    return out + hashlib.sha256(out).digest()
+    payload = [np.ascontiguousarray(arr).tobytes() for arr in arrays.values()]
+    offsets, end = _offsets(version, len(raw), [len(p) for p in payload])
+    out = bytearray(PREFIX.pack(b"PQKIT\x00\x01\n", version, len(raw)) + raw)
+    for offset, body in zip(offsets, payload):
+        out += bytes(offset - len(out)) + body
+    out += bytes(end - len(out))
+    return bytes(out) + hashlib.sha256(out).digest()
+
+
+def to_rows(header: dict, arrays: dict) -> dict:
+    """The arrays of a version-2 file in the row form of version 1: blocked PQ codes as rows in
+    list order and no stored bias (the form the NumPy reference reads). Composite parts too."""
+    return _to_rows(header["index_type"], header["params"], arrays, "")
+
+
+def _to_rows(index_type: str, params: dict, arrays: dict, prefix: str) -> dict:
+    out = dict(arrays)
+    if index_type in ("IndexPQ", "IndexIVFPQ"):
+        out.pop(prefix + "bias", None)
+        blocks = arrays.get(prefix + "codes")
+        ids = arrays.get(prefix + "ids")
+        if blocks is not None and blocks.ndim == 3 and ids is not None:
+            sizes = (arrays[prefix + "list_sizes"] if index_type == "IndexIVFPQ"
+                     else np.array([ids.size], dtype=np.int64))
+            starts = np.concatenate(([0], np.cumsum(-(-sizes // 64))))
+            rows = [blocks[starts[l]:starts[l + 1]].transpose(0, 2, 1).reshape(-1, blocks.shape[1])[:sizes[l]]
+                    for l in range(sizes.size)]
+            out[prefix + "codes"] = (np.concatenate(rows) if rows
+                                     else np.empty((0, blocks.shape[1]), np.uint8))
+    for key, part in params.items():
+        if isinstance(part, dict) and set(part) == {"type", "params"}:
+            out = _to_rows(part["type"], part["params"], out, prefix + key + ".")
+    return out
+
+
+#: Seeds also given as version-1 files (still read, never mapped).
+V1_SEEDS = ("ivfpq8-l2", "pq4-ip", "refine-ivfpq-flat", "ivfflat-l2")
 
 
 def seeds() -> dict:
-    """name -> file bytes of small indexes of every type and state."""
+    """name -> file bytes of small indexes of every type and state (format version 2), and of
+    :data:`V1_SEEDS` in format version 1 (named ``"v1-<name>"``)."""
     from pqkit import io as _io
     from tests.test_fuzz_load import build_seed_indexes
 
@@ -106,7 +173,11 @@ def seeds() -> dict:
         refine.train(x)
         refine.add(x[:40])
         indexes["refine-ivfpq-flat"] = refine
-    return {name: _io.index_to_bytes(index) for name, index in sorted(indexes.items())}
+    out = {name: _io.index_to_bytes(index) for name, index in sorted(indexes.items())}
+    for name in V1_SEEDS:
+        header, arrays = parse(out[name])
+        out[f"v1-{name}"] = write(header, to_rows(header, arrays), version=1)
+    return out
 
 
 # ------------------------------------------------------------------------------- attacks
@@ -180,7 +251,7 @@ def header_attacks() -> list:
 
 def _role(name: str) -> str:
     last = name.rsplit(".", 1)[-1]
-    return {"ids": "ids", "list_sizes": "sizes", "codes": "codes"}.get(last, "floats")
+    return {"ids": "ids", "list_sizes": "sizes", "codes": "codes", "bias": "bias"}.get(last, "floats")
 
 
 def _set_some(rng, arr, value):
@@ -226,7 +297,18 @@ def array_attacks(arrays: dict, params: dict) -> list:
         add("extra axis", lambda arrays, name, rng: arrays.__setitem__(name, arrays[name][..., None]))
         add("transpose", lambda arrays, name, rng: arrays.__setitem__(
             name, np.ascontiguousarray(arrays[name].T)))
-        if role == "floats":
+        if role == "bias":  # a stored bias one ulp off, or of another code
+            def ulp(arrays, name, rng):
+                bias = arrays[name]
+                if bias.size:
+                    i = int(rng.integers(bias.size))
+                    bias[i] = np.nextafter(bias[i], np.float32(np.inf))
+            add("one ulp up", ulp)
+
+            def rotate(arrays, name, rng):
+                arrays[name] = np.roll(arrays[name], 1)
+            add("rotated", rotate)
+        if role in ("floats", "bias"):
             for value in (np.nan, np.inf, -np.inf, 3e38, -3e38, 1e20, 1e-45, -0.0, "over", "under"):
                 def put(arrays, name, rng, value=value):
                     arr = arrays[name]
@@ -304,6 +386,12 @@ def array_attacks(arrays: dict, params: dict) -> list:
                     codes[[0, -1]] = codes[[-1, 0]]
             add("swap rows", swap)
 
+            def padding_code(arrays, name, rng):  # blocked codes: a byte of a padding code
+                codes = arrays[name]
+                if codes.ndim == 3 and codes.size:
+                    codes[-1, int(rng.integers(codes.shape[1])), -1] = 1
+            add("padding code set", padding_code)
+
             def nan_floats(arrays, name, rng):  # raw float32 codes of IVFFlat
                 codes = arrays[name]
                 if codes.size >= 4:
@@ -324,7 +412,9 @@ def all_attacks(header: dict, arrays: dict) -> list:
 def crafted_cases(n_cases: int, seed: int):
     """Yield (seed name, attack names, file bytes): each attack once, then random pairs."""
     rng = np.random.default_rng(seed)
-    parsed = {name: parse(data) for name, data in seeds().items()}
+    files = seeds()
+    parsed = {name: parse(data) for name, data in files.items()}
+    versions = {name: version_of(data) for name, data in files.items()}
     plan = []
     for name, (header, arrays) in parsed.items():
         for attack in all_attacks(header, arrays):
@@ -345,9 +435,10 @@ def crafted_cases(n_cases: int, seed: int):
         for _, attack in attacks:
             try:
                 attack(header, arrays, rng)
-            except (KeyError, IndexError, TypeError, ValueError):
-                pass  # an earlier attack removed what this one targets
-        yield name, " + ".join(label for label, _ in attacks), write(header, arrays), systematic
+            except (KeyError, IndexError, TypeError, ValueError, OverflowError):
+                pass  # an earlier attack removed or retyped what this one targets
+        yield (name, " + ".join(label for label, _ in attacks),
+               write(header, arrays, versions[name]), systematic)
 
 
 # ------------------------------------------------------------------------------- the oracle
@@ -421,6 +512,7 @@ def check_answer(index_type: str, params: dict, arrays: dict, queries, D, I) -> 
 
     if index_type == "IndexRefine":
         return check_refine_answer(params, arrays, queries, D, I)
+    arrays = _to_rows(index_type, params, arrays, "")
     candidates = reference_candidates(index_type, params, arrays, queries)
     metric = params["index"]["params"]["metric"] if index_type == "IndexPreTransform" else params["metric"]
     for row, cand in enumerate(candidates):
@@ -441,6 +533,7 @@ def check_refine_answer(params, arrays, queries, D, I) -> str | None:
     """IndexRefine: every returned id is stored, its distance is its exact refine distance, rows
     are sorted and free of repeats, and a base without lists pads nothing while ntotal >= k."""
     refine = params["refine"]
+    arrays = _to_rows("IndexRefine", params, arrays, "")
     part = {k[7:]: v for k, v in arrays.items() if k.startswith("refine.")}
     # the refine distances of every stored vector, one "candidate set" per query
     full = reference_candidates(refine["type"], refine["params"], part, queries)
@@ -480,15 +573,18 @@ def campaign(n_cases: int, seed: int) -> dict:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     stats = {"cases": 0, "refused": 0, "loaded": 0, "answered_exactly": 0, "ambiguous_rows": 0,
              "search_refused": 0, "search_refused_examples": {}, "other_errors": 0,
-             "wrong_answers": 0, "failures": [], "systematic": 0, "by_seed": {}}
+             "wrong_answers": 0, "failures": [], "systematic": 0, "by_seed": {},
+             "mapped_loaded": 0, "mapped_answered_identically": 0, "unverified_loaded": 0,
+             "unverified_searched": 0}
     rng = np.random.default_rng(seed + 1)
+    folder = tempfile.mkdtemp(prefix="pqkit-crafted-")
     for name, label, data, systematic in crafted_cases(n_cases, seed):
         stats["systematic"] = systematic
         stats["cases"] += 1
         stats["by_seed"][name] = stats["by_seed"].get(name, 0) + 1
         faulthandler.dump_traceback_later(30, exit=True)  # a hang ends the child loudly
         sys.stderr.write(f"case {stats['cases']}: {name}: {label}\n")
-        outcome = None
+        outcome, index = None, None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
@@ -506,10 +602,87 @@ def campaign(n_cases: int, seed: int) -> dict:
             stats["loaded"] += 1
             outcome = judge_loaded(index, data, rng, stats)
             stats["ambiguous_rows"] = AMBIGUOUS_ROWS[0]
+        path = os.path.join(folder, f"case{stats['cases']}.pqkit")
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            outcome = outcome or judge_mapped(path, index if outcome is None else None,
+                                              version_of(data), stats)
+        finally:
+            index = None
+            os.unlink(path)  # a mapping still open keeps the file's data until it is closed
         faulthandler.cancel_dump_traceback_later()
         if outcome:
             stats["failures"].append(f"{name}: {label}: {outcome}")
     return stats
+
+
+def judge_mapped(path: str, loaded, version: int, stats: dict) -> str | None:
+    """The file loaded mapped must do what the load from bytes did (``loaded``: that index, or
+    None if it was refused): refuse, or answer identically; the unverified mapped load must
+    refuse or load and search with at most a typed error."""
+    import pqkit
+
+    queries = np.random.default_rng(stats["cases"]).standard_normal((3, 64)).astype(np.float32)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mapped = pqkit.load(path, mmap=True)
+    except ValueError as exc:
+        if loaded is not None and version >= 2:
+            return f"mapped load refused what the load from bytes accepted: {exc}"
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        stats["other_errors"] += 1
+        return f"{type(exc).__name__} at mapped load: {str(exc)[:300]}"
+    else:
+        stats["mapped_loaded"] += 1
+        if loaded is None or version < 2:
+            return "mapped load accepted what the load from bytes refused"
+        if loaded.is_trained:
+            q = queries[:, :loaded.d]
+            try:
+                expected = loaded.search(q, K)
+            except (ValueError, TypeError):
+                expected = None
+            try:
+                got = mapped.search(q, K)
+            except (ValueError, TypeError) as exc:
+                if expected is not None:
+                    return f"mapped index refused a search the loaded one answered: {exc}"
+            else:
+                if expected is None or not (np.array_equal(got[0], expected[0])
+                                            and np.array_equal(got[1], expected[1])):
+                    return f"mapped index answers {got} instead of {expected}"
+        stats["mapped_answered_identically"] += 1
+        mapped = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            unverified = pqkit.load(path, mmap=True, verify=False)
+    except ValueError:
+        return None
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        stats["other_errors"] += 1
+        return f"{type(exc).__name__} at unverified mapped load: {str(exc)[:300]}"
+    stats["unverified_loaded"] += 1
+    if unverified.is_trained:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                unverified.search(queries[:, :unverified.d], K)
+        except (ValueError, TypeError):
+            pass
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            stats["other_errors"] += 1
+            return f"{type(exc).__name__} at unverified mapped search: {str(exc)[:300]}"
+        stats["unverified_searched"] += 1
+    return None
 
 
 def judge_loaded(index, data: bytes, rng, stats: dict) -> str | None:
@@ -518,6 +691,8 @@ def judge_loaded(index, data: bytes, rng, stats: dict) -> str | None:
     if index.memory_usage_bytes() > limit:
         return f"memory_usage_bytes {index.memory_usage_bytes()} for a {len(data)}-byte file"
     again_header, again = parse(_io_bytes(index))
+    if version_of(data) < 2:  # a version-1 file saves as version 2: compare in the row form
+        again = to_rows(again_header, again)
     if again_header["params"] != header["params"] or list(again) != list(arrays) or any(
             again[n].dtype != arrays[n].dtype or again[n].shape != arrays[n].shape
             or again[n].tobytes() != arrays[n].tobytes() for n in arrays):
@@ -583,10 +758,16 @@ def test_crafted_files_are_refused_or_answer_exactly(record_property):
           f"ValueError, {stats['loaded']} loaded ({stats['answered_exactly']} answered as the "
           f"reference, {stats['search_refused']} refused the search with a typed error), "
           f"{stats['other_errors']} untyped errors, {stats['wrong_answers']} wrong answers, "
-          f"0 crashes, 0 hangs; search refusals: {sorted(stats['search_refused_examples'])[:4]}")
+          f"0 crashes, 0 hangs; mapped: {stats['mapped_loaded']} loaded, "
+          f"{stats['mapped_answered_identically']} answered as the loaded index; unverified "
+          f"mapped: {stats['unverified_loaded']} loaded, {stats['unverified_searched']} searched "
+          f"without an untyped error; search refusals: "
+          f"{sorted(stats['search_refused_examples'])[:4]}")
     assert stats["cases"] == CASES
     assert CASES < 1000 or stats["systematic"] >= 1000  # every seed, field and array attacked
     assert stats["answered_exactly"] > CASES // 20  # valid variants do reach the search oracle
+    assert stats["mapped_answered_identically"] > CASES // 20
+    assert stats["unverified_searched"] > CASES // 20
     assert not stats["failures"], "\n".join(stats["failures"][:30])
 
 

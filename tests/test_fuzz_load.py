@@ -1,7 +1,9 @@
 """Fuzzing ``pqkit.load``: mutated index files give a clear ValueError or a working index.
 
-Seeds: the small valid files in ``tests/corpus/`` (every index type; regenerate them with
-``python -m tests.test_fuzz_load --write-corpus``) plus files written by this run. Mutations
+Seeds: the small valid files in ``tests/corpus/`` (every index type, format version 1, written by
+pqkit 0.1.0 and kept to show that such files still load; ``python -m tests.test_fuzz_load
+--write-corpus`` would rewrite them in the current version) plus files written by this run
+(format version 2). Mutations
 (seeded, plain random):
 
 * raw bytes: truncation, flipped bits and bytes, inserted and deleted bytes, a wrong version, a
@@ -111,16 +113,25 @@ def seed_files() -> list:
 
 
 # ------------------------------------------------------------------------------- mutations
+def _data_start(version: int, header_length: int) -> int:
+    """Where the array data starts: right after the header (version 1) or at the next multiple
+    of 64 (version 2, whose arrays are 64-byte aligned)."""
+    end = PREFIX.size + header_length
+    return -(-end // 64) * 64 if version == 2 else end
+
+
 def _split(data: bytes):
-    """(magic, version, header dict, body bytes) of a well-formed file."""
+    """(magic, version, header dict, body bytes) of a well-formed file; the body is everything
+    from the first array on (with the alignment padding between arrays in version 2)."""
     magic, version, length = PREFIX.unpack(data[:PREFIX.size])
     header = json.loads(data[PREFIX.size:PREFIX.size + length])
-    return magic, version, header, data[PREFIX.size + length:-32]
+    return magic, version, header, data[_data_start(version, length):-32]
 
 
 def _join(magic, version, header, body: bytes, raw_header: bytes | None = None) -> bytes:
     raw = json.dumps(header).encode() if raw_header is None else raw_header
-    out = PREFIX.pack(magic, version, len(raw)) + raw + body
+    pad = bytes(_data_start(version, len(raw)) - PREFIX.size - len(raw))
+    out = PREFIX.pack(magic, version, len(raw)) + raw + pad + body
     return out + hashlib.sha256(out).digest()
 
 

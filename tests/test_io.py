@@ -169,7 +169,7 @@ def test_wrong_magic(tmp_path, saved_bytes):
         _load_bytes(tmp_path, b"")
 
 
-@pytest.mark.parametrize("version", [0, 2, 999, 2**32 - 1])
+@pytest.mark.parametrize("version", [0, 3, 999, 2**32 - 1])
 def test_wrong_version(tmp_path, saved_bytes, version):
     body = saved_bytes[:8] + struct.pack("<I", version) + saved_bytes[12:-32]
     with pytest.raises(ValueError, match="version") as err:

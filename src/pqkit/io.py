@@ -1,61 +1,29 @@
-"""The pqkit file format: ``index.save(path)``, :func:`load`, and pickling.
-
-Layout (all integers little-endian)::
-
-    magic           8 bytes   b"PQKIT\\x00\\x01\\n"
-    format_version  uint32    1
-    header_length   uint32    at most 1 MiB
-    header          JSON, UTF-8, header_length bytes:
-                    {"index_type": "IndexIVFPQ", "params": {...constructor arguments...},
-                     "arrays": [{"name": "codes", "dtype": "|u1", "shape": [n, 16]}, ...],
-                     "pqkit_version": "..."}
-    array data      the arrays' raw bytes (C order) concatenated in header order
-    checksum        32 bytes  SHA-256 of every byte before it
-
-Loading never executes code (no pickle inside the file) and checks, in this order: magic,
-version, header length against the file size, the header's structure, at most 16 arrays with
-whitelisted dtypes (float32, int64, uint8), that the arrays' byte sizes add up exactly to the
-rest of the file (before anything is allocated), the checksum (before any array is read), and
-then the contents, since a valid checksum proves nothing (anyone can recompute it): each index
-type accepts exactly the parameters and arrays it writes (names, dtypes and shapes; nothing is
-converted), stored floats finite and within the magnitude bound, structural invariants (list
-sizes in [0, n] summing to n in arithmetic that cannot wrap, unique ids >= 0, code padding bits
-zero, unit rows for "cosine"), memory claimed for structures the arrays do not hold bounded by a
-small multiple of the file size, and finally that the index built gives back exactly the file's
-parameters. Any failure raises ValueError ("corrupted or not a pqkit file: ...").
-
-Composite indexes (:class:`pqkit.IndexPreTransform`, :class:`pqkit.IndexRefine`) use the same
-flat layout: each part's type and parameters sit under a key of the composite's params
-(``{"transform": {...}, "index": {"type": "IndexIVFPQ", "params": {...}}}``) and its arrays are
-named ``"<key>.<name>"`` (``"index.codes"``, ``"transform.A"``); parts nest at most
-``MAX_NESTING`` levels, and the header JSON itself is refused when nested too deeply.
-
-``pickle`` goes through the same bytes (``Index.__reduce__`` -> :func:`index_from_bytes`).
-``save`` is all-or-nothing: it writes a temporary file beside the target, fsyncs it and
-renames it over the target (``os.replace``), so after a crash the target holds the old or the new
-index; it replaces only a pqkit index file (see :func:`save`).
-"""
-
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import io
 import json
 import math
+import mmap as _mmap
 import os
 import re
 import struct
+import sys
 
 import numpy as np
 
 from ._version import __version__
 from .indexes import registry
+from .indexes._state import FILE_FORM, StateForm, using_form
 
 __all__ = ["index_from_bytes", "index_to_bytes", "load", "save"]
 
 MAGIC = b"PQKIT\x00\x01\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The format versions this pqkit reads (version 1: no alignment, codes as rows, no bias).
+READ_VERSIONS = (1, 2)
+#: Version 2: every array starts at a multiple of this many bytes.
+ALIGNMENT = 64
 MAX_HEADER_BYTES = 1 << 20
 MAX_ARRAYS = 16
 MAX_NDIM = 3
@@ -69,11 +37,29 @@ def _corrupted(reason: str) -> ValueError:
     return ValueError(f"corrupted or not a pqkit file: {reason}")
 
 
+def _aligned(offset: int) -> int:
+    return -(-offset // ALIGNMENT) * ALIGNMENT
+
+
+def _array_offsets(version: int, header_length: int, sizes) -> tuple:
+    """(offset of each array, end of the last one) for arrays of ``sizes`` bytes, in Python
+    integers (no wrap-around): consecutive after the header (version 1), or each at the next
+    multiple of :data:`ALIGNMENT` (version 2)."""
+    position = _PREFIX.size + header_length
+    offsets = []
+    for nbytes in sizes:
+        offset = _aligned(position) if version >= 2 else position
+        offsets.append(offset)
+        position = offset + nbytes
+    return offsets, (_aligned(position) if version >= 2 and not offsets else position)
+
+
 # ------------------------------------------------------------------------------- writing
 def _write(index, f) -> None:
     if not registry.is_index(index):
         raise TypeError(f"expected a pqkit index, got {type(index).__name__}")
-    params, arrays = index._get_state()
+    with using_form(FILE_FORM):
+        params, arrays = index._get_state()
     specs, payload = [], []
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr, dtype=np.asarray(arr).dtype.newbyteorder("<"))
@@ -94,9 +80,14 @@ def _write(index, f) -> None:
 
     put(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
     put(header)
-    for arr in payload:
+    offsets, end = _array_offsets(FORMAT_VERSION, len(header), [arr.nbytes for arr in payload])
+    position = _PREFIX.size + len(header)
+    for offset, arr in zip(offsets, payload):
+        put(bytes(offset - position))
         if arr.size:
             put(arr.reshape(-1).view(np.uint8))
+        position = offset + arr.nbytes
+    put(bytes(end - position))
     f.write(digest.digest())
 
 
@@ -221,18 +212,22 @@ def _parse_header(raw: bytes) -> tuple:
     return index_type, params, arrays
 
 
-def _read(f, size: int):
-    """Read one index from file object ``f`` positioned at its start; ``size`` = total bytes."""
+def _read(f, size: int, mapping_of=None, verify: bool = True):
+    """Read one index from file object ``f`` positioned at its start; ``size`` = total bytes.
+
+    ``mapping_of``: a function returning a read-only mapping of the file (for ``mmap=True``);
+    the arrays are then views of it instead of copies. ``verify``: see :func:`load`.
+    """
     fixed = _PREFIX.size + _CHECKSUM_BYTES
     if size < fixed:
         raise _corrupted(f"{size} bytes is shorter than the smallest valid file ({fixed} bytes)")
     magic, version, header_length = _PREFIX.unpack(_read_exact(f, _PREFIX.size))
     if magic != MAGIC:
         raise _corrupted(f"bad magic {magic!r} (expected {MAGIC!r})")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise _corrupted(
-            f"format version {version} is not supported (this pqkit {__version__} reads version "
-            f"{FORMAT_VERSION}); load it with the pqkit that wrote it"
+            f"format version {version} is not supported (this pqkit {__version__} reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}); load it with the pqkit that wrote it"
         )
     if header_length > MAX_HEADER_BYTES or header_length > size - fixed:
         raise _corrupted(
@@ -240,38 +235,61 @@ def _read(f, size: int):
             f"size ({size} bytes)"
         )
     index_type, params, arrays = _parse_header(_read_exact(f, header_length))
-    data_bytes = size - fixed - header_length
-    declared = sum(nbytes for *_, nbytes in arrays)
-    if declared != data_bytes:
+    offsets, end = _array_offsets(version, header_length, [nbytes for *_, nbytes in arrays])
+    data_start = _PREFIX.size + header_length
+    if end != size - _CHECKSUM_BYTES:
         raise _corrupted(
-            f"header declares {declared} bytes of array data but the file holds {data_bytes}"
+            f"header declares {end - data_start} bytes of array data"
+            f"{' with their alignment' if version >= 2 else ''} but the file holds "
+            f"{size - _CHECKSUM_BYTES - data_start}"
         )
+    if mapping_of is not None and version < 2:
+        raise ValueError(
+            f"pqkit.load(path, mmap=True) needs a file of format version 2; this one has version "
+            f"{version} (written by an earlier pqkit): load it with pqkit.load(path) and save it "
+            "again to convert it"
+        )
+    if version >= 2:  # the alignment padding: zero bytes, as the writer writes them
+        position = data_start
+        for offset, (_, _, _, nbytes) in zip(offsets + [end], arrays + [(None, None, None, 0)]):
+            f.seek(position)
+            if any(_read_exact(f, offset - position)):
+                raise _corrupted(f"nonzero padding bytes at offset {position} (alignment padding "
+                                 "must be zero)")
+            position = offset + nbytes
 
-    # Checksum over everything before it, streamed, before any array is allocated.
-    f.seek(0)
-    digest = hashlib.sha256()
-    remaining = size - _CHECKSUM_BYTES
-    while remaining:
-        chunk = _read_exact(f, min(_CHUNK, remaining))
-        digest.update(chunk)
-        remaining -= len(chunk)
-    if digest.digest() != _read_exact(f, _CHECKSUM_BYTES):
-        raise _corrupted("SHA-256 checksum mismatch (file damaged or truncated)")
+    if verify:  # the checksum over everything before it, streamed, before any array is read
+        f.seek(0)
+        digest = hashlib.sha256()
+        remaining = size - _CHECKSUM_BYTES
+        while remaining:
+            chunk = _read_exact(f, min(_CHUNK, remaining))
+            digest.update(chunk)
+            remaining -= len(chunk)
+        if digest.digest() != _read_exact(f, _CHECKSUM_BYTES):
+            raise _corrupted("SHA-256 checksum mismatch (file damaged or truncated)")
 
     if index_type not in registry.NAMES:
         raise _corrupted(f"unknown index type {index_type!r}; known: {sorted(registry.NAMES)}")
 
-    f.seek(_PREFIX.size + header_length)
+    mapping = mapping_of() if mapping_of is not None else None
     loaded = {}
-    for name, dtype, shape, nbytes in arrays:
+    for (name, dtype, shape, nbytes), offset in zip(arrays, offsets):
+        if mapping is not None and nbytes:
+            arr = np.frombuffer(mapping, dtype=dtype, count=math.prod(shape), offset=offset)
+            loaded[name] = arr.reshape(shape)  # little-endian is native here (see load)
+            continue
         arr = np.empty(shape, dtype=dtype)
         if nbytes:
+            f.seek(offset)
             target = arr.reshape(-1).view(np.uint8)
             if f.readinto(target) != nbytes:
                 raise _corrupted(f"unexpected end of file in array {name!r}")
         loaded[name] = arr.astype(arr.dtype.newbyteorder("="), copy=False)
+    form = StateForm(blocked=version >= 2, mapped=mapping is not None, verify=verify)
     try:
-        index = registry.index_class(index_type)._from_state(params, loaded)
+        with using_form(form):
+            index = registry.index_class(index_type)._from_state(params, loaded)
     except KeyError as exc:
         raise _corrupted(f"{index_type} header lacks parameter {exc}") from None
     except (ValueError, TypeError, AttributeError, OverflowError) as exc:
@@ -282,6 +300,11 @@ def _read(f, size: int):
     if _canonical(written) != _canonical(params):
         raise _corrupted(f"parameters {_canonical(params)[:300]} differ from what a {index_type} "
                          f"built from them writes: {_canonical(written)[:300]}")
+    if mapping is not None and verify and hasattr(mapping, "madvise"):
+        # The checks read the mapped arrays through this process's page tables; drop those
+        # pages from its resident set (they stay in the page cache), so that only searched
+        # lists become resident again.
+        mapping.madvise(_mmap.MADV_DONTNEED)
     return index
 
 
@@ -289,28 +312,82 @@ def _canonical(params: dict) -> str:
     return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 
-def load(path):
+def load(path, *, mmap: bool = False, verify: bool = True):
     """Load an index written by ``Index.save``.
 
     Parameters
     ----------
     path : str or os.PathLike
+    mmap : bool, default False
+        Map the file instead of reading it: codes, ids, vectors and biases stay in the file
+        and are paged in by the operating system when a search reads them (only the probed
+        lists of an IVF index), so loading takes little time and memory, the index may be
+        larger than RAM, and processes mapping the same file share one copy in the page
+        cache. Centroids, codebooks and transforms are read into memory. The index is
+        read-only: ``add``, ``add_with_ids``, ``add_chunks``, ``remove_ids``, ``train``,
+        ``reset``, ``merge_from``, ``set_centroids`` and codebook changes raise ValueError
+        (load without ``mmap`` for a writable copy). The file must not be changed while
+        mapped (``save`` to the same path replaces it with a new file, which is safe). Needs a
+        file of format version 2 (what this pqkit writes): older files raise ValueError and can
+        be converted by loading and saving them. Results equal those of the loaded index, bit
+        for bit. With the Numba engine, IndexPQ and IndexIVFPQ scans copy the lists they read
+        into rows first.
+    verify : bool, default True
+        Check the SHA-256 checksum (one sequential pass over the file) and every stored array
+        (ids unique and >= 0, codes and their padding, finite vectors, the bias equal to the
+        one the codes give), as for any untrusted file. With False, only the header, the
+        sizes and the small arrays (list sizes, centroids, codebooks, transforms) are checked:
+        use it only for files you trust, written by pqkit and unchanged since. Such a load
+        reads nothing else (with ``mmap=True`` it takes milliseconds), a damaged file cannot
+        make the engine read outside its arrays, but it may give wrong results or duplicate
+        ids instead of an error. No warning is emitted either way.
 
     Returns
     -------
     pqkit.Index
         An instance of the saved class (IndexFlat, IndexPQ, IndexIVFFlat, IndexIVFPQ,
-        IndexPreTransform or IndexRefine, with their parts); the thread setting is not saved (it is None, i.e. the global default).
+        IndexPreTransform or IndexRefine, with their parts); the thread setting is not saved
+        (it is None, i.e. the global default).
 
     Raises
     ------
     ValueError
         The file is not a valid pqkit file (bad magic, unsupported version, inconsistent sizes,
-        checksum mismatch, unknown index type, shapes inconsistent with the parameters).
+        checksum mismatch, unknown index type, shapes inconsistent with the parameters), or
+        ``mmap=True`` for a version-1 file.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, pqkit
+    >>> index = pqkit.IndexFlat(4)
+    >>> index.add(np.eye(4, dtype=np.float32))
+    >>> path = os.path.join(tempfile.mkdtemp(), "flat.pqkit")
+    >>> index.save(path)
+    >>> mapped = pqkit.load(path, mmap=True)
+    >>> mapped.search(np.eye(4, dtype=np.float32)[:1], k=1)[1].tolist()
+    [[0]]
     """
     path = _fspath(path)
+    if not isinstance(mmap, (bool, np.bool_)) or not isinstance(verify, (bool, np.bool_)):
+        raise TypeError(f"mmap and verify must be bools, got {type(mmap).__name__} and "
+                        f"{type(verify).__name__}")
+    if mmap and sys.byteorder != "little":
+        raise ValueError("pqkit.load(path, mmap=True) needs a little-endian machine (the file's "
+                         "byte order); load it without mmap")
     with open(path, "rb") as f:
-        return _read(f, os.fstat(f.fileno()).st_size)
+        size = os.fstat(f.fileno()).st_size
+        mapping_of = (lambda: _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)) if mmap else None
+        index = _read(f, size, mapping_of, bool(verify))
+    if mmap:
+        _mark_read_only(index, os.path.abspath(path))
+    return index
+
+
+def _mark_read_only(index, path: str) -> None:
+    """A mapped index and its parts refuse every change (see :func:`load`)."""
+    index._mapped_path = path
+    for part in index._parts():
+        _mark_read_only(part, path)
 
 
 def index_from_bytes(data):

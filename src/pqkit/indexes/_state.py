@@ -8,6 +8,16 @@ within the magnitude bound, and the structural invariants (list sizes summing to
 ids, unique ids, code padding bits zero, unit rows for a normalising metric). Every count is
 checked in Python integers (no wrap-around) before anything is allocated from it.
 
+The arrays come in one of two forms (:class:`StateForm`, set by :mod:`pqkit.io` for the
+duration of a save or a load with :func:`using_form`): the *row form* (the default, and the form
+of format-version-1 files and of FAISS conversions: PQ codes as rows of ``code_size`` bytes) and
+the *file form* of format version 2 (the PQ codes of IndexPQ and IndexIVFPQ in the engines'
+blocked scan layout, each list in whole 64-code blocks, and the L2 IVF-PQ bias stored). A load
+may also keep the arrays as they are, read-only views of a mapped file (``mapped``), and skip
+the checks that read the large arrays (``verify=False``): checks of parameters, shapes, sizes and
+small arrays (list sizes, centroids, codebooks, transforms) always run, so that no unchecked
+count ever reaches the engine; only the contents of codes, ids, vectors and biases go unread.
+
 A composite index (IndexPreTransform, IndexRefine) stores each part's parameters under a key of
 its own params, ``{"type": ..., "params": {...}}``, and the part's arrays under
 ``"<key>.<name>"``. The file stays flat (one header, a bounded number of arrays); nesting is
@@ -16,7 +26,9 @@ bounded by ``MAX_NESTING`` so that a hostile header cannot recurse deeply.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +43,52 @@ __all__ = []
 _LOAD_MEMORY_FACTOR = 4
 _LOAD_FIXED_ALLOWANCE = 64 << 20
 _N = "n"  # in an array spec's shape: the number of stored vectors (the length of "ids")
+
+
+@dataclass(frozen=True)
+class StateForm:
+    """How ``_get_state`` / ``_from_state`` lay out their arrays (see the module docstring).
+
+    Attributes
+    ----------
+    blocked : bool
+        The file form of format version 2 (PQ codes blocked per list, the L2 IVF-PQ bias
+        stored) instead of the row form.
+    mapped : bool
+        Loading: the arrays are read-only views of a mapped file; the index keeps them (its
+        lists point into them) instead of copying.
+    verify : bool
+        Loading: run the checks that read the large arrays (ids, codes, vectors, bias).
+    """
+
+    blocked: bool = False
+    mapped: bool = False
+    verify: bool = True
+
+
+ROW_FORM = StateForm()
+FILE_FORM = StateForm(blocked=True)
+_form = contextvars.ContextVar("pqkit_state_form", default=ROW_FORM)
+
+
+def state_form() -> StateForm:
+    """The form of the save or load running in this context (the row form outside one)."""
+    return _form.get()
+
+
+@contextlib.contextmanager
+def using_form(form: StateForm):
+    """Run a save or a load in ``form`` (nested parts see the same form)."""
+    token = _form.set(form)
+    try:
+        yield
+    finally:
+        _form.reset(token)
+
+
+def verifying() -> bool:
+    """Whether a load runs the checks that read the large arrays."""
+    return _form.get().verify
 
 
 def _check_params(params: dict, names) -> None:
@@ -83,13 +141,15 @@ def _check_load_memory(nbytes: int, arrays: dict, what: str) -> None:
 
 
 def _check_stored_ids(ids: np.ndarray) -> None:
-    if ids.size and (ids.min() < 0 or np.unique(ids).size != ids.size):
+    if verifying() and ids.size and (ids.min() < 0 or np.unique(ids).size != ids.size):
         raise ValueError("stored ids must be unique and >= 0")
 
 
 def _check_stored_vectors(vectors: np.ndarray, metric: str, name: str) -> None:
     """Stored float vectors: finite and within the magnitude bound; unit rows for "cosine"
     (an index normalises every vector it stores under that metric)."""
+    if not verifying():
+        return
     check_finite(vectors, f"stored {name}")
     if metrics.get(metric).normalizes and vectors.size:
         sqnorms = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
@@ -101,14 +161,99 @@ def _check_stored_vectors(vectors: np.ndarray, metric: str, name: str) -> None:
 
 def _check_code_padding(codes: np.ndarray, M: int, nbits: int) -> None:
     """Bits past the M * nbits used ones (the high bits of the last byte) must be zero, as the
-    encoder writes them."""
+    encoder writes them. ``codes`` are rows (n, code_size) or blocks (n_blocks, code_size, 64)."""
     used = (M * nbits) % 8
-    if used and codes.size:
-        mask = (0xFF << used) & 0xFF
+    if not verifying() or not used:
+        return
+    mask = (0xFF << used) & 0xFF
+    if codes.ndim == 3:
+        for start in range(0, codes.shape[0], _CHECK_BLOCKS):
+            last_bytes = codes[start:start + _CHECK_BLOCKS, -1, :]
+            if np.any(last_bytes & mask):
+                block, col = np.argwhere(last_bytes & mask)[0]
+                raise ValueError(f"code {int(col)} of block {start + int(block)} sets padding bits "
+                                 f"beyond the {M} x {nbits} code bits")
+        return
+    if codes.size:
         bad = np.flatnonzero(codes[:, -1] & mask)
         if bad.size:
             raise ValueError(f"code of row {int(bad[0])} sets padding bits beyond the "
                              f"{M} x {nbits} code bits")
+
+
+#: Blocks read at a time by the checks of blocked codes (bounded temporary memory).
+_CHECK_BLOCKS = 1 << 14
+
+
+def block_starts(sizes: np.ndarray) -> np.ndarray:
+    """int64 (nlist + 1,): the first block of each list's codes in the blocked file form (each
+    list in ``ceil(size / 64)`` whole blocks, list 0 first), then the total number of blocks.
+    ``sizes`` must be checked first (:func:`_check_list_sizes`)."""
+    return np.concatenate(([0], np.cumsum(-(-sizes // 64)))).astype(np.int64)
+
+
+def blocked_rows(blocks: np.ndarray, offsets: np.ndarray, starts: np.ndarray, begin: int,
+                 end: int) -> tuple:
+    """Codes ``begin:end`` (in list order) of blocked codes as rows, and their list numbers.
+
+    Parameters
+    ----------
+    blocks : numpy.ndarray of uint8, shape (n_blocks, code_size, 64)
+    offsets : numpy.ndarray of int64, shape (nlist + 1,)
+        First code of each list, then ntotal.
+    starts : numpy.ndarray of int64, shape (nlist + 1,)
+        :func:`block_starts` of the list sizes.
+    begin, end : int
+
+    Returns
+    -------
+    rows : numpy.ndarray of uint8, shape (end - begin, code_size)
+    list_nos : numpy.ndarray of int64, shape (end - begin,)
+    """
+    positions = np.arange(begin, end, dtype=np.int64)
+    list_nos = np.searchsorted(offsets, positions, side="right") - 1
+    within = positions - offsets[list_nos]
+    return blocks[starts[list_nos] + within // 64, :, within % 64], list_nos
+
+
+def all_blocked_rows(blocks: np.ndarray, sizes: np.ndarray, starts: np.ndarray) -> tuple:
+    """Every code of blocked codes as rows (n, code_size) and their list numbers (n,), converted
+    in bounded chunks (:func:`blocked_rows` over ranges of codes)."""
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    n = int(offsets[-1])
+    rows = np.empty((n, blocks.shape[1]), dtype=np.uint8)
+    for begin in range(0, n, 64 * _CHECK_BLOCKS):
+        end = min(n, begin + 64 * _CHECK_BLOCKS)
+        rows[begin:end], _ = blocked_rows(blocks, offsets, starts, begin, end)
+    return rows, np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
+
+
+def rows_to_blocks(rows: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Codes as rows (n, code_size) in list order to the blocked file form (n_blocks,
+    code_size, 64), the codes padding each list's last block zero."""
+    starts = block_starts(sizes)
+    blocks = np.zeros((int(starts[-1]), rows.shape[1], 64), dtype=np.uint8)
+    if rows.shape[0]:
+        offsets = np.concatenate(([0], np.cumsum(sizes)))
+        list_nos = np.repeat(np.arange(sizes.size), sizes)
+        within = np.arange(rows.shape[0]) - offsets[list_nos]
+        blocks[starts[list_nos] + within // 64, :, within % 64] = rows
+    return blocks
+
+
+def _check_block_padding(blocks: np.ndarray, sizes: np.ndarray, starts: np.ndarray) -> None:
+    """The codes padding each list's last block must be zero (as the writer writes them)."""
+    if not verifying():
+        return
+    partial = np.flatnonzero(sizes % 64)
+    for begin in range(0, partial.size, _CHECK_BLOCKS):
+        lists = partial[begin:begin + _CHECK_BLOCKS]
+        last = blocks[starts[lists + 1] - 1]  # (lists, code_size, 64)
+        padding = np.arange(64)[None, :] >= (sizes[lists] % 64)[:, None]
+        bad = np.any(last != 0, axis=1) & padding
+        if bad.any():
+            raise ValueError(f"list {int(lists[np.argwhere(bad)[0][0]])} has nonzero codes in the "
+                             "padding of its last block (they must be zero)")
 
 
 def _check_list_sizes(sizes: np.ndarray, n: int) -> None:

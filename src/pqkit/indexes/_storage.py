@@ -34,6 +34,12 @@ class _RowStore:
         self.max_id = -1  # upper bound of the stored ids (-1: none ever stored)
         self._derived = {}  # values computed from the stored rows, dropped by every change
 
+    def view(self, data: np.ndarray, ids: np.ndarray, max_id: int) -> None:
+        """Hold ``data`` and ``ids`` as they are (read-only arrays of a mapped file): no copy.
+        The index refuses every change before it reaches the store."""
+        self.clear()
+        self._data, self._ids, self.n, self.max_id = data, ids, int(ids.shape[0]), max_id
+
     @property
     def data(self) -> np.ndarray:
         return self._data[: self.n]

@@ -201,6 +201,7 @@ class Index:
         self._n_threads = check_n_threads(n_threads)
         self._backend = engine.resolve(backend)
         self._lock = _ReadWriteLock()
+        self._mapped_path = None  # the file of an index loaded with pqkit.load(path, mmap=True)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -264,6 +265,16 @@ class Index:
             x = normalize_rows(x, name)
         return x
 
+    def _check_writable(self, what: str) -> None:
+        """Refuse a change of a mapped (read-only) index with a ValueError saying how to get a
+        writable copy."""
+        if self._mapped_path is not None:
+            raise ValueError(
+                f"{self._name()}.{what}: this index is mapped read-only from {self._mapped_path!r} "
+                "(pqkit.load(path, mmap=True)); load it with pqkit.load(path), without mmap, for "
+                "a writable copy"
+            )
+
     def _empty_result(self, n: int, k: int):
         pad = self._metric_info.pad
         return (np.full((n, k), pad, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
@@ -288,6 +299,7 @@ class Index:
             If the index already holds vectors whose codes would change (all but IndexFlat);
             call :meth:`reset` first.
         """
+        self._check_writable("train()")
         x = self._prepare(x)
         with self._lock.write():
             if self.ntotal and self._training_changes_codes:
@@ -316,6 +328,7 @@ class Index:
             If the index is not trained, or the sequential ids would pass 2**63 - 1 (after an
             :meth:`add_with_ids` of ids near that limit).
         """
+        self._check_writable("add()")
         check_trained(self.is_trained, self._name())
         x = self._prepare(x)
         with self._lock.write():
@@ -346,6 +359,7 @@ class Index:
         ValueError
             If the index is not trained, or ``ids`` has duplicates or ids already present.
         """
+        self._check_writable("add_with_ids()")
         check_trained(self.is_trained, self._name())
         x = self._prepare(x)
         ids = check_ids(ids, n=x.shape[0])
@@ -476,6 +490,7 @@ class Index:
         n_removed : int
             Number of vectors removed.
         """
+        self._check_writable("remove_ids()")
         ids = check_ids(ids)
         with self._lock.write():
             if ids.size == 0 or self.ntotal == 0:
@@ -484,6 +499,7 @@ class Index:
 
     def reset(self) -> None:
         """Remove all vectors; training (centroids, codebooks) is kept."""
+        self._check_writable("reset()")
         with self._lock.write():
             self._reset()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import _faiss
-from ._state import _N, _check_arrays, _check_params, _check_stored_ids, _check_stored_vectors
+from ._state import (_N, _check_arrays, _check_params, _check_stored_ids, _check_stored_vectors,
+                     state_form, verifying)
 from ._storage import _RowStore, _rows_of
-from .base import Index
+from .base import MAX_ID, Index
 
 __all__ = ["IndexFlat"]
 
@@ -153,7 +154,12 @@ class IndexFlat(Index):
         index = cls(params["d"], params["metric"])
         _check_arrays(arrays, {"vectors": (np.float32, (_N, index.d), True),
                                "ids": (np.int64, (_N,), True)})
-        _check_stored_ids(arrays["ids"])
+        ids = arrays["ids"]
+        _check_stored_ids(ids)
         _check_stored_vectors(arrays["vectors"], index.metric, "vectors")
-        index._store.append(arrays["vectors"], arrays["ids"])
+        if state_form().mapped:  # the file's arrays, read-only and not copied
+            index._store.view(arrays["vectors"], ids,
+                              (int(ids.max()) if verifying() else MAX_ID) if ids.size else -1)
+        else:
+            index._store.append(arrays["vectors"], ids)
         return index

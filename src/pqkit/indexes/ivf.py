@@ -11,18 +11,27 @@ from . import _faiss
 from ._state import (
     _N,
     _check_arrays,
+    _check_block_padding,
     _check_list_sizes,
     _check_load_memory,
     _check_params,
+    _check_shape,
     _check_stored_ids,
+    all_blocked_rows,
+    block_starts,
+    blocked_rows,
+    state_form,
+    verifying,
 )
 from ._storage import _ListStore, list_bytes
-from .base import Index
+from .base import MAX_ID, Index
 
 __all__ = []
 
 #: Bookkeeping of one empty inverted list in the engines (vector headers for codes, ids, bias).
 _BYTES_PER_EMPTY_LIST = 80
+#: Codes whose stored bias a verifying mapped load recomputes at a time (bounded memory).
+_BIAS_CHUNK = 1 << 18
 
 
 class _IndexIVF(_ListStore, Index):
@@ -49,6 +58,7 @@ class _IndexIVF(_ListStore, Index):
         self._max_id = -1  # upper bound of the stored ids (fast path of the duplicate check)
         self._row_cache = {}  # see _ListStore
         self._coarse = None  # (centroids version, the engine's CoarseQuantizer)
+        self._file_arrays = None  # mapped: the file's arrays that the read-only lists view
 
     @property
     def nlist(self) -> int:
@@ -94,6 +104,7 @@ class _IndexIVF(_ListStore, Index):
             If the index holds vectors (their list assignment would be stale); call
             :meth:`reset` first.
         """
+        self._check_writable("set_centroids()")
         centroids = check_float_array(centroids, (self._nlist, self._d), "centroids")
         with self._lock.write():
             if self.ntotal:
@@ -158,7 +169,21 @@ class _IndexIVF(_ListStore, Index):
         """Per-code float the lists keep beside each code (IVF-PQ under L2), else None."""
         return None
 
+    def _blocked_file_form(self) -> bool:
+        """Whether this save or load lays the codes out in blocks (the file form of blocked lists)."""
+        return self._layout == "blocked" and state_form().blocked
+
     def _invlists_state(self) -> dict:
+        """list_sizes, ids, codes (rows, or blocks in the file form) and, in the file form of an
+        index with a bias, the bias."""
+        if self._file_arrays is not None and (self._layout == "rows" or state_form().blocked):
+            return dict(self._file_arrays)  # a mapped index: the file's own arrays, not copied
+        if self._blocked_file_form():
+            sizes, ids, blocks, bias = self._invlists.export_blocked()
+            arrays = {"list_sizes": np.asarray(sizes, dtype=np.int64), "ids": ids, "codes": blocks}
+            if bias is not None:
+                arrays["bias"] = bias
+            return arrays
         sizes, ids, codes = self._invlists.export()
         return {"list_sizes": np.asarray(sizes, dtype=np.int64), "ids": ids, "codes": codes}
 
@@ -171,27 +196,80 @@ class _IndexIVF(_ListStore, Index):
         _check_load_memory(nlist * _BYTES_PER_EMPTY_LIST, arrays, f"nlist={nlist} inverted lists")
         return cls(*args, seed=params["seed"])
 
-    def _array_spec(self) -> dict:
-        """What ``_get_state`` writes: name -> (dtype, shape, required)."""
-        return {"list_sizes": (np.int64, (self._nlist,), True), "ids": (np.int64, (_N,), True),
+    def _array_spec(self, n_blocks=None) -> dict:
+        """What ``_get_state`` writes: name -> (dtype, shape, required); ``n_blocks``: the codes
+        are blocks (the file form of blocked lists), with a bias when the lists keep one."""
+        spec = {"list_sizes": (np.int64, (self._nlist,), True), "ids": (np.int64, (_N,), True),
                 "codes": (np.uint8, (_N, self.code_size), True),
                 "centroids": (np.float32, (self._nlist, self._d), False)}
+        if n_blocks is not None:
+            spec["codes"] = (np.uint8, (n_blocks, self.code_size, 64), True)
+            if self._with_bias():
+                spec["bias"] = (np.float32, (_N,), True)
+        return spec
 
     def _load_state(self, arrays: dict) -> None:
-        """Fill an empty index from checked arrays (``_check_codes`` checks codes per type)."""
-        n = _check_arrays(arrays, self._array_spec())
+        """Fill an empty index from checked arrays (``_check_codes`` checks codes per type); a
+        mapped load makes read-only lists over the arrays instead of copying them."""
+        starts = None
+        if self._blocked_file_form():
+            # The sizes first: they give the number of blocks the codes must have.
+            sizes, ids = arrays.get("list_sizes"), arrays.get("ids")
+            for name, arr, dtype in (("list_sizes", sizes, np.int64), ("ids", ids, np.int64)):
+                if not isinstance(arr, np.ndarray) or arr.dtype != dtype:
+                    raise ValueError(f"array {name!r} is missing or not {np.dtype(dtype)}")
+            _check_shape(sizes, (self._nlist,), "list_sizes")
+            if ids.ndim != 1:
+                raise ValueError(f"array 'ids' has shape {ids.shape}, expected (n,)")
+            _check_list_sizes(sizes, ids.shape[0])
+            starts = block_starts(sizes)
+        n = _check_arrays(arrays, self._array_spec(None if starts is None else int(starts[-1])))
         sizes, ids, codes = arrays["list_sizes"], arrays["ids"], arrays["codes"]
         _check_list_sizes(sizes, n)
         _check_stored_ids(ids)
         self._check_codes(codes)
+        if starts is not None:
+            _check_block_padding(codes, sizes, starts)
         if "centroids" in arrays:
             self.set_centroids(arrays["centroids"])
         elif n:
             raise ValueError("vectors present but no centroids")
         self._load_trained(arrays, n)
-        if n:
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        if state_form().mapped:
+            self._map_lists(arrays, n)
+        elif n and starts is not None:
+            rows, list_nos = all_blocked_rows(codes, sizes, starts)
+            self._store_codes(list_nos, ids, rows, self._loaded_bias(arrays.get("bias"), rows, list_nos))
+        elif n:
             list_nos = np.repeat(np.arange(self._nlist, dtype=np.int64), sizes)
             self._store_codes(list_nos, ids, codes, self._code_bias(codes, list_nos))
+        if starts is not None and state_form().mapped and "bias" in arrays and verifying():
+            # The stored bias must be what the codes give (recomputed in bounded chunks).
+            for begin in range(0, n, _BIAS_CHUNK):
+                rows, list_nos = blocked_rows(codes, offsets, starts, begin, min(n, begin + _BIAS_CHUNK))
+                self._loaded_bias(arrays["bias"][begin:begin + rows.shape[0]], rows, list_nos, begin)
+
+    def _map_lists(self, arrays: dict, n: int) -> None:
+        """Read-only engine lists over the (mapped) arrays, which the index keeps."""
+        names = ("list_sizes", "ids", "codes", "bias")
+        self._file_arrays = {name: arrays[name] for name in names if name in arrays}
+        codes = arrays["codes"]
+        self._invlists = self._engine.external_lists(
+            self._nlist, self.code_size, self._layout, arrays["list_sizes"], arrays["ids"],
+            codes.reshape(-1), arrays.get("bias"))
+        # An upper bound of the ids; reading them all would defeat the mapping when not verifying.
+        ids = arrays["ids"]
+        self._max_id = (int(ids.max()) if verifying() else MAX_ID) if n else -1
+        self._bias_version = self._versions()
+        self._row_cache = {}
+
+    def _versions(self):
+        return (self._centroids_version,)
+
+    def _loaded_bias(self, stored, rows, list_nos, first=0):
+        """The bias to keep for loaded codes (IVF-PQ under L2; None here)."""
+        return None
 
     def _check_codes(self, codes: np.ndarray) -> None:
         pass

@@ -7,7 +7,7 @@ import numpy as np
 from .._validation import check_positive_int, check_training_size
 from ..quantizers.pq import ProductQuantizer
 from . import _faiss
-from ._state import _check_code_padding
+from ._state import _check_code_padding, verifying
 from .ivf import _IndexIVF
 from .pq import _HasProductQuantizer, pq_token
 
@@ -112,6 +112,24 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
         return self._engine.ivfpq_code_bias(codes, list_nos, self._core_coarse(),
                                             self._pq._core(), self._nt())
 
+    def _loaded_bias(self, stored, rows, list_nos, first=0):
+        """The bias to keep for loaded codes: the stored one, checked bit for bit against the
+        bias the codes give when the load verifies (then that one is kept)."""
+        if not self._with_bias():
+            return None
+        self._bias_version = self._versions()
+        if not verifying():
+            return stored
+        computed = self._engine.ivfpq_code_bias(rows, list_nos, self._core_coarse(), self._pq._core(),
+                                                self._nt())
+        differ = np.flatnonzero(computed.view(np.uint32) != stored.view(np.uint32))
+        if differ.size:
+            i = int(differ[0])
+            raise ValueError(f"stored bias of code {first + i} ({float(stored[i])!r}) differs from "
+                             f"the bias its code, list centroid and codebooks give "
+                             f"({float(computed[i])!r})")
+        return computed
+
     def _refresh_bias(self) -> None:
         """Recompute the stored per-code bias after the codebooks changed (set_codebooks)."""
         if not self._with_bias() or self.ntotal == 0 or self._bias_version == self._versions():
@@ -206,9 +224,9 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
         self._fill_faiss(faiss, out)
         return out
 
-    def _array_spec(self):
+    def _array_spec(self, n_blocks=None):
         pq = self._pq
-        return {**super()._array_spec(),
+        return {**super()._array_spec(n_blocks),
                 "codebooks": (np.float32, (pq.M, pq.ksub, pq.dsub), False)}
 
     def _check_codes(self, codes):

@@ -10,9 +10,20 @@ import numpy as np
 from .._validation import check_n_threads, check_positive_int
 from ..quantizers.pq import ProductQuantizer
 from . import _faiss
-from ._state import _N, _check_arrays, _check_code_padding, _check_params, _check_stored_ids
+from ._state import (
+    _N,
+    _check_arrays,
+    _check_block_padding,
+    _check_code_padding,
+    _check_params,
+    _check_stored_ids,
+    all_blocked_rows,
+    rows_to_blocks,
+    state_form,
+    verifying,
+)
 from ._storage import _ListStore, _rows_of, list_bytes
-from .base import Index
+from .base import MAX_ID, Index
 
 __all__ = ["IndexPQ"]
 
@@ -30,6 +41,7 @@ class _HasProductQuantizer:
 
     @contextlib.contextmanager
     def _changing_codebooks(self):
+        self._check_writable("pq codebooks")
         with self._lock.write():
             yield
             self._codebooks_changed()
@@ -90,6 +102,7 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
         self._max_id = -1
         self._rows_layout = False  # codes kept as rows (an IndexRefine's refine index), not blocked
         self._row_cache = {}  # id -> row lookups and the blocked copy, replaced (not edited) by every change
+        self._file_arrays = None  # mapped: the file's arrays that the read-only list views
 
     def _is_trained(self) -> bool:
         return self._pq.is_trained
@@ -125,7 +138,7 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
         """Keep the codes as rows (IndexRefine's PQ refine index): re-ranking then reads one
         contiguous code per candidate instead of ``code_size`` bytes 64 apart; :meth:`search`
         scans a blocked copy made on first use (counted by :meth:`memory_usage_bytes`)."""
-        if not self._rows_layout:
+        if not self._rows_layout and self._file_arrays is None:  # a mapped index keeps its blocks
             self._invlists = self._copy_codes("rows")
             self._rows_layout = True
             self._row_cache = {}
@@ -155,7 +168,15 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
 
     def _get_state(self):
         params = self._state_params()
-        _, ids, codes = self._invlists.export()
+        if not state_form().blocked:
+            _, ids, codes = self._invlists.export()
+        elif self._file_arrays is not None:  # a mapped index: the file's own arrays, not copied
+            ids, codes = self._file_arrays["ids"], self._file_arrays["codes"]
+        elif self._rows_layout:
+            _, ids, rows = self._invlists.export()
+            codes = rows_to_blocks(rows, np.array([ids.size], dtype=np.int64))
+        else:
+            _, ids, codes, _ = self._invlists.export_blocked()
         arrays = {"codes": codes, "ids": ids}
         if self._pq.codebooks is not None:
             arrays["codebooks"] = self._pq.codebooks
@@ -212,14 +233,32 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
         index = cls(params["d"], params["M"], params["nbits"], params["metric"],
                     seed=params["seed"])
         pq = index.pq
-        n = _check_arrays(arrays, {"codes": (np.uint8, (_N, pq.code_size), True),
+        blocked = state_form().blocked  # the file form: codes in whole 64-code blocks
+        ids = arrays.get("ids")
+        if blocked and not (isinstance(ids, np.ndarray) and ids.ndim == 1):
+            raise ValueError(f"array 'ids' must be 1-D, got {getattr(ids, 'shape', None)}")
+        code_shape = ((-(-ids.shape[0] // 64), pq.code_size, 64) if blocked else (_N, pq.code_size))
+        n = _check_arrays(arrays, {"codes": (np.uint8, code_shape, True),
                                    "ids": (np.int64, (_N,), True),
                                    "codebooks": (np.float32, (pq.M, pq.ksub, pq.dsub), False)})
-        _check_stored_ids(arrays["ids"])
-        _check_code_padding(arrays["codes"], pq.M, pq.nbits)
+        codes = arrays["codes"]
+        _check_stored_ids(ids)
+        _check_code_padding(codes, pq.M, pq.nbits)
+        sizes = np.array([n], dtype=np.int64)
+        starts = np.array([0, codes.shape[0]], dtype=np.int64)
+        if blocked:
+            _check_block_padding(codes, sizes, starts)
         if "codebooks" in arrays:
             pq.set_codebooks(arrays["codebooks"])
         elif n:
             raise ValueError("codes present but no codebooks")
-        index._store_codes(np.zeros(n, dtype=np.int64), arrays["ids"], arrays["codes"])
+        if state_form().mapped:  # read-only lists over the file's arrays
+            index._file_arrays = {"codes": codes, "ids": ids}
+            index._invlists = index._engine.external_lists(1, pq.code_size, "blocked", sizes, ids,
+                                                           codes.reshape(-1))
+            index._max_id = (int(ids.max()) if verifying() else MAX_ID) if n else -1
+            return index
+        if blocked:
+            codes, _ = all_blocked_rows(codes, sizes, starts)
+        index._store_codes(np.zeros(n, dtype=np.int64), ids, codes)
         return index

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._validation import check_k, check_positive_int
 from . import _faiss
-from ._state import check_parts, nest_params, nest_state, unnest_state
+from ._state import check_parts, nest_params, nest_state, unnest_state, verifying
 from .base import Index, Reranker
 from .flat import IndexFlat
 from .pq import IndexPQ
@@ -278,7 +278,8 @@ class IndexRefine(Index):
             raise ValueError("the refine index must re-rank (an IndexFlat or IndexPQ) and have the "
                              "base index's d and metric")
         refine_ids = arrays.get("refine.ids")
-        if refine.ntotal != base.ntotal or (refine.ntotal and not base._contains(refine_ids).all()):
+        if refine.ntotal != base.ntotal or (refine.ntotal and verifying()
+                                            and not base._contains(refine_ids).all()):
             raise ValueError("the refine index and the base index hold different ids")
         return cls._assemble(base, refine, params["k_factor"])
 
