@@ -180,6 +180,22 @@ class _ListStore:
         self._row_cache = {}
         return self._invlists.remove_ids(ids)
 
+    def _code_bias(self, codes, list_nos):
+        """The per-code float the lists keep beside each code (IVF-PQ under L2), else None."""
+        return None
+
+    def _merge_ids(self):
+        return np.asarray(self._invlists.export()[1])
+
+    def _merge(self, other, add_id):
+        """Append ``other``'s codes to the same lists, in their order (their bias recomputed: it
+        depends only on the code and the list's centroid, which both indexes share)."""
+        sizes, ids, codes = other._invlists.export()
+        list_nos = np.repeat(np.arange(len(sizes), dtype=np.int64), np.asarray(sizes))
+        self._store_codes(list_nos, np.asarray(ids) + np.int64(add_id), codes,
+                          self._code_bias(codes, list_nos))
+        other._reset()
+
     def _reset(self):
         self._row_cache = {}
         self._invlists.reset()

@@ -62,6 +62,7 @@ Persistence
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Protocol, runtime_checkable
 
@@ -72,6 +73,7 @@ from .._validation import (
     as_float_matrix,
     check_id_scalar,
     check_ids,
+    check_int,
     check_k,
     check_metric,
     check_n_threads,
@@ -90,6 +92,21 @@ MAX_ID = 2**63 - 1
 def _format_ids(ids: np.ndarray, limit: int = 5) -> str:
     shown = ", ".join(str(int(i)) for i in ids[:limit])
     return f"[{shown}{', ...' if ids.size > limit else ''}] ({ids.size} in all)"
+
+
+def _array_difference(name: str, mine, theirs):
+    """"name (...)" when two arrays of training (or None, untrained) are not bit-identical,
+    else None."""
+    if mine is None or theirs is None:
+        return None if mine is None and theirs is None else f"{name} (set on one index only)"
+    if mine.shape != theirs.shape or mine.dtype != theirs.dtype:
+        return f"{name} (shape {mine.shape} here, {theirs.shape} there)"
+    if mine.size == 0:
+        return None
+    here = np.ascontiguousarray(mine).reshape(mine.size, 1).view(np.uint8)
+    there = np.ascontiguousarray(theirs).reshape(theirs.size, 1).view(np.uint8)
+    count = int(np.count_nonzero(np.any(here != there, axis=1)))
+    return f"{name} ({count} of {mine.size} values not bit-identical)" if count else None
 
 
 class _ReadWriteLock:
@@ -384,6 +401,126 @@ class Index:
                 "with remove_ids() or use new ids (pqkit refuses duplicate ids, FAISS allows them)"
             )
         self._add(x, ids)
+
+    def merge_from(self, other, add_id=0) -> None:
+        """Move every vector of ``other`` into this index (FAISS ``merge_from``).
+
+        ``other`` must have the same training: the same type, ``d`` and metric and, compared
+        bit for bit, the same coarse centroids (``nlist``), PQ codebooks (``M``, ``nbits``) and
+        transform; :class:`pqkit.IndexRefine` merges its base and refine parts, and
+        :class:`pqkit.IndexPreTransform` its wrapped index. Its vectors keep their codes (nothing
+        is encoded again) and are appended to this index's lists after the vectors already
+        there, with their ids shifted by ``add_id``; ``other`` ends empty (trained), as in
+        FAISS. So indexes filled from one trained index (its copies, e.g. by ``pickle``) with
+        disjoint parts of a data set, in parallel, merge into the index that one ``add`` of all
+        the parts in the same order builds: the same lists, and the same search results. For
+        parts filled with ``add()`` (ids 0, 1, ... each), pass ``add_id = ntotal`` of this
+        index, as FAISS does.
+
+        Both indexes are locked for writing while the vectors move, always in the same order
+        (so two threads merging ``a.merge_from(b)`` and ``b.merge_from(a)`` at once do not
+        deadlock: one runs after the other).
+
+        Parameters
+        ----------
+        other : pqkit.Index
+            A trained index of the same type and training; not this index and sharing no part
+            with it.
+        add_id : int, default 0
+            Added to every id of ``other``, >= 0.
+
+        Raises
+        ------
+        TypeError
+            ``other`` is not a pqkit index, or ``add_id`` not an int.
+        ValueError
+            ``other`` is this index or shares a part with it; either index is untrained or
+            mapped read-only (:func:`pqkit.load` with ``mmap=True``); the two differ in type,
+            ``d``, metric or training (the message names each difference); a shifted id passes
+            ``2**63 - 1`` or is already in this index (the message lists them). Nothing is
+            changed then.
+
+        Examples
+        --------
+        >>> import pickle, numpy as np, pqkit
+        >>> x = np.random.default_rng(0).standard_normal((2000, 16), dtype=np.float32)
+        >>> index = pqkit.IndexIVFFlat(16, nlist=8, nprobe=8)
+        >>> index.train(x)
+        >>> part = pickle.loads(pickle.dumps(index))   # the same training, empty
+        >>> index.add(x[:1000]); part.add(x[1000:])
+        >>> index.merge_from(part, add_id=1000)
+        >>> index.ntotal, part.ntotal
+        (2000, 0)
+        """
+        if not isinstance(other, Index):
+            raise TypeError(f"merge_from(): other must be a pqkit index, got {type(other).__name__}")
+        add_id = check_int(add_id, "add_id", minimum=0, maximum=MAX_ID)
+        if other is self:
+            raise ValueError(f"{self._name()}.merge_from(): other is this index itself; merge "
+                             "another index of the same training")
+        mine, theirs = self._tree(), other._tree()
+        if {id(i) for i in mine} & {id(i) for i in theirs}:
+            raise ValueError(f"{self._name()}.merge_from(): other shares a part with this index; "
+                             "merge an index built separately")
+        for index in mine:
+            index._check_writable("merge_from()")
+        for index in theirs:
+            if index._mapped_path is not None:
+                raise ValueError(
+                    f"{self._name()}.merge_from(): other is mapped read-only from "
+                    f"{index._mapped_path!r} and cannot be emptied; load it with "
+                    "pqkit.load(path), without mmap, to merge it")
+        check_trained(self.is_trained, self._name())
+        check_trained(other.is_trained, f"the other {other._name()} given to merge_from()")
+        with contextlib.ExitStack() as stack:
+            # Every lock of both trees, in one global order: no two merges can deadlock.
+            for index in sorted({id(i): i for i in mine + theirs}.values(), key=id):
+                stack.enter_context(index._lock.write())
+            differences = self._merge_differences(other)
+            if differences:
+                raise ValueError(
+                    f"{self._name()}.merge_from(): other must have the same type and training, "
+                    f"but differs in {'; '.join(differences)}; build both from one trained index "
+                    "(copy it with pickle before adding)")
+            ids = other._merge_ids()
+            if ids.size == 0:
+                return
+            if int(ids.max()) > MAX_ID - add_id:
+                raise ValueError(
+                    f"{self._name()}.merge_from(): add_id={add_id} shifts id {int(ids.max())} past "
+                    f"the largest id {MAX_ID} (2**63 - 1); use a smaller add_id")
+            shifted = ids + np.int64(add_id)
+            clashes = np.sort(shifted[self._contains(shifted)])
+            if clashes.size:
+                raise ValueError(
+                    f"{self._name()}.merge_from(): ids of other (shifted by add_id={add_id}) are "
+                    f"already in this index: {_format_ids(clashes)}; pass an add_id that moves "
+                    f"them past this index's ids (e.g. add_id={self._id_upper_bound() + 1}), or "
+                    "remove them first")
+            self._merge(other, add_id)
+
+    def _tree(self) -> list:
+        """This index and every part it wraps, recursively."""
+        return [self] + [index for part in self._parts() for index in part._tree()]
+
+    def _merge_differences(self, other) -> list:
+        """What keeps ``other`` from merging into this index: a list of "what (this ..., other
+        ...)" strings, empty when they merge. Subclasses extend it with their training."""
+        if type(other) is not type(self):
+            return [f"type (this {self._name()}, other {other._name()})"]
+        return [f"{name} (this {mine!r}, other {theirs!r})"
+                for name, mine, theirs in (("d", self._d, other._d),
+                                           ("metric", self._metric, other._metric))
+                if mine != theirs]
+
+    def _merge_ids(self) -> np.ndarray:
+        """The ids stored (int64 (ntotal,)), for :meth:`merge_from`'s clash check."""
+        raise NotImplementedError
+
+    def _merge(self, other, add_id: int) -> None:
+        """Move every vector of the checked ``other`` into this index, ids shifted by ``add_id``,
+        and empty ``other`` (both locked by :meth:`merge_from`)."""
+        raise NotImplementedError
 
     def search(self, x, k):
         """Find the k nearest stored vectors of each query.

@@ -100,6 +100,13 @@ class IndexFlat(Index):
     def _remove(self, ids):
         return self._store.remove(ids)
 
+    def _merge_ids(self):
+        return self._store.ids
+
+    def _merge(self, other, add_id):
+        self._store.append(other._store.data, other._store.ids + np.int64(add_id))
+        other._store.clear()
+
     def _reset(self):
         self._store.clear()
 

@@ -24,7 +24,7 @@ from ._state import (
     verifying,
 )
 from ._storage import _ListStore, list_bytes
-from .base import MAX_ID, Index
+from .base import MAX_ID, Index, _array_difference
 
 __all__ = []
 
@@ -118,6 +118,16 @@ class _IndexIVF(_ListStore, Index):
 
     def _with_bias(self) -> bool:
         return False
+
+    def _merge_differences(self, other) -> list:
+        out = super()._merge_differences(other)
+        if type(other) is type(self):
+            if self._nlist != other._nlist:
+                out.append(f"nlist (this {self._nlist}, other {other._nlist})")
+            else:
+                centroids = _array_difference("centroids", self._centroids, other._centroids)
+                out += [centroids] if centroids else []
+        return out
 
     def _lists_overhead(self) -> int:
         """Bytes of the engine's bookkeeping of the nlist lists, held even while they are empty."""

@@ -23,7 +23,7 @@ from ._state import (
     verifying,
 )
 from ._storage import _ListStore, _rows_of, list_bytes
-from .base import MAX_ID, Index
+from .base import MAX_ID, Index, _array_difference
 
 __all__ = ["IndexPQ"]
 
@@ -49,6 +49,18 @@ class _HasProductQuantizer:
     def _codebooks_changed(self) -> None:
         """Update data derived from the codebooks (called under the write lock)."""
         self._row_cache = {}
+
+    def _merge_differences(self, other) -> list:
+        out = super()._merge_differences(other)
+        if type(other) is type(self):
+            mine, theirs = self._pq, other._pq
+            shape = [f"{name} (this {a}, other {b})"
+                     for name, a, b in (("M", mine.M, theirs.M), ("nbits", mine.nbits, theirs.nbits))
+                     if a != b]
+            codebooks = None if shape else _array_difference("codebooks", mine.codebooks,
+                                                             theirs.codebooks)
+            out += shape + ([codebooks] if codebooks else [])
+        return out
 
     @property
     def pq(self) -> ProductQuantizer:

@@ -6,7 +6,7 @@ from .._validation import as_float_matrix, check_positive_int
 from ..transforms import OPQ, PCA, LinearTransform, transform_from_state
 from . import _faiss
 from ._state import check_parts, nest_params, nest_state, unnest_state
-from .base import Index
+from .base import Index, _array_difference
 
 __all__ = ["IndexPreTransform"]
 
@@ -116,6 +116,25 @@ class IndexPreTransform(Index):
 
     def _reset(self):
         self.index.reset()
+
+    def _merge_differences(self, other):
+        out = super()._merge_differences(other)
+        if type(other) is type(self):
+            (mine, mine_arrays), (theirs, their_arrays) = self.transform._state(), other.transform._state()
+            if type(self.transform) is not type(other.transform) or mine != theirs:
+                out.append(f"transform (this {self.transform!r}, other {other.transform!r})")
+            else:
+                out += [d for name in sorted(set(mine_arrays) | set(their_arrays))
+                        if (d := _array_difference(f"transform.{name}", mine_arrays.get(name),
+                                                   their_arrays.get(name)))]
+            out += [f"index.{d}" for d in self.index._merge_differences(other.index)]
+        return out
+
+    def _merge_ids(self):
+        return self.index._merge_ids()
+
+    def _merge(self, other, add_id):
+        self.index._merge(other.index, add_id)
 
     def _state_params(self):
         return nest_params({"transform": self.transform._state()[0]}, "index", self.index)

@@ -199,6 +199,21 @@ class IndexRefine(Index):
         self.base_index.reset()
         self.refine_index.reset()
 
+    def _merge_differences(self, other):
+        out = super()._merge_differences(other)
+        if type(other) is type(self):
+            out += [f"base_index.{d}" for d in self.base_index._merge_differences(other.base_index)]
+            out += [f"refine_index.{d}"
+                    for d in self.refine_index._merge_differences(other.refine_index)]
+        return out
+
+    def _merge_ids(self):
+        return self.base_index._merge_ids()
+
+    def _merge(self, other, add_id):
+        self.base_index._merge(other.base_index, add_id)
+        self.refine_index._merge(other.refine_index, add_id)
+
     def _state_params(self):
         return nest_params(nest_params({"k_factor": self._k_factor}, "base", self.base_index),
                            "refine", self.refine_index)
