@@ -152,6 +152,9 @@ class _ListStore:
     def _id_upper_bound(self):
         return self._max_id
 
+    def _restore_id_upper_bound(self, bound):
+        self._max_id = bound
+
     def _contains(self, ids):
         if self.ntotal == 0 or int(ids.min()) > self._max_id:
             return np.zeros(ids.shape, dtype=bool)

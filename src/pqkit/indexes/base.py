@@ -109,6 +109,40 @@ def _array_difference(name: str, mine, theirs):
     return f"{name} ({count} of {mine.size} values not bit-identical)" if count else None
 
 
+#: A memory-mapped array given to add() is converted and added this many bytes (as float32) at
+#: a time.
+_ADD_CHUNK_BYTES = 32 << 20
+
+
+_SEQUENTIAL = object()  # add(): the ids continue after the largest one stored
+
+
+def _chunk_rows(d: int) -> int:
+    return max(1, _ADD_CHUNK_BYTES // (4 * d))
+
+
+def _is_mapped(x) -> bool:
+    """Whether ``x`` is a NumPy array over a memory mapping (``numpy.memmap``, or a view of an
+    ``mmap.mmap``): such data is read from the file as it is used."""
+    import mmap
+
+    seen = 0
+    while isinstance(x, np.ndarray) and seen < 32:
+        if isinstance(x, np.memmap):
+            return True
+        x, seen = x.base, seen + 1
+    return isinstance(x, mmap.mmap)
+
+
+def _progress_bar():
+    """A tqdm progress bar of vectors added, or None when tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(unit=" vectors", desc="add_chunks")
+
+
 class _ReadWriteLock:
     """Many readers or one writer; a waiting writer blocks new readers (no writer starvation).
 
@@ -337,7 +371,12 @@ class Index:
         Parameters
         ----------
         x : array_like of float, shape (n, d)
-            Converted to float32 (see the module docstring).
+            Converted to float32 (see the module docstring). A memory-mapped array
+            (``numpy.memmap``, ``numpy.load(..., mmap_mode="r")``) larger than 32 MiB is read,
+            converted and added a chunk of rows at a time, so the extra memory stays bounded
+            whatever its size (the pages read count toward the process's resident memory until
+            the operating system reclaims them); a chunk that fails validation removes the
+            chunks added before it again (nothing is added). See also :meth:`add_chunks`.
 
         Raises
         ------
@@ -345,18 +384,7 @@ class Index:
             If the index is not trained, or the sequential ids would pass 2**63 - 1 (after an
             :meth:`add_with_ids` of ids near that limit).
         """
-        self._check_writable("add()")
-        check_trained(self.is_trained, self._name())
-        x = self._prepare(x)
-        with self._lock.write():
-            start = max(self.ntotal, self._id_upper_bound() + 1)
-            if start + x.shape[0] - 1 > MAX_ID:
-                raise ValueError(
-                    f"add(): the id space is exhausted: {x.shape[0]} sequential ids from {start} "
-                    f"would pass the largest id {MAX_ID} (2**63 - 1); add() continues after the "
-                    "largest id stored, so pass your own ids with add_with_ids(), or reset()"
-                )
-            self._add_checked(x, np.arange(start, start + x.shape[0], dtype=np.int64), "add()")
+        self._add_vectors(x, _SEQUENTIAL, "add()")
 
     def add_with_ids(self, x, ids) -> None:
         """Add vectors with the given ids.
@@ -367,7 +395,8 @@ class Index:
         Parameters
         ----------
         x : array_like of float, shape (n, d)
-            Converted to float32 (see the module docstring).
+            Converted to float32 (see the module docstring); a memory-mapped array is added a
+            chunk at a time, as :meth:`add` does.
         ids : array_like of integer dtype, shape (n,)
             Ids >= 0; any integer dtype (float/bool raise TypeError).
 
@@ -376,16 +405,104 @@ class Index:
         ValueError
             If the index is not trained, or ``ids`` has duplicates or ids already present.
         """
-        self._check_writable("add_with_ids()")
-        check_trained(self.is_trained, self._name())
-        x = self._prepare(x)
-        ids = check_ids(ids, n=x.shape[0])
-        with self._lock.write():
-            self._add_checked(x, ids, "add_with_ids()")
+        self._add_vectors(x, ids, "add_with_ids()")
 
-    def _add_checked(self, x: np.ndarray, ids: np.ndarray, caller: str) -> None:
-        if ids.size == 0:
-            return
+    def add_chunks(self, chunks, progress=False) -> int:
+        """Add vectors from an iterable of chunks, one chunk at a time.
+
+        Memory stays bounded by one chunk (plus the index) however many chunks there are, so an
+        index can be built from data that does not fit in memory: a generator that reads one
+        part of a file after another, or row slices of a ``numpy.memmap``.
+
+        Parameters
+        ----------
+        chunks : iterable
+            Each item is either an array_like of float, shape (n_i, d), added as by
+            :meth:`add` (sequential ids), or a 2-tuple ``(x, ids)`` added as by
+            :meth:`add_with_ids`.
+        progress : bool, default False
+            Show a progress bar of the vectors added (through ``tqdm``, when it is installed;
+            without it nothing is shown).
+
+        Returns
+        -------
+        int
+            The number of vectors added.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`add` / :meth:`add_with_ids` for a bad chunk, with the chunk's number in
+            the message. Each chunk is added whole or not at all; the chunks before a bad one
+            stay added.
+
+        Examples
+        --------
+        >>> import numpy as np, pqkit
+        >>> index = pqkit.IndexFlat(8)
+        >>> parts = (np.full((10, 8), i, dtype=np.float32) for i in range(3))
+        >>> index.add_chunks(parts)
+        30
+        """
+        self._check_writable("add_chunks()")
+        if not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+        try:
+            items = iter(chunks)
+        except TypeError:
+            raise TypeError(f"add_chunks(): chunks must be an iterable of arrays or (x, ids) "
+                            f"pairs, got {type(chunks).__name__}") from None
+        bar = _progress_bar() if progress else None
+        added = 0
+        try:
+            for number, chunk in enumerate(items):
+                if isinstance(chunk, tuple) and len(chunk) != 2:
+                    raise ValueError(f"add_chunks(): chunk {number} is a tuple of {len(chunk)} "
+                                     "items; expected an array of vectors or an (x, ids) pair")
+                try:
+                    x, ids = chunk if isinstance(chunk, tuple) else (chunk, _SEQUENTIAL)
+                    count = self._add_vectors(x, ids, "add_chunks()")
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"add_chunks(): chunk {number} (after {added} vectors added "
+                                    f"from the chunks before it, which stay): {exc}") from exc
+                added += count
+                if bar is not None:
+                    bar.update(count)
+        finally:
+            if bar is not None:
+                bar.close()
+        return added
+
+    def _add_vectors(self, x, ids, caller: str) -> int:
+        """add (``ids`` is :data:`_SEQUENTIAL`) or add_with_ids; returns the number added."""
+        self._check_writable(caller)
+        check_trained(self.is_trained, self._name())
+        sequential = ids is _SEQUENTIAL
+        if _is_mapped(x) and x.ndim == 2 and x.shape[0] > _chunk_rows(self._d):
+            ids = None if sequential else check_ids(ids, n=x.shape[0])
+            with self._lock.write():
+                ids = self._sequential_ids(x.shape[0], caller) if sequential else ids
+                self._add_in_chunks(x, ids, caller)
+            return int(x.shape[0])
+        x = self._prepare(x)
+        ids = None if sequential else check_ids(ids, n=x.shape[0])
+        with self._lock.write():
+            ids = self._sequential_ids(x.shape[0], caller) if sequential else ids
+            self._add_checked(x, ids, caller)
+        return int(x.shape[0])
+
+    def _sequential_ids(self, n: int, caller: str) -> np.ndarray:
+        """The ids ``add`` gives ``n`` new vectors (under the write lock)."""
+        start = max(self.ntotal, self._id_upper_bound() + 1)
+        if start + n - 1 > MAX_ID:
+            raise ValueError(
+                f"{caller}: the id space is exhausted: {n} sequential ids from {start} "
+                f"would pass the largest id {MAX_ID} (2**63 - 1); add() continues after the "
+                "largest id stored, so pass your own ids with add_with_ids(), or reset()"
+            )
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def _check_new_ids(self, ids: np.ndarray, caller: str) -> None:
         unique_ids = np.unique(ids)
         if unique_ids.size != ids.size:
             sorted_ids = np.sort(ids)
@@ -400,7 +517,35 @@ class Index:
                 f"{caller}: ids already in the index: {_format_ids(present)}; remove them first "
                 "with remove_ids() or use new ids (pqkit refuses duplicate ids, FAISS allows them)"
             )
+
+    def _add_checked(self, x: np.ndarray, ids: np.ndarray, caller: str) -> None:
+        if ids.size == 0:
+            return
+        self._check_new_ids(ids, caller)
         self._add(x, ids)
+
+    def _add_in_chunks(self, x, ids: np.ndarray, caller: str) -> None:
+        """Add memory-mapped rows ``x`` a chunk at a time (under the write lock), each chunk
+        converted and validated just before it is added; on any error the chunks already
+        added are removed again and the id bound restored, so nothing changes."""
+        self._check_new_ids(ids, caller)
+        saved_bound = self._id_upper_bound()
+        step, done = _chunk_rows(self._d), 0
+        try:
+            for begin in range(0, x.shape[0], step):
+                try:
+                    chunk = self._prepare(x[begin:begin + step])
+                except (TypeError, ValueError) as exc:
+                    end = min(x.shape[0], begin + step)
+                    raise type(exc)(f"{caller}: in rows {begin}..{end - 1} of the memory-mapped x "
+                                    f"(nothing was added): {exc}") from exc
+                self._add(chunk, ids[begin:begin + chunk.shape[0]])
+                done = begin + chunk.shape[0]
+        except BaseException:
+            if done:
+                self._remove(ids[:done])
+                self._restore_id_upper_bound(saved_bound)
+            raise
 
     def merge_from(self, other, add_id=0) -> None:
         """Move every vector of ``other`` into this index (FAISS ``merge_from``).
@@ -710,6 +855,9 @@ class Index:
     def _id_upper_bound(self) -> int:
         """Largest id stored since the last reset (removed ones included), -1 if none."""
         raise NotImplementedError
+
+    def _restore_id_upper_bound(self, bound: int) -> None:
+        """Set the bound back after an add was undone (see :meth:`_add_in_chunks`)."""
 
     def _add(self, x: np.ndarray, ids: np.ndarray) -> None:
         raise NotImplementedError

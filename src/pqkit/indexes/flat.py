@@ -69,6 +69,9 @@ class IndexFlat(Index):
     def _id_upper_bound(self):
         return self._store.max_id
 
+    def _restore_id_upper_bound(self, bound):
+        self._store.max_id = bound
+
     def _add(self, x, ids):
         self._store.append(x, ids)
 

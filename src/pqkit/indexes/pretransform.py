@@ -102,6 +102,9 @@ class IndexPreTransform(Index):
     def _id_upper_bound(self):
         return self.index._id_upper_bound()
 
+    def _restore_id_upper_bound(self, bound):
+        self.index._restore_id_upper_bound(bound)
+
     def _add(self, x, ids):
         self.index.add_with_ids(self.transform.apply(x), ids)
 

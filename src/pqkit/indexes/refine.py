@@ -151,6 +151,10 @@ class IndexRefine(Index):
     def _id_upper_bound(self):
         return self.base_index._id_upper_bound()
 
+    def _restore_id_upper_bound(self, bound):
+        self.base_index._restore_id_upper_bound(bound)
+        self.refine_index._restore_id_upper_bound(bound)
+
     def _add(self, x, ids):
         self.base_index.add_with_ids(x, ids)
         self.refine_index.add_with_ids(x, ids)
