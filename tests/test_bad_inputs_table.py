@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from pathlib import Path
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -497,6 +498,116 @@ def build_cases(backend, data, trained, tmp_path):
     add("load(good)", lambda: pqkit.load(good).search(q, 3), check=_equals(
         lambda: index.search(q, 3)))
 
+    # mapped loads, and what a mapped (read-only) index refuses
+    version_1 = Path(__file__).parent / "corpus" / "ivfpq8-l2.pqkit"
+    for label, call, error, match in [
+        ("load(text file, mmap)", lambda: pqkit.load(text, mmap=True), ValueError,
+         "corrupted or not a pqkit file: bad magic"),
+        ("load(empty file, mmap)", lambda: pqkit.load(empty_file, mmap=True), ValueError,
+         r"0 bytes is shorter"),
+        ("load(mmap='yes')", lambda: pqkit.load(good, mmap="yes"), TypeError,
+         "mmap and verify must be bools"),
+        ("load(verify=1)", lambda: pqkit.load(good, verify=1), TypeError,
+         "mmap and verify must be bools"),
+        ("load(version-1 file, mmap)", lambda: pqkit.load(version_1, mmap=True), ValueError,
+         r"needs a file of format version 2.*save it again"),
+    ]:
+        add(label, call, error, match)
+    add("load(good, mmap)", lambda: pqkit.load(good, mmap=True).search(q, 3), check=_equals(
+        lambda: index.search(q, 3)))
+    add("load(good, mmap, verify=False)", lambda: pqkit.load(good, mmap=True, verify=False).search(
+        q, 3), check=_equals(lambda: index.search(q, 3)))
+    read_only = "mapped read-only from .*pqkit.load\\(path\\), without mmap"
+    mapped_calls = [
+        ("add", lambda m: m.add(q)), ("add_with_ids", lambda m: m.add_with_ids(q, np.arange(6) + 10**6)),
+        ("add_chunks", lambda m: m.add_chunks([q])), ("remove_ids", lambda m: m.remove_ids([0])),
+        ("train", lambda m: m.train(base)), ("reset", lambda m: m.reset()),
+        ("set_centroids", lambda m: m.set_centroids(trained[0])),
+        ("pq.set_codebooks", lambda m: m.pq.set_codebooks(trained[2])),
+        ("merge_from(into mapped)", lambda m: m.merge_from(make("IVFPQ", fill=5), add_id=10**6)),
+        ("merge_from(mapped other)", lambda m: make("IVFPQ").merge_from(m)),
+    ]
+    for label, call in mapped_calls:
+        add(f"mapped IVFPQ.{label}", lambda call=call: call(pqkit.load(good, mmap=True)),
+            ValueError, read_only if "other" not in label else "mapped read-only .* to merge it")
+
+    # merge_from
+    for kind in KINDS:
+        other_kind = "Flat" if kind != "Flat" else "PQ"
+        for label, call, error, match in [
+            ("not an index", lambda kind=kind: make(kind).merge_from(base[:5]), TypeError,
+             "other must be a pqkit index, got ndarray"),
+            ("itself", lambda kind=kind: (lambda i: i.merge_from(i))(make(kind)), ValueError,
+             "other is this index itself"),
+            ("add_id=-1", lambda kind=kind: make(kind).merge_from(make(kind), add_id=-1),
+             ValueError, r"add_id must be in \[0, 9223372036854775807\], got -1"),
+            ("add_id=1.5", lambda kind=kind: make(kind).merge_from(make(kind), add_id=1.5),
+             TypeError, "add_id must be an int"),
+            ("add_id=True", lambda kind=kind: make(kind).merge_from(make(kind), add_id=True),
+             TypeError, "add_id must be an int"),
+            ("another type", lambda kind=kind, other_kind=other_kind: make(kind).merge_from(
+                make(other_kind)), ValueError, f"differs in type \\(this Index{kind}"),
+            ("another metric", lambda kind=kind: make(kind).merge_from(make(kind, metric="ip")),
+             ValueError, r"differs in metric \(this 'l2', other 'ip'\)"),
+            ("untrained other", lambda kind=kind: make(kind).merge_from(make(kind, ready=False)),
+             ValueError if kind != "Flat" else None, "given to merge_from\\(\\) is not trained",
+             ),
+            ("id clash", lambda kind=kind: make(kind, fill=20).merge_from(make(kind, fill=30)),
+             ValueError, r"already in this index: \[0, 1, 2, 3, 4, \.\.\.\] \(20 in all\)"),
+            ("ids past 2**63 - 1", lambda kind=kind: make(kind).merge_from(
+                make(kind, fill=3), add_id=2**63 - 2), ValueError, "past the largest id"),
+        ]:
+            if error is None:  # an IndexFlat is always trained: the merge of nothing is fine
+                add(f"{kind}.merge_from({label})", call, check=_is(None))
+            else:
+                add(f"{kind}.merge_from({label})", call, error, match)
+
+        def merged(kind=kind):
+            index, other = make(kind, fill=40), make(kind)
+            other.add(base[40:100])
+            index.merge_from(other, add_id=40)
+            return index.ntotal, other.ntotal, index.search(q, 5)
+
+        def whole(kind=kind):
+            index = make(kind, fill=100)
+            return 100, 0, index.search(q, 5)
+        add(f"{kind}.merge_from(good)", merged, check=_equals(whole))
+    for kind, label, change, match in [
+        ("IVFFlat", "other centroids", lambda i: i.set_centroids(trained[0] + 1), "centroids"),
+        ("IVFPQ", "other centroids", lambda i: i.set_centroids(trained[0] + 1), "centroids"),
+        ("PQ", "other codebooks", lambda i: i.pq.set_codebooks(trained[1] * 2), "codebooks"),
+        ("IVFPQ", "other codebooks", lambda i: i.pq.set_codebooks(trained[2] * 2), "codebooks"),
+    ]:
+        add(f"{kind}.merge_from({label})", lambda kind=kind, change=change: make(kind).merge_from(
+            (lambda o: (change(o), o)[1])(make(kind))), ValueError,
+            f"differs in {match} \\(\\d+ of \\d+ values not bit-identical\\)")
+    def other_nlist():
+        other = pqkit.IndexIVFPQ(D, 2 * NLIST, 4, 4, backend=backend)
+        other.set_centroids(np.concatenate([trained[0], trained[0] + 1]))
+        other.pq.set_codebooks(trained[2])
+        return make("IVFPQ").merge_from(other)
+    add("IVFPQ.merge_from(other nlist)", other_nlist, ValueError,
+        r"differs in nlist \(this 8, other 16\)")
+
+    # add_chunks
+    for label, call, error, match in [
+        ("add_chunks(5)", lambda: make("IVFPQ").add_chunks(5), TypeError,
+         "chunks must be an iterable of arrays or \\(x, ids\\) pairs, got int"),
+        ("add_chunks(3-tuple)", lambda: make("IVFPQ").add_chunks([(q, q, q)]), ValueError,
+         "chunk 0 is a tuple of 3 items"),
+        ("add_chunks(int vectors)", lambda: make("IVFPQ").add_chunks([q, q.astype(np.int64)]),
+         TypeError, "chunk 1 \\(after 6 vectors added .*, which stay\\): x must hold floating"),
+        ("add_chunks(float ids)", lambda: make("IVFPQ").add_chunks([(q, np.arange(6.0))]),
+         TypeError, "chunk 0 .*ids must"),
+        ("add_chunks(progress='yes')", lambda: make("IVFPQ").add_chunks([q], progress="yes"),
+         TypeError, "progress must be a bool"),
+        ("add_chunks(untrained)", lambda: make("IVFPQ", ready=False).add_chunks([q]), ValueError,
+         "chunk 0 .*not trained"),
+    ]:
+        add(label, call, error, match)
+    add("add_chunks(good)", lambda: make("IVFPQ").add_chunks(iter([q, (q, np.arange(6) + 50)])),
+        check=_is(12))
+
     # the notebook-compatible classes (pqkit.compat), where this pqkit has them
     if importlib.util.find_spec("pqkit.compat") is not None:
         from pqkit import compat
@@ -580,5 +691,5 @@ def test_every_bad_input_gets_a_typed_error_or_a_documented_result(
     with capsys.disabled():
         print(f"\n[{backend}] bad-input cases tried: {len(cases)} ({n_errors} typed errors, "
               f"{len(cases) - n_errors} documented results), misbehaving: {len(problems)}")
-    assert len(cases) >= 670, "the table lost rows"
+    assert len(cases) >= 780, "the table lost rows"
     assert not problems, "\n".join(problems)
