@@ -590,7 +590,7 @@ class Index:
         >>> import pickle, numpy as np, pqkit
         >>> x = np.random.default_rng(0).standard_normal((2000, 16), dtype=np.float32)
         >>> index = pqkit.IndexIVFFlat(16, nlist=8, nprobe=8)
-        >>> index.train(x)
+        >>> _ = index.train(x)
         >>> part = pickle.loads(pickle.dumps(index))   # the same training, empty
         >>> index.add(x[:1000]); part.add(x[1000:])
         >>> index.merge_from(part, add_id=1000)
