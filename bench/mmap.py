@@ -125,7 +125,7 @@ def evict(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="a small index and few queries: checks that every mode runs and agrees")
+                        help="a small index, few queries: checks that every mode runs and agrees")
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--d", type=int, default=128)
     parser.add_argument("--factory", default="IVF1024,PQ32")

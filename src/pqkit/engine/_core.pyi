@@ -261,7 +261,7 @@ class InvertedLists:
         """Number of stored codes over all lists."""
     @property
     def read_only(self) -> bool:
-        """Whether the lists view external arrays (external_lists); then changes raise ValueError."""
+        """Whether the lists view external arrays (external_lists): changes raise ValueError."""
     def add(
         self,
         list_nos: NDArray[np.int64],

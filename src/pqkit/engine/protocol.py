@@ -125,8 +125,9 @@ class InvertedLists(Protocol):
 
     @property
     def read_only(self) -> bool:
-        """Whether the lists are a read-only view of external arrays (:meth:`Engine.external_lists`);
-        then :meth:`add`, :meth:`set_bias`, :meth:`remove_ids` and :meth:`reset` raise ValueError."""
+        """Whether the lists are a read-only view of external arrays
+        (:meth:`Engine.external_lists`); then :meth:`add`, :meth:`set_bias`, :meth:`remove_ids`
+        and :meth:`reset` raise ValueError."""
 
     def add(self, list_nos: NDArray[np.int64], ids: NDArray[np.int64], codes: NDArray[np.uint8],
             bias: Optional[NDArray[np.float32]] = None) -> None:

@@ -598,7 +598,8 @@ class Index:
         (2000, 0)
         """
         if not isinstance(other, Index):
-            raise TypeError(f"merge_from(): other must be a pqkit index, got {type(other).__name__}")
+            raise TypeError(
+                f"merge_from(): other must be a pqkit index, got {type(other).__name__}")
         add_id = check_int(add_id, "add_id", minimum=0, maximum=MAX_ID)
         if other is self:
             raise ValueError(f"{self._name()}.merge_from(): other is this index itself; merge "

@@ -180,7 +180,7 @@ class _IndexIVF(_ListStore, Index):
         return None
 
     def _blocked_file_form(self) -> bool:
-        """Whether this save or load lays the codes out in blocks (the file form of blocked lists)."""
+        """Whether this save or load lays the codes out in blocks (blocked lists, file form)."""
         return self._layout == "blocked" and state_form().blocked
 
     def _invlists_state(self) -> dict:
@@ -250,15 +250,17 @@ class _IndexIVF(_ListStore, Index):
             self._map_lists(arrays, n)
         elif n and starts is not None:
             rows, list_nos = all_blocked_rows(codes, sizes, starts)
-            self._store_codes(list_nos, ids, rows, self._loaded_bias(arrays.get("bias"), rows, list_nos))
+            bias = self._loaded_bias(arrays.get("bias"), rows, list_nos)
+            self._store_codes(list_nos, ids, rows, bias)
         elif n:
             list_nos = np.repeat(np.arange(self._nlist, dtype=np.int64), sizes)
             self._store_codes(list_nos, ids, codes, self._code_bias(codes, list_nos))
         if starts is not None and state_form().mapped and "bias" in arrays and verifying():
             # The stored bias must be what the codes give (recomputed in bounded chunks).
             for begin in range(0, n, _BIAS_CHUNK):
-                rows, list_nos = blocked_rows(codes, offsets, starts, begin, min(n, begin + _BIAS_CHUNK))
-                self._loaded_bias(arrays["bias"][begin:begin + rows.shape[0]], rows, list_nos, begin)
+                end = min(n, begin + _BIAS_CHUNK)
+                rows, list_nos = blocked_rows(codes, offsets, starts, begin, end)
+                self._loaded_bias(arrays["bias"][begin:end], rows, list_nos, begin)
 
     def _map_lists(self, arrays: dict, n: int) -> None:
         """Read-only engine lists over the (mapped) arrays, which the index keeps."""

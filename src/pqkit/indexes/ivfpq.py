@@ -120,8 +120,8 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
         self._bias_version = self._versions()
         if not verifying():
             return stored
-        computed = self._engine.ivfpq_code_bias(rows, list_nos, self._core_coarse(), self._pq._core(),
-                                                self._nt())
+        computed = self._engine.ivfpq_code_bias(rows, list_nos, self._core_coarse(),
+                                                self._pq._core(), self._nt())
         differ = np.flatnonzero(computed.view(np.uint32) != stored.view(np.uint32))
         if differ.size:
             i = int(differ[0])

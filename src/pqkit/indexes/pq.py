@@ -54,9 +54,8 @@ class _HasProductQuantizer:
         out = super()._merge_differences(other)
         if type(other) is type(self):
             mine, theirs = self._pq, other._pq
-            shape = [f"{name} (this {a}, other {b})"
-                     for name, a, b in (("M", mine.M, theirs.M), ("nbits", mine.nbits, theirs.nbits))
-                     if a != b]
+            pairs = (("M", mine.M, theirs.M), ("nbits", mine.nbits, theirs.nbits))
+            shape = [f"{name} (this {a}, other {b})" for name, a, b in pairs if a != b]
             codebooks = None if shape else _array_difference("codebooks", mine.codebooks,
                                                              theirs.codebooks)
             out += shape + ([codebooks] if codebooks else [])

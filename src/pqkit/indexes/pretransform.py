@@ -123,13 +123,15 @@ class IndexPreTransform(Index):
     def _merge_differences(self, other):
         out = super()._merge_differences(other)
         if type(other) is type(self):
-            (mine, mine_arrays), (theirs, their_arrays) = self.transform._state(), other.transform._state()
+            mine, mine_arrays = self.transform._state()
+            theirs, their_arrays = other.transform._state()
             if type(self.transform) is not type(other.transform) or mine != theirs:
                 out.append(f"transform (this {self.transform!r}, other {other.transform!r})")
             else:
-                out += [d for name in sorted(set(mine_arrays) | set(their_arrays))
-                        if (d := _array_difference(f"transform.{name}", mine_arrays.get(name),
-                                                   their_arrays.get(name)))]
+                for name in sorted(set(mine_arrays) | set(their_arrays)):
+                    difference = _array_difference(f"transform.{name}", mine_arrays.get(name),
+                                                   their_arrays.get(name))
+                    out += [difference] if difference else []
             out += [f"index.{d}" for d in self.index._merge_differences(other.index)]
         return out
 

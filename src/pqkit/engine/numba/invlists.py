@@ -192,7 +192,8 @@ class ExternalInvertedLists:
         self.ids = _checked(ids, np.int64, "ids", (-1,))
         n = self.ids.shape[0]
         if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
-            raise TypeError(f"codes must be a uint8 array, got {getattr(codes, 'dtype', type(codes))}")
+            got = getattr(codes, "dtype", type(codes).__name__)
+            raise TypeError(f"codes must be a uint8 array, got {got}")
         if not codes.flags.c_contiguous:
             raise ValueError("codes must be C-contiguous; try numpy.ascontiguousarray")
         self.with_bias = bias is not None
