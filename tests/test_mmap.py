@@ -340,6 +340,47 @@ def test_add_chunks_builds_the_index_one_add_builds(data, capsys):
     assert chunked.ntotal == 3010
 
 
+def test_chunked_adds_keep_memory_at_a_chunk(tmp_path, monkeypatch):
+    """The NumPy memory allocated while adding (tracemalloc: conversions and temporaries; the
+    engine's lists are not traced) stays at a few chunks, not the whole input: 40 chunks of
+    64 rows through add_chunks, and a float64 memmap of 2,560 rows through add."""
+    import tracemalloc
+
+    from pqkit.indexes import base as base_module
+
+    d = 64
+    rng = np.random.default_rng(3)
+    index = pqkit.IndexIVFPQ(d, 4, 8, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pqkit.TrainingWarning)
+        index.train(rng.standard_normal((500, d)).astype(np.float32))
+    chunk_bytes = 64 * d * 8  # float64 rows
+
+    def chunks():
+        for i in range(40):
+            yield np.random.default_rng(i).standard_normal((64, d))
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(9).standard_normal((2560, d)))
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    index.add_chunks([mapped[:5]])  # first uses (imports, prepared quantizers) outside the count
+    index.reset()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        assert index.add_chunks(chunks()) == 2560
+        peak_chunks = tracemalloc.get_traced_memory()[1]
+        monkeypatch.setattr(base_module, "_ADD_CHUNK_BYTES", 64 * 4 * d)
+        tracemalloc.reset_peak()
+        index.add(mapped)
+        peak_memmap = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    whole = 2560 * d * 8
+    assert peak_chunks < 4 * chunk_bytes < whole and peak_memmap < 4 * chunk_bytes, (
+        peak_chunks, peak_memmap, chunk_bytes)
+    assert index.ntotal == 5120
+
+
 # ------------------------------------------------------------------------------- memory
 _CHILD = r"""
 import json, os, resource, sys
