@@ -53,7 +53,17 @@ def assign_lists(index, x: np.ndarray) -> np.ndarray:
     numpy.ndarray of int64, shape (n,)
     """
     ivf = ivf_part(index)
-    return ivf._coarse_assign(index._prepare(x))
+    return ivf._coarse_assign(prepared_for_ivf(index, x))
+
+
+def prepared_for_ivf(index, x: np.ndarray) -> np.ndarray:
+    """``x`` as the IVF part of ``index`` receives it: prepared by each level (an IndexRefine
+    prepares, then hands the result to its base index, which prepares it again), so that
+    cosine rows are normalised exactly as often as in ``index.add`` and ``index.search``."""
+    ivf = ivf_part(index)
+    if ivf is not index:
+        x = index._prepare(x)
+    return ivf._prepare(x)
 
 
 class ProbeRouter:
@@ -69,7 +79,7 @@ class ProbeRouter:
         ivf = ivf_part(index)
         self._index = index
         self.nlist = ivf.nlist
-        engine_metric = ivf._core_metric  # "cosine" queries are normalised by index._prepare first
+        engine_metric = ivf._core_metric  # "cosine" queries are normalised by prepared_for_ivf first
         centroids = np.ascontiguousarray(ivf.centroids, dtype=np.float32)
         params = {"d": ivf.d, "nlist": ivf.nlist, "metric": engine_metric, "nprobe": 1, "seed": 0}
         codes = np.zeros((ivf.nlist, 4 * ivf.d), dtype=np.uint8)
@@ -81,4 +91,4 @@ class ProbeRouter:
         """The ``nprobe`` lists each query probes (int64 (n, nprobe), nearest first)."""
         nprobe = min(int(nprobe), self.nlist)
         self._probes.nprobe = nprobe
-        return self._probes.search(self._index._prepare(x), nprobe)[1]
+        return self._probes.search(prepared_for_ivf(self._index, x), nprobe)[1]

@@ -6,9 +6,11 @@ See :mod:`pqkit.distributed` for the two sharding modes, when each wins, faults 
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import math
 import os
+import threading
 import time
 
 import numpy as np
@@ -40,6 +42,19 @@ TRAINED_FILE = "trained.pqkit"
 #: artifact folder names at most ``_atomic.MAX_MEMBERS`` files.
 MAX_SHARDS = _atomic.MAX_MEMBERS - 2
 MODES = ("id", "list")
+
+
+def _locked(method):
+    """Run a public method under the sharded index's lock: the driver's bookkeeping (vector
+    counts, saves, losses) changes with each call, so calls from several threads (a web server's)
+    run one at a time; each call still runs on all shards in parallel."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _shard_file(shard_no: int) -> str:
@@ -177,6 +192,7 @@ class ShardedIndex:
             raise TypeError(f"actor_options must be a dict of ray.remote options, got "
                             f"{type(actor_options).__name__}")
         self._template = index
+        self._lock = threading.RLock()
         self._n_shards = n_shards
         self._by = by
         self._options = {"num_cpus": float(num_cpus), "memory": memory, "max_restarts": max_restarts,
@@ -240,6 +256,7 @@ class ShardedIndex:
         return self._shard_threads()
 
     @n_threads.setter
+    @_locked
     def n_threads(self, value) -> None:
         self._n_threads = check_positive_int(value, "n_threads")
         self._set_on_shards("n_threads", self._n_threads)
@@ -250,6 +267,7 @@ class ShardedIndex:
         return self._template.nprobe
 
     @nprobe.setter
+    @_locked
     def nprobe(self, value) -> None:
         self._template.nprobe = value  # validates (TypeError/ValueError, AttributeError if none)
         self._set_on_shards("nprobe", self._template.nprobe)
@@ -262,6 +280,7 @@ class ShardedIndex:
         return self._template.k_factor
 
     @k_factor.setter
+    @_locked
     def k_factor(self, value) -> None:
         if not isinstance(self._template, IndexRefine):
             raise AttributeError(f"{self.index_type} has no k_factor")
@@ -320,6 +339,7 @@ class ShardedIndex:
             self._id_upper = -1
         self.shard_nodes = [infos[s]["node_id"] for s in range(self._n_shards)]
 
+    @_locked
     def train(self, x) -> "ShardedIndex":
         """Train the index once, on the driver, then start the shards with it.
 
@@ -345,6 +365,7 @@ class ShardedIndex:
         self._start()
         return self
 
+    @_locked
     def close(self) -> None:
         """Stop the shard actors (what they hold is lost unless saved)."""
         if self.actors:
@@ -521,6 +542,7 @@ class ShardedIndex:
             restored_from=loss["restored_from"])
 
     # ------------------------------------------------------------------ adding
+    @_locked
     def add(self, x, *, progress=False) -> None:
         """Add vectors with sequential ids, encoded in parallel by the shards.
 
@@ -548,6 +570,7 @@ class ShardedIndex:
         else:
             self._add_stream(((chunk, None) for chunk in x), None, progress)
 
+    @_locked
     def add_with_ids(self, x, ids, *, progress=False) -> None:
         """Add vectors with the given ids, encoded in parallel by the shards that own them.
 
@@ -694,7 +717,8 @@ class ShardedIndex:
                     ids = np.arange(first, first + x.shape[0], dtype=np.int64)
                 elif ids_mode == "given":
                     ids = check_ids(ids, n=x.shape[0])
-                    self._drain(adding, confirm)  # earlier chunks are stored before the check
+                    while routing:  # earlier chunks are sent: a shard checks after storing them
+                        send(routing.popleft())
                     self._check_new_ids(ids, f"add_with_ids() chunk from row {row}")
                 if ids.size:
                     self._id_upper = max(self._id_upper, int(ids.max()))
@@ -735,6 +759,7 @@ class ShardedIndex:
             confirm(adding.popleft())
 
     # ------------------------------------------------------------------ searching
+    @_locked
     def search(self, x, k, *, allow_partial=False, **params):
         """Find the k nearest stored vectors of each query, over all shards.
 
@@ -843,6 +868,7 @@ class ShardedIndex:
         I_out[...] = Im
 
     # ------------------------------------------------------------------ other operations
+    @_locked
     def remove_ids(self, ids) -> int:
         """Remove vectors by id (absent ids are ignored).
 
@@ -869,6 +895,7 @@ class ShardedIndex:
             self._ntotal[s] = ntotal
         return removed
 
+    @_locked
     def reset(self) -> None:
         """Remove all vectors from every shard; the training is kept."""
         self._check_running()
@@ -878,6 +905,7 @@ class ShardedIndex:
             self._ntotal[s] = 0
         self._id_upper = -1
 
+    @_locked
     def reconstruct_n(self, ids) -> np.ndarray:
         """The stored (or decoded) vectors of several ids, from the shards holding them.
 
@@ -920,6 +948,7 @@ class ShardedIndex:
         """Bytes held by the index data of all shards (see :meth:`pqkit.Index.memory_usage_bytes`)."""
         return int(self.shard_memory_usage_bytes().sum())
 
+    @_locked
     def shard_memory_usage_bytes(self) -> np.ndarray:
         """Bytes held by each shard's index (int64, shape (n_shards,))."""
         self._check_running()
@@ -927,6 +956,7 @@ class ShardedIndex:
         return np.array([results[s] for s in range(self._n_shards)], dtype=np.int64)
 
     # ------------------------------------------------------------------ persistence
+    @_locked
     def save(self, path, *, overwrite=False) -> None:
         """Write every shard to its own pqkit file, with the trained index and a manifest.
 
@@ -1023,6 +1053,7 @@ class ShardedIndex:
         index._start(paths, meta["ntotal"])
         return index
 
+    @_locked
     def to_local(self):
         """One pqkit index holding every shard's vectors, answering as the sharded index does.
 
