@@ -750,7 +750,9 @@ class ShardedIndex:
     def _assign_task(self):
         """The Ray task computing the owner shard of each vector of a chunk (``by="list"``)."""
         if getattr(self, "_assign", None) is None:
-            self._assign = _ray().remote(num_cpus=min(1.0, self._options["num_cpus"]))(assign_owners)
+            # No CPU reserved: shard actors may hold every CPU of the cluster, and a routing task
+            # waiting for one would stall the add (the tasks are short; a few run at a time).
+            self._assign = _ray().remote(num_cpus=0)(assign_owners)
         return self._assign
 
     @staticmethod
