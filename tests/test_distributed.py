@@ -200,6 +200,23 @@ def test_shards_run_on_both_nodes_with_declared_resources(cluster, data):
         assert sharded.memory_usage_bytes() == per_shard.sum()
 
 
+def test_a_placement_group_puts_one_shard_on_each_node(cluster, data):
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    x, queries = data
+    group = placement_group([{"CPU": 0.25, "memory": 64 * 2**20}] * 2, strategy="STRICT_SPREAD")
+    ray.get(group.ready(), timeout=60)
+    try:
+        with ShardedIndex(pqkit.IndexFlat(D_DIM), 2, placement_group=group, **SHARD) as sharded:
+            assert len(set(sharded.shard_nodes)) == 2
+            sharded.add(x)
+            single = pqkit.IndexFlat(D_DIM)
+            single.add(x)
+            _assert_same(sharded.search(queries, 3), single.search(queries, 3))
+    finally:
+        remove_placement_group(group)
+
+
 def test_search_passes_every_keyword_to_every_shard(cluster, data, monkeypatch):
     x, queries = data
     with ShardedIndex(_trained("IVFFlat", "l2", x), 3, **SHARD) as sharded:

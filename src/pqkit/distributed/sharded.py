@@ -133,9 +133,13 @@ class ShardedIndex:
         Queries per fan-out of :meth:`search`.
     restart_timeout_s : float, default 120
         How long a call waits for Ray to restart a dead shard actor.
+    placement_group : ray.util.placement_group.PlacementGroup, optional
+        Shard ``s`` runs in bundle ``s mod len(bundles)`` of this placement group (for example
+        one bundle per shard with strategy ``"STRICT_SPREAD"``: one shard per node, the bundles
+        reserved before any shard starts); its bundles must hold ``num_cpus`` and ``memory``.
     actor_options : dict, optional
-        Further ``ray.remote`` options of the shard actors (``scheduling_strategy``, a
-        placement group, ``resources``...); the default strategy is ``"SPREAD"``.
+        Further ``ray.remote`` options of the shard actors (``resources``, ``runtime_env``...);
+        without a placement group the scheduling strategy is ``"SPREAD"``.
     address : str, optional
         Ray cluster to join when Ray is not initialised yet (``ray.init(address=...)``); with
         neither, a local Ray instance is started.
@@ -158,7 +162,7 @@ class ShardedIndex:
 
     def __init__(self, index, n_shards, by="id", *, num_cpus=1.0, memory=256 * 2**20, max_restarts=3,
                  n_threads=None, chunk_size=65536, batch_size=8192, restart_timeout_s=120.0,
-                 actor_options=None, address=None):
+                 placement_group=None, actor_options=None, address=None):
         if not isinstance(index, Index):
             raise TypeError(f"index must be a pqkit index (IndexFlat, IndexIVFPQ, ...), got "
                             f"{type(index).__name__}")
@@ -166,13 +170,13 @@ class ShardedIndex:
             raise ValueError(f"index holds {index.ntotal} vectors; pass an empty index (reset() it, or "
                              "build an empty one with the same training) and add through the ShardedIndex")
         self._configure(_io.index_from_bytes(_io.index_to_bytes(index)), n_shards, by, num_cpus, memory,
-                        max_restarts, n_threads, chunk_size, batch_size, restart_timeout_s, actor_options,
-                        address)
+                        max_restarts, n_threads, chunk_size, batch_size, restart_timeout_s, placement_group,
+                        actor_options, address)
         if self._template.is_trained:
             self._start()
 
     def _configure(self, index, n_shards, by, num_cpus, memory, max_restarts, n_threads, chunk_size,
-                   batch_size, restart_timeout_s, actor_options, address) -> None:
+                   batch_size, restart_timeout_s, placement_group, actor_options, address) -> None:
         """Check and store the parameters (``index``: the empty template, owned)."""
         n_shards = check_positive_int(n_shards, "n_shards", maximum=MAX_SHARDS)
         if by not in MODES:
@@ -196,7 +200,7 @@ class ShardedIndex:
         self._n_shards = n_shards
         self._by = by
         self._options = {"num_cpus": float(num_cpus), "memory": memory, "max_restarts": max_restarts,
-                         "actor_options": dict(actor_options or {})}
+                         "placement_group": placement_group, "actor_options": dict(actor_options or {})}
         self._n_threads = check_n_threads(n_threads)
         self._chunk_size = check_positive_int(chunk_size, "chunk_size")
         self._batch_size = check_positive_int(batch_size, "batch_size")
@@ -316,8 +320,16 @@ class ShardedIndex:
         options.update(self._options["actor_options"])
         remote_shard = ray.remote(Shard)
         threads = self._shard_threads()
-        self.actors = [remote_shard.options(**options).remote(
-            s, self._empty_ref, None if paths is None else paths[s], threads) for s in range(self._n_shards)]
+        group = self._options["placement_group"]
+        self.actors = []
+        for s in range(self._n_shards):
+            if group is not None:
+                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    group, placement_group_bundle_index=s % len(group.bundle_specs))
+            self.actors.append(remote_shard.options(**options).remote(
+                s, self._empty_ref, None if paths is None else paths[s], threads))
         self._ntotal = [0] * self._n_shards
         self._added_since_save = [0] * self._n_shards
         self._removed_since_save = [0] * self._n_shards
@@ -1012,7 +1024,8 @@ class ShardedIndex:
         path : str or os.PathLike
         **options
             ``num_cpus``, ``memory``, ``max_restarts``, ``n_threads``, ``chunk_size``,
-            ``batch_size``, ``restart_timeout_s``, ``actor_options``, ``address`` (as the
+            ``batch_size``, ``restart_timeout_s``, ``placement_group``, ``actor_options``,
+            ``address`` (as the
             constructor). Every actor reads its own file, so ``path`` must be on a file system
             every node sees.
 
@@ -1046,7 +1059,7 @@ class ShardedIndex:
         index = cls.__new__(cls)
         defaults = {"num_cpus": 1.0, "memory": 256 * 2**20, "max_restarts": 3, "n_threads": None,
                     "chunk_size": 65536, "batch_size": 8192, "restart_timeout_s": 120.0,
-                    "actor_options": None, "address": None}
+                    "placement_group": None, "actor_options": None, "address": None}
         unknown = set(options) - set(defaults)
         if unknown:
             raise TypeError(f"unknown options {sorted(unknown)}; expected some of {sorted(defaults)}")
