@@ -9,6 +9,7 @@ module and stopped at its end; data stay tiny so that the module runs in about a
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -358,6 +359,29 @@ def test_a_worker_killed_by_pid_with_nothing_unsaved_is_restored_silently(cluste
         assert _pid(sharded.actors[2]) != old_pid and sharded.losses == []
         sharded.add(x[:5])  # and it takes new vectors again
         assert sharded.ntotal == x.shape[0] - 10 + 5
+
+
+def test_a_shard_lost_during_an_add_reports_what_it_held_and_where_the_add_stopped(cluster, data):
+    x, queries = data
+    trained = _trained("IVFFlat", "l2", x)
+    with ShardedIndex(trained, 2, chunk_size=50, **SHARD) as sharded:
+        sharded.add(x[:500])  # never saved
+        held = int(sharded.shard_ntotals()[0])
+        os.kill(_pid(sharded.actors[0]), signal.SIGKILL)
+        with pytest.raises(ShardLostError, match=r"This add stopped after its first \d+ rows") as info:
+            sharded.add(x[500:1000])
+        assert (info.value.shard, info.value.lost) == (0, held)
+        stopped = int(re.search(r"first (\d+) rows", str(info.value)).group(1))
+        assert 0 < stopped < 500 and stopped % 50 == 0
+        # the chunks sent before the loss was seen are stored whole (the restored shard took its
+        # part again); the shard's earlier vectors are gone
+        stored = np.r_[np.flatnonzero(_routing.shard_of_ids(np.arange(500), 2) == 1), np.arange(500, 500 + stopped)]
+        assert sharded.ntotal == stored.size
+        expected = _clone(trained)
+        expected.add_with_ids(x[stored], stored)
+        _assert_same(sharded.search(queries, 5), expected.search(queries, 5))
+        sharded.add(x[500 + stopped:1000])  # the rest, as the message says
+        assert sharded.ntotal == stored.size + 500 - stopped
 
 
 def test_allow_partial_marks_the_queries_of_a_lost_shard(cluster, data):

@@ -432,8 +432,17 @@ class ShardedIndex:
         unless ``allow_partial``: then the restored shard is asked again and ``on_loss(shard)``
         marks what it answered for; a shard that cannot come back is left out (and marked).
         """
+        results, errors, losses = self._gather(calls, self._submit_all(calls))
+        self._raise_or_mark(errors, losses, allow_partial, on_loss)
+        return results
+
+    def _submit_all(self, calls: dict) -> dict:
+        return {s: self._submit(s, method, args) for s, (method, args) in calls.items()}
+
+    def _gather(self, calls: dict, refs: dict) -> tuple:
+        """``(results, errors, losses)`` of submitted calls (see :meth:`_call`), every shard
+        waited for before anything is raised."""
         ray = _ray()
-        refs = {s: self._submit(s, method, args) for s, (method, args) in calls.items()}
         results, errors, losses = {}, [], []
         for s, ref in refs.items():
             retries = 0
@@ -454,9 +463,7 @@ class ShardedIndex:
                     losses.append(loss)
                     break
                 if loss["lost"] or loss["resurrected"]:
-                    losses.append(loss)
-                    if not allow_partial:
-                        break
+                    losses.append(loss)  # reported after the call, which runs on the restored shard
                 retries += 1
                 if retries > _MAX_RETRIES:
                     losses.append({**self._dead_loss(s), "reason": f"it died again on each of "
@@ -464,6 +471,9 @@ class ShardedIndex:
                     break
                 method, args = calls[s]
                 ref = self._submit(s, method, args)
+        return results, errors, losses
+
+    def _raise_or_mark(self, errors, losses, allow_partial, on_loss) -> None:
         if errors:
             raise errors[0]
         for loss in losses:
@@ -471,7 +481,6 @@ class ShardedIndex:
                 on_loss(loss["shard"])
             elif not allow_partial:
                 raise self._loss_error(loss)
-        return results
 
     def _call_all(self, method, *args, **kwargs) -> dict:
         return self._call({s: (method, args) for s in range(self._n_shards)}, **kwargs)
@@ -550,7 +559,7 @@ class ShardedIndex:
         return ShardLostError(
             f"{where} died and Ray restarted it; it was restored from {source}: {' and '.join(parts)}. "
             f"The other shards are intact; {' and '.join(fixes)}, or ShardedIndex.load() the last save. "
-            "Save regularly to bound what a lost shard takes with it", s, lost=loss["lost"], resurrected=loss["resurrected"],
+            "Save regularly to bound what a lost shard takes with it.", s, lost=loss["lost"], resurrected=loss["resurrected"],
             restored_from=loss["restored_from"])
 
     # ------------------------------------------------------------------ adding
@@ -631,9 +640,7 @@ class ShardedIndex:
 
     def _first_sequential_id(self, n) -> int:
         start = max(self.ntotal, self._id_upper + 1)
-        if start + n - 1 > MAX_ID:
-            raise ValueError(f"add(): the id space is exhausted: {n} sequential ids from {start} would pass "
-                             f"the largest id {MAX_ID} (2**63 - 1); pass your own ids with add_with_ids()")
+        _check_id_space(start, n)
         return start
 
     def _validated(self, chunk, start_row) -> np.ndarray:
@@ -691,49 +698,52 @@ class ShardedIndex:
         bar = _progress_bar(progress, total)
         window = max(2, self._n_shards)
         routing = collections.deque()   # (start_row, x, ids, owners or its ref)
-        adding = collections.deque()    # (start_row, n_rows, {shard: (ref, n, part args)})
+        adding = collections.deque()    # (start_row, n_rows, {shard: call}, {shard: ref})
         assign = self._assign_task() if self._by == "list" else None
         rows_done = 0
-        failure = None
 
-        def send(entry):
+        def send(entry):  # split a routed chunk and submit its parts to their shards
             start, x, ids, owners = entry
             if assign is not None:
                 owners = ray.get(owners)
-            parts = {}
+            calls = {}
             for s in range(self._n_shards):
                 rows = np.flatnonzero(owners == s)
                 if rows.size:
-                    part = (np.ascontiguousarray(x[rows]), np.ascontiguousarray(ids[rows]))
-                    parts[s] = part
-            adding.append((start, x.shape[0], parts))
+                    calls[s] = ("add_with_ids", (np.ascontiguousarray(x[rows]), np.ascontiguousarray(ids[rows])))
+            adding.append((start, x.shape[0], calls, self._submit_all(calls)))
 
-        def confirm(entry):
+        def confirm(entry):  # wait for a chunk's parts, account for what each shard stored
             nonlocal rows_done
-            start, n_rows, parts = entry
-            results = self._call({s: ("add_with_ids", part) for s, part in parts.items()})
+            start, n_rows, calls, refs = entry
+            results, errors, losses = self._gather(calls, refs)
             for s, ntotal in results.items():
                 self._ntotal[s] = ntotal
-                self._added_since_save[s] += parts[s][0].shape[0]
-            rows_done = start + n_rows
-            if bar is not None:
-                bar.update(n_rows)
+                self._added_since_save[s] += calls[s][1][0].shape[0]
+                self._id_upper = max(self._id_upper, int(calls[s][1][1].max()))
+            if not errors:  # every part is stored (a restored shard took its part again)
+                rows_done = start + n_rows
+                if bar is not None:
+                    bar.update(n_rows)
+            self._raise_or_mark(errors, losses, False, None)
 
+        exhausted = False
+        next_id = None
         try:
             row = 0
             for chunk in chunks:
                 x, ids = chunk if isinstance(chunk, tuple) else (chunk, None)
                 x = self._validated(x, row) if ids_mode != "checked" else as_float_matrix(x, self.d)
-                if ids_mode is None:
-                    first = self._first_sequential_id(x.shape[0])
+                if ids_mode is None:  # continues after the ids of the chunks still in flight
+                    first = self._first_sequential_id(x.shape[0]) if next_id is None else next_id
+                    _check_id_space(first, x.shape[0])
                     ids = np.arange(first, first + x.shape[0], dtype=np.int64)
+                    next_id = first + x.shape[0]
                 elif ids_mode == "given":
                     ids = check_ids(ids, n=x.shape[0])
                     while routing:  # earlier chunks are sent: a shard checks after storing them
                         send(routing.popleft())
                     self._check_new_ids(ids, f"add_with_ids() chunk from row {row}")
-                if ids.size:
-                    self._id_upper = max(self._id_upper, int(ids.max()))
                 owners = (assign.remote([self._empty_ref], x, self._n_shards) if assign is not None
                           else _routing.shard_of_ids(ids, self._n_shards))
                 routing.append((row, x, ids, owners))
@@ -742,22 +752,29 @@ class ShardedIndex:
                     send(routing.popleft())
                 while len(adding) > window:
                     confirm(adding.popleft())
+            exhausted = True
             while routing:
                 send(routing.popleft())
-            self._drain(adding, confirm)
-        except ShardLostError as exc:
-            failure = exc
+            while adding:
+                confirm(adding.popleft())
+        except BaseException as exc:
+            # What was submitted is stored (or lost with its shard): account for it all first,
+            # so that the vector counts and the loss records stay true.
+            while adding:
+                try:
+                    confirm(adding.popleft())
+                except Exception:  # noqa: BLE001 - the first error is the one raised
+                    pass
+            if isinstance(exc, ShardLostError):
+                done = (f"This add completed: its {rows_done} rows are stored" if exhausted and rows_done == row
+                        else f"This add stopped after its first {rows_done} rows, which are stored; add the rest "
+                        "again")
+                raise ShardLostError(f"{exc} {done}.", exc.shard, exc.lost, exc.resurrected, exc.restored_from,
+                                     exc.dead) from None
+            raise
         finally:
             if bar is not None:
                 bar.close()
-        if failure is not None:
-            try:
-                self._drain(adding, confirm)
-            except ShardLostError:
-                pass
-            raise ShardLostError(f"{failure} (this add stopped: rows before {rows_done} were added, later "
-                                 "rows may be partly added)", failure.shard, failure.lost, failure.resurrected,
-                                 failure.restored_from, failure.dead) from None
 
     def _assign_task(self):
         """The Ray task computing the owner shard of each vector of a chunk (``by="list"``)."""
@@ -766,11 +783,6 @@ class ShardedIndex:
             # waiting for one would stall the add (the tasks are short; a few run at a time).
             self._assign = _ray().remote(num_cpus=0)(assign_owners)
         return self._assign
-
-    @staticmethod
-    def _drain(adding, confirm) -> None:
-        while adding:
-            confirm(adding.popleft())
 
     # ------------------------------------------------------------------ searching
     @_locked
@@ -1141,6 +1153,12 @@ def _merge_group(groups, where) -> dict:
     for name in rows:
         out[name] = np.ascontiguousarray(np.concatenate([g[name] for g in groups])[order])
     return out
+
+
+def _check_id_space(start, n) -> None:
+    if start + n - 1 > MAX_ID:
+        raise ValueError(f"add(): the id space is exhausted: {n} sequential ids from {start} would pass "
+                         f"the largest id {MAX_ID} (2**63 - 1); pass your own ids with add_with_ids()")
 
 
 def _check_meta(meta, where) -> dict:
