@@ -1100,6 +1100,9 @@ class ShardedIndex:
             data = self._call({s: ("to_bytes", ())})[s]
             states.append(_io.index_from_bytes(data)._get_state())
             del data
+        # Once indexes can merge (Index.merge_from), this becomes: load shard 0's bytes, then
+        # merge_from each other shard's index in turn; the state merge below is its equivalent
+        # for today's types (rows ordered by list and id, training shared).
         params = states[0][0]
         arrays = merge_states([arrays for _, arrays in states])
         return type(self._template)._from_state(params, arrays)
