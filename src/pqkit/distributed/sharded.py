@@ -559,8 +559,8 @@ class ShardedIndex:
         return ShardLostError(
             f"{where} died and Ray restarted it; it was restored from {source}: {' and '.join(parts)}. "
             f"The other shards are intact; {' and '.join(fixes)}, or ShardedIndex.load() the last save. "
-            "Save regularly to bound what a lost shard takes with it.", s, lost=loss["lost"], resurrected=loss["resurrected"],
-            restored_from=loss["restored_from"])
+            "Save regularly to bound what a lost shard takes with it.", s, lost=loss["lost"],
+            resurrected=loss["resurrected"], restored_from=loss["restored_from"])
 
     # ------------------------------------------------------------------ adding
     @_locked
