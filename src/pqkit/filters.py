@@ -459,6 +459,8 @@ def as_selector(value):
         return IDSelectorPerQuery(value)
     if isinstance(value, (np.ndarray, list, range)):
         arr = np.asarray(value)
+        if arr.size == 0 and not isinstance(value, np.ndarray):
+            return IDSelectorBatch(np.empty(0, dtype=np.int64))  # [] is float64 to NumPy
         if arr.dtype == np.bool_:
             return IDSelectorBitmap(arr)
         if arr.ndim == 2 and arr.dtype.kind in "iu":

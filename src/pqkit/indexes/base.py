@@ -451,6 +451,7 @@ class Index:
             whose number of sets is not ``n``, ...).
         """
         given = _given(nprobe=nprobe, k_factor=k_factor, filter=filter, max_probe=max_probe)
+        self._check_parameter_names(given, "search")
         return self._locked_search(x, k, self._search, given)
 
     def range_search(self, x, radius, *, filter=None, nprobe=None, max_results=None):
@@ -487,15 +488,22 @@ class Index:
         ValueError
             More than ``max_results`` results, or a ``max_results`` that cannot fit in memory.
         """
+        given = _given(filter=filter, nprobe=nprobe)
+        self._check_parameter_names(given, "range_search")
         radius = check_radius(radius)
         cap = check_max_results(max_results)
-        return self._locked_range_search(x, radius, _given(filter=filter, nprobe=nprobe), cap)
+        return self._locked_range_search(x, radius, given, cap)
 
     def _search_params(self, nq: int, given, operation: str = "search") -> SearchParams:
         """The validated :class:`SearchParams` of a call of ``nq`` queries (``given``: the
         parameters set, by name; a SearchParams is already validated)."""
         if isinstance(given, SearchParams):
             return given
+        self._check_parameter_names(given, operation)
+        return self._check_search_params(nq, given)
+
+    def _check_parameter_names(self, given: dict, operation: str) -> None:
+        """TypeError for a parameter this type does not take, naming those it takes."""
         names = RANGE_NAMES if operation == "range_search" else PARAMETER_NAMES
         accepted = [name for name in PARAMETER_NAMES if name in self.search_parameters and name in names]
         unknown = [name for name in given if name not in accepted]
@@ -504,7 +512,6 @@ class Index:
                 f"{self._name()}.{operation}() got {', '.join(unknown)}, which {self._name()} "
                 f"does not take; its {operation} parameters are: "
                 f"{', '.join(accepted) if accepted else 'none'}")
-        return self._check_search_params(nq, given)
 
     def _check_search_params(self, nq: int, given: dict) -> SearchParams:
         """Validate the values of the parameters this type takes (its names are checked)."""
