@@ -299,3 +299,48 @@ def test_filter_objects_validate_and_describe_themselves():
         per_query.check_queries(4)
     with pytest.raises(TypeError, match="abstract"):
         pqkit.filters.IDSelector()
+
+
+@pytest.mark.parametrize("kind", ["Flat", "PQ", "IVFPQ8"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ids_spread_over_a_huge_range_use_sorted_ids(backend, kind, trained, data):
+    """Ids up to 2**62: a batch is passed as sorted ids (a bitmap of their range would not fit),
+    searched by binary search, with the same results as the allowed vectors' own index."""
+    base, queries, _ = data
+    huge = np.sort(np.random.default_rng(8).choice(2**62, base.shape[0], replace=False))
+    huge_data = (base, queries, huge.astype(np.int64))
+    index = filled(kind, backend, "l2", trained, huge_data)
+    rows = np.flatnonzero(np.random.default_rng(2).random(base.shape[0]) < 0.3)
+    for selector, allowed_rows in ((pqkit.IDSelectorBatch(huge[rows]), rows),
+                                   (pqkit.IDSelectorNot(huge[rows]),
+                                    np.setdiff1d(np.arange(base.shape[0]), rows))):
+        spec = (selector.selector if isinstance(selector, pqkit.IDSelectorNot) else selector)._spec()
+        assert spec["bitmap"] is None and spec["ids"] is not None
+        D, I = index.search(queries, K, filter=selector)
+        D_sub, I_sub = filled(kind, backend, "l2", trained, huge_data, allowed_rows).search(queries, K)
+        np.testing.assert_array_equal(I, I_sub)
+        np.testing.assert_array_equal(D, D_sub)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_engine_selectors_check_their_arguments(backend):
+    core = pqkit.engine.core(backend)
+    ids = np.array([1, 5, 9], dtype=np.int64)
+    bits = np.ones(2, dtype=np.uint8)
+    for args, match in [
+        ((bits, 0, ids, None, False), "a bitmap or an id array, not both nor neither"),
+        ((None, 0, None, None, False), "a bitmap or an id array, not both nor neither"),
+        ((None, 0, ids[::-1].copy(), None, False), "sorted within each set"),
+        ((None, 0, ids, np.array([0, 2, 1, 3], dtype=np.int64), False), "non-decreasing"),
+        ((None, 0, ids, np.array([0, 2], dtype=np.int64), False), "end at the number of ids"),
+        ((bits, -1, None, None, False), "start must be >= 0"),
+        ((bits, 0, None, np.array([0, 0], dtype=np.int64), False), "shared by every query"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            core.IDSelector(*args)
+    selector = core.IDSelector(None, 0, np.array([3, 1], dtype=np.int64), np.array([0, 1, 2],
+                                                                                   dtype=np.int64), False)
+    assert selector.n_sets == 2 and not selector.exclude
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="one id set per query for 2 queries, got 3 queries"):
+        core.flat_search(x, x, 1, "l2", 1, None, selector)

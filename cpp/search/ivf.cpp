@@ -150,9 +150,9 @@ void check_same_d(const CoarseQuantizer& coarse, const PQCodebooks& pq) {
     if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
 }
 
-// IVF-Flat: the exact keys of a list's allowed vectors, each computed directly
-// (kernels l2sqr_ny and dot_tile, one row at a time when few rows are allowed; every row's
-// key is the same either way).
+// IVF-Flat: the exact keys of a list's allowed vectors, computed directly (kernels l2sqr_ny
+// and dot_tile, row by row in any grouping: each row's key is the same), over each run of
+// consecutive allowed rows, so an excluded vector never gets a distance.
 struct FlatWorker {
     const float* x;
     size_t d;
@@ -176,40 +176,27 @@ struct FlatWorker {
         const float* vecs = reinterpret_cast<const float*>(lists.list_codes(l));
         const int64_t* ids = lists.list_ids(l);
         const uint64_t* allowed = filter.masks(query_no, l, scratch);
-        size_t n_allowed = n;
-        if (allowed != nullptr) {
-            n_allowed = 0;
-            for (size_t w = 0; w < (n + 63) / 64; ++w) n_allowed += static_cast<size_t>(__builtin_popcountll(allowed[w]));
-            if (n_allowed == 0) return;
-        }
-        const auto key_of = [&](float v) { return l2 ? v : -v; };
-        if (n_allowed * 4 < n) {  // few allowed rows: their keys only
-            for (size_t w = 0; w < (n + 63) / 64; ++w) {
-                for (uint64_t bits = allowed[w]; bits != 0; bits &= bits - 1) {
-                    const size_t i = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
-                    float v;
-                    if (l2)
-                        kernels().l2sqr_ny(query, vecs + i * d, 1, d, &v);
-                    else
-                        kernels().dot_tile(query, 1, vecs + i * d, 1, d, &v, 1);
-                    const float key = key_of(v);
-                    if (key <= heap.threshold()) heap.push(key, ids[i]);
+        const auto is_allowed = [&](size_t i) { return allowed == nullptr || ((allowed[i / 64] >> (i % 64)) & 1); };
+        dist.resize(n);
+        float th = heap.threshold();
+        for (size_t first = 0; first < n;) {
+            while (first < n && !is_allowed(first)) ++first;
+            size_t last = first;
+            while (last < n && is_allowed(last)) ++last;
+            if (first == last) break;
+            const size_t count = last - first;
+            if (l2)
+                kernels().l2sqr_ny(query, vecs + first * d, count, d, dist.data());
+            else
+                kernels().dot_tile(query, 1, vecs + first * d, count, d, dist.data(), count);
+            for (size_t i = 0; i < count; ++i) {
+                const float key = l2 ? dist[i] : -dist[i];
+                if (key <= th) {
+                    heap.push(key, ids[first + i]);
+                    th = heap.threshold();
                 }
             }
-            return;
-        }
-        dist.resize(n);
-        if (l2)
-            kernels().l2sqr_ny(query, vecs, n, d, dist.data());
-        else
-            kernels().dot_tile(query, 1, vecs, n, d, dist.data(), n);
-        float th = heap.threshold();
-        for (size_t i = 0; i < n; ++i) {
-            const float key = key_of(dist[i]);
-            if (key <= th && (allowed == nullptr || ((allowed[i / 64] >> (i % 64)) & 1))) {
-                heap.push(key, ids[i]);
-                th = heap.threshold();
-            }
+            first = last;
         }
     }
 };

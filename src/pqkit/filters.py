@@ -133,11 +133,16 @@ class IDSelector:
         return selector
 
 
+#: A batch of ids becomes a bitmap over their range when it takes at most this many bytes (or
+#: no more than the ids themselves): membership is the same, and a bitmap test costs a load
+#: where a binary search in the sorted ids costs about log2(n) dependent ones.
+BITMAP_MAX_BYTES = 16 << 20
+
+
 def _sorted_ids_spec(ids: np.ndarray, exclude: bool) -> dict:
-    """Sorted unique ids as the engines take them: a bitmap when the ids are dense enough that
-    one bit per id of their range takes no more room than the ids (membership is the same, a
-    bitmap test is cheaper than a binary search)."""
-    if ids.size and int(ids[-1]) - int(ids[0]) + 1 <= 64 * ids.size:
+    """Sorted unique ids as the engines take them: a bitmap when its range is small enough
+    (:data:`BITMAP_MAX_BYTES`), else the sorted ids."""
+    if ids.size and (int(ids[-1]) - int(ids[0])) // 8 + 1 <= max(BITMAP_MAX_BYTES, 8 * ids.size):
         start = int(ids[0])
         mask = np.zeros(int(ids[-1]) - start + 1, dtype=bool)
         mask[ids - start] = True
