@@ -126,6 +126,17 @@ def test_range_search_cap_and_edge_cases(backend, trained, data):
         assert index.range_search(queries, np.inf, filter=[])[0][-1] == 0
         lims, D, I = index.range_search(queries[:0], 1.0)
         assert lims.tolist() == [0] and D.dtype == np.float32 and I.dtype == np.int64
+        if backend == "cpp":  # one query split over threads: the parts' counts add up exactly
+            core = pqkit.engine.core("cpp")
+            previous = core._set_min_split_bytes(0)
+            index.n_threads = 4
+            try:
+                with pytest.raises(ValueError, match="more than max_results"):
+                    index.range_search(queries[:1], np.inf, max_results=ids.size - 1, **nprobe)
+                assert index.range_search(queries[:1], np.inf, max_results=ids.size,
+                                          **nprobe)[0][-1] == ids.size
+            finally:
+                core._set_min_split_bytes(previous)
     empty = pqkit.IndexFlat(D_DIM, backend=backend)
     lims, D, I = empty.range_search(queries, 10.0)
     assert lims.shape == (queries.shape[0] + 1,) and lims[-1] == 0 and D.shape == I.shape == (0,)

@@ -69,8 +69,11 @@ public:
         entries_.push_back({key, id});
         if (++pending_ == kBudgetStep) flush();
     }
+    // Takes the entries of another part of the same query; the part's results not yet counted
+    // against the budget are counted with this sink's.
     void merge(const RangeSink& other) {
         entries_.insert(entries_.end(), other.entries_.begin(), other.entries_.end());
+        pending_ += other.pending_;
     }
     void clear() {
         entries_.clear();

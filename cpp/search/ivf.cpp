@@ -175,20 +175,14 @@ struct FlatWorker {
         if (n == 0) return;
         const float* vecs = reinterpret_cast<const float*>(lists.list_codes(l));
         const int64_t* ids = lists.list_ids(l);
-        const uint64_t* allowed = filter.masks(query_no, l, scratch);
-        const auto is_allowed = [&](size_t i) { return allowed == nullptr || ((allowed[i / 64] >> (i % 64)) & 1); };
         dist.resize(n);
-        float th = heap.threshold();
-        for (size_t first = 0; first < n;) {
-            while (first < n && !is_allowed(first)) ++first;
-            size_t last = first;
-            while (last < n && is_allowed(last)) ++last;
-            if (first == last) break;
-            const size_t count = last - first;
+        // The keys of rows first .. first + count, pushed in row order.
+        const auto scan_rows = [&](size_t first, size_t count) {
             if (l2)
                 kernels().l2sqr_ny(query, vecs + first * d, count, d, dist.data());
             else
                 kernels().dot_tile(query, 1, vecs + first * d, count, d, dist.data(), count);
+            float th = heap.threshold();
             for (size_t i = 0; i < count; ++i) {
                 const float key = l2 ? dist[i] : -dist[i];
                 if (key <= th) {
@@ -196,6 +190,15 @@ struct FlatWorker {
                     th = heap.threshold();
                 }
             }
+        };
+        const uint64_t* allowed = filter.masks(query_no, l, scratch);
+        if (allowed == nullptr) return scan_rows(0, n);
+        const auto is_allowed = [&](size_t i) { return (allowed[i / 64] >> (i % 64)) & 1; };
+        for (size_t first = 0; first < n;) {
+            while (first < n && !is_allowed(first)) ++first;
+            size_t last = first;
+            while (last < n && is_allowed(last)) ++last;
+            if (first < last) scan_rows(first, last - first);
             first = last;
         }
     }
