@@ -36,6 +36,8 @@ from .metrics import NAMES as METRICS
 __all__ = [
     "TrainingWarning",
     "as_float_matrix",
+    "check_bool_mask",
+    "check_csr_offsets",
     "check_codes",
     "check_finite",
     "check_fits_in_memory",
@@ -527,6 +529,43 @@ def check_ids(ids, n: int | None = None, name: str = "ids") -> np.ndarray:
                 "'no result' in search output; drop -1 entries before passing search ids back)"
             )
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_bool_mask(mask, name: str = "mask") -> np.ndarray:
+    """Validate a 1-D boolean mask (a filter's allowed ids); returns it as a numpy bool array.
+
+    Integer 0/1 arrays are refused (TypeError): an integer array of ids is another filter.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(
+            f"{name} must be a bool array (True: allowed), got dtype {mask.dtype}; for integer "
+            "ids use IDSelectorBatch(ids), or convert a 0/1 mask with mask.astype(bool)")
+    if mask.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one bool per id), got shape {mask.shape}; use "
+                         f"{name.split()[-1]}.ravel()")
+    return mask
+
+
+def check_csr_offsets(offsets, n_ids: int, name: str = "offsets") -> np.ndarray:
+    """Validate CSR offsets over ``n_ids`` values: 1-D integers, non-decreasing, from 0 to
+    ``n_ids`` (one more value than sets); returns them as int64."""
+    offsets = np.asarray(offsets)
+    if offsets.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {offsets.dtype}")
+    if offsets.ndim != 1 or offsets.size < 1:
+        raise ValueError(f"{name} must be 1-D with one value more than there are sets, got shape "
+                         f"{offsets.shape}")
+    offsets = offsets.astype(np.int64)
+    if offsets[0] != 0 or offsets[-1] != n_ids:
+        raise ValueError(f"{name} must start at 0 and end at len(ids) = {n_ids}, got "
+                         f"{int(offsets[0])} .. {int(offsets[-1])}")
+    steps = np.diff(offsets)
+    if (steps < 0).any():
+        at = int(np.flatnonzero(steps < 0)[0])
+        raise ValueError(f"{name} must be non-decreasing, got {int(offsets[at])} then "
+                         f"{int(offsets[at + 1])} at position {at}")
+    return offsets
 
 
 def check_id_scalar(key, name: str = "id") -> int:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_ids, check_int
+from ._validation import check_bool_mask, check_csr_offsets, check_ids, check_int
 
 __all__ = [
     "IDSelector",
@@ -211,15 +211,7 @@ class IDSelectorBitmap(IDSelector):
 
     def __init__(self, mask, start=0):
         super().__init__()
-        mask = np.asarray(mask)
-        if mask.dtype != np.bool_:
-            raise TypeError(
-                f"the filter mask must be a bool array (True: allowed), got dtype {mask.dtype}; "
-                "for integer ids use IDSelectorBatch(ids), or convert a 0/1 mask with "
-                "mask.astype(bool)")
-        if mask.ndim != 1:
-            raise ValueError(f"the filter mask must be 1-D (one bool per id), got shape "
-                             f"{mask.shape}; use mask.ravel()")
+        mask = check_bool_mask(mask, "the filter mask")
         self.start = check_int(start, "filter start", minimum=0, maximum=2**63 - 1 - mask.size)
         self.mask = _frozen(mask)
 
@@ -350,20 +342,7 @@ class IDSelectorPerQuery(IDSelector):
         IDSelectorPerQuery
         """
         ids = check_ids(ids, name="filter ids")
-        offsets = np.asarray(offsets)
-        if offsets.dtype.kind not in "iu":
-            raise TypeError(f"filter offsets must be an integer array, got dtype {offsets.dtype}")
-        if offsets.ndim != 1 or offsets.size < 1:
-            raise ValueError(f"filter offsets must be 1-D with n_queries + 1 values, got shape "
-                             f"{offsets.shape}")
-        offsets = offsets.astype(np.int64)
-        if offsets[0] != 0 or offsets[-1] != ids.size:
-            raise ValueError(f"filter offsets must start at 0 and end at len(ids) = {ids.size}, "
-                             f"got {int(offsets[0])} .. {int(offsets[-1])}")
-        if (np.diff(offsets) < 0).any():
-            at = int(np.flatnonzero(np.diff(offsets) < 0)[0])
-            raise ValueError(f"filter offsets must be non-decreasing, got {int(offsets[at])} then "
-                             f"{int(offsets[at + 1])} at position {at}")
+        offsets = check_csr_offsets(offsets, ids.size, "filter offsets")
         query = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
         order = np.lexsort((ids, query))
         ids, query = ids[order], query[order]

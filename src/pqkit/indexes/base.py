@@ -210,6 +210,9 @@ class Index:
         Worker threads; None uses :func:`pqkit.get_num_threads`.
     backend : {"cpp", "numba"}
         The engine (read-only; chosen at construction).
+    search_parameters : tuple of str
+        The per-call parameters :meth:`search` takes (``range_search`` takes those of them
+        among ``nprobe`` and ``filter``).
     """
 
     # Whether train() changes how stored vectors are encoded (then it is refused while the
