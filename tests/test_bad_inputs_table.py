@@ -404,7 +404,10 @@ def build_cases(backend, data, trained, tmp_path):
             ("max_results exceeded", {"radius": np.inf, "max_results": 7}, ValueError,
              "range search found more than max_results = 7 results"),
             ("filter=float ids", {"radius": 1.0, "filter": [0.5]}, TypeError, "integer array"),
-            ("k_factor", {"radius": 1.0, "k_factor": 2}, TypeError, "unexpected keyword argument 'k_factor'"),
+            ("k_factor", {"radius": 1.0, "k_factor": 2}, TypeError,
+             r"range_search\(\) got k_factor, which .* does not take; its range_search parameters"),
+            ("unknown parameter", {"radius": 1.0, "sel": None}, TypeError,
+             "got an unknown parameter 'sel'.*a faiss selector is filter= here"),
         ] + ([] if kind.startswith("IVF") else [
             ("nprobe", {"radius": 1.0, "nprobe": 2}, TypeError,
              r"range_search\(\) got nprobe, .* its range_search parameters are: filter$"),

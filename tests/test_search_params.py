@@ -103,6 +103,20 @@ def test_an_inapplicable_parameter_is_a_type_error_naming_the_accepted_ones(make
             index.range_search(x, 1.0, nprobe=2)
 
 
+def test_an_unknown_parameter_names_the_accepted_ones_and_the_faiss_spelling():
+    index = pqkit.IndexIVFFlat(8, 4)
+    x = np.zeros((1, 8), np.float32)
+    with pytest.raises(TypeError, match=r"IndexIVFFlat\.search\(\) got an unknown parameter "
+                                        r"'sel'; its search parameters are: nprobe, filter, "
+                                        r"max_probe; a faiss selector is filter= here"):
+        index.search(x, 1, sel=None)
+    with pytest.raises(TypeError, match=r"unknown parameter 'nlist'; its range_search parameters "
+                                        r"are: nprobe, filter$"):
+        index.range_search(x, 1.0, nlist=4)
+    with pytest.raises(TypeError, match="instead of a SearchParameters object"):
+        pqkit.IndexFlat(8).search(x, 1, params=object())
+
+
 def test_parameter_values_are_validated_with_expected_and_got(ivfpq, data):
     _, queries = data
     for kwargs, error, match in [

@@ -108,6 +108,14 @@ def _given(**params) -> dict:
     return {name: value for name, value in params.items() if value is not None}
 
 
+#: What the FAISS spellings of search parameters are called here.
+_FAISS_HINTS = {
+    "params": "pass each parameter as a keyword (nprobe=..., filter=...) instead of a "
+              "SearchParameters object",
+    "sel": "a faiss selector is filter= here (pqkit.IDSelectorBatch, IDSelectorBitmap, ...)",
+}
+
+
 def _empty_range(n: int):
     """The ``range_search`` result of ``n`` queries that find nothing."""
     return (np.zeros(n + 1, dtype=np.int64), np.empty(0, dtype=np.float32),
@@ -405,7 +413,7 @@ class Index:
             )
         self._add(x, ids)
 
-    def search(self, x, k, *, nprobe=None, k_factor=None, filter=None, max_probe=None):
+    def search(self, x, k, *, nprobe=None, k_factor=None, filter=None, max_probe=None, **unknown):
         """Find the k nearest stored vectors of each query.
 
         The keyword parameters apply to this call only (the index is not changed, and threads
@@ -447,17 +455,17 @@ class Index:
         Raises
         ------
         TypeError
-            A parameter this index does not take (the message lists those it takes), or a
-            parameter of the wrong kind.
+            A parameter this index does not take, or an unknown one (the message lists those
+            it takes), or a parameter of the wrong kind.
         ValueError
             A parameter value out of range (``nprobe`` beyond ``nlist``, a per-query filter
             whose number of sets is not ``n``, ...).
         """
         given = _given(nprobe=nprobe, k_factor=k_factor, filter=filter, max_probe=max_probe)
-        self._check_parameter_names(given, "search")
+        self._check_parameter_names({**given, **unknown}, "search")
         return self._locked_search(x, k, self._search, given)
 
-    def range_search(self, x, radius, *, filter=None, nprobe=None, max_results=None):
+    def range_search(self, x, radius, *, filter=None, nprobe=None, max_results=None, **unknown):
         """Find every stored vector within ``radius`` of each query (FAISS ``range_search``).
 
         Parameters
@@ -488,11 +496,14 @@ class Index:
 
         Raises
         ------
+        TypeError
+            A parameter this index does not take, or an unknown one (the message lists those
+            it takes).
         ValueError
             More than ``max_results`` results, or a ``max_results`` that cannot fit in memory.
         """
         given = _given(filter=filter, nprobe=nprobe)
-        self._check_parameter_names(given, "range_search")
+        self._check_parameter_names({**given, **unknown}, "range_search")
         radius = check_radius(radius)
         cap = check_max_results(max_results)
         return self._locked_range_search(x, radius, given, cap)
@@ -511,10 +522,16 @@ class Index:
         accepted = [name for name in PARAMETER_NAMES if name in self.search_parameters and name in names]
         unknown = [name for name in given if name not in accepted]
         if unknown:
+            takes = ", ".join(accepted) if accepted else "none"
+            foreign = [name for name in unknown if name not in PARAMETER_NAMES]
+            if foreign:
+                hint = "".join(f"; {_FAISS_HINTS[name]}" for name in foreign if name in _FAISS_HINTS)
+                raise TypeError(
+                    f"{self._name()}.{operation}() got an unknown parameter "
+                    f"{', '.join(map(repr, foreign))}; its {operation} parameters are: {takes}{hint}")
             raise TypeError(
                 f"{self._name()}.{operation}() got {', '.join(unknown)}, which {self._name()} "
-                f"does not take; its {operation} parameters are: "
-                f"{', '.join(accepted) if accepted else 'none'}")
+                f"does not take; its {operation} parameters are: {takes}")
 
     def _check_search_params(self, nq: int, given: dict) -> SearchParams:
         """Validate the values of the parameters this type takes (its names are checked)."""
