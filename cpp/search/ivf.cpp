@@ -303,7 +303,7 @@ void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, co
     const size_t d = coarse.dim();
     check_lists(lists, coarse.nlist(), d * sizeof(float), CodeLayout::Rows, false);
     check_selector(p, nq);
-    const ListFilter filter(p.selector, lists);
+    const ListFilter filter(p.selector, lists, nq * p.nprobe > lists.nlist());
     ivf_top_k<FlatWorker>(x, nq, coarse, lists, p, D, I, [&] {
         return FlatWorker{x, d, p.metric == Metric::L2, lists, filter, nullptr, 0, {}, {}};
     });
@@ -315,7 +315,7 @@ RangeResults ivfflat_range_search(const float* x, size_t nq, const CoarseQuantiz
     const size_t d = coarse.dim();
     check_lists(lists, coarse.nlist(), d * sizeof(float), CodeLayout::Rows, false);
     check_selector(p, nq);
-    const ListFilter filter(p.selector, lists);
+    const ListFilter filter(p.selector, lists, nq * p.nprobe > lists.nlist());
     return ivf_range<FlatWorker>(x, nq, coarse, lists, p, radius_key, max_results, [&] {
         return FlatWorker{x, d, p.metric == Metric::L2, lists, filter, nullptr, 0, {}, {}};
     });
@@ -353,7 +353,7 @@ void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, cons
     check_same_d(coarse, pq);
     check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
     check_selector(p, nq);
-    const ListFilter filter(p.selector, lists);
+    const ListFilter filter(p.selector, lists, nq * p.nprobe > lists.nlist());
     ivf_top_k<PQWorker>(x, nq, coarse, lists, p, D, I, [&] {
         return PQWorker{x, pq, lists, filter, p.metric, p.estimates, pq_scratch(), 0, 0, nullptr};
     });
@@ -365,7 +365,7 @@ RangeResults ivfpq_range_search(const float* x, size_t nq, const CoarseQuantizer
     check_same_d(coarse, pq);
     check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
     check_selector(p, nq);
-    const ListFilter filter(p.selector, lists);
+    const ListFilter filter(p.selector, lists, nq * p.nprobe > lists.nlist());
     return ivf_range<PQWorker>(x, nq, coarse, lists, p, radius_key, max_results, [&] {
         return PQWorker{x, pq, lists, filter, p.metric, false, pq_scratch(), 0, 0, nullptr};
     });

@@ -139,7 +139,7 @@ void pq_scan_lists(const float* x, size_t nq, const PQCodebooks& pq, const Inver
                                     std::to_string(s.code_size) + " bytes");
     }
     if (selector != nullptr) selector->check_queries(nq);
-    const ListFilter filter(selector, lists);
+    const ListFilter filter(selector, lists, nq > 1);
     const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
     if (nq < threads && threads > 1 && lists.ntotal() >= 2 * threads * kBlock &&
         lists.ntotal() * s.code_size >= min_split_bytes_per_thread() * threads) {

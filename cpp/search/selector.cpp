@@ -121,8 +121,9 @@ size_t allowed_rows(const IdSet& set, size_t n_rows, uint64_t* masks) {
     return count;
 }
 
-ListFilter::ListFilter(const IDSelector* selector, const InvertedLists& lists) : selector_(selector), lists_(lists) {
-    if (selector_ != nullptr && selector_->n_sets() == 0) {
+ListFilter::ListFilter(const IDSelector* selector, const InvertedLists& lists, bool reuse)
+    : selector_(selector), lists_(lists) {
+    if (selector_ != nullptr && selector_->n_sets() == 0 && reuse) {
         once_.reset(new std::once_flag[lists.nlist()]);
         shared_.resize(lists.nlist());
     }
@@ -132,7 +133,7 @@ size_t ListFilter::lists_list_size(size_t l) const { return lists_.list_size(l);
 
 const uint64_t* ListFilter::masks(size_t q, size_t l, size_t first, size_t n, std::vector<uint64_t>& scratch) const {
     if (selector_ == nullptr) return nullptr;
-    if (selector_->n_sets() == 0) {
+    if (once_) {
         std::call_once(once_[l], [&] {
             const size_t size = lists_.list_size(l);
             shared_[l].resize((size + 63) / 64 + 1);

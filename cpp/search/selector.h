@@ -11,7 +11,8 @@
 // The scans test ids by list: allowed_masks writes, for a run of ids, bit i % 64 of
 // masks[i / 64] for each allowed id i, and those masks are ANDed into the 64-code pass masks
 // of the quantized-table filter (scan.cpp). A selector shared by every query gives each list
-// the same masks, so ListFilter computes them once per list and search call.
+// the same masks, so ListFilter computes them once per list and search call when the call
+// scans each list several times.
 #pragma once
 
 #include <cstddef>
@@ -75,11 +76,12 @@ size_t allowed_masks(const IdSet& set, const int64_t* ids, size_t n, uint64_t* m
 size_t allowed_rows(const IdSet& set, size_t n_rows, uint64_t* masks);
 
 // The allowed masks of inverted lists for one search call. With a selector shared by every
-// query, each list's masks are computed once, on first use, and shared by the threads; with
-// one set per query they are computed for every (query, list) into the caller's scratch.
+// query and lists scanned several times in the call (`reuse`: more scans than lists), each
+// list's masks are computed once, on first use, and shared by the threads; otherwise (one set
+// per query, or a few queries) they are computed for every scan into the caller's scratch.
 class ListFilter {
 public:
-    ListFilter(const IDSelector* selector, const InvertedLists& lists);
+    ListFilter(const IDSelector* selector, const InvertedLists& lists, bool reuse);
     bool active() const { return selector_ != nullptr; }
     // The masks of codes first .. first + n of list l for query q (first a multiple of 64), or
     // nullptr when inactive.

@@ -65,9 +65,10 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
 
     Search parameters (``search_parameters``): ``nprobe``, ``filter`` and ``max_probe`` for
     ``search``; ``nprobe`` and ``filter`` for ``range_search``. A filter's allowed codes of
-    each probed list are found once per list (or per query and list, for a per-query filter)
-    and ANDed into the scan's pass masks: an excluded code is never given an exact distance,
-    and blocks of 64 codes with none allowed are skipped. ``max_probe`` (opt-in) lets a query
+    each probed list are found from its ids (once per list when a batch of queries probes the
+    lists several times over, else per query and list) and ANDed into the scan's pass masks:
+    an excluded code is never given an exact distance, and blocks of 64 codes with none
+    allowed are skipped. ``max_probe`` (opt-in) lets a query
     with fewer than ``k`` allowed results after ``nprobe`` lists scan the next nearest lists,
     one at a time, up to ``max_probe`` lists. A range search uses the quantized table's filter
     with the radius as its threshold.
