@@ -238,3 +238,80 @@ def assert_knn_equal_up_to_ties(
     )
     step = np.diff(D[:, :kv].astype(np.float64), axis=1)
     assert np.all(step <= 0) if higher_is_better(metric) else np.all(step >= 0), "rows are not sorted best first"
+
+
+# ---------------------------------------------------------------------------------------------
+# filtered and range searches
+
+
+def _columns_of(I: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+    """Reference columns of returned ids (the ids themselves when ``ids`` is None)."""
+    if ids is None:
+        return I
+    order = np.argsort(ids)
+    pos = np.minimum(np.searchsorted(ids[order], I), ids.size - 1)
+    columns = order[pos]
+    assert np.all(ids[columns] == I), "search returned ids that were never added"
+    return columns
+
+
+def assert_filtered_knn(D, I, dist, candidates, k, metric, atol, rtol=1e-5, ids=None) -> None:
+    """A filtered top-k search against the reference distances ``dist`` (nq, n), where
+    ``candidates`` (nq, n) bool marks the columns query q may return (allowed by the filter and,
+    for IVF, in a probed list): each row holds min(k, #candidates) distinct candidates with their
+    true distances, the best ones up to near-ties, sorted, then padding."""
+    nq, n = dist.shape
+    assert D.shape == I.shape == (nq, k) and D.dtype == np.float32 and I.dtype == np.int64
+    hib = higher_is_better(metric)
+    pad = -np.inf if hib else np.inf
+    for q in range(nq):
+        kv = min(k, int(candidates[q].sum()))
+        assert np.all(I[q, kv:] == -1) and np.all(D[q, kv:] == pad), (
+            f"query {q}: expected {kv} results then padding, got ids {I[q]}")
+        if kv == 0:
+            continue
+        assert np.all(I[q, :kv] >= 0), f"query {q}: fewer than {kv} results: {I[q]}"
+        cols = _columns_of(I[q, :kv], ids)
+        assert np.unique(cols).size == kv, f"query {q} repeats an id"
+        assert candidates[q, cols].all(), (
+            f"query {q} returned ids the filter excludes or outside its lists: "
+            f"{I[q, :kv][~candidates[q, cols]]}")
+        np.testing.assert_allclose(D[q, :kv], dist[q, cols], rtol=rtol, atol=atol,
+                                   err_msg=f"query {q}: reported distances are not the true ones")
+        values = dist[q, candidates[q]]
+        best = (-np.sort(-values) if hib else np.sort(values))[:kv]
+        np.testing.assert_allclose(D[q, :kv], best, rtol=rtol, atol=atol,
+                                   err_msg=f"query {q}: not the {kv} best allowed neighbours")
+        step = np.diff(D[q, :kv].astype(np.float64))
+        assert np.all(step <= 0) if hib else np.all(step >= 0), f"query {q} is not sorted"
+
+
+def assert_range_matches(lims, D, I, dist, candidates, radius, metric, atol, rtol=1e-5,
+                         ids=None) -> int:
+    """A range search against the reference distances ``dist`` (nq, n), ``candidates`` as for
+    :func:`assert_filtered_knn`: FAISS's layout, each query's results the candidates with
+    ``dist < radius`` (L2) or ``dist > radius`` (ip, cosine) up to a tolerance at the boundary,
+    with their true distances, sorted best first (ties: smaller id). Returns the total number
+    of results."""
+    nq, n = dist.shape
+    assert lims.dtype == np.int64 and lims.shape == (nq + 1,) and lims[0] == 0
+    assert np.all(np.diff(lims) >= 0)
+    assert D.dtype == np.float32 and I.dtype == np.int64 and D.shape == I.shape == (lims[-1],)
+    hib = higher_is_better(metric)
+    tol = rtol * abs(radius) + atol if np.isfinite(radius) else 0.0
+    for q in range(nq):
+        got_I, got_D = I[lims[q]:lims[q + 1]], D[lims[q]:lims[q + 1]]
+        cols = _columns_of(got_I, ids) if got_I.size else got_I
+        assert np.unique(cols).size == cols.size, f"query {q} repeats an id"
+        assert candidates[q, cols].all(), f"query {q} returned excluded ids"
+        np.testing.assert_allclose(got_D, dist[q, cols], rtol=rtol, atol=atol,
+                                   err_msg=f"query {q}: reported distances are not the true ones")
+        inside = dist[q] > radius if hib else dist[q] < radius
+        surely_in = candidates[q] & ((dist[q] > radius + tol) if hib else (dist[q] < radius - tol))
+        assert np.isin(np.flatnonzero(surely_in), cols).all(), f"query {q} misses results"
+        assert (inside[cols] | (np.abs(dist[q, cols] - radius) <= tol)).all(), (
+            f"query {q} returned results outside the radius")
+        key = -got_D.astype(np.float64) if hib else got_D.astype(np.float64)
+        assert np.all((np.diff(key) > 0) | ((np.diff(key) == 0) & (np.diff(got_I) > 0))), (
+            f"query {q}: results are not sorted by (distance, id)")
+    return int(lims[-1])

@@ -140,8 +140,8 @@ TOY_MODULE = textwrap.dedent('''
         def _add(self, x, ids):
             super()._add(-x, ids)
 
-        def _search(self, x, k):
-            return super()._search(-x, k)
+        def _search(self, x, k, params):
+            return super()._search(-x, k, params)
 
         def _reconstruct(self, ids):
             return -super()._reconstruct(ids)

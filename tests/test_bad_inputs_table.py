@@ -338,6 +338,120 @@ def build_cases(backend, data, trained, tmp_path):
             add(f"{kind}.set_centroids(while holding vectors)", lambda kind=kind: make(
                 kind, fill=5).set_centroids(trained[0]), ValueError, r"call reset\(\) first")
 
+        # per-call search parameters, filters and range search
+        nq = len(q)
+        for label, kwargs, error, match in [
+            ("filter=float ids", {"filter": np.array([1.0, 2.0])}, TypeError,
+             "filter ids must be an integer array.*float64"),
+            ("filter=negative id", {"filter": [3, -1]}, ValueError, "filter ids must be >= 0, got -1"),
+            ("filter=2-D bool", {"filter": np.ones((2, 3), bool)}, ValueError,
+             r"filter mask must be 1-D.*\(2, 3\)"),
+            ("filter=str", {"filter": "even"}, TypeError, "filter must be a pqkit.IDSelector"),
+            ("filter=3-tuple", {"filter": (1, 2, 3)}, TypeError, r"\(offsets, ids\), got a tuple of 3"),
+            ("filter=bitmap of ints", lambda: {"filter": pqkit.IDSelectorBitmap(np.array([1, 0]))},
+             TypeError, "filter mask must be a bool array"),
+            ("filter=bitmap start<0", lambda: {"filter": pqkit.IDSelectorBitmap(np.ones(3, bool),
+                                                                                start=-1)},
+             ValueError, r"filter start must be in \[0, "),
+            ("filter=offsets too short", {"filter": ([0, 1], [5])}, ValueError,
+             rf"holds 1 id sets .* expected {nq + 1} offsets"),
+            ("filter=offsets decreasing", {"filter": ([0, 2, 1, 3], [1, 2, 3])}, ValueError,
+             "offsets must be non-decreasing, got 2 then 1"),
+            ("filter=offsets past ids", {"filter": ([0, 1, 4], [1, 2])}, ValueError,
+             r"offsets must start at 0 and end at len\(ids\) = 2, got 0 .. 4"),
+            ("filter=float offsets", {"filter": ([0.0, 1.0], [1])}, TypeError,
+             "filter offsets must be an integer array"),
+            ("filter=per-query list too short", {"filter": [[1, 2], [3]]}, ValueError,
+             rf"holds 2 id sets.*expected {nq + 1} offsets"),
+            ("k_factor", {"k_factor": 2.0}, TypeError,
+             rf"Index{'' if kind == 'Flat' else kind}.*search\(\) got k_factor, which .* does not take"),
+        ] + ([] if kind.startswith("IVF") else [
+            ("nprobe", {"nprobe": 2}, TypeError,
+             r"search\(\) got nprobe, which .* does not take; its search parameters are: filter$"),
+            ("max_probe", {"max_probe": 4}, TypeError, "got max_probe, which"),
+        ]) + ([
+            ("nprobe=0", {"nprobe": 0}, ValueError, rf"nprobe must be in \[1, nlist={NLIST}\].*got 0"),
+            ("nprobe=1.5", {"nprobe": 1.5}, TypeError, "nprobe must be an int, got float"),
+            ("max_probe < nprobe", {"nprobe": 4, "max_probe": 2}, ValueError,
+             rf"max_probe must be in \[nprobe=4, nlist={NLIST}\].*got 2"),
+            ("max_probe > nlist", {"max_probe": NLIST + 1}, ValueError, f"got {NLIST + 1}"),
+        ] if kind.startswith("IVF") else []):
+            add(f"{kind}.search({label})", lambda kind=kind, kwargs=kwargs: make(
+                kind, fill=50).search(q, 3, **(kwargs() if callable(kwargs) else kwargs)),
+                error, match)
+        add(f"{kind}.search(filter allows nothing)", lambda kind=kind: make(kind, fill=50).search(
+            q, 3, filter=[]), check=_padded(nq, 3, 0))
+        add(f"{kind}.search(filter of absent ids)", lambda kind=kind: make(kind, fill=50).search(
+            q, 3, filter=[10**12]), check=_padded(nq, 3, 0))
+
+        def searched(kind=kind, **kwargs):
+            index = make(kind, fill=200)
+            if kind.startswith("IVF"):
+                index.nprobe = NLIST
+            return index.search(q, 4, **kwargs)
+        add(f"{kind}.search(exclusion of absent ids)", lambda searched=searched: searched(
+            filter=pqkit.IDSelectorNot([10**9])), check=_equals(searched))
+        for label, call_kwargs, error, match in [
+            ("radius=nan", {"radius": float("nan")}, ValueError, "radius must be a number, got nan"),
+            ("radius='1'", {"radius": "1"}, TypeError, "radius must be a real number, got str"),
+            ("radius=True", {"radius": True}, TypeError, "radius must be a real number, got bool"),
+            ("radius=None", {"radius": None}, TypeError, "radius must be a real number"),
+            ("max_results=-1", {"radius": 1.0, "max_results": -1}, ValueError,
+             "max_results must be >= 0, got -1"),
+            ("max_results=2.0", {"radius": 1.0, "max_results": 2.0}, TypeError,
+             "max_results must be an int"),
+            ("max_results beyond memory", {"radius": 1.0, "max_results": 2**61}, ValueError,
+             "range-search results .* GiB, more than"),
+            ("max_results exceeded", {"radius": np.inf, "max_results": 7}, ValueError,
+             "range search found more than max_results = 7 results"),
+            ("filter=float ids", {"radius": 1.0, "filter": [0.5]}, TypeError, "integer array"),
+            ("k_factor", {"radius": 1.0, "k_factor": 2}, TypeError,
+             r"range_search\(\) got k_factor, which .* does not take; its range_search parameters"),
+            ("unknown parameter", {"radius": 1.0, "sel": None}, TypeError,
+             "got an unknown parameter 'sel'.*a faiss selector is filter= here"),
+        ] + ([] if kind.startswith("IVF") else [
+            ("nprobe", {"radius": 1.0, "nprobe": 2}, TypeError,
+             r"range_search\(\) got nprobe, .* its range_search parameters are: filter$"),
+        ]):
+            def ranged(kind=kind, call_kwargs=call_kwargs):
+                index = make(kind, fill=50)
+                if kind.startswith("IVF"):
+                    index.nprobe = NLIST
+                return index.range_search(q, **call_kwargs)
+            add(f"{kind}.range_search({label})", ranged, error, match)
+
+        def range_layout(kind=kind):
+            lims, Dist, I = make(kind, fill=50).range_search(q, -1.0)
+            return lims.tolist(), Dist.dtype, I.dtype, Dist.shape, I.shape
+        add(f"{kind}.range_search(nothing within)", range_layout,
+            check=_is(([0] * (nq + 1), np.dtype(np.float32), np.dtype(np.int64), (0,), (0,))))
+        add(f"{kind}.range_search(empty index)", lambda kind=kind: make(kind).range_search(
+            q, 1.0)[0].tolist(), check=_is([0] * (nq + 1)))
+        add(f"{kind}.range_search(empty batch)", lambda kind=kind: make(kind, fill=5).range_search(
+            np.zeros((0, D), np.float32), 1.0)[0].tolist(), check=_is([0]))
+        if kind != "Flat":
+            add(f"{kind}.range_search(untrained)", lambda kind=kind: make(
+                kind, ready=False).range_search(q, 1.0), ValueError, r"not trained; call \.train\(x\)")
+
+    # filter objects on their own
+    for label, call, error, match in [
+        ("IDSelectorNot(None)", lambda: pqkit.IDSelectorNot(None), TypeError,
+         "needs a filter to invert"),
+        ("IDSelectorPerQuery(str)", lambda: pqkit.IDSelectorPerQuery("abc"), TypeError,
+         "one id array per query"),
+        ("IDSelectorPerQuery(negative)", lambda: pqkit.IDSelectorPerQuery([[1], [-2]]), ValueError,
+         "filter ids of query 1 must be >= 0"),
+        ("IDSelectorBatch(2-D)", lambda: pqkit.IDSelectorBatch([[1, 2]]), ValueError,
+         "filter ids must be 1-D"),
+        ("IDSelectorBatch(uint64 beyond int64)", lambda: pqkit.IDSelectorBatch(
+            np.array([2**63], np.uint64)), ValueError, "fit in int64"),
+        ("IDSelectorPerQuery.from_csr(2-D offsets)", lambda: pqkit.IDSelectorPerQuery.from_csr(
+            [[0, 1]], [1]), ValueError, "filter offsets must be 1-D"),
+        ("IDSelectorPerQuery.accepts(1-D)", lambda: pqkit.IDSelectorPerQuery([[1]]).accepts([1]),
+         ValueError, "needs the query of each id"),
+    ]:
+        add(label, call, error, match)
+
     # constructors (and the factory) with bad parameters
     ctors = {
         "IndexFlat": lambda **kw: pqkit.IndexFlat(kw.get("d", D), kw.get("metric", "l2"),
@@ -691,5 +805,5 @@ def test_every_bad_input_gets_a_typed_error_or_a_documented_result(
     with capsys.disabled():
         print(f"\n[{backend}] bad-input cases tried: {len(cases)} ({n_errors} typed errors, "
               f"{len(cases) - n_errors} documented results), misbehaving: {len(problems)}")
-    assert len(cases) >= 780, "the table lost rows"
+    assert len(cases) >= 900, "the table lost rows"
     assert not problems, "\n".join(problems)

@@ -23,7 +23,7 @@ from tests.conftest import skip_or_fail
 
 PACKAGE = Path(pqkit.__file__).resolve().parent
 CLASSES = {"PQCodebooks": protocol.PQCodebooks, "CoarseQuantizer": protocol.CoarseQuantizer,
-           "InvertedLists": protocol.InvertedLists}
+           "InvertedLists": protocol.InvertedLists, "IDSelector": protocol.IDSelector}
 NO_DEFAULT = "<no default>"
 
 
@@ -184,6 +184,7 @@ EXPECTED_PROPERTIES = {
     "PQCodebooks": {"d": 8, "M": 2, "nbits": 4, "code_size": 1},
     "CoarseQuantizer": {"nlist": 3, "d": 8},
     "InvertedLists": {"nlist": 2, "code_size": 8, "ntotal": 0, "with_bias": True, "read_only": False},
+    "IDSelector": {"n_sets": 2, "exclude": True},
 }
 
 
@@ -192,6 +193,8 @@ def _objects(core) -> dict:
         "PQCodebooks": core.PQCodebooks(np.zeros((2, 16, 4), dtype=np.float32), 4),
         "CoarseQuantizer": core.CoarseQuantizer(np.zeros((3, 8), dtype=np.float32), "l2"),
         "InvertedLists": core.InvertedLists(2, 8, "blocked", True),
+        "IDSelector": core.IDSelector(None, 0, np.array([3, 1, 5], dtype=np.int64),
+                                      np.array([0, 1, 3], dtype=np.int64), True),
     }
 
 

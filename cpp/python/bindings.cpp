@@ -28,6 +28,7 @@
 #include "search/micro.h"
 #include "search/pq.h"
 #include "search/refine.h"
+#include "search/selector.h"
 
 namespace py = pybind11;
 using namespace pqkit;
@@ -105,6 +106,52 @@ SearchResult alloc_result(size_t nq, size_t k) {
     return {py::array_t<float>({nq, k}), py::array_t<int64_t>({nq, k})};
 }
 
+// A selector argument: None or an IDSelector.
+const IDSelector* selector_arg(const py::object& selector) {
+    return selector.is_none() ? nullptr : selector.cast<const IDSelector*>();
+}
+
+std::unique_ptr<IDSelector> make_selector(const py::object& bitmap, int64_t start, const py::object& ids,
+                                          const py::object& offsets, bool exclude) {
+    const uint8_t* bp = nullptr;
+    size_t nbytes = 0;
+    if (!bitmap.is_none()) {
+        py::array b = bitmap.cast<py::array>();
+        bp = checked<uint8_t>(b, "bitmap", {-1});
+        nbytes = static_cast<size_t>(b.shape(0));
+    }
+    const int64_t* ip = nullptr;
+    size_t n_ids = 0;
+    if (!ids.is_none()) {
+        py::array a = ids.cast<py::array>();
+        ip = checked<int64_t>(a, "ids", {-1});
+        n_ids = static_cast<size_t>(a.shape(0));
+    }
+    const int64_t* op = nullptr;
+    size_t n_sets = 0;
+    if (!offsets.is_none()) {
+        py::array o = offsets.cast<py::array>();
+        op = checked<int64_t>(o, "offsets", {-1});
+        if (o.shape(0) < 1) throw std::invalid_argument("offsets must hold at least one value (0)");
+        n_sets = static_cast<size_t>(o.shape(0)) - 1;
+    }
+    py::gil_scoped_release release;
+    return std::make_unique<IDSelector>(bp, nbytes, start, ip, n_ids, op, n_sets, exclude);
+}
+
+// (lims, D, I) in FAISS's layout from the results of a range search.
+py::tuple range_result(const RangeResults& results, Metric metric) {
+    const size_t total = results.total();
+    py::array_t<int64_t> lims(static_cast<py::ssize_t>(results.nq() + 1));
+    py::array_t<float> D(static_cast<py::ssize_t>(total));
+    py::array_t<int64_t> I(static_cast<py::ssize_t>(total));
+    results.write(metric != Metric::L2, lims.mutable_data(), D.mutable_data(), I.mutable_data());
+    return py::make_tuple(lims, D, I);
+}
+
+// The key a range result must stay below: the radius itself (L2) or minus it (inner products).
+double radius_key(double radius, Metric metric) { return metric == Metric::L2 ? radius : -radius; }
+
 py::tuple kmeans_py(const py::array& x, py::ssize_t k, int niter, uint64_t seed,
                     py::ssize_t max_points_per_centroid, int n_threads) {
     const float* xp = checked<float>(x, "x", {-1, -1});
@@ -162,18 +209,36 @@ bool all_finite_py(const py::array& x, double max_abs) {
 }
 
 SearchResult flat_search_py(const py::array& x, const py::array& y, py::ssize_t k, const std::string& metric,
-                            int n_threads, const py::object& norms) {
+                            int n_threads, const py::object& norms, const py::object& selector) {
     const float* xp = checked<float>(x, "x", {-1, -1});
     const float* yp = checked<float>(y, "y", {-1, x.shape(1)});
     const float* np_ = norms.is_none() ? nullptr : checked<float>(norms.cast<py::array>(), "norms", {y.shape(0)});
+    const IDSelector* sel = selector_arg(selector);
     Metric m = parse_metric(metric);
     size_t kk = positive(k, "k"), nq = x.shape(0), ny = y.shape(0), d = x.shape(1);
     SearchResult r = alloc_result(nq, kk);
     float* D = r.first.mutable_data();
     int64_t* I = r.second.mutable_data();
     py::gil_scoped_release release;
-    flat_search(xp, nq, yp, ny, d, kk, m, n_threads, D, I, np_);
+    flat_search(xp, nq, yp, ny, d, kk, m, n_threads, D, I, np_, sel);
     return r;
+}
+
+py::tuple flat_range_search_py(const py::array& x, const py::array& y, double radius, const std::string& metric,
+                               int n_threads, size_t max_results, const py::object& norms,
+                               const py::object& selector) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    const float* yp = checked<float>(y, "y", {-1, x.shape(1)});
+    const float* np_ = norms.is_none() ? nullptr : checked<float>(norms.cast<py::array>(), "norms", {y.shape(0)});
+    const IDSelector* sel = selector_arg(selector);
+    Metric m = parse_metric(metric);
+    size_t nq = x.shape(0), ny = y.shape(0), d = x.shape(1);
+    RangeResults results(0);
+    {
+        py::gil_scoped_release release;
+        results = flat_range_search(xp, nq, yp, ny, d, radius_key(radius, m), m, n_threads, max_results, np_, sel);
+    }
+    return range_result(results, m);
 }
 
 // Exact re-ranking of candidate rows of y (see refine.h); ids are the result ids.
@@ -280,16 +345,32 @@ py::array_t<float> pq_distance_tables_py(const py::array& x, const PQCodebooks& 
 }
 
 SearchResult pq_search_py(const py::array& x, const PQCodebooks& pq, const InvertedLists& lists, py::ssize_t k,
-                          const std::string& metric, int n_threads) {
+                          const std::string& metric, int n_threads, const py::object& selector) {
     const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(pq.shape().d)});
+    const IDSelector* sel = selector_arg(selector);
     Metric m = parse_metric(metric);
     size_t kk = positive(k, "k"), nq = x.shape(0);
     SearchResult r = alloc_result(nq, kk);
     float* D = r.first.mutable_data();
     int64_t* I = r.second.mutable_data();
     py::gil_scoped_release release;
-    pq_search(xp, nq, pq, lists, kk, m, n_threads, D, I);
+    pq_search(xp, nq, pq, lists, kk, m, n_threads, D, I, sel);
     return r;
+}
+
+py::tuple pq_range_search_py(const py::array& x, const PQCodebooks& pq, const InvertedLists& lists, double radius,
+                             const std::string& metric, int n_threads, size_t max_results,
+                             const py::object& selector) {
+    const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(pq.shape().d)});
+    const IDSelector* sel = selector_arg(selector);
+    Metric m = parse_metric(metric);
+    size_t nq = x.shape(0);
+    RangeResults results(0);
+    {
+        py::gil_scoped_release release;
+        results = pq_range_search(xp, nq, pq, lists, radius_key(radius, m), m, n_threads, max_results, sel);
+    }
+    return range_result(results, m);
 }
 
 py::array_t<int32_t> pq_unpack_py(const py::array& codes, py::ssize_t M, py::ssize_t nbits) {
@@ -326,9 +407,12 @@ IVFSearchParams ivf_params(py::ssize_t nprobe, py::ssize_t k, const std::string&
 }
 
 SearchResult ivfflat_search_py(const py::array& x, const CoarseQuantizer& coarse, const InvertedLists& lists,
-                               py::ssize_t nprobe, py::ssize_t k, const std::string& metric, int n_threads) {
+                               py::ssize_t nprobe, py::ssize_t k, const std::string& metric, int n_threads,
+                               size_t max_probe, const py::object& selector) {
     const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(coarse.dim())});
     IVFSearchParams p = ivf_params(nprobe, k, metric, n_threads);
+    p.max_probe = max_probe;
+    p.selector = selector_arg(selector);
     size_t nq = x.shape(0);
     SearchResult r = alloc_result(nq, p.k);
     float* D = r.first.mutable_data();
@@ -340,10 +424,12 @@ SearchResult ivfflat_search_py(const py::array& x, const CoarseQuantizer& coarse
 
 SearchResult ivfpq_search_py(const py::array& x, const CoarseQuantizer& coarse, const PQCodebooks& pq,
                              const InvertedLists& lists, py::ssize_t nprobe, py::ssize_t k, const std::string& metric,
-                             int n_threads, bool estimates) {
+                             int n_threads, bool estimates, size_t max_probe, const py::object& selector) {
     const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(coarse.dim())});
     IVFSearchParams p = ivf_params(nprobe, k, metric, n_threads);
     p.estimates = estimates;
+    p.max_probe = max_probe;
+    p.selector = selector_arg(selector);
     size_t nq = x.shape(0);
     SearchResult r = alloc_result(nq, p.k);
     float* D = r.first.mutable_data();
@@ -351,6 +437,37 @@ SearchResult ivfpq_search_py(const py::array& x, const CoarseQuantizer& coarse, 
     py::gil_scoped_release release;
     ivfpq_search(xp, nq, coarse, pq, lists, p, D, I);
     return r;
+}
+
+py::tuple ivfflat_range_search_py(const py::array& x, const CoarseQuantizer& coarse, const InvertedLists& lists,
+                                  py::ssize_t nprobe, double radius, const std::string& metric, int n_threads,
+                                  size_t max_results, const py::object& selector) {
+    const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(coarse.dim())});
+    IVFSearchParams p = ivf_params(nprobe, 1, metric, n_threads);
+    p.selector = selector_arg(selector);
+    size_t nq = x.shape(0);
+    RangeResults results(0);
+    {
+        py::gil_scoped_release release;
+        results = ivfflat_range_search(xp, nq, coarse, lists, p, radius_key(radius, p.metric), max_results);
+    }
+    return range_result(results, p.metric);
+}
+
+py::tuple ivfpq_range_search_py(const py::array& x, const CoarseQuantizer& coarse, const PQCodebooks& pq,
+                                const InvertedLists& lists, py::ssize_t nprobe, double radius,
+                                const std::string& metric, int n_threads, size_t max_results,
+                                const py::object& selector) {
+    const float* xp = checked<float>(x, "x", {-1, static_cast<py::ssize_t>(coarse.dim())});
+    IVFSearchParams p = ivf_params(nprobe, 1, metric, n_threads);
+    p.selector = selector_arg(selector);
+    size_t nq = x.shape(0);
+    RangeResults results(0);
+    {
+        py::gil_scoped_release release;
+        results = ivfpq_range_search(xp, nq, coarse, pq, lists, p, radius_key(radius, p.metric), max_results);
+    }
+    return range_result(results, p.metric);
 }
 
 py::array_t<float> ivfpq_code_bias_py(const py::array& codes, const py::array& list_nos, const CoarseQuantizer& coarse,
@@ -462,7 +579,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("all_finite", &all_finite_py, py::arg("x"), py::arg("max_abs") = std::numeric_limits<double>::infinity());
     m.def("sqnorms", &sqnorms_py, py::arg("x"), py::arg("n_threads"));
     m.def("flat_search", &flat_search_py, py::arg("x"), py::arg("y"), py::arg("k"), py::arg("metric"),
-          py::arg("n_threads"), py::arg("norms") = py::none());
+          py::arg("n_threads"), py::arg("norms") = py::none(), py::arg("selector") = py::none());
+    m.def("flat_range_search", &flat_range_search_py, py::arg("x"), py::arg("y"), py::arg("radius"),
+          py::arg("metric"), py::arg("n_threads"), py::arg("max_results"), py::arg("norms") = py::none(),
+          py::arg("selector") = py::none());
     m.def("rerank", &rerank_py, py::arg("x"), py::arg("y"), py::arg("rows"), py::arg("ids"), py::arg("k"),
           py::arg("metric"), py::arg("n_threads"));
     m.def("rerank_pq", &rerank_pq_py, py::arg("x"), py::arg("pq"), py::arg("lists"), py::arg("rows"), py::arg("ids"),
@@ -493,13 +613,24 @@ PYBIND11_MODULE(_core, m) {
     m.def("pq_distance_tables", &pq_distance_tables_py, py::arg("x"), py::arg("pq"), py::arg("metric"),
           py::arg("n_threads"));
     m.def("pq_search", &pq_search_py, py::arg("x"), py::arg("pq"), py::arg("invlists"), py::arg("k"),
-          py::arg("metric"), py::arg("n_threads"));
+          py::arg("metric"), py::arg("n_threads"), py::arg("selector") = py::none());
+    m.def("pq_range_search", &pq_range_search_py, py::arg("x"), py::arg("pq"), py::arg("invlists"),
+          py::arg("radius"), py::arg("metric"), py::arg("n_threads"), py::arg("max_results"),
+          py::arg("selector") = py::none());
     m.def("pq_unpack_codes", &pq_unpack_py, py::arg("codes"), py::arg("M"), py::arg("nbits"));
     m.def("pq_pack_codes", &pq_pack_py, py::arg("idx"), py::arg("nbits"));
     m.def("ivfflat_search", &ivfflat_search_py, py::arg("x"), py::arg("coarse"), py::arg("invlists"),
-          py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"));
+          py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"), py::arg("max_probe") = 0,
+          py::arg("selector") = py::none());
     m.def("ivfpq_search", &ivfpq_search_py, py::arg("x"), py::arg("coarse"), py::arg("pq"), py::arg("invlists"),
-          py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"), py::arg("estimates") = false);
+          py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"), py::arg("estimates") = false,
+          py::arg("max_probe") = 0, py::arg("selector") = py::none());
+    m.def("ivfflat_range_search", &ivfflat_range_search_py, py::arg("x"), py::arg("coarse"), py::arg("invlists"),
+          py::arg("nprobe"), py::arg("radius"), py::arg("metric"), py::arg("n_threads"), py::arg("max_results"),
+          py::arg("selector") = py::none());
+    m.def("ivfpq_range_search", &ivfpq_range_search_py, py::arg("x"), py::arg("coarse"), py::arg("pq"),
+          py::arg("invlists"), py::arg("nprobe"), py::arg("radius"), py::arg("metric"), py::arg("n_threads"),
+          py::arg("max_results"), py::arg("selector") = py::none());
     m.def("ivfpq_code_bias", &ivfpq_code_bias_py, py::arg("codes"), py::arg("list_nos"), py::arg("coarse"),
           py::arg("pq"), py::arg("n_threads"));
     m.def("micro_scan", [](size_t M, size_t nbits, size_t n, size_t repeats, const std::string& level) {
@@ -512,6 +643,12 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         return micro_memory_read(nbytes, repeats);
     }, py::arg("nbytes"), py::arg("repeats"), "Seconds per read of an nbytes buffer (bench/micro).");
+
+    py::class_<IDSelector>(m, "IDSelector")
+        .def(py::init(&make_selector), py::arg("bitmap"), py::arg("start"), py::arg("ids"), py::arg("offsets"),
+             py::arg("exclude"))
+        .def_property_readonly("n_sets", &IDSelector::n_sets)
+        .def_property_readonly("exclude", &IDSelector::exclude);
 
     py::class_<InvertedLists>(m, "InvertedLists")
         .def(py::init([](size_t nlist, size_t code_size, const std::string& layout, bool with_bias) {

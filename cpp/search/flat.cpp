@@ -8,6 +8,7 @@
 #include "common/select.h"
 #include "common/topk.h"
 #include "kernels/kernels.h"
+#include "search/selector.h"
 
 namespace pqkit {
 namespace {
@@ -72,6 +73,126 @@ void update_nearest(const Kernels& K, const float* keys, size_t n, size_t offset
     }
 }
 
+// A query whose allowed rows number fewer than 1 / kSparseRows of the rows computes the keys
+// of those rows alone instead of blocks of every row.
+constexpr size_t kSparseRows = 8;
+
+inline bool row_allowed(const uint64_t* mask, size_t r) { return (mask[r / 64] >> (r % 64)) & 1; }
+
+// Whether any row of [r0, r1) is allowed.
+bool any_allowed(const uint64_t* mask, size_t r0, size_t r1) {
+    for (size_t w = r0 / 64; w * 64 < r1; ++w) {
+        uint64_t bits = mask[w];
+        if (w * 64 < r0) bits &= ~uint64_t(0) << (r0 - w * 64);
+        if ((w + 1) * 64 > r1) bits &= ~uint64_t(0) >> ((w + 1) * 64 - r1);
+        if (bits) return true;
+    }
+    return false;
+}
+
+// Row r's key for the query xq (norm xnorm) exactly as search_block computes it: the inner
+// product from dot_tile (the same 16-lane sum in any tile), then keys_and_minima's formula.
+inline float row_key(const Kernels& K, const VectorSet& refs, const float* xq, float xnorm, size_t r) {
+    float ip;
+    K.dot_tile(xq, 1, refs.data() + r * refs.dim(), 1, refs.dim(), &ip, 1);
+    if (refs.metric() != Metric::L2) return -ip;
+    const float key = xnorm + refs.norms()[r] - 2.0f * ip;
+    return key < 0.0f ? 0.0f : key;
+}
+
+// Pushes the keys of a query's allowed rows (a sparse mask) into a sink.
+template <class Sink>
+void push_allowed_rows(const VectorSet& refs, const float* xq, const uint64_t* mask, Sink& sink) {
+    const Kernels& K = kernels();
+    float xnorm = 0.0f;
+    if (refs.metric() == Metric::L2) K.sqnorms(xq, 1, refs.dim(), &xnorm);
+    for (size_t w = 0; w * 64 < refs.size(); ++w) {
+        for (uint64_t bits = mask[w]; bits != 0; bits &= bits - 1) {
+            const size_t r = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+            const float key = row_key(K, refs, xq, xnorm, r);
+            if (key <= sink.threshold()) sink.push(key, static_cast<int64_t>(r));
+        }
+    }
+}
+
+// The row masks of a selector for one search call: shared by every query, or made per
+// chunk of queries (selector.h's allowed_rows).
+class RowMasks {
+public:
+    RowMasks(const IDSelector& selector, size_t n_rows)
+        : selector_(selector), n_rows_(n_rows), words_((n_rows + 63) / 64) {
+        if (selector.n_sets() == 0) {
+            shared_.resize(words_ + 1);
+            shared_count_ = allowed_rows(selector.for_query(0), n_rows, shared_.data());
+        }
+    }
+    // Fills masks[i] and counts[i] for queries first .. first + n, using own as storage.
+    void for_queries(size_t first, size_t n, std::vector<uint64_t>& own, const uint64_t** masks,
+                     size_t* counts) const {
+        if (selector_.n_sets() == 0) {
+            for (size_t i = 0; i < n; ++i) {
+                masks[i] = shared_.data();
+                counts[i] = shared_count_;
+            }
+            return;
+        }
+        own.resize(n * (words_ + 1));
+        for (size_t i = 0; i < n; ++i) {
+            counts[i] = allowed_rows(selector_.for_query(first + i), n_rows_, own.data() + i * (words_ + 1));
+            masks[i] = own.data() + i * (words_ + 1);
+        }
+    }
+    bool sparse(size_t count) const { return count * kSparseRows < n_rows_; }
+
+private:
+    const IDSelector& selector_;
+    size_t n_rows_, words_;
+    std::vector<uint64_t> shared_;
+    size_t shared_count_ = 0;
+};
+
+// Serial range search over the rows of refs: every allowed key <= tau into sinks[q].
+void range_block(const VectorSet& refs, const float* x, size_t nq, float tau, const uint64_t* const* masks,
+                 RangeSink* sinks) {
+    const Kernels& K = kernels();
+    const size_t d = refs.dim();
+    const bool l2 = refs.metric() == Metric::L2;
+    const size_t ref_block = ref_block_rows(d);
+    const size_t q_rows = std::min(kQueryBlock, nq);
+    std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
+    std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
+    float xnorms[kQueryBlock];
+    float mins[kKeySets];
+    for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
+        const size_t nb = std::min(kQueryBlock, nq - q0);
+        const float* xb = x + q0 * d;
+        if (l2) K.sqnorms(xb, nb, d, xnorms);
+        for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
+            const size_t rb = std::min(ref_block, refs.size() - r0);
+            if (masks != nullptr) {
+                bool any = false;
+                for (size_t q = 0; q < nb && !any; ++q) any = any_allowed(masks[q0 + q], r0, r0 + rb);
+                if (!any) continue;
+            }
+            if (refs.transposed())
+                K.ip_to_centroids_t(xb, nb, d, refs.transposed() + r0 * d, d, rb, buf.get(), rb);
+            else
+                K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.get(), rb);
+            const float* ref_norms = l2 ? refs.norms() + r0 : nullptr;
+            for (size_t q = 0; q < nb; ++q) {
+                float* keys = buf.get() + q * rb;
+                K.keys_and_minima(keys, rb, l2 ? xnorms[q] : 0.0f, ref_norms, mins);
+                const size_t n_pass = K.indices_at_most(keys, rb, tau, rows.get());
+                for (size_t i = 0; i < n_pass; ++i) {
+                    const size_t j = rows[i];
+                    if (keys[j] <= tau && (masks == nullptr || row_allowed(masks[q0 + q], r0 + j)))
+                        sinks[q0 + q].push(keys[j], static_cast<int64_t>(r0 + j));
+                }
+            }
+        }
+    }
+}
+
 }  // namespace
 
 VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms)
@@ -86,7 +207,8 @@ void VectorSet::keep_transposed() {
     if (d_ <= kIpDirectMaxDim) transpose_in_blocks(data_, n_, d_, ref_block_rows(d_), transposed_);
 }
 
-void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I) {
+void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
+                  const uint64_t* const* masks) {
     const Kernels& K = kernels();
     const size_t d = refs.dim();
     const bool l2 = refs.metric() == Metric::L2;
@@ -97,7 +219,9 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
     std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
     float xnorms[kQueryBlock];
     float mins[kQueryBlock][kKeySets];
-    std::vector<TopK> heaps(k == 1 ? 0 : q_rows, TopK(k));
+    // The nearest-only path of k = 1 keeps no heap; a masked search always does.
+    const bool nearest_only = k == 1 && masks == nullptr;
+    std::vector<TopK> heaps(nearest_only ? 0 : q_rows, TopK(k));
     KeyBound bound;
     float best_key[kQueryBlock];
     int64_t best_row[kQueryBlock];
@@ -110,6 +234,11 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
         std::fill(best_row, best_row + kQueryBlock, int64_t(-1));
         for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
             const size_t rb = std::min(ref_block, refs.size() - r0);
+            if (masks != nullptr) {  // a block no query of the chunk may return is skipped
+                bool any = false;
+                for (size_t q = 0; q < nb && !any; ++q) any = any_allowed(masks[q0 + q], r0, r0 + rb);
+                if (!any) continue;
+            }
             if (refs.transposed())
                 K.ip_to_centroids_t(xb, nb, d, refs.transposed() + r0 * d, d, rb, buf.get(), rb);
             else
@@ -117,16 +246,33 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
             const float* ref_norms = l2 ? refs.norms() + r0 : nullptr;
             for (size_t q = 0; q < nb; ++q)
                 K.keys_and_minima(buf.get() + q * rb, rb, l2 ? xnorms[q] : 0.0f, ref_norms, mins[q]);
-            if (k == 1) {
+            if (nearest_only) {
                 // Nearest only (k-means and PQ assignment): a running minimum.
                 for (size_t q = 0; q < nb; ++q)
                     update_nearest(K, buf.get() + q * rb, rb, r0, best_key[q], best_row[q]);
                 continue;
             }
             for (size_t q = 0; q < nb; ++q) {
-                const float* keys = buf.get() + q * rb;
+                float* keys = buf.get() + q * rb;
                 TopK& heap = heaps[q];
                 float th = heap.threshold();
+                if (masks != nullptr) {
+                    // Disallowed rows get key +inf: the bound (select.h, from the keys
+                    // themselves) then counts allowed rows only, and none of them is pushed.
+                    const uint64_t* mask = masks[q0 + q];
+                    for (size_t j = 0; j < rb; ++j)
+                        if (!row_allowed(mask, r0 + j)) keys[j] = std::numeric_limits<float>::infinity();
+                    th = bound.bound(keys, rb, k, th);
+                    const size_t n_pass = K.indices_at_most(keys, rb, th, rows.get());
+                    for (size_t i = 0; i < n_pass; ++i) {
+                        const size_t j = rows[i];
+                        if (keys[j] <= th && row_allowed(mask, r0 + j)) {
+                            heap.push(keys[j], static_cast<int64_t>(r0 + j));
+                            th = std::min(th, heap.threshold());
+                        }
+                    }
+                    continue;
+                }
                 // Only keys up to a bound on the block's k-th smallest reach the heap
                 // (select.h): for small k the k-th smallest of the sets' minima.
                 if (2 * k <= kKeySets) {
@@ -145,7 +291,7 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
                 }
             }
         }
-        if (k == 1) {
+        if (nearest_only) {
             for (size_t q = 0; q < nb; ++q) {  // as TopK::write: NaN-free keys, padding when nothing was found
                 const bool found = best_row[q] >= 0;
                 D[q0 + q] = !found ? (l2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity())
@@ -159,11 +305,74 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
 }
 
 void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d, size_t k,
-                 Metric metric, int n_threads, float* D, int64_t* I, const float* norms) {
+                 Metric metric, int n_threads, float* D, int64_t* I, const float* norms,
+                 const IDSelector* selector) {
     VectorSet refs(y, ny, d, metric, norms);
+    if (selector == nullptr) {
+        parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+            search_block(refs, x + begin * d, end - begin, k, D + begin * k, I + begin * k);
+        });
+        return;
+    }
+    selector->check_queries(nq);
+    const RowMasks row_masks(*selector, ny);
     parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
-        search_block(refs, x + begin * d, end - begin, k, D + begin * k, I + begin * k);
+        const size_t nb = end - begin;
+        std::vector<uint64_t> own;
+        const uint64_t* masks[kQueryBlock];
+        size_t counts[kQueryBlock];
+        row_masks.for_queries(begin, nb, own, masks, counts);
+        bool all_dense = true;
+        for (size_t q = 0; q < nb; ++q) all_dense = all_dense && !row_masks.sparse(counts[q]);
+        if (all_dense) {
+            search_block(refs, x + begin * d, nb, k, D + begin * k, I + begin * k, masks);
+            return;
+        }
+        for (size_t q = 0; q < nb; ++q) {
+            const size_t query = begin + q;
+            if (!row_masks.sparse(counts[q])) {
+                search_block(refs, x + query * d, 1, k, D + query * k, I + query * k, masks + q);
+                continue;
+            }
+            TopK heap(k);
+            push_allowed_rows(refs, x + query * d, masks[q], heap);
+            heap.write(D + query * k, I + query * k, metric != Metric::L2);
+        }
     });
+}
+
+RangeResults flat_range_search(const float* x, size_t nq, const float* y, size_t ny, size_t d, double radius_key,
+                               Metric metric, int n_threads, size_t max_results, const float* norms,
+                               const IDSelector* selector) {
+    VectorSet refs(y, ny, d, metric, norms);
+    if (selector != nullptr) selector->check_queries(nq);
+    const std::unique_ptr<RowMasks> row_masks(selector ? new RowMasks(*selector, ny) : nullptr);
+    RangeResults results(nq);
+    ResultBudget budget(max_results);
+    const float tau = range_threshold(radius_key);
+    parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+        const size_t nb = end - begin;
+        std::vector<RangeSink> sinks(nb, RangeSink(tau, &budget));
+        if (row_masks == nullptr) {
+            range_block(refs, x + begin * d, nb, tau, nullptr, sinks.data());
+        } else {
+            std::vector<uint64_t> own;
+            const uint64_t* masks[kQueryBlock];
+            size_t counts[kQueryBlock];
+            row_masks->for_queries(begin, nb, own, masks, counts);
+            for (size_t q = 0; q < nb; ++q) {
+                if (row_masks->sparse(counts[q]))
+                    push_allowed_rows(refs, x + (begin + q) * d, masks[q], sinks[q]);
+                else
+                    range_block(refs, x + (begin + q) * d, 1, tau, masks + q, sinks.data() + q);
+            }
+        }
+        for (size_t q = 0; q < nb; ++q) {
+            sinks[q].finish();
+            results.set(begin + q, sinks[q]);
+        }
+    });
+    return results;
 }
 
 void row_sqnorms(const float* x, size_t n, size_t d, int n_threads, float* out) {

@@ -7,8 +7,11 @@
 #include <vector>
 
 #include "common/metric.h"
+#include "common/range.h"
 
 namespace pqkit {
+
+class IDSelector;
 
 // Search keys are "smaller is better": squared L2 through norms, as in a GEMM
 // formulation, or the negated inner product (kernels().keys_and_minima).
@@ -48,12 +51,26 @@ private:
 
 // Serial: top-k of the rows of `refs` for nq queries. D and I are nq x k,
 // best first, padded with (+inf or -inf, -1). I holds row numbers.
-void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I);
+// masks: nullptr, or for each query a row mask (bit r % 64 of masks[q][r / 64]: row r
+// allowed); a disallowed row never enters the query's top-k.
+void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
+                  const uint64_t* const* masks = nullptr);
 
 // Parallel exact search (I = row numbers of y).
 // norms: y's squared norms as kernels().sqnorms computes them, or nullptr.
+// selector: nullptr, or the rows each query may return (a selector over row numbers; see
+// selector.h). A query with few allowed rows computes only their keys, one by one, with the
+// same kernels (dot_tile and the keys_and_minima formula), so its keys equal the blocked ones.
 void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d, size_t k,
-                 Metric metric, int n_threads, float* D, int64_t* I, const float* norms = nullptr);
+                 Metric metric, int n_threads, float* D, int64_t* I, const float* norms = nullptr,
+                 const IDSelector* selector = nullptr);
+
+// Parallel exact range search: every allowed row whose key (as flat_search computes it) is
+// below radius_key, per query sorted by (key, row); ids are row numbers. Throws
+// ResultLimitExceeded past max_results results.
+RangeResults flat_range_search(const float* x, size_t nq, const float* y, size_t ny, size_t d, double radius_key,
+                               Metric metric, int n_threads, size_t max_results, const float* norms = nullptr,
+                               const IDSelector* selector = nullptr);
 
 // out[i] = ||x_i||^2 for the n rows of x (n x d), in parallel, exactly as the
 // exact search computes them (kernel sqnorms), so a caller can keep them as

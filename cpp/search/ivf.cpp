@@ -15,30 +15,39 @@ namespace {
 
 constexpr size_t kQueryChunk = 8;
 
+// Whether a sink asks for more lists past nprobe (max_probe): a top-k with fewer than k results.
+inline bool wants_more(const TopK& heap) { return heap.size() < heap.k(); }
+inline bool wants_more(const RangeSink&) { return false; }
 
 // Runs the coarse search for a chunk of queries, then for each query calls
-// worker.begin(query) and worker.scan(list, coarse distance, heap, next list)
-// for every probed list (nearest first), and writes the results. The next list
+// worker.begin(query) and worker.scan(list, coarse distance, sink, next list)
+// for every probed list (nearest first), and finish(query, sink). The next list
 // is the one the same worker scans after this one (-1: none), for prefetching.
 // Worker is built once per chunk of queries, so its buffers are reused across
-// queries and lists.
-template <class Worker, class MakeWorker>
+// queries and lists; make_sink() gives an empty sink (a TopK or a RangeSink).
+// With p.max_probe, a top-k that holds fewer than k results after nprobe lists goes on
+// with the next nearest lists, one at a time, until it holds k or max_probe lists were
+// scanned: the lists scanned depend only on the query and the data.
+template <class Worker, class MakeWorker, class MakeSink, class Finish>
 void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
-                     const IVFSearchParams& p, float* D, int64_t* I, MakeWorker&& make_worker) {
+                     const IVFSearchParams& p, MakeWorker&& make_worker, MakeSink&& make_sink, Finish&& finish) {
+    using Sink = decltype(make_sink());
     const size_t nprobe = std::min(p.nprobe, coarse.nlist());
+    // Lists ranked per query: nprobe, or up to max_probe when probing may widen.
+    const size_t nrank = std::max(nprobe, std::min(p.max_probe, coarse.nlist()));
     const size_t d = coarse.dim();
-    const bool l2 = p.metric == Metric::L2;
     const size_t threads = static_cast<size_t>(std::max(p.n_threads, 1));
     if (nq < threads && nprobe >= 2 * threads) {
         // Fewer queries than threads (one query, say): the probes of each query
         // are dealt out to the threads in turn (nearest lists spread over all),
-        // each keeps its own top-k, and the parts merge. The top-k of a union is
-        // the top-k of the parts' top-k, so the result is the serial one.
-        std::vector<float> coarse_dist(nprobe);
-        std::vector<int64_t> probes(nprobe);
-        std::vector<TopK> parts(threads, TopK(p.k));
+        // each keeps its own sink, and the parts merge. The top-k of a union is
+        // the top-k of the parts' top-k (a range result is their union), so the
+        // result is the serial one. Widening past nprobe then runs serially.
+        std::vector<float> coarse_dist(nrank);
+        std::vector<int64_t> probes(nrank);
+        std::vector<Sink> parts(threads, make_sink());
         for (size_t q = 0; q < nq; ++q) {
-            search_block(coarse.vectors(), x + q * d, 1, nprobe, coarse_dist.data(), probes.data());
+            search_block(coarse.vectors(), x + q * d, 1, nrank, coarse_dist.data(), probes.data());
             // Splitting pays only when each thread gets enough bytes to scan to
             // outweigh waking the others and computing the query's tables again.
             size_t bytes = 0;
@@ -58,34 +67,74 @@ void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, c
                                         j + n_parts < nprobe ? probes[j + n_parts] : -1);
                 }
             });
-            TopK heap(p.k);
-            for (const TopK& part : parts) heap.merge(part);
-            heap.write(D + q * p.k, I + q * p.k, !l2);
+            Sink sink = make_sink();
+            for (const Sink& part : parts) sink.merge(part);
+            if (nrank > nprobe && wants_more(sink)) {
+                Worker worker = make_worker();
+                worker.prepare(q, 1);
+                worker.begin(q);
+                for (size_t j = nprobe; j < nrank && wants_more(sink); ++j)
+                    if (probes[j] >= 0) worker.scan(static_cast<size_t>(probes[j]), coarse_dist[j], sink, -1);
+            }
+            finish(q, sink);
         }
         return;
     }
     parallel_for(nq, p.n_threads, kQueryChunk, [&](size_t begin, size_t end, int) {
         const size_t nb = end - begin;
-        std::vector<float> coarse_dist(nb * nprobe);
-        std::vector<int64_t> probes(nb * nprobe);
-        search_block(coarse.vectors(), x + begin * d, nb, nprobe, coarse_dist.data(), probes.data());
-        TopK heap(p.k);
+        std::vector<float> coarse_dist(nb * nrank);
+        std::vector<int64_t> probes(nb * nrank);
+        search_block(coarse.vectors(), x + begin * d, nb, nrank, coarse_dist.data(), probes.data());
+        Sink sink = make_sink();
         Worker worker = make_worker();
         worker.prepare(begin, nb);
         for (size_t q = 0; q < nb; ++q) {
-            heap.clear();
+            sink.clear();
             worker.begin(begin + q);
+            const int64_t* query_probes = probes.data() + q * nrank;
+            const float* query_dist = coarse_dist.data() + q * nrank;
             for (size_t j = 0; j < nprobe; ++j) {
-                const int64_t list_no = probes[q * nprobe + j];
                 // The list scanned after this one: the query's next probe, or the next query's first.
-                const size_t next = q * nprobe + j + 1;
-                if (list_no >= 0)
-                    worker.scan(static_cast<size_t>(list_no), coarse_dist[q * nprobe + j], heap,
-                                next < nb * nprobe ? probes[next] : -1);
+                const int64_t next = j + 1 < nprobe ? query_probes[j + 1] : (q + 1 < nb ? query_probes[nrank] : -1);
+                if (query_probes[j] >= 0)
+                    worker.scan(static_cast<size_t>(query_probes[j]), query_dist[j], sink, next);
             }
-            heap.write(D + (begin + q) * p.k, I + (begin + q) * p.k, !l2);
+            for (size_t j = nprobe; j < nrank && wants_more(sink); ++j)
+                if (query_probes[j] >= 0) worker.scan(static_cast<size_t>(query_probes[j]), query_dist[j], sink, -1);
+            finish(begin + q, sink);
         }
     });
+}
+
+// The top-k search: a TopK per query, written best first into D and I.
+template <class Worker, class MakeWorker>
+void ivf_top_k(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
+               const IVFSearchParams& p, float* D, int64_t* I, MakeWorker&& make_worker) {
+    const bool negate = p.metric != Metric::L2;
+    ivf_search_loop<Worker>(x, nq, coarse, lists, p, make_worker, [&] { return TopK(p.k); },
+                            [&](size_t q, TopK& heap) { heap.write(D + q * p.k, I + q * p.k, negate); });
+}
+
+// The range search: a RangeSink per query, kept in the results.
+template <class Worker, class MakeWorker>
+RangeResults ivf_range(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
+                       const IVFSearchParams& p, double radius_key, size_t max_results, MakeWorker&& make_worker) {
+    IVFSearchParams range_params = p;
+    range_params.max_probe = 0;
+    RangeResults results(nq);
+    ResultBudget budget(max_results);
+    const float tau = range_threshold(radius_key);
+    ivf_search_loop<Worker>(x, nq, coarse, lists, range_params, make_worker,
+                            [&] { return RangeSink(tau, &budget); },
+                            [&](size_t q, RangeSink& sink) {
+                                sink.finish();
+                                results.set(q, sink);
+                            });
+    return results;
+}
+
+void check_selector(const IVFSearchParams& p, size_t nq) {
+    if (p.selector != nullptr) p.selector->check_queries(nq);
 }
 
 void check_lists(const InvertedLists& lists, size_t nlist, size_t code_size, CodeLayout layout, bool with_bias) {
@@ -101,33 +150,56 @@ void check_same_d(const CoarseQuantizer& coarse, const PQCodebooks& pq) {
     if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
 }
 
+// IVF-Flat: the exact keys of a list's allowed vectors, computed directly (kernels l2sqr_ny
+// and dot_tile, row by row in any grouping: each row's key is the same), over each run of
+// consecutive allowed rows, so an excluded vector never gets a distance.
 struct FlatWorker {
     const float* x;
     size_t d;
     bool l2;
     const InvertedLists& lists;
+    const ListFilter& filter;
     const float* query = nullptr;
+    size_t query_no = 0;
     std::vector<float> dist;
+    std::vector<uint64_t> scratch;
 
     void prepare(size_t, size_t) {}
-    void begin(size_t q) { query = x + q * d; }
-    void scan(size_t l, float, TopK& heap, int64_t) {
+    void begin(size_t q) {
+        query = x + q * d;
+        query_no = q;
+    }
+    template <class Sink>
+    void scan(size_t l, float, Sink& heap, int64_t) {
         const size_t n = lists.list_size(l);
         if (n == 0) return;
         const float* vecs = reinterpret_cast<const float*>(lists.list_codes(l));
-        dist.resize(n);
-        if (l2)
-            kernels().l2sqr_ny(query, vecs, n, d, dist.data());
-        else
-            kernels().dot_tile(query, 1, vecs, n, d, dist.data(), n);
         const int64_t* ids = lists.list_ids(l);
-        float th = heap.threshold();
-        for (size_t i = 0; i < n; ++i) {
-            const float key = l2 ? dist[i] : -dist[i];
-            if (key <= th) {
-                heap.push(key, ids[i]);
-                th = heap.threshold();
+        dist.resize(n);
+        // The keys of rows first .. first + count, pushed in row order.
+        const auto scan_rows = [&](size_t first, size_t count) {
+            if (l2)
+                kernels().l2sqr_ny(query, vecs + first * d, count, d, dist.data());
+            else
+                kernels().dot_tile(query, 1, vecs + first * d, count, d, dist.data(), count);
+            float th = heap.threshold();
+            for (size_t i = 0; i < count; ++i) {
+                const float key = l2 ? dist[i] : -dist[i];
+                if (key <= th) {
+                    heap.push(key, ids[first + i]);
+                    th = heap.threshold();
+                }
             }
+        };
+        const uint64_t* allowed = filter.masks(query_no, l, scratch);
+        if (allowed == nullptr) return scan_rows(0, n);
+        const auto is_allowed = [&](size_t i) { return (allowed[i / 64] >> (i % 64)) & 1; };
+        for (size_t first = 0; first < n;) {
+            while (first < n && !is_allowed(first)) ++first;
+            size_t last = first;
+            while (last < n && is_allowed(last)) ++last;
+            if (first < last) scan_rows(first, last - first);
+            first = last;
         }
     }
 };
@@ -140,6 +212,7 @@ struct PQScratch {
     std::vector<float> tables;
     QuantizedTable quantized;
     ScanBuffers buffers;
+    std::vector<uint64_t> allowed;  // a per-query selector's masks of the list being scanned
 };
 
 PQScratch& pq_scratch() {
@@ -166,10 +239,12 @@ struct PQWorker {
     const float* x;
     const PQCodebooks& pq;
     const InvertedLists& lists;
+    const ListFilter& filter;
     Metric metric;
     bool estimates;
     PQScratch& scratch;  // this thread's tables (M x ksub per query of the chunk) and buffers
     size_t first = 0;
+    size_t query_no = 0;
     const float* table = nullptr;
 
     // The tables of a chunk of queries at once (the codebooks are read once for all).
@@ -193,11 +268,13 @@ struct PQWorker {
     }
     void begin(size_t q) {
         const PQShape& s = pq.shape();
+        query_no = q;
         table = scratch.tables.data() + (q - first) * s.M * s.ksub;
         quantize_table(s, table, scratch.quantized);
     }
     // The scan prefetches on into next_list, the list it scans next (or -1).
-    void scan(size_t l, float coarse_dist, TopK& heap, int64_t next_list) {
+    template <class Sink>
+    void scan(size_t l, float coarse_dist, Sink& heap, int64_t next_list) {
         CodeRun run{lists.list_codes(l), lists.list_size(l), lists.list_ids(l), lists.list_bias(l),
                     lists.list_bias_absmax(l)};
         if (next_list >= 0) {
@@ -208,6 +285,7 @@ struct PQWorker {
             run.next_n = lists.list_size(nl);
         }
         if (run.n == 0) return;
+        run.allowed = filter.masks(query_no, l, scratch.allowed);
         const float base = metric == Metric::L2 ? coarse_dist : -coarse_dist;
         scan_codes(pq.shape(), table, scratch.quantized, run, base, heap, scratch.buffers, estimates);
     }
@@ -224,8 +302,23 @@ void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, co
                     const IVFSearchParams& p, float* D, int64_t* I) {
     const size_t d = coarse.dim();
     check_lists(lists, coarse.nlist(), d * sizeof(float), CodeLayout::Rows, false);
-    ivf_search_loop<FlatWorker>(x, nq, coarse, lists, p, D, I,
-                                [&] { return FlatWorker{x, d, p.metric == Metric::L2, lists, nullptr, {}}; });
+    check_selector(p, nq);
+    const ListFilter filter(p.selector, lists, nq * p.nprobe > lists.nlist());
+    ivf_top_k<FlatWorker>(x, nq, coarse, lists, p, D, I, [&] {
+        return FlatWorker{x, d, p.metric == Metric::L2, lists, filter, nullptr, 0, {}, {}};
+    });
+}
+
+RangeResults ivfflat_range_search(const float* x, size_t nq, const CoarseQuantizer& coarse,
+                                  const InvertedLists& lists, const IVFSearchParams& p, double radius_key,
+                                  size_t max_results) {
+    const size_t d = coarse.dim();
+    check_lists(lists, coarse.nlist(), d * sizeof(float), CodeLayout::Rows, false);
+    check_selector(p, nq);
+    const ListFilter filter(p.selector, lists, nq * p.nprobe > lists.nlist());
+    return ivf_range<FlatWorker>(x, nq, coarse, lists, p, radius_key, max_results, [&] {
+        return FlatWorker{x, d, p.metric == Metric::L2, lists, filter, nullptr, 0, {}, {}};
+    });
 }
 
 void ivfpq_code_bias(const uint8_t* codes, size_t n, const int64_t* list_nos, const CoarseQuantizer& coarse,
@@ -259,8 +352,23 @@ void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, cons
                   const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I) {
     check_same_d(coarse, pq);
     check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
-    ivf_search_loop<PQWorker>(x, nq, coarse, lists, p, D, I,
-                              [&] { return PQWorker{x, pq, lists, p.metric, p.estimates, pq_scratch(), 0, nullptr}; });
+    check_selector(p, nq);
+    const ListFilter filter(p.selector, lists, nq * p.nprobe > lists.nlist());
+    ivf_top_k<PQWorker>(x, nq, coarse, lists, p, D, I, [&] {
+        return PQWorker{x, pq, lists, filter, p.metric, p.estimates, pq_scratch(), 0, 0, nullptr};
+    });
+}
+
+RangeResults ivfpq_range_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
+                                const InvertedLists& lists, const IVFSearchParams& p, double radius_key,
+                                size_t max_results) {
+    check_same_d(coarse, pq);
+    check_lists(lists, coarse.nlist(), pq.shape().code_size, CodeLayout::Blocked, p.metric == Metric::L2);
+    check_selector(p, nq);
+    const ListFilter filter(p.selector, lists, nq * p.nprobe > lists.nlist());
+    return ivf_range<PQWorker>(x, nq, coarse, lists, p, radius_key, max_results, [&] {
+        return PQWorker{x, pq, lists, filter, p.metric, false, pq_scratch(), 0, 0, nullptr};
+    });
 }
 
 }  // namespace pqkit

@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/range.h"
 #include "search/flat.h"
 #include "search/invlists.h"
 #include "search/pq.h"
+#include "search/selector.h"
 
 namespace pqkit {
 
@@ -37,11 +39,23 @@ struct IVFSearchParams {
     Metric metric = Metric::L2;
     int n_threads = 1;
     bool estimates = false;  // IVF-PQ: rank by the quantized table's estimates (see scan_codes)
+    // Top-k only: while a query has fewer than k results after its nprobe lists, the next
+    // nearest lists are scanned too, one at a time, up to max_probe lists in all (0: none).
+    size_t max_probe = 0;
+    // Only ids the selector allows are scanned (nullptr: all).
+    const IDSelector* selector = nullptr;
 };
 
 // Raw float vectors in the lists (Rows layout, code_size = 4 * d).
 void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
                     const IVFSearchParams& p, float* D, int64_t* I);
+
+// Range search: every allowed vector of the nprobe probed lists whose key (as in the top-k
+// search) is below radius_key; p.k and p.max_probe are not used. Throws ResultLimitExceeded
+// past max_results results.
+RangeResults ivfflat_range_search(const float* x, size_t nq, const CoarseQuantizer& coarse,
+                                  const InvertedLists& lists, const IVFSearchParams& p, double radius_key,
+                                  size_t max_results);
 
 // bias[i] = ||r_i||^2 + 2 <y_l, r_i> for codes (rows) of residuals r_i in list
 // list_nos[i], summed over sub-quantizers (see ivf.cpp). L2 only. Throws
@@ -55,5 +69,10 @@ void ivfpq_code_bias(const uint8_t* codes, size_t n, const int64_t* list_nos, co
 // not match them.
 void ivfpq_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
                   const InvertedLists& lists, const IVFSearchParams& p, float* D, int64_t* I);
+
+// Range search over the same keys (see ivfflat_range_search); exact keys only.
+RangeResults ivfpq_range_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
+                                const InvertedLists& lists, const IVFSearchParams& p, double radius_key,
+                                size_t max_results);
 
 }  // namespace pqkit

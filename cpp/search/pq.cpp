@@ -13,6 +13,7 @@
 #include "search/invlists.h"
 #include "search/kmeans.h"
 #include "search/scan.h"
+#include "search/selector.h"
 
 namespace pqkit {
 namespace {
@@ -124,21 +125,29 @@ void pq_distance_tables(const float* x, size_t nq, const PQCodebooks& pq, Metric
     });
 }
 
-void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, size_t k,
-               Metric metric, int n_threads, float* D, int64_t* I) {
+namespace {
+
+// Scans every code of `lists` for each query into a sink from make_sink() (a TopK or a
+// RangeSink), then calls finish(query, sink).
+template <class MakeSink, class Finish>
+void pq_scan_lists(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, Metric metric,
+                   int n_threads, const IDSelector* selector, MakeSink&& make_sink, Finish&& finish) {
+    using Sink = decltype(make_sink());
     const PQShape& s = pq.shape();
     if (lists.code_size() != s.code_size || lists.layout() != CodeLayout::Blocked) {
         throw std::invalid_argument("code store does not match the quantizer: expected blocked codes of " +
                                     std::to_string(s.code_size) + " bytes");
     }
-    const bool l2 = metric == Metric::L2;
+    if (selector != nullptr) selector->check_queries(nq);
+    const ListFilter filter(selector, lists, nq > 1);
     const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
     if (nq < threads && threads > 1 && lists.ntotal() >= 2 * threads * kBlock &&
         lists.ntotal() * s.code_size >= min_split_bytes_per_thread() * threads) {
         // Fewer queries than threads: each list's blocks are split into one
-        // contiguous range per thread, each thread keeps its own top-k and the
-        // parts merge (the top-k of a union is the top-k of the parts' top-k).
-        std::vector<TopK> parts(threads, TopK(k));
+        // contiguous range per thread, each thread keeps its own sink and the
+        // parts merge (the top-k of a union is the top-k of the parts' top-k; a
+        // range result is their union).
+        std::vector<Sink> parts(threads, make_sink());
         std::vector<float> table(s.M * s.ksub);
         QuantizedTable qt;
         for (size_t q = 0; q < nq; ++q) {
@@ -146,6 +155,7 @@ void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedL
             quantize_table(s, table.data(), qt);
             parallel_for(threads, n_threads, 1, [&](size_t begin, size_t end, int) {
                 ScanBuffers buffers;
+                std::vector<uint64_t> scratch;
                 for (size_t part = begin; part < end; ++part) {
                     parts[part].clear();
                     for (size_t l = 0; l < lists.nlist(); ++l) {
@@ -153,15 +163,16 @@ void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedL
                         const size_t first = blocks * part / threads * kBlock;
                         const size_t last = std::min(lists.list_size(l), blocks * (part + 1) / threads * kBlock);
                         if (first >= last) continue;
-                        const CodeRun run{lists.list_codes(l) + blocked_offset(first, 0, s.code_size), last - first,
-                                          lists.list_ids(l) + first, nullptr, 0.0f};
+                        CodeRun run{lists.list_codes(l) + blocked_offset(first, 0, s.code_size), last - first,
+                                    lists.list_ids(l) + first, nullptr, 0.0f};
+                        run.allowed = filter.masks(q, l, first, last - first, scratch);
                         scan_codes(s, table.data(), qt, run, 0.0f, parts[part], buffers);
                     }
                 }
             });
-            TopK heap(k);
-            for (const TopK& part : parts) heap.merge(part);
-            heap.write(D + q * k, I + q * k, !l2);
+            Sink sink = make_sink();
+            for (const Sink& part : parts) sink.merge(part);
+            finish(q, sink);
         }
         return;
     }
@@ -177,21 +188,47 @@ void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedL
         std::vector<float> tables(nb * table_size);
         pq.search_table(x + begin * s.d, nb, metric, tables.data());
         std::vector<QuantizedTable> qts(nb);
-        std::vector<TopK> heaps(nb, TopK(k));
+        std::vector<Sink> sinks(nb, make_sink());
         for (size_t i = 0; i < nb; ++i) quantize_table(s, tables.data() + i * table_size, qts[i]);
         ScanBuffers buffers;
+        std::vector<uint64_t> scratch;
         for (size_t l = 0; l < lists.nlist(); ++l) {
             const size_t n = lists.list_size(l);
             for (size_t first = 0; first < n; first += chunk) {
                 const size_t last = std::min(n, first + chunk);
-                const CodeRun run{lists.list_codes(l) + blocked_offset(first, 0, s.code_size), last - first,
-                                  lists.list_ids(l) + first, nullptr, 0.0f};
-                for (size_t i = 0; i < nb; ++i)
-                    scan_codes(s, tables.data() + i * table_size, qts[i], run, 0.0f, heaps[i], buffers);
+                CodeRun run{lists.list_codes(l) + blocked_offset(first, 0, s.code_size), last - first,
+                            lists.list_ids(l) + first, nullptr, 0.0f};
+                for (size_t i = 0; i < nb; ++i) {
+                    run.allowed = filter.masks(begin + i, l, first, last - first, scratch);
+                    scan_codes(s, tables.data() + i * table_size, qts[i], run, 0.0f, sinks[i], buffers);
+                }
             }
         }
-        for (size_t i = 0; i < nb; ++i) heaps[i].write(D + (begin + i) * k, I + (begin + i) * k, !l2);
+        for (size_t i = 0; i < nb; ++i) finish(begin + i, sinks[i]);
     });
+}
+
+}  // namespace
+
+void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, size_t k,
+               Metric metric, int n_threads, float* D, int64_t* I, const IDSelector* selector) {
+    const bool negate = metric != Metric::L2;
+    pq_scan_lists(x, nq, pq, lists, metric, n_threads, selector, [&] { return TopK(k); },
+                  [&](size_t q, TopK& heap) { heap.write(D + q * k, I + q * k, negate); });
+}
+
+RangeResults pq_range_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists,
+                             double radius_key, Metric metric, int n_threads, size_t max_results,
+                             const IDSelector* selector) {
+    RangeResults results(nq);
+    ResultBudget budget(max_results);
+    const float tau = range_threshold(radius_key);
+    pq_scan_lists(x, nq, pq, lists, metric, n_threads, selector, [&] { return RangeSink(tau, &budget); },
+                  [&](size_t q, RangeSink& sink) {
+                      sink.finish();
+                      results.set(q, sink);
+                  });
+    return results;
 }
 
 }  // namespace pqkit

@@ -13,9 +13,11 @@
 
 #include "common/metric.h"
 #include "common/pq_codes.h"
+#include "common/range.h"
 
 namespace pqkit {
 
+class IDSelector;
 class InvertedLists;
 
 // Trained codebooks (copied), prepared once for distance tables: per
@@ -47,9 +49,15 @@ void pq_decode(const uint8_t* codes, size_t n, const PQCodebooks& pq, int n_thre
 void pq_distance_tables(const float* x, size_t nq, const PQCodebooks& pq, Metric metric, int n_threads,
                         float* tables);
 // ADC search over every code of `lists` (IndexPQ keeps one list); I holds ids.
-// Exact top-k of the float ADC keys (see scan.h). Throws std::invalid_argument
-// unless the lists hold blocked codes of pq's code_size.
+// Exact top-k of the float ADC keys (see scan.h), over the ids the selector allows (nullptr:
+// all). Throws std::invalid_argument unless the lists hold blocked codes of pq's code_size.
 void pq_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, size_t k,
-               Metric metric, int n_threads, float* D, int64_t* I);
+               Metric metric, int n_threads, float* D, int64_t* I, const IDSelector* selector = nullptr);
+
+// Range search over the same keys: every allowed code whose key is below radius_key, per
+// query sorted by (key, id). Throws ResultLimitExceeded past max_results results.
+RangeResults pq_range_search(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists,
+                             double radius_key, Metric metric, int n_threads, size_t max_results,
+                             const IDSelector* selector = nullptr);
 
 }  // namespace pqkit

@@ -3,12 +3,34 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "common/codes.h"
 #include "kernels/kernels.h"
 
 namespace pqkit {
 namespace {
+
+// A TopK sink ranks (seeding, estimates); a RangeSink's threshold is fixed from the start.
+template <class Sink>
+constexpr bool kRanks = std::is_same_v<Sink, TopK>;
+
+// Whether code i of the run is allowed (no mask: every code).
+inline bool allowed(const CodeRun& run, size_t i) {
+    return run.allowed == nullptr || ((run.allowed[i / kBlock] >> (i % kBlock)) & 1);
+}
+
+// The allowed mask of block b of the run (every bit without a mask).
+inline uint64_t allowed_block(const CodeRun& run, size_t b) {
+    return run.allowed == nullptr ? ~uint64_t(0) : run.allowed[b];
+}
+
+// The first code at or after `start` (a multiple of kBlock) in a block with an allowed code.
+inline size_t skip_disallowed_blocks(const CodeRun& run, size_t start) {
+    if (run.allowed != nullptr)
+        while (start < run.n && run.allowed[start / kBlock] == 0) start += kBlock;
+    return start;
+}
 
 // Blocks scanned between two refreshes of the filter (the heap tightens it).
 constexpr size_t kBlocksPerStep = 4;
@@ -65,8 +87,9 @@ void exact_keys(const PQShape& s, const CodeRun& run, const size_t* rows, const 
 }
 
 // Exact keys of the candidates rows[0..n) (nbits 4 or 8), pushed in row order.
+template <class Sink>
 void consider_rows(const PQShape& s, const CodeRun& run, const size_t* rows, size_t n, const float* table,
-                   float base, TopK& heap) {
+                   float base, Sink& heap) {
     float keys[4];
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {
@@ -80,7 +103,8 @@ void consider_rows(const PQShape& s, const CodeRun& run, const size_t* rows, siz
     }
 }
 
-inline void consider(const PQShape& s, const CodeRun& run, size_t i, const float* table, float base, TopK& heap,
+template <class Sink>
+inline void consider(const PQShape& s, const CodeRun& run, size_t i, const float* table, float base, Sink& heap,
                      ScanBuffers& buf) {
     float key;
     if (s.nbits == 4 || s.nbits == 8)
@@ -172,11 +196,10 @@ size_t seed_sample_size(size_t n, size_t k) {
 // bound of the exact key up to a constant); the best `need` of them get their
 // exact key and are pushed. Which codes are pushed changes only the speed: the
 // pushed keys are exact, and every other code still goes through the filter.
-// Bit i % 64 of seeded[i / 64] marks code i as already pushed.
+// Bit i % 64 of seeded[i / 64] marks code i as already pushed. Only allowed codes are seeded.
 void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, const float* table, float base,
                TopK& heap, ScanBuffers& buf, size_t sample, uint64_t* seeded) {
-    const size_t need = std::min(heap.k() - heap.size(), sample);
-    if (need == 0) return;
+    if (heap.k() == heap.size()) return;
     // The kernel's integer estimates, every code passing (no bias, largest max_est).
     std::vector<uint16_t>& est = buf.est;
     est.resize((sample + kBlock - 1) / kBlock * kBlock);
@@ -187,13 +210,17 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
     set_ahead(s, run, 0, all);
     scan_kernel(s, run.blocks, sample, q, all, buf.masks.data());
     std::vector<std::pair<float, uint32_t>>& order = buf.order;
-    order.resize(sample);
+    order.clear();
     const float inv_scale = static_cast<float>(1.0 / q.scale);
     for (size_t i = 0; i < sample; ++i)
-        order[i] = {static_cast<float>(est[i]) * inv_scale + (run.bias ? run.bias[i] : 0.0f), static_cast<uint32_t>(i)};
+        if (allowed(run, i))
+            order.emplace_back(static_cast<float>(est[i]) * inv_scale + (run.bias ? run.bias[i] : 0.0f),
+                               static_cast<uint32_t>(i));
+    const size_t need = std::min(heap.k() - heap.size(), order.size());
+    if (need == 0) return;
     if (need == 1)  // k = 1 (PatchCore, k-means): the best estimate, no general selection
         std::iter_swap(order.begin(), std::min_element(order.begin(), order.end()));
-    else if (need < sample)
+    else if (need < order.size())
         std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(need), order.end());
     for (size_t j = 0; j < need; ++j) {
         const size_t i = order[j].second;
@@ -213,7 +240,9 @@ void fill_from_step(const CodeRun& run, size_t start, size_t count, const KeyOf&
                     ScanBuffers& buf) {
     std::vector<float>& keys = buf.keys;
     keys.resize(count);
-    for (size_t j = 0; j < count; ++j) keys[j] = key_of(start + j, j);
+    // A disallowed code's key is +inf: it bounds nothing and is never pushed.
+    for (size_t j = 0; j < count; ++j)
+        keys[j] = allowed(run, start + j) ? key_of(start + j, j) : std::numeric_limits<float>::infinity();
     const float limit = buf.bound.bound(keys.data(), count, heap.k(), std::numeric_limits<float>::infinity());
     // The passing keys in increasing order: each push then lands at the end of
     // the sorted top-k instead of shifting the worse entries (the order of
@@ -222,7 +251,7 @@ void fill_from_step(const CodeRun& run, size_t start, size_t count, const KeyOf&
     std::vector<std::pair<float, uint32_t>>& pass = buf.order;
     pass.clear();
     for (size_t j = 0; j < count; ++j) {
-        if (keys[j] <= limit) {
+        if (keys[j] <= limit && allowed(run, start + j)) {
             __builtin_prefetch(run.ids + start + j, 0, 3);
             pass.emplace_back(keys[j], static_cast<uint32_t>(j));
         }
@@ -248,6 +277,8 @@ void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& ru
     };
     size_t count = 0;
     for (size_t start = 0; start < run.n; start += count) {
+        start = skip_disallowed_blocks(run, start);
+        if (start >= run.n) break;
         count = std::min(kEstimateBlocksPerStep * kBlock, run.n - start);
         const float tau = heap.threshold();
         const uint8_t* blocks = run.blocks + blocked_offset(start, 0, s.code_size);
@@ -270,7 +301,7 @@ void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& ru
         uint32_t rows[kEstimateBlocksPerStep * kBlock];
         size_t n_rows = 0;
         for (size_t b = 0; b * kBlock < count; ++b) {
-            for (uint64_t bits = buf.masks[b]; bits != 0; bits &= bits - 1) {
+            for (uint64_t bits = buf.masks[b] & allowed_block(run, start / kBlock + b); bits != 0; bits &= bits - 1) {
                 const size_t j = b * kBlock + static_cast<size_t>(__builtin_ctzll(bits));
                 __builtin_prefetch(run.ids + start + j, 0, 3);
                 rows[n_rows++] = static_cast<uint32_t>(j);
@@ -332,28 +363,42 @@ void quantize_table(const PQShape& s, const float* table, QuantizedTable& q) {
 }
 
 
+template <class Sink>
 void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, const CodeRun& run, float base,
-                TopK& heap, ScanBuffers& buf, bool estimates) {
-    if (estimates && q.enabled) return scan_estimates(s, q, run, base, heap, buf);
+                Sink& heap, ScanBuffers& buf, bool estimates) {
+    if (run.allowed != nullptr) {  // nothing allowed: nothing to scan, not even a seeding sample
+        uint64_t any = 0;
+        for (size_t w = 0; w < (run.n + kBlock - 1) / kBlock; ++w) any |= run.allowed[w];
+        if (any == 0) return;
+    }
+    if constexpr (kRanks<Sink>) {
+        if (estimates && q.enabled) return scan_estimates(s, q, run, base, heap, buf);
+    }
     buf.masks.resize(std::max<size_t>(buf.masks.size(), kBlocksPerStep));
     // Codes pushed by the seeding step (always among the first 256) are skipped later.
     uint64_t seeded[256 / kBlock] = {0, 0, 0, 0};
     size_t sampled = 0;
-    if (q.enabled && run.n > 0 && heap.size() < heap.k()) {
-        sampled = seed_sample_size(run.n, heap.k());
-        seed_heap(s, q, run, table, base, heap, buf, sampled, seeded);
+    if constexpr (kRanks<Sink>) {
+        if (q.enabled && run.n > 0 && heap.size() < heap.k()) {
+            sampled = seed_sample_size(run.n, heap.k());
+            seed_heap(s, q, run, table, base, heap, buf, sampled, seeded);
+        }
     }
     const auto seeded_bits = [&](size_t block) { return block < 256 / kBlock ? seeded[block] : uint64_t(0); };
     size_t count = 0;
     for (size_t start = 0; start < run.n; start += count) {
+        start = skip_disallowed_blocks(run, start);
+        if (start >= run.n) break;
         const float tau = heap.threshold();
         if (!q.enabled || !(tau < std::numeric_limits<float>::infinity())) {
             // The heap is not full yet: evaluate exactly, one block at a time so the
             // filter starts as soon as k codes are in.
             count = std::min(kBlock, run.n - start);
             const uint64_t skip = seeded_bits(start / kBlock);
+            const uint64_t allow = allowed_block(run, start / kBlock);
             for (size_t i = start; i < start + count; ++i)
-                if (!((skip >> (i % kBlock)) & 1)) consider(s, run, i, table, base, heap, buf);
+                if (!((skip >> (i % kBlock)) & 1) && ((allow >> (i % kBlock)) & 1))
+                    consider(s, run, i, table, base, heap, buf);
             continue;
         }
         count = std::min(kBlocksPerStep * kBlock, run.n - start);
@@ -369,7 +414,8 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
         size_t n_rows = 0;
         for (size_t b = 0; b * kBlock < count; ++b) {
             const size_t block = start / kBlock + b;
-            const uint64_t bits0 = start < sampled ? buf.masks[b] & ~seeded_bits(block) : buf.masks[b];
+            const uint64_t pass = buf.masks[b] & allowed_block(run, block);
+            const uint64_t bits0 = start < sampled ? pass & ~seeded_bits(block) : pass;
             for (uint64_t bits = bits0; bits != 0; bits &= bits - 1) {
                 rows[n_rows] = start + b * kBlock + static_cast<size_t>(__builtin_ctzll(bits));
                 __builtin_prefetch(run.ids + rows[n_rows++], 0, 3);  // as in scan_estimates
@@ -378,5 +424,10 @@ void scan_codes(const PQShape& s, const float* table, const QuantizedTable& q, c
         consider_rows(s, run, rows, n_rows, table, base, heap);
     }
 }
+
+template void scan_codes<TopK>(const PQShape&, const float*, const QuantizedTable&, const CodeRun&, float, TopK&,
+                               ScanBuffers&, bool);
+template void scan_codes<RangeSink>(const PQShape&, const float*, const QuantizedTable&, const CodeRun&, float,
+                                    RangeSink&, ScanBuffers&, bool);
 
 }  // namespace pqkit

@@ -16,6 +16,14 @@
 // count, only faster. The integer scans are the kernels scan_lut8 (vpermi2b on
 // AVX-512 VBMI) and scan_lut4 (vpermb on AVX-512 VBMI, vpshufb on AVX2) over
 // the blocked layout of codes.h.
+//
+// An id selector (selector.h) gives a run a mask of its allowed codes: the mask is ANDed into
+// the filter's pass masks, disallowed codes are never seeded or evaluated, and steps whose
+// codes are all disallowed are not scanned at all. The result is the exact top-k (or range)
+// of the allowed codes' keys.
+//
+// The scan pushes into a Sink: a TopK (the k best keys) or a RangeSink (every key at most a
+// fixed threshold, common/range.h); both expose threshold() and push(key, id).
 #pragma once
 
 #include <cstddef>
@@ -24,6 +32,7 @@
 #include <vector>
 
 #include "common/pq_codes.h"
+#include "common/range.h"
 #include "common/select.h"
 #include "common/topk.h"
 
@@ -53,6 +62,9 @@ struct CodeRun {
     size_t next_bytes = 0;
     const float* next_bias = nullptr;  // and their bias (prefetch only)
     size_t next_n = 0;
+    // Allowed codes (bit i % 64 of allowed[i / 64] for code i of the run), or nullptr: all.
+    // A run starts at a multiple of 64 codes of its list, so its list's masks serve it.
+    const uint64_t* allowed = nullptr;
 };
 
 struct ScanBuffers {
@@ -65,15 +77,22 @@ struct ScanBuffers {
     std::vector<int32_t> idx;
 };
 
-// Pushes into `heap` every code of `run` whose exact key can be in the top-k.
+// Pushes into `sink` every allowed code of `run` whose exact key can be in the top-k (TopK)
+// or is at most the range threshold (RangeSink).
 //
 // With `estimates` (and a quantized table) the keys are the table's integer
 // estimates instead, in distance units: base + (O + (est / s + bias)), a
 // lower bound of the exact key up to rounding. No exact key is computed: this
 // ranks candidates for an exact re-ranking (IndexRefine), as a fast-scan
 // index does. The estimates are exact integers, so the result is the same at
-// every SIMD level and thread count.
+// every SIMD level and thread count. Estimates are for TopK sinks only.
+template <class Sink>
 void scan_codes(const PQShape& shape, const float* table, const QuantizedTable& q, const CodeRun& run,
-                float base, TopK& heap, ScanBuffers& buffers, bool estimates = false);
+                float base, Sink& sink, ScanBuffers& buffers, bool estimates = false);
+
+extern template void scan_codes<TopK>(const PQShape&, const float*, const QuantizedTable&, const CodeRun&, float,
+                                      TopK&, ScanBuffers&, bool);
+extern template void scan_codes<RangeSink>(const PQShape&, const float*, const QuantizedTable&, const CodeRun&,
+                                           float, RangeSink&, ScanBuffers&, bool);
 
 }  // namespace pqkit

@@ -4,7 +4,7 @@ This module only re-exports the public API; see ``docs/architecture.md`` for whe
 lives.
 """
 
-from . import compat, datasets, engine
+from . import compat, datasets, engine, filters
 from ._atomic import ArtifactExistsError
 from ._threads import get_num_threads, set_num_threads
 from ._validation import TrainingWarning
@@ -19,6 +19,7 @@ from .engine import (
     simd_level,
 )
 from .factory import index_factory
+from .filters import IDSelectorBatch, IDSelectorBitmap, IDSelectorNot, IDSelectorPerQuery
 from .indexes.base import Index
 from .indexes.flat import IndexFlat
 from .indexes.ivfflat import IndexIVFFlat
@@ -36,6 +37,10 @@ from .tune import estimate_memory, suggest, tune
 __all__ = [
     "ArtifactExistsError",
     "BackendWarning",
+    "IDSelectorBatch",
+    "IDSelectorBitmap",
+    "IDSelectorNot",
+    "IDSelectorPerQuery",
     "Index",
     "IndexFlat",
     "IndexIVFFlat",
@@ -57,6 +62,7 @@ __all__ = [
     "compat",
     "datasets",
     "estimate_memory",
+    "filters",
     "from_faiss",
     "get_backend",
     "get_num_threads",

@@ -23,6 +23,7 @@ Conversions (the only ones pqkit ever makes):
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import os
 import warnings
@@ -35,6 +36,8 @@ from .metrics import NAMES as METRICS
 __all__ = [
     "TrainingWarning",
     "as_float_matrix",
+    "check_bool_mask",
+    "check_csr_offsets",
     "check_codes",
     "check_finite",
     "check_fits_in_memory",
@@ -43,9 +46,14 @@ __all__ = [
     "check_ids",
     "check_int",
     "check_k",
+    "check_k_factor",
+    "check_max_probe",
+    "check_max_results",
     "check_metric",
     "check_n_threads",
+    "check_nprobe",
     "check_positive_int",
+    "check_radius",
     "check_result_size",
     "check_trained",
     "available_memory_bytes",
@@ -118,6 +126,76 @@ def check_k(k) -> int:
             "results are padded with -1 ids when fewer than k vectors exist, so any k >= 1 works"
         )
     return int(k)
+
+
+def check_nprobe(value, nlist: int, name: str = "nprobe") -> int:
+    """Validate a number of inverted lists scanned per query: an int in ``[1, nlist]``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_describe(value)}")
+    if not 1 <= value <= nlist:
+        raise ValueError(
+            f"{name} must be in [1, nlist={nlist}] (lists scanned per query), got {int(value)}")
+    return int(value)
+
+
+def check_max_probe(value, nlist: int, nprobe: int) -> int:
+    """Validate ``max_probe``: an int in ``[nprobe, nlist]``, the most lists a query scans while
+    it has fewer than k results."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"max_probe must be an int, got {_describe(value)}")
+    if not nprobe <= value <= nlist:
+        raise ValueError(
+            f"max_probe must be in [nprobe={nprobe}, nlist={nlist}] (the most lists scanned per "
+            f"query while fewer than k results are found), got {int(value)}; raise it to at "
+            "least nprobe, or lower nprobe")
+    return int(value)
+
+
+#: Largest refine factor accepted (beyond it, re-ranking costs more than exact search).
+MAX_K_FACTOR = 1024
+
+
+def check_k_factor(k_factor) -> float:
+    """Validate a refine factor: a finite real number in ``[1, MAX_K_FACTOR]``."""
+    if isinstance(k_factor, (bool, np.bool_)) or not isinstance(k_factor, (int, float, np.number)):
+        raise TypeError(f"k_factor must be a number >= 1, got {type(k_factor).__name__}")
+    k_factor = float(k_factor)
+    if not (math.isfinite(k_factor) and 1.0 <= k_factor <= MAX_K_FACTOR):
+        raise ValueError(
+            f"k_factor must be a finite number in [1, {MAX_K_FACTOR}] (candidates fetched = "
+            f"ceil(k * k_factor)), got {k_factor}"
+        )
+    return k_factor
+
+
+def check_radius(radius) -> float:
+    """Validate a range-search radius: a real number (infinite allowed), not NaN."""
+    if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, numbers.Real):
+        raise TypeError(f"radius must be a real number, got {_describe(radius)}")
+    radius = float(radius)
+    if math.isnan(radius):
+        raise ValueError("radius must be a number, got nan; for L2 it bounds the squared "
+                         "distance (D < radius), for ip/cosine the similarity (D > radius)")
+    return radius
+
+
+#: Bytes a range-search result takes while it is collected and returned (a 16-byte (distance,
+#: id) entry in the engine, then 4 + 8 bytes in D and I, and a copy of the ids).
+RANGE_RESULT_BYTES = 36
+
+
+def check_max_results(max_results) -> int:
+    """The cap on the results of one ``range_search``: an int >= 0 that fits in memory, or None
+    for as many as memory allows (:func:`available_memory_bytes` / ``RANGE_RESULT_BYTES``)."""
+    if max_results is None:
+        limit, _ = available_memory_bytes()
+        return (2**48 if limit is None else limit) // RANGE_RESULT_BYTES
+    value = check_int(max_results, "max_results", minimum=0)
+    check_fits_in_memory(
+        value * RANGE_RESULT_BYTES,
+        f"max_results={value} range-search results ({RANGE_RESULT_BYTES} bytes each)",
+        "pass a smaller max_results, or None for as many as memory allows")
+    return value
 
 
 @functools.lru_cache(maxsize=None)
@@ -451,6 +529,43 @@ def check_ids(ids, n: int | None = None, name: str = "ids") -> np.ndarray:
                 "'no result' in search output; drop -1 entries before passing search ids back)"
             )
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_bool_mask(mask, name: str = "mask") -> np.ndarray:
+    """Validate a 1-D boolean mask (a filter's allowed ids); returns it as a numpy bool array.
+
+    Integer 0/1 arrays are refused (TypeError): an integer array of ids is another filter.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(
+            f"{name} must be a bool array (True: allowed), got dtype {mask.dtype}; for integer "
+            "ids use IDSelectorBatch(ids), or convert a 0/1 mask with mask.astype(bool)")
+    if mask.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one bool per id), got shape {mask.shape}; use "
+                         f"{name.split()[-1]}.ravel()")
+    return mask
+
+
+def check_csr_offsets(offsets, n_ids: int, name: str = "offsets") -> np.ndarray:
+    """Validate CSR offsets over ``n_ids`` values: 1-D integers, non-decreasing, from 0 to
+    ``n_ids`` (one more value than sets); returns them as int64."""
+    offsets = np.asarray(offsets)
+    if offsets.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {offsets.dtype}")
+    if offsets.ndim != 1 or offsets.size < 1:
+        raise ValueError(f"{name} must be 1-D with one value more than there are sets, got shape "
+                         f"{offsets.shape}")
+    offsets = offsets.astype(np.int64)
+    if offsets[0] != 0 or offsets[-1] != n_ids:
+        raise ValueError(f"{name} must start at 0 and end at len(ids) = {n_ids}, got "
+                         f"{int(offsets[0])} .. {int(offsets[-1])}")
+    steps = np.diff(offsets)
+    if (steps < 0).any():
+        at = int(np.flatnonzero(steps < 0)[0])
+        raise ValueError(f"{name} must be non-decreasing, got {int(offsets[at])} then "
+                         f"{int(offsets[at + 1])} at position {at}")
+    return offsets
 
 
 def check_id_scalar(key, name: str = "id") -> int:

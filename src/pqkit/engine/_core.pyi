@@ -11,6 +11,11 @@ Built from cpp/ (bindings: cpp/python/bindings.cpp). Conventions shared by every
   the smaller id. Results are identical for every SIMD level and thread count.
 * ``n_threads`` >= 1 workers; the GIL is released while the engine runs, and Ctrl-C stops a
   long call with KeyboardInterrupt.
+* ``selector``: None, or an :class:`IDSelector`; only the ids it allows are scanned (a
+  disallowed code never gets an exact distance).
+* Range searches return ``(lims, D, I)``: lims int64 (nq + 1,), D float32 and I int64 of
+  length lims[-1]; query q's results at lims[q] .. lims[q + 1] - 1, sorted by (key, id), those
+  with D < radius (L2) or D > radius (IP). More than ``max_results`` results raise ValueError.
 """
 
 import numpy as np
@@ -76,12 +81,27 @@ def flat_search(
     metric: str,
     n_threads: int,
     norms: NDArray[np.float32] | None = None,
+    selector: IDSelector | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Exact k-NN of the queries x (nq, d) among the rows of y (ny, d), both float32.
 
     norms: y's squared norms (ny,) float32 from ``sqnorms`` (L2 only), or None to compute them.
-    Returns (D, I), each (nq, k); I holds row numbers of y.
+    selector: the row numbers each query may return. Returns (D, I), each (nq, k); I holds row
+    numbers of y.
     """
+
+def flat_range_search(
+    x: NDArray[np.float32],
+    y: NDArray[np.float32],
+    radius: float,
+    metric: str,
+    n_threads: int,
+    max_results: int,
+    norms: NDArray[np.float32] | None = None,
+    selector: IDSelector | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
+    """Exact range search of x (nq, d) among the rows of y (ny, d): (lims, D, I), I holding
+    row numbers (keys as flat_search computes them)."""
 
 def rerank(
     x: NDArray[np.float32],
@@ -184,10 +204,23 @@ def pq_search(
     k: int,
     metric: str,
     n_threads: int,
+    selector: IDSelector | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Exact top-k of the ADC distances of x (nq, pq.d) float32 over every code of
+    """Exact top-k of the ADC distances of x (nq, pq.d) float32 over every allowed code of
     ``invlists`` (blocked codes of pq.code_size bytes). Returns (D, I), each (nq, k); I holds
     the stored ids."""
+
+def pq_range_search(
+    x: NDArray[np.float32],
+    pq: PQCodebooks,
+    invlists: InvertedLists,
+    radius: float,
+    metric: str,
+    n_threads: int,
+    max_results: int,
+    selector: IDSelector | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
+    """Range search over the ADC distances of pq_search: (lims, D, I)."""
 
 def pq_unpack_codes(codes: NDArray[np.uint8], M: int, nbits: int) -> NDArray[np.int32]:
     """Sub-quantizer indices (n, M) int32 of packed codes (n, ceil(M * nbits / 8)) uint8."""
@@ -204,9 +237,25 @@ def ivfflat_search(
     k: int,
     metric: str,
     n_threads: int,
+    max_probe: int = 0,
+    selector: IDSelector | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """IVF-Flat search of x (nq, coarse.d) float32 over the nprobe nearest lists (raw float32
-    rows, layout 'rows', code_size 4 * d). Returns (D, I), each (nq, k)."""
+    rows, layout 'rows', code_size 4 * d); while a query has fewer than k results, the next
+    nearest lists up to max_probe (0: none). Returns (D, I), each (nq, k)."""
+
+def ivfflat_range_search(
+    x: NDArray[np.float32],
+    coarse: CoarseQuantizer,
+    invlists: InvertedLists,
+    nprobe: int,
+    radius: float,
+    metric: str,
+    n_threads: int,
+    max_results: int,
+    selector: IDSelector | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
+    """IVF-Flat range search over the nprobe nearest lists: (lims, D, I)."""
 
 def ivfpq_search(
     x: NDArray[np.float32],
@@ -218,11 +267,27 @@ def ivfpq_search(
     metric: str,
     n_threads: int,
     estimates: bool = False,
+    max_probe: int = 0,
+    selector: IDSelector | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """IVF-PQ search of x (nq, coarse.d) float32 over the nprobe nearest lists (blocked PQ
     codes of residuals, with a bias per code for L2). ``estimates``: rank by the quantized
-    table's estimates (for an exact re-ranking) instead of exact ADC keys. Returns (D, I),
-    each (nq, k)."""
+    table's estimates (for an exact re-ranking) instead of exact ADC keys. ``max_probe``: as
+    for ivfflat_search. Returns (D, I), each (nq, k)."""
+
+def ivfpq_range_search(
+    x: NDArray[np.float32],
+    coarse: CoarseQuantizer,
+    pq: PQCodebooks,
+    invlists: InvertedLists,
+    nprobe: int,
+    radius: float,
+    metric: str,
+    n_threads: int,
+    max_results: int,
+    selector: IDSelector | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
+    """IVF-PQ range search over the nprobe nearest lists (exact ADC keys): (lims, D, I)."""
 
 def ivfpq_code_bias(
     codes: NDArray[np.uint8],
@@ -240,6 +305,27 @@ def micro_scan(M: int, nbits: int, n: int, repeats: int, level: str) -> list[flo
 
 def micro_memory_read(nbytes: int, repeats: int) -> list[float]:
     """Seconds per read of an nbytes buffer (bench/micro); one value per repeat."""
+
+class IDSelector:
+    """The ids a search may return: a bitmap (uint8 (nbytes,), bit i of byte j for id
+    start + 8 j + i) or sorted ids (int64 (n,)), one set for every query or, with offsets
+    (int64 (nq + 1,), CSR), one per query; ``exclude`` allows the ids outside the set.
+    ValueError for unsorted ids, bad offsets, or both or neither of bitmap and ids."""
+
+    def __init__(
+        self,
+        bitmap: NDArray[np.uint8] | None,
+        start: int,
+        ids: NDArray[np.int64] | None,
+        offsets: NDArray[np.int64] | None,
+        exclude: bool,
+    ) -> None: ...
+    @property
+    def n_sets(self) -> int:
+        """The number of per-query sets, 0 for one set shared by every query."""
+    @property
+    def exclude(self) -> bool:
+        """Whether the selector allows the ids outside its set."""
 
 class InvertedLists:
     """Per list: codes (layout 'rows': as given; 'blocked': the scan layout) and int64 ids,

@@ -25,6 +25,14 @@ with hints happens before, in :mod:`pqkit._validation`):
   centroids; only training (:meth:`Engine.kmeans`, :meth:`Engine.pq_train`) draws different
   random numbers.
 * Long calls release the GIL.
+* ``selector`` (searches): None, or an :class:`IDSelector` of the same engine; only the ids it
+  allows are scanned, and a disallowed code or vector never gets a distance. A per-query
+  selector must have one set per query (ValueError otherwise).
+* A range search returns :data:`RangeResult` ``(lims, D, I)``: ``lims`` int64 of shape
+  ``(nq + 1,)``, ``D`` float32 and ``I`` int64 of shape ``(lims[-1],)``; query ``q``'s results
+  are at ``lims[q] .. lims[q + 1] - 1``, sorted by ``(key, id)``, those with ``D < radius``
+  (``"l2"``) or ``D > radius`` (``"ip"``), ``radius`` compared as a double. More than
+  ``max_results`` results in all raise ValueError.
 """
 
 from __future__ import annotations
@@ -38,16 +46,20 @@ from numpy.typing import NDArray
 __all__ = [
     "CoarseQuantizer",
     "Engine",
+    "IDSelector",
     "InvertedLists",
     "Metric",
     "OptionalCalls",
     "PQCodebooks",
+    "RangeResult",
     "SearchResult",
 ]
 
 Metric = Literal["l2", "ip"]
 SearchResult = Tuple[NDArray[np.float32], NDArray[np.int64]]
 """``(D, I)``: float32 and int64 arrays of shape ``(nq, k)`` (see the module conventions)."""
+RangeResult = Tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]
+"""``(lims, D, I)`` of a range search (see the module conventions)."""
 
 
 @runtime_checkable
@@ -225,10 +237,28 @@ class InvertedLists(Protocol):
         """
 
 
+@runtime_checkable
+class IDSelector(Protocol):
+    """The ids a search may return (FAISS's ``IDSelector``), made by :meth:`Engine.IDSelector`.
+
+    One set of ids for every query, or one set per query; a set is a bitmap or a sorted id
+    array, and ``exclude`` allows the ids outside it instead.
+    """
+
+    @property
+    def n_sets(self) -> int:
+        """The number of per-query sets, 0 for one set shared by every query."""
+
+    @property
+    def exclude(self) -> bool:
+        """Whether the selector allows the ids outside its set."""
+
+
 # Inside Engine the class names are its constructors; these names refer to the classes above.
 _PQCodebooks = PQCodebooks
 _CoarseQuantizer = CoarseQuantizer
 _InvertedLists = InvertedLists
+_IDSelector = IDSelector
 
 
 @runtime_checkable
@@ -292,10 +322,12 @@ class Engine(Protocol):
         """
 
     def flat_search(self, x: NDArray[np.float32], y: NDArray[np.float32], k: int, metric: Metric,
-                    n_threads: int, norms: Optional[NDArray[np.float32]] = None) -> SearchResult:
+                    n_threads: int, norms: Optional[NDArray[np.float32]] = None,
+                    selector: Optional[_IDSelector] = None) -> SearchResult:
         """Exact top-k rows of ``y`` for each row of ``x``.
 
-        L2 keys are ``max(||x||^2 + ||y||^2 - 2 <x, y>, 0)``.
+        L2 keys are ``max(||x||^2 + ||y||^2 - 2 <x, y>, 0)``, the same for a row whether it is
+        computed in a block of rows or alone (a selective selector).
 
         Parameters
         ----------
@@ -306,11 +338,39 @@ class Engine(Protocol):
         n_threads : int
         norms : numpy.ndarray of float32, shape (ny,), or None
             ``y``'s squared norms from :meth:`sqnorms` when the caller keeps them (L2).
+        selector : IDSelector or None
+            The row numbers of ``y`` each query may return.
 
         Returns
         -------
         D : numpy.ndarray of float32, shape (nq, k)
         I : numpy.ndarray of int64, shape (nq, k)
+            Row numbers of ``y``.
+        """
+
+    def flat_range_search(self, x: NDArray[np.float32], y: NDArray[np.float32], radius: float,
+                          metric: Metric, n_threads: int, max_results: int,
+                          norms: Optional[NDArray[np.float32]] = None,
+                          selector: Optional[_IDSelector] = None) -> RangeResult:
+        """Every row of ``y`` within ``radius`` of each row of ``x`` (keys as :meth:`flat_search`).
+
+        Parameters
+        ----------
+        x : numpy.ndarray of float32, shape (nq, d)
+        y : numpy.ndarray of float32, shape (ny, d)
+        radius : float
+        metric : {"l2", "ip"}
+        n_threads : int
+        max_results : int
+        norms : numpy.ndarray of float32, shape (ny,), or None
+        selector : IDSelector or None
+            Over row numbers of ``y``.
+
+        Returns
+        -------
+        lims : numpy.ndarray of int64, shape (nq + 1,)
+        D : numpy.ndarray of float32, shape (lims[-1],)
+        I : numpy.ndarray of int64, shape (lims[-1],)
             Row numbers of ``y``.
         """
 
@@ -496,7 +556,8 @@ class Engine(Protocol):
         """
 
     def pq_search(self, x: NDArray[np.float32], pq: _PQCodebooks, invlists: _InvertedLists,
-                  k: int, metric: Metric, n_threads: int) -> SearchResult:
+                  k: int, metric: Metric, n_threads: int,
+                  selector: Optional[_IDSelector] = None) -> SearchResult:
         """Asymmetric-distance (ADC) search over every code of ``invlists``.
 
         The key of a code is ``sum_m T[m, code_m]`` over the search table (the L2 table, or
@@ -512,11 +573,36 @@ class Engine(Protocol):
         k : int, >= 1
         metric : {"l2", "ip"}
         n_threads : int
+        selector : IDSelector or None
 
         Returns
         -------
         D : numpy.ndarray of float32, shape (nq, k)
         I : numpy.ndarray of int64, shape (nq, k)
+            The stored ids.
+        """
+
+    def pq_range_search(self, x: NDArray[np.float32], pq: _PQCodebooks, invlists: _InvertedLists,
+                        radius: float, metric: Metric, n_threads: int, max_results: int,
+                        selector: Optional[_IDSelector] = None) -> RangeResult:
+        """Every code of ``invlists`` whose ADC key (as :meth:`pq_search`) is within ``radius``.
+
+        Parameters
+        ----------
+        x : numpy.ndarray of float32, shape (nq, pq.d)
+        pq : PQCodebooks
+        invlists : InvertedLists
+        radius : float
+        metric : {"l2", "ip"}
+        n_threads : int
+        max_results : int
+        selector : IDSelector or None
+
+        Returns
+        -------
+        lims : numpy.ndarray of int64, shape (nq + 1,)
+        D : numpy.ndarray of float32, shape (lims[-1],)
+        I : numpy.ndarray of int64, shape (lims[-1],)
             The stored ids.
         """
 
@@ -613,9 +699,41 @@ class Engine(Protocol):
         InvertedLists
         """
 
+    def IDSelector(self, bitmap: Optional[NDArray[np.uint8]], start: int,
+                   ids: Optional[NDArray[np.int64]], offsets: Optional[NDArray[np.int64]],
+                   exclude: bool) -> _IDSelector:
+        """An id selector (copies its arrays).
+
+        Parameters
+        ----------
+        bitmap : numpy.ndarray of uint8, shape (nbytes,), or None
+            Bit ``i % 8`` of byte ``i // 8`` (least significant first, as
+            ``numpy.packbits(mask, bitorder="little")``) marks id ``start + i``.
+        start : int, >= 0
+            The id of the bitmap's first bit.
+        ids : numpy.ndarray of int64, shape (n,), or None
+            Sorted ascending within each set. Exactly one of ``bitmap`` and ``ids`` is given.
+        offsets : numpy.ndarray of int64, shape (nq + 1,), or None
+            Sorted ids only: query ``q``'s set is ``ids[offsets[q]:offsets[q + 1]]``
+            (non-decreasing, from 0 to ``n``); None for one set shared by every query.
+        exclude : bool
+            Allow the ids outside the set instead.
+
+        Returns
+        -------
+        IDSelector
+
+        Raises
+        ------
+        ValueError
+            Both or neither of ``bitmap`` and ``ids``, unsorted ids, bad offsets, a negative
+            start.
+        """
+
     def ivfflat_search(self, x: NDArray[np.float32], coarse: _CoarseQuantizer,
                        invlists: _InvertedLists, nprobe: int, k: int, metric: Metric,
-                       n_threads: int) -> SearchResult:
+                       n_threads: int, max_probe: int = 0,
+                       selector: Optional[_IDSelector] = None) -> SearchResult:
         """IVF-Flat search: exact keys over the vectors of the ``nprobe`` nearest lists.
 
         Keys are computed directly (``||x - y||^2`` in the 16-lane order, or ``-<x, y>``).
@@ -632,6 +750,10 @@ class Engine(Protocol):
         k : int, >= 1
         metric : {"l2", "ip"}
         n_threads : int
+        max_probe : int
+            While a query has fewer than ``k`` results after ``nprobe`` lists, the next nearest
+            lists are scanned, one at a time, up to ``max_probe`` lists in all (0: none).
+        selector : IDSelector or None
 
         Returns
         -------
@@ -640,9 +762,36 @@ class Engine(Protocol):
             The stored ids.
         """
 
+    def ivfflat_range_search(self, x: NDArray[np.float32], coarse: _CoarseQuantizer,
+                             invlists: _InvertedLists, nprobe: int, radius: float,
+                             metric: Metric, n_threads: int, max_results: int,
+                             selector: Optional[_IDSelector] = None) -> RangeResult:
+        """Every vector of the ``nprobe`` nearest lists within ``radius`` (keys as
+        :meth:`ivfflat_search`).
+
+        Parameters
+        ----------
+        x : numpy.ndarray of float32, shape (nq, coarse.d)
+        coarse : CoarseQuantizer
+        invlists : InvertedLists
+        nprobe : int, >= 1
+        radius : float
+        metric : {"l2", "ip"}
+        n_threads : int
+        max_results : int
+        selector : IDSelector or None
+
+        Returns
+        -------
+        lims : numpy.ndarray of int64, shape (nq + 1,)
+        D : numpy.ndarray of float32, shape (lims[-1],)
+        I : numpy.ndarray of int64, shape (lims[-1],)
+        """
+
     def ivfpq_search(self, x: NDArray[np.float32], coarse: _CoarseQuantizer, pq: _PQCodebooks,
                      invlists: _InvertedLists, nprobe: int, k: int, metric: Metric,
-                     n_threads: int, estimates: bool = False) -> SearchResult:
+                     n_threads: int, estimates: bool = False, max_probe: int = 0,
+                     selector: Optional[_IDSelector] = None) -> SearchResult:
         """IVF-PQ search over codes of residuals ``x - y_l`` in the ``nprobe`` nearest lists.
 
         Key of code ``r`` in list ``l``, L2: ``||q - y_l||^2 + (bias_r + sum_m -2 <q_m,
@@ -667,12 +816,42 @@ class Engine(Protocol):
             Rank by the byte-quantized table's integer estimates instead of exact keys (a
             candidate list for exact re-ranking). Only the compiled core has the quantized
             table; the Numba engine accepts the flag and ranks by the exact keys.
+        max_probe : int
+            As for :meth:`ivfflat_search`.
+        selector : IDSelector or None
 
         Returns
         -------
         D : numpy.ndarray of float32, shape (nq, k)
         I : numpy.ndarray of int64, shape (nq, k)
             The stored ids.
+        """
+
+    def ivfpq_range_search(self, x: NDArray[np.float32], coarse: _CoarseQuantizer,
+                           pq: _PQCodebooks, invlists: _InvertedLists, nprobe: int,
+                           radius: float, metric: Metric, n_threads: int, max_results: int,
+                           selector: Optional[_IDSelector] = None) -> RangeResult:
+        """Every code of the ``nprobe`` nearest lists whose exact key (as :meth:`ivfpq_search`)
+        is within ``radius``.
+
+        Parameters
+        ----------
+        x : numpy.ndarray of float32, shape (nq, coarse.d)
+        coarse : CoarseQuantizer
+        pq : PQCodebooks
+        invlists : InvertedLists
+        nprobe : int, >= 1
+        radius : float
+        metric : {"l2", "ip"}
+        n_threads : int
+        max_results : int
+        selector : IDSelector or None
+
+        Returns
+        -------
+        lims : numpy.ndarray of int64, shape (nq + 1,)
+        D : numpy.ndarray of float32, shape (lims[-1],)
+        I : numpy.ndarray of int64, shape (lims[-1],)
         """
 
     def ivfpq_code_bias(self, codes: NDArray[np.uint8], list_nos: NDArray[np.int64],

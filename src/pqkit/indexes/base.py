@@ -27,7 +27,19 @@ Results
     ``search(x, k)`` returns ``(D, I)``: D float32 (n, k), I int64 (n, k), best first (L2
     ascending, IP/cosine descending; ties broken by the smaller row/id). When fewer than ``k``
     vectors are found the rows are padded with ``I = -1`` and ``D = +inf`` (L2) or ``-inf``
-    (IP, cosine). An empty index returns only padding.
+    (IP, cosine). An empty index returns only padding. ``range_search(x, radius)`` returns
+    ``(lims, D, I)`` in FAISS's layout: query ``i``'s results are ``D[lims[i]:lims[i + 1]]``
+    and ``I[lims[i]:lims[i + 1]]``, best first, those with ``D < radius`` (L2) or
+    ``D > radius`` (IP, cosine).
+
+Search parameters
+    ``search`` and ``range_search`` take per-call parameters (``nprobe``, ``k_factor``,
+    ``filter``, ``max_probe``; see :mod:`pqkit.indexes.params`): they apply to that call only,
+    never change the index, and may differ between threads searching one index at once. Each
+    type lists the ones it takes in ``search_parameters``; any other raises TypeError naming
+    them. ``filter`` (:mod:`pqkit.filters`) is applied inside the engines' scans: an excluded
+    id never gets a distance, so a query returns ``k`` results whenever ``k`` allowed vectors
+    lie where it searches.
 
 Ids
     ``add(x)`` assigns the ids ``ntotal, ntotal + 1, ...`` (FAISS behaviour); ``add_with_ids``
@@ -75,18 +87,41 @@ from .._validation import (
     check_ids,
     check_int,
     check_k,
+    check_max_results,
     check_metric,
     check_n_threads,
     check_positive_int,
+    check_radius,
     check_result_size,
     check_trained,
     normalize_rows,
 )
+from ..filters import as_selector
+from .params import NAMES as PARAMETER_NAMES, RANGE_NAMES, SearchParams
 
 __all__ = ["CandidateSource", "Index", "Reranker"]
 
 #: The largest id (ids are int64 >= 0; -1 marks "no result").
 MAX_ID = 2**63 - 1
+
+
+def _given(**params) -> dict:
+    """The search parameters a call set (not None), by name."""
+    return {name: value for name, value in params.items() if value is not None}
+
+
+#: What the FAISS spellings of search parameters are called here.
+_FAISS_HINTS = {
+    "params": "pass each parameter as a keyword (nprobe=..., filter=...) instead of a "
+              "SearchParameters object",
+    "sel": "a faiss selector is filter= here (pqkit.IDSelectorBatch, IDSelectorBitmap, ...)",
+}
+
+
+def _empty_range(n: int):
+    """The ``range_search`` result of ``n`` queries that find nothing."""
+    return (np.zeros(n + 1, dtype=np.int64), np.empty(0, dtype=np.float32),
+            np.empty(0, dtype=np.int64))
 
 
 def _format_ids(ids: np.ndarray, limit: int = 5) -> str:
@@ -234,11 +269,18 @@ class Index:
         Worker threads; None uses :func:`pqkit.get_num_threads`.
     backend : {"cpp", "numba"}
         The engine (read-only; chosen at construction).
+    search_parameters : tuple of str
+        The per-call parameters :meth:`search` takes (``range_search`` takes those of them
+        among ``nprobe`` and ``filter``).
     """
 
     # Whether train() changes how stored vectors are encoded (then it is refused while the
     # index holds vectors).
     _training_changes_codes = True
+
+    #: The per-call parameters :meth:`search` takes (:mod:`pqkit.indexes.params`); each type
+    #: declares its own, and wrappers add those of the index they wrap.
+    search_parameters = ("filter",)
 
     def __init__(self, d, metric="l2", n_threads=None, backend=None):
         if type(self) is Index:
@@ -668,8 +710,13 @@ class Index:
         and empty ``other`` (both locked by :meth:`merge_from`)."""
         raise NotImplementedError
 
-    def search(self, x, k):
+    def search(self, x, k, *, nprobe=None, k_factor=None, filter=None, max_probe=None, **unknown):
         """Find the k nearest stored vectors of each query.
+
+        The keyword parameters apply to this call only (the index is not changed, and threads
+        may search it with different values at once); None means the index's own setting.
+        Each index type takes those listed in its ``search_parameters``; any other raises
+        TypeError.
 
         Parameters
         ----------
@@ -677,6 +724,22 @@ class Index:
             Queries; converted to float32 (see the module docstring).
         k : int
             Number of neighbours, >= 1. May exceed ``ntotal`` (results are padded).
+        nprobe : int, optional
+            IVF indexes: inverted lists scanned per query, in ``[1, nlist]`` (default:
+            ``index.nprobe``).
+        k_factor : float, optional
+            IndexRefine: ``ceil(k * k_factor)`` candidates are re-ranked (default:
+            ``index.k_factor``).
+        filter : pqkit.IDSelector or shorthand, optional
+            The ids the search may return (:mod:`pqkit.filters`): an int array of allowed ids,
+            a bool mask over ids ``0..len - 1``, a tuple ``(offsets, ids)`` or a list of int
+            arrays (one set per query), :class:`pqkit.IDSelectorNot` for an exclusion list.
+            Applied inside the scan: the result holds ``k`` allowed ids whenever ``k`` allowed
+            vectors lie where the query searches, padding otherwise.
+        max_probe : int, optional
+            IVF indexes, opt-in: a query that has fewer than ``k`` results after ``nprobe``
+            lists goes on with the next nearest lists, one at a time, until it has ``k`` or has
+            scanned ``max_probe`` lists (in ``[nprobe, nlist]``). Useful with selective filters.
 
         Returns
         -------
@@ -685,30 +748,130 @@ class Index:
             ``+inf`` (l2) or ``-inf`` (ip, cosine).
         I : numpy.ndarray of int64, shape (n, k)
             Ids of the neighbours; padding ``-1``.
-        """
-        return self._locked_search(x, k, self._search)
 
-    def _candidates(self, x, k):
+        Raises
+        ------
+        TypeError
+            A parameter this index does not take, or an unknown one (the message lists those
+            it takes), or a parameter of the wrong kind.
+        ValueError
+            A parameter value out of range (``nprobe`` beyond ``nlist``, a per-query filter
+            whose number of sets is not ``n``, ...).
+        """
+        given = _given(nprobe=nprobe, k_factor=k_factor, filter=filter, max_probe=max_probe)
+        self._check_parameter_names({**given, **unknown}, "search")
+        return self._locked_search(x, k, self._search, given)
+
+    def range_search(self, x, radius, *, filter=None, nprobe=None, max_results=None, **unknown):
+        """Find every stored vector within ``radius`` of each query (FAISS ``range_search``).
+
+        Parameters
+        ----------
+        x : array_like of float, shape (n, d)
+            Queries; converted to float32 (see the module docstring).
+        radius : float
+            "l2": results have squared distance ``D < radius``; "ip" and "cosine": similarity
+            ``D > radius`` (FAISS's convention). Infinite values are allowed; NaN is not.
+        filter : pqkit.IDSelector or shorthand, optional
+            The ids the search may return, as for :meth:`search`.
+        nprobe : int, optional
+            IVF indexes: inverted lists scanned per query (default ``index.nprobe``); results
+            come from those lists only.
+        max_results : int, optional
+            The most results (over all queries) the call may return; more raise ValueError
+            instead of exhausting memory. Default: as many as available memory allows
+            (``pqkit._validation.check_max_results``, 36 bytes per result).
+
+        Returns
+        -------
+        lims : numpy.ndarray of int64, shape (n + 1,)
+            Query ``i``'s results are at positions ``lims[i] .. lims[i + 1] - 1``.
+        D : numpy.ndarray of float32, shape (lims[-1],)
+            Distances or similarities, each query's best first (ties: the smaller id).
+        I : numpy.ndarray of int64, shape (lims[-1],)
+            Their ids.
+
+        Raises
+        ------
+        TypeError
+            A parameter this index does not take, or an unknown one (the message lists those
+            it takes).
+        ValueError
+            More than ``max_results`` results, or a ``max_results`` that cannot fit in memory.
+        """
+        given = _given(filter=filter, nprobe=nprobe)
+        self._check_parameter_names({**given, **unknown}, "range_search")
+        radius = check_radius(radius)
+        cap = check_max_results(max_results)
+        return self._locked_range_search(x, radius, given, cap)
+
+    def _search_params(self, nq: int, given, operation: str = "search") -> SearchParams:
+        """The validated :class:`SearchParams` of a call of ``nq`` queries (``given``: the
+        parameters set, by name; a SearchParams is already validated)."""
+        if isinstance(given, SearchParams):
+            return given
+        self._check_parameter_names(given, operation)
+        return self._check_search_params(nq, given)
+
+    def _check_parameter_names(self, given: dict, operation: str) -> None:
+        """TypeError for a parameter this type does not take, naming those it takes."""
+        names = RANGE_NAMES if operation == "range_search" else PARAMETER_NAMES
+        accepted = [name for name in PARAMETER_NAMES if name in self.search_parameters and name in names]
+        unknown = [name for name in given if name not in accepted]
+        if unknown:
+            takes = ", ".join(accepted) if accepted else "none"
+            foreign = [name for name in unknown if name not in PARAMETER_NAMES]
+            if foreign:
+                hint = "".join(f"; {_FAISS_HINTS[name]}" for name in foreign if name in _FAISS_HINTS)
+                raise TypeError(
+                    f"{self._name()}.{operation}() got an unknown parameter "
+                    f"{', '.join(map(repr, foreign))}; its {operation} parameters are: {takes}{hint}")
+            raise TypeError(
+                f"{self._name()}.{operation}() got {', '.join(unknown)}, which {self._name()} "
+                f"does not take; its {operation} parameters are: {takes}")
+
+    def _check_search_params(self, nq: int, given: dict) -> SearchParams:
+        """Validate the values of the parameters this type takes (its names are checked)."""
+        selector = as_selector(given.get("filter"))
+        if selector is not None:
+            selector.check_queries(nq)
+        return SearchParams(filter=selector)
+
+    def _engine_selector(self, params: SearchParams):
+        """The engine's selector of the call's filter (None without one)."""
+        return None if params.filter is None else params.filter._engine(self._engine)
+
+    def _candidates(self, x, k, params=SearchParams()):
         """Ids of k candidates per query for an exact re-ranking (IndexRefine's first stage).
 
         As :meth:`search`, but an index may rank by a cheaper approximation of its distances
         (:meth:`_search_candidates`); only the ids are returned.
         """
-        return self._locked_search(x, k, self._search_candidates)[1]
+        return self._locked_search(x, k, self._search_candidates, params)[1]
 
-    def _search_candidates(self, x, k):
+    def _search_candidates(self, x, k, params):
         """The candidate ranking for :meth:`_candidates`: the search itself unless overridden."""
-        return self._search(x, k)
+        return self._search(x, k, params)
 
-    def _locked_search(self, x, k, run):
+    def _locked_search(self, x, k, run, params):
         check_trained(self.is_trained, self._name())
         k = check_k(k)
         x = self._prepare(x)
+        params = self._search_params(x.shape[0], params)
         check_result_size(x.shape[0], k)
         with self._lock.read():
             if x.shape[0] == 0 or self.ntotal == 0:
                 return self._empty_result(x.shape[0], k)
-            return run(x, k)
+            return run(x, k, params)
+
+    def _locked_range_search(self, x, radius, params, cap):
+        check_trained(self.is_trained, self._name())
+        x = self._prepare(x)
+        params = self._search_params(x.shape[0], params, "range_search")
+        with self._lock.read():
+            if x.shape[0] == 0 or self.ntotal == 0:
+                return _empty_range(x.shape[0])
+            return self._range_search(x, radius, params, cap)
 
     def reconstruct(self, key):
         """Return the stored (or decoded) vector of one id.
@@ -863,7 +1026,11 @@ class Index:
     def _add(self, x: np.ndarray, ids: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _search(self, x: np.ndarray, k: int):
+    def _search(self, x: np.ndarray, k: int, params: SearchParams):
+        raise NotImplementedError
+
+    def _range_search(self, x: np.ndarray, radius: float, params: SearchParams, cap: int):
+        """``(lims, D, I)`` of every stored vector within ``radius`` (at most ``cap`` results)."""
         raise NotImplementedError
 
     def _reconstruct(self, ids: np.ndarray) -> np.ndarray:
@@ -937,9 +1104,10 @@ class Index:
 class CandidateSource(Protocol):
     """An index that can propose candidates (IndexRefine's base index: every index)."""
 
-    def _candidates(self, x: np.ndarray, k: int) -> np.ndarray:
+    def _candidates(self, x: np.ndarray, k: int, params) -> np.ndarray:
         """Ids (int64, (n, k), -1 padded) of k candidates per query of the float32 (n, d)
-        queries ``x`` (already converted), ranked by the index's own (approximate) distance."""
+        queries ``x`` (already converted), ranked by the index's own (approximate) distance,
+        with the call's search parameters ``params`` (a SearchParams)."""
 
 
 @runtime_checkable

@@ -34,6 +34,12 @@ class IndexFlat(Index):
     trained; :meth:`train` only validates its input. Conversions, metrics and result padding:
     see :mod:`pqkit.indexes.base`.
 
+    Search parameters (``search_parameters``): ``filter`` only (``search`` and
+    ``range_search``). A filter is translated to the rows holding its ids, and only allowed
+    rows get a distance: a query whose allowed rows are few computes theirs alone, with the
+    same kernels, so a filtered search returns the distances an unfiltered one gives those
+    rows.
+
     Examples
     --------
     >>> import numpy as np, pqkit
@@ -75,14 +81,34 @@ class IndexFlat(Index):
     def _add(self, x, ids):
         self._store.append(x, ids)
 
-    def _search(self, x, k):
-        data, norms = self._store.data, None
-        if self._core_metric == "l2":
-            # kept by the store until the rows change: a single query then reads the vectors
-            # once instead of twice
-            norms = self._store.derived("sqnorms", lambda: self._engine.sqnorms(data, self._nt()))
-        D, rows = self._engine.flat_search(x, data, k, self._core_metric, self._nt(), norms)
+    def _norms(self):
+        """The stored rows' squared norms (L2), kept by the store until the rows change: a
+        single query then reads the vectors once instead of twice."""
+        if self._core_metric != "l2":
+            return None
+        data = self._store.data
+        return self._store.derived("sqnorms", lambda: self._engine.sqnorms(data, self._nt()))
+
+    def _row_selector(self, params):
+        """The engine selector of the call's filter over row numbers (the engine searches
+        rows; ids map to rows through the store's lookup)."""
+        if params.filter is None:
+            return None
+        selector = params.filter
+        if not self._store.ids_are_rows():
+            selector = selector._in_rows(self._store.ids, self._store.rows_of)
+        return selector._engine(self._engine)
+
+    def _search(self, x, k, params):
+        D, rows = self._engine.flat_search(x, self._store.data, k, self._core_metric, self._nt(),
+                                           self._norms(), self._row_selector(params))
         return D, _map_rows_to_ids(rows, self._store.ids)
+
+    def _range_search(self, x, radius, params, cap):
+        lims, D, rows = self._engine.flat_range_search(
+            x, self._store.data, radius, self._core_metric, self._nt(), cap, self._norms(),
+            self._row_selector(params))
+        return lims, D, self._store.ids[rows]
 
     def _reconstruct(self, ids):
         rows = self._store.rows_of(ids)

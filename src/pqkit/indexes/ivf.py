@@ -3,9 +3,12 @@ inverted lists, probing, and what their files, FAISS conversion and memory model
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from .._validation import check_fits_in_memory, check_float_array, check_int, check_positive_int
+from .._validation import (check_fits_in_memory, check_float_array, check_int, check_max_probe,
+                           check_nprobe, check_positive_int)
 from ..quantizers.kmeans import KMeans
 from . import _faiss
 from ._state import (
@@ -42,6 +45,8 @@ class _IndexIVF(_ListStore, Index):
     centroids are nearest the query.
     """
 
+    search_parameters = ("nprobe", "filter", "max_probe")
+
     def __init__(self, d, nlist, metric, nprobe, seed, n_threads, backend):
         super().__init__(d, metric, n_threads, backend)
         self._nlist = check_positive_int(nlist, "nlist")
@@ -72,14 +77,21 @@ class _IndexIVF(_ListStore, Index):
 
     @nprobe.setter
     def nprobe(self, value) -> None:
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"nprobe must be an int, got {type(value).__name__}")
-        if not 1 <= value <= self._nlist:
-            raise ValueError(
-                f"nprobe must be in [1, nlist={self._nlist}] (lists scanned per query), got "
-                f"{int(value)}"
-            )
-        self._nprobe = int(value)
+        self._nprobe = check_nprobe(value, self._nlist)
+
+    def _check_search_params(self, nq, given):
+        params = super()._check_search_params(nq, given)
+        nprobe = None if "nprobe" not in given else check_nprobe(given["nprobe"], self._nlist)
+        max_probe = None
+        if "max_probe" in given:
+            max_probe = check_max_probe(given["max_probe"], self._nlist,
+                                        self._nprobe if nprobe is None else nprobe)
+        return replace(params, nprobe=nprobe, max_probe=max_probe)
+
+    def _probe_args(self, params) -> tuple:
+        """(nprobe, max_probe) of a call: its own values or the index's nprobe (0: no widening)."""
+        return (self._nprobe if params.nprobe is None else params.nprobe,
+                0 if params.max_probe is None else params.max_probe)
 
     @property
     def centroids(self):

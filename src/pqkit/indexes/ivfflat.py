@@ -39,6 +39,12 @@ class IndexIVFFlat(_IndexIVF):
     which must number at least ``nlist``. Each list stores the raw float32 bytes of its vectors (``code_size = 4 * d``)
     and their int64 ids. Distances are exact, but only the ``nprobe`` nearest lists are
     scanned. Conversions, metrics and result padding: see :mod:`pqkit.indexes.base`.
+
+    Search parameters (``search_parameters``): ``nprobe``, ``filter`` and ``max_probe`` for
+    ``search``; ``nprobe`` and ``filter`` for ``range_search``. A filter skips the vectors of
+    excluded ids before their distance is computed (a list with few allowed vectors computes
+    only theirs). ``max_probe`` (opt-in) lets a query with fewer than ``k`` allowed results
+    after ``nprobe`` lists scan the next nearest lists, one at a time, up to ``max_probe``.
     """
 
     _layout = "rows"
@@ -64,10 +70,17 @@ class IndexIVFFlat(_IndexIVF):
     def _decode(self, codes, list_nos):
         return np.ascontiguousarray(codes).view(np.float32).reshape(-1, self._d)
 
-    def _search(self, x, k):
+    def _search(self, x, k, params):
+        nprobe, max_probe = self._probe_args(params)
         return self._engine.ivfflat_search(
-            x, self._core_coarse(), self._invlists, self._nprobe, k, self._core_metric, self._nt()
-        )
+            x, self._core_coarse(), self._invlists, nprobe, k, self._core_metric, self._nt(),
+            max_probe, self._engine_selector(params))
+
+    def _range_search(self, x, radius, params, cap):
+        nprobe, _ = self._probe_args(params)
+        return self._engine.ivfflat_range_search(
+            x, self._core_coarse(), self._invlists, nprobe, radius, self._core_metric, self._nt(),
+            cap, self._engine_selector(params))
 
     def _memory_usage_bytes(self) -> int:
         centroids = 0 if self._centroids is None else self._centroids.nbytes

@@ -9,6 +9,7 @@ from ..quantizers.pq import ProductQuantizer
 from . import _faiss
 from ._state import _check_code_padding, verifying
 from .ivf import _IndexIVF
+from .params import SearchParams
 from .pq import _HasProductQuantizer, pq_token
 
 __all__ = ["IndexIVFPQ"]
@@ -61,6 +62,16 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
     (SIMD integer sums) and gives every code that can still enter the top k its exact float
     distance, so results equal a plain float scan.
     Conversions, metrics and result padding: see :mod:`pqkit.indexes.base`.
+
+    Search parameters (``search_parameters``): ``nprobe``, ``filter`` and ``max_probe`` for
+    ``search``; ``nprobe`` and ``filter`` for ``range_search``. A filter's allowed codes of
+    each probed list are found from its ids (once per list when a batch of queries probes the
+    lists several times over, else per query and list) and ANDed into the scan's pass masks:
+    an excluded code is never given an exact distance, and blocks of 64 codes with none
+    allowed are skipped. ``max_probe`` (opt-in) lets a query
+    with fewer than ``k`` allowed results after ``nprobe`` lists scan the next nearest lists,
+    one at a time, up to ``max_probe`` lists. A range search uses the quantized table's filter
+    with the radius as its threshold.
     """
 
     def __init__(self, d, nlist, M, nbits=8, metric="l2", nprobe=1, *, seed=1234, n_threads=None,
@@ -144,17 +155,23 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
         super()._codebooks_changed()
         self._refresh_bias()
 
-    def _search(self, x, k, estimates=False):
+    def _search(self, x, k, params=SearchParams(), estimates=False):
+        nprobe, max_probe = self._probe_args(params)
         return self._engine.ivfpq_search(
-            x, self._core_coarse(), self._pq._core(), self._invlists, self._nprobe, k,
-            self._core_metric, self._nt(), estimates,
-        )
+            x, self._core_coarse(), self._pq._core(), self._invlists, nprobe, k,
+            self._core_metric, self._nt(), estimates, max_probe, self._engine_selector(params))
 
-    def _search_candidates(self, x, k):
+    def _search_candidates(self, x, k, params):
         # Ranked by the byte-quantized table's integer estimates (nbits 4 and 8 in the compiled
         # engine): no exact ADC sums, since the re-ranking computes exact distances anyway. The
         # Numba engine ranks by exact keys.
-        return self._search(x, k, estimates=True)
+        return self._search(x, k, params, estimates=True)
+
+    def _range_search(self, x, radius, params, cap):
+        nprobe, _ = self._probe_args(params)
+        return self._engine.ivfpq_range_search(
+            x, self._core_coarse(), self._pq._core(), self._invlists, nprobe, radius,
+            self._core_metric, self._nt(), cap, self._engine_selector(params))
 
     def _memory_usage_bytes(self) -> int:
         total = int(self._invlists.memory_usage_bytes()) + self._lists_overhead()

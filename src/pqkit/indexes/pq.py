@@ -102,6 +102,11 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
     that can still enter the top k gets its exact float ADC distance, so results equal a plain
     float ADC scan. Conversions, metrics and result
     padding: see :mod:`pqkit.indexes.base`.
+
+    Search parameters (``search_parameters``): ``filter`` only (``search`` and
+    ``range_search``). The filter's mask of allowed codes is ANDed into the scan's pass masks:
+    an excluded code never gets an exact distance, and blocks of 64 codes with none allowed
+    are not scanned.
     """
 
     def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None, backend=None):
@@ -131,11 +136,21 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
     def _decode(self, codes, list_nos):
         return self._engine.pq_decode(codes, self._pq._core(), self._nt())
 
-    def _search(self, x, k):
-        lists = self._invlists
-        if self._rows_layout:  # the scans read blocked codes: a copy, built on first use
-            lists = self._derived("blocked", lambda: self._copy_codes("blocked"))
-        return self._engine.pq_search(x, self._pq._core(), lists, k, self._core_metric, self._nt())
+    def _scanned_lists(self):
+        """The lists the scans read: the store, or a blocked copy of a rows-layout store, built
+        on first use."""
+        if self._rows_layout:
+            return self._derived("blocked", lambda: self._copy_codes("blocked"))
+        return self._invlists
+
+    def _search(self, x, k, params):
+        return self._engine.pq_search(x, self._pq._core(), self._scanned_lists(), k,
+                                      self._core_metric, self._nt(), self._engine_selector(params))
+
+    def _range_search(self, x, radius, params, cap):
+        return self._engine.pq_range_search(x, self._pq._core(), self._scanned_lists(), radius,
+                                            self._core_metric, self._nt(), cap,
+                                            self._engine_selector(params))
 
     def _copy_codes(self, layout):
         """The stored codes and ids in a new single-list store of ``layout``."""

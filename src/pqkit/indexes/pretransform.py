@@ -36,6 +36,9 @@ class IndexPreTransform(Index):
     returns ``transform.reverse`` of the wrapped index's reconstruction. Saved, loaded and
     pickled like every index.
 
+    Search parameters (``search_parameters``): those of the wrapped index, all passed to it
+    (``search`` and ``range_search``, whose queries it transforms first).
+
     Examples
     --------
     >>> import pqkit
@@ -108,8 +111,19 @@ class IndexPreTransform(Index):
     def _add(self, x, ids):
         self.index.add_with_ids(self.transform.apply(x), ids)
 
-    def _search(self, x, k):
-        return self.index.search(self.transform.apply(x), k)
+    @property
+    def search_parameters(self) -> tuple:
+        """The wrapped index's search parameters (all passed to it)."""
+        return tuple(self.index.search_parameters)
+
+    def _check_search_params(self, nq, given):
+        return self.index._check_search_params(nq, given)
+
+    def _search(self, x, k, params):
+        return self.index._locked_search(self.transform.apply(x), k, self.index._search, params)
+
+    def _range_search(self, x, radius, params, cap):
+        return self.index._locked_range_search(self.transform.apply(x), radius, params, cap)
 
     def _reconstruct(self, ids):
         return self.transform.reverse(self.index.reconstruct_n(ids))

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
-from .._validation import check_k, check_positive_int
+from .._validation import MAX_K_FACTOR, check_k, check_k_factor, check_positive_int
 from . import _faiss
 from ._state import check_parts, nest_params, nest_state, unnest_state, verifying
 from .base import Index, Reranker
@@ -15,23 +16,6 @@ from .flat import IndexFlat
 from .pq import IndexPQ
 
 __all__ = ["IndexRefine", "IndexRefineFlat"]
-
-#: Largest refine factor accepted (beyond it, re-ranking costs more than exact search).
-MAX_K_FACTOR = 1024
-
-
-def check_k_factor(k_factor) -> float:
-    """Validate a refine factor: a finite real number >= 1."""
-    if isinstance(k_factor, (bool, np.bool_)) or not isinstance(k_factor, (int, float, np.number)):
-        raise TypeError(f"k_factor must be a number >= 1, got {type(k_factor).__name__}")
-    k_factor = float(k_factor)
-    if not (math.isfinite(k_factor) and 1.0 <= k_factor <= MAX_K_FACTOR):
-        raise ValueError(
-            f"k_factor must be a finite number in [1, {MAX_K_FACTOR}] (candidates fetched = "
-            f"ceil(k * k_factor)), got {k_factor}"
-        )
-    return k_factor
-
 
 class IndexRefine(Index):
     """An approximate index whose candidates are re-ranked with finer distances.
@@ -74,6 +58,14 @@ class IndexRefine(Index):
     the results are the same at every SIMD level and thread count. Memory is the base index plus
     the refine index (``4 * d + 8`` bytes per vector for an IndexFlat). Conversions, metrics and
     result padding: see :mod:`pqkit.indexes.base`.
+
+    Search parameters (``search_parameters``): ``k_factor`` for this call, and every parameter
+    of ``base_index`` (``nprobe``, ``filter``, ``max_probe`` for an IVF base), which it
+    receives. The filter is applied inside the base index's scan and again to the candidates,
+    so the re-ranking sees allowed candidates only. ``range_search`` takes ``nprobe`` and
+    ``filter``: its candidates are the base index's range results for the same radius (by the
+    base's approximate distances), re-ranked, and those whose refined distance is within the
+    radius are returned; a vector the base places outside the radius is not found.
 
     Examples
     --------
@@ -159,12 +151,62 @@ class IndexRefine(Index):
         self.base_index.add_with_ids(x, ids)
         self.refine_index.add_with_ids(x, ids)
 
-    def _search(self, x, k):
+    @property
+    def search_parameters(self) -> tuple:
+        """``k_factor`` and the base index's search parameters."""
+        return ("k_factor",) + tuple(self.base_index.search_parameters)
+
+    def _check_search_params(self, nq, given):
+        params = self.base_index._check_search_params(
+            nq, {name: value for name, value in given.items() if name != "k_factor"})
+        if "k_factor" in given:
+            params = replace(params, k_factor=check_k_factor(given["k_factor"]))
+        return params
+
+    def _search(self, x, k, params):
         k = check_k(k)
+        k_factor = self._k_factor if params.k_factor is None else params.k_factor
         # More candidates than stored vectors only adds padding.
-        n_candidates = max(k, min(math.ceil(k * self._k_factor), self.ntotal))
-        candidates = self.base_index._candidates(x, n_candidates)
-        return self.rerank(x, candidates, k)
+        n_candidates = max(k, min(math.ceil(k * k_factor), self.ntotal))
+        candidates = self.base_index._candidates(x, n_candidates, params.without("k_factor"))
+        return self.rerank(x, self._allowed(candidates, params), k)
+
+    @staticmethod
+    def _allowed(candidates, params):
+        """The candidates the call's filter allows (others become -1)."""
+        if params.filter is None:
+            return candidates
+        keep = candidates >= 0
+        keep[keep] = params.filter.accepts(candidates, np.arange(candidates.shape[0])[:, None])[keep]
+        return np.where(keep, candidates, -1)
+
+    def _range_search(self, x, radius, params, cap):
+        lims, _, ids = self.base_index._locked_range_search(x, radius, params.without("k_factor"),
+                                                            cap)
+        higher_is_better = self._metric_info.higher_is_better
+        counts = np.zeros(x.shape[0], dtype=np.int64)
+        kept_D, kept_I = [], []
+        step = 256  # queries re-ranked together: their candidates padded to the longest
+        for q0 in range(0, x.shape[0], step):
+            q1 = min(x.shape[0], q0 + step)
+            sizes = np.diff(lims[q0:q1 + 1])
+            width = int(sizes.max()) if sizes.size else 0
+            if width == 0:
+                continue
+            candidates = np.full((q1 - q0, width), -1, dtype=np.int64)
+            columns = np.arange(width)[None, :] < sizes[:, None]
+            candidates[columns] = ids[lims[q0]:lims[q1]]
+            D, I = self.rerank(x[q0:q1], self._allowed(candidates, params), width)
+            with np.errstate(invalid="ignore"):
+                within = (I >= 0) & ((D > radius) if higher_is_better else (D < radius))
+            counts[q0:q1] = within.sum(axis=1)  # a prefix of each row: results are best first
+            kept_D.append(D[within])
+            kept_I.append(I[within])
+        out_lims = np.zeros(x.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=out_lims[1:])
+        D = np.concatenate(kept_D) if kept_D else np.empty(0, np.float32)
+        I = np.concatenate(kept_I) if kept_I else np.empty(0, np.int64)
+        return out_lims, D.astype(np.float32, copy=False), I
 
     def rerank(self, x, candidates, k):
         """Refined distances of candidate ids and the best ``k`` of them.

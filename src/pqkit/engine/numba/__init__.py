@@ -40,7 +40,9 @@ The modules follow the split of ``cpp/``:
 * ``pq``: codebooks, packed codes, encode/decode, distance tables, PQ search;
 * ``refine``: exact re-ranking from floats or PQ codes;
 * ``ivf``: coarse quantizer, IVF-Flat and IVF-PQ scans, the per-code bias;
-* ``invlists``: :class:`InvertedLists` and :func:`external_lists` (read-only views).
+* ``invlists``: :class:`InvertedLists` and :func:`external_lists` (read-only views);
+* ``selector``: :class:`IDSelector` (the ids a search may return, tested in every scan) and the
+  buffers of range search results.
 
 This module only re-exports the engine's calls. The function :func:`kmeans` hides the
 submodule of the same name as an attribute of this package; reach the module through
@@ -51,32 +53,39 @@ from __future__ import annotations
 
 from ._common import (all_finite, available_simd_levels, hardware_concurrency, set_simd_level,
                       simd_level)
-from .flat import flat_search, sqnorms
+from .flat import flat_range_search, flat_search, sqnorms
 from .invlists import InvertedLists, external_lists
-from .ivf import CoarseQuantizer, ivfflat_search, ivfpq_code_bias, ivfpq_search
+from .ivf import (CoarseQuantizer, ivfflat_range_search, ivfflat_search, ivfpq_code_bias,
+                  ivfpq_range_search, ivfpq_search)
 from .kmeans import coarse_assign, kmeans
-from .pq import (PQCodebooks, pq_decode, pq_distance_tables, pq_encode, pq_pack_codes, pq_search,
-                 pq_train, pq_unpack_codes)
+from .pq import (PQCodebooks, pq_decode, pq_distance_tables, pq_encode, pq_pack_codes,
+                 pq_range_search, pq_search, pq_train, pq_unpack_codes)
 from .refine import rerank, rerank_pq
+from .selector import IDSelector
 
 __all__ = [
     "CoarseQuantizer",
+    "IDSelector",
     "InvertedLists",
     "PQCodebooks",
     "all_finite",
     "available_simd_levels",
     "coarse_assign",
     "external_lists",
+    "flat_range_search",
     "flat_search",
     "hardware_concurrency",
+    "ivfflat_range_search",
     "ivfflat_search",
     "ivfpq_code_bias",
+    "ivfpq_range_search",
     "ivfpq_search",
     "kmeans",
     "pq_decode",
     "pq_distance_tables",
     "pq_encode",
     "pq_pack_codes",
+    "pq_range_search",
     "pq_search",
     "pq_train",
     "pq_unpack_codes",

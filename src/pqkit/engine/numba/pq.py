@@ -13,6 +13,8 @@ from ._common import (_alloc_result, _checked, _heap_buffers, _heap_push, _heap_
                       _parallel_rows, _parse_metric, _positive, _threshold)
 from ._kernels import _sqnorms, _to_centroids_t
 from .kmeans import _kmeans_train, _NearestCentroid
+from .selector import (RangeCollector, _accepts, _range_buffers, _range_push, _set_bounds,
+                       range_threshold, selector_args)
 
 
 def _pq_shape(d: int, M: int, nbits: int):
@@ -194,9 +196,13 @@ def _adc_key(code, table, nbits, bias, base):
 
 
 @_jit
-def _scan_run(codes, ids, bias, has_bias, begin, end, table, nbits, base, hk, hi, size):
+def _scan_run(codes, ids, bias, has_bias, begin, end, table, nbits, base, hk, hi, size,
+              kind, bits, start, sids, lo, hi_, exclude):
+    """Pushes the allowed codes begin..end (the selector's set sids[lo:hi_] or bitmap)."""
     th = _threshold(hk, size)
     for i in range(begin, end):
+        if not _accepts(kind, bits, start, sids, lo, hi_, exclude, ids[i]):
+            continue
         b = bias[i] if has_bias else np.float32(0.0)
         key = _adc_key(codes[i], table, nbits, b, base)
         if key <= th:
@@ -206,7 +212,56 @@ def _scan_run(codes, ids, bias, has_bias, begin, end, table, nbits, base, hk, hi
 
 
 @_jit
-def _pq_search(x, transposed, nbits, codes, ids, l2, D, I):
+def _range_run(codes, ids, bias, has_bias, begin, end, table, nbits, base, tau,
+               kind, bits, start, sids, lo, hi_, exclude, keys, out_ids, n):
+    """Appends every allowed code begin..end whose key is <= tau; returns the buffers and n."""
+    for i in range(begin, end):
+        if not _accepts(kind, bits, start, sids, lo, hi_, exclude, ids[i]):
+            continue
+        b = bias[i] if has_bias else np.float32(0.0)
+        key = _adc_key(codes[i], table, nbits, b, base)
+        if key <= tau:
+            keys, out_ids, n = _range_push(keys, out_ids, n, key, ids[i])
+    return keys, out_ids, n
+
+
+@_jit
+def _query_table(xq, transposed, l2, table):
+    """The search table of one query ("smaller is better": the L2 table or the negated IP one)."""
+    M, dsub, ksub = transposed.shape
+    for m in range(M):
+        _to_centroids_t(xq[m * dsub:(m + 1) * dsub], transposed[m], l2, table[m])
+    if not l2:
+        for m in range(M):
+            for c in range(ksub):
+                table[m, c] = -table[m, c]
+
+
+@_jit
+def _pq_range(x, transposed, nbits, codes, ids, l2, tau, q0, kind, bits, start, sids, offsets,
+              per_query, exclude, limit):
+    M, dsub, ksub = transposed.shape
+    table = np.empty((M, ksub), dtype=np.float32)
+    no_bias = np.empty(0, dtype=np.float32)
+    counts = np.zeros(x.shape[0], dtype=np.int64)
+    keys, out_ids = _range_buffers()
+    n = 0
+    for q in range(x.shape[0]):
+        _query_table(x[q], transposed, l2, table)
+        lo, hi_ = _set_bounds(offsets, per_query, q0 + q)
+        before = n
+        keys, out_ids, n = _range_run(codes, ids, no_bias, False, 0, codes.shape[0], table, nbits,
+                                      np.float32(0.0), tau, kind, bits, start, sids, lo, hi_,
+                                      exclude, keys, out_ids, n)
+        counts[q] = n - before
+        if n > limit:
+            return counts, keys, out_ids, n, True
+    return counts, keys, out_ids, n, False
+
+
+@_jit
+def _pq_search(x, transposed, nbits, codes, ids, l2, D, I, q0, kind, bits, start, sids, offsets,
+               per_query, exclude):
     M, dsub, ksub = transposed.shape
     k = D.shape[1]
     table = np.empty((M, ksub), dtype=np.float32)
@@ -219,20 +274,48 @@ def _pq_search(x, transposed, nbits, codes, ids, l2, D, I):
             for m in range(M):
                 for c in range(ksub):
                     table[m, c] = -table[m, c]
+        lo, hi_ = _set_bounds(offsets, per_query, q0 + q)
         size = _scan_run(codes, ids, no_bias, False, 0, codes.shape[0], table, nbits,
-                         np.float32(0.0), hk, hi, 0)
+                         np.float32(0.0), hk, hi, 0, kind, bits, start, sids, lo, hi_, exclude)
         _heap_write(hk, hi, size, not l2, D[q], I[q])
 
 
-def pq_search(x, pq, invlists, k, metric, n_threads):
-    """ADC search over every code of ``invlists`` (IndexPQ keeps one list); I holds ids."""
-    x = _checked(x, np.float32, "x", (-1, pq.d))
+def _check_pq_lists(pq, invlists):
     if invlists.code_size != pq.code_size or invlists.layout != "blocked":
         raise ValueError("code store does not match the quantizer: expected blocked codes of "
                          f"{pq.code_size} bytes")
+
+
+def pq_search(x, pq, invlists, k, metric, n_threads, selector=None):
+    """ADC search over every code of ``invlists`` (IndexPQ keeps one list); I holds ids.
+    Only the ids ``selector`` allows are scanned (None: all)."""
+    x = _checked(x, np.float32, "x", (-1, pq.d))
+    _check_pq_lists(pq, invlists)
+    sel = selector_args(selector, x.shape[0])
     l2 = _parse_metric(metric)
     D, I = _alloc_result(x.shape[0], _positive(k, "k"))
     codes, ids, _, _ = invlists.scan_arrays(None)  # as rows (read-only blocked lists: a copy)
     _parallel_rows(lambda b, e: _pq_search(x[b:e], pq.transposed, pq.nbits, codes, ids, l2,
-                                           D[b:e], I[b:e]), x.shape[0], n_threads, 1)
+                                           D[b:e], I[b:e], b, *sel), x.shape[0], n_threads, 1)
     return D, I
+
+
+def pq_range_search(x, pq, invlists, radius, metric, n_threads, max_results, selector=None):
+    """Every allowed code whose ADC key is below the radius key, per query sorted by (key, id):
+    (lims int64 (nq + 1,), D float32, I int64)."""
+    x = _checked(x, np.float32, "x", (-1, pq.d))
+    _check_pq_lists(pq, invlists)
+    sel = selector_args(selector, x.shape[0])
+    l2 = _parse_metric(metric)
+    tau = range_threshold(radius, l2)
+    out = RangeCollector(x.shape[0], max_results)
+    codes, ids, _, _ = invlists.scan_arrays(None)  # as rows (read-only blocked lists: a copy)
+
+    def scan(b, e):
+        for begin in range(b, e, 8):
+            end = min(e, begin + 8)
+            out.add(begin, *_pq_range(x[begin:end], pq.transposed, pq.nbits, codes, ids, l2, tau,
+                                      begin, *sel, out.budget.left()))
+
+    _parallel_rows(scan, x.shape[0], n_threads, 8)
+    return out.result(not l2)
