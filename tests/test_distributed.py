@@ -223,19 +223,42 @@ def test_search_passes_every_keyword_to_every_shard(cluster, data, monkeypatch):
     with ShardedIndex(_trained("IVFFlat", "l2", x), 3, **SHARD) as sharded:
         sharded.add(x)
         # Reaching the shards: the shard's own index.search refuses a keyword it does not take,
-        # exactly as a single index does (and takes it once the index API has it).
-        with pytest.raises(TypeError, match="unexpected keyword argument 'nprobe'"):
-            sharded.search(queries, 5, nprobe=2)
-        # Unchanged, to every shard: what the driver sends.
+        # exactly as a single index does.
+        with pytest.raises(TypeError, match="anything"):
+            sharded.search(queries, 5, anything=2)
+        with pytest.raises(ValueError, match="max_probe is not supported"):
+            sharded.search(queries, 5, max_probe=8)
+        # Unchanged, to every shard: what the driver sends (a filter made into a selector).
         sent = []
         monkeypatch.setattr(sharded, "_call", lambda calls, **kw: sent.append(calls) or {})
-        token = object()
-        sharded.search(queries, 5, filter=token, k_factor=2.5, anything=[1])
+        sharded.search(queries, 5, nprobe=2, other=[1])
         (calls,) = sent
         assert sorted(calls) == [0, 1, 2]
         for method, args in calls.values():
             assert method == "search" and args[1] == 5
-            assert args[2] == {"filter": token, "k_factor": 2.5, "anything": [1]}
+            assert args[2] == {"nprobe": 2, "other": [1]}
+
+
+@pytest.mark.parametrize("by", ["id", "list"])
+@pytest.mark.parametrize("kind", ["IVFPQ", "RefineIVFPQ"])
+def test_per_call_parameters_and_filters_equal_one_index(cluster, data, by, kind):
+    """nprobe, k_factor, an allow list, an exclusion list and one id set per query reach every
+    shard (per-query sets split with the queries each shard answers): the results equal one
+    index's, bit for bit."""
+    x, queries = data
+    rng = np.random.default_rng(3)
+    per_query = [rng.choice(len(x), 300, replace=False) for _ in range(len(queries))]
+    calls = [{"nprobe": 5}, {"filter": np.arange(0, len(x), 3)},
+             {"filter": pqkit.IDSelectorNot(np.arange(0, len(x), 2)), "nprobe": 6},
+             {"filter": per_query}, {"filter": pqkit.IDSelectorPerQuery(per_query), "nprobe": 2}]
+    if kind == "RefineIVFPQ":
+        calls.append({"k_factor": 3.0, "filter": per_query})
+    with ShardedIndex(_trained(kind, "l2", x), 3, by=by, **SHARD) as sharded:
+        sharded.add(x)
+        single = _trained(kind, "l2", x)
+        single.add(x)
+        for params in calls:
+            _assert_same(sharded.search(queries, 7, **params), single.search(queries, 7, **params))
 
 
 def test_bad_adds_add_nothing(cluster, data):

@@ -120,6 +120,11 @@ class IDSelector:
         raise NotImplementedError
 
     # ---- shared
+    def for_queries(self, rows) -> "IDSelector":
+        """The filter of the queries ``rows`` (int array) of a search, in that order: the filter
+        itself unless it holds one set per query (used to split a search into parts)."""
+        return self
+
     def check_queries(self, nq: int) -> None:
         """Raise ValueError unless the filter fits a search of ``nq`` queries."""
 
@@ -280,6 +285,10 @@ class IDSelectorNot(IDSelector):
     def check_queries(self, nq):
         self.selector.check_queries(nq)
 
+    def for_queries(self, rows):
+        inner = self.selector.for_queries(rows)
+        return self if inner is self.selector else IDSelectorNot(inner)
+
     def __repr__(self):
         return f"IDSelectorNot({self.selector!r})"
 
@@ -363,6 +372,10 @@ class IDSelectorPerQuery(IDSelector):
     @property
     def n_queries(self):
         return self.offsets.size - 1
+
+    def for_queries(self, rows):
+        rows = np.asarray(rows, dtype=np.int64)
+        return IDSelectorPerQuery([self.ids[self.offsets[q]:self.offsets[q + 1]] for q in rows])
 
     def check_queries(self, nq):
         if self.n_queries != nq:

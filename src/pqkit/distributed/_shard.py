@@ -148,22 +148,20 @@ class Shard:
             Aligned with ``ids``.
         """
         index = self._live()
-        if params:
-            import inspect
-
-            inspect.signature(index.search).bind(x, k, **params)  # the TypeError a single index raises
-            raise ValueError(f"per-call parameters {sorted(params)} are not yet supported for a sharded "
-                             "IndexRefine: set them on the ShardedIndex (for example sharded.nprobe) instead")
-        # As IndexRefine.search: the queries prepared once by the wrapper, the candidates ranked
-        # by the base index's own candidate ranking, then re-ranked by the refine index.
+        # As IndexRefine.search: the queries prepared once by the wrapper, the call's parameters
+        # validated as the wrapper validates them (k_factor is the driver's: it set
+        # n_candidates), the candidates ranked by the base index's own candidate ranking with
+        # the other parameters and the filter, then re-ranked by the refine index.
         base = index.base_index
         x = index._prepare(x)
+        search_params = index._search_params(x.shape[0], params).without("k_factor")
         if x.shape[0] == 0 or index.ntotal == 0:
             shape = (x.shape[0], n_candidates)
             pad = np.float32(-math.inf if index._metric_info.higher_is_better else math.inf)
             return (np.full(shape, pad, np.float32), np.full(shape, -1, np.int64),
                     np.full(shape, pad, np.float32))
-        approx, ids = base._locked_search(x, n_candidates, base._search_candidates)
+        approx, ids = base._locked_search(x, n_candidates, base._search_candidates, search_params)
+        ids = index._allowed(ids, search_params)
         refined, refined_ids = index.rerank(x, ids, n_candidates)
         return approx, ids, align_by_id(ids, refined_ids, refined)
 

@@ -21,11 +21,13 @@ from .._validation import (
     check_id_scalar,
     check_ids,
     check_k,
+    check_k_factor,
     check_n_threads,
     check_positive_int,
     check_result_size,
     check_trained,
 )
+from ..filters import as_selector
 from ..indexes.base import MAX_ID, Index, _format_ids
 from ..indexes.refine import IndexRefine
 from . import _merge, _routing
@@ -830,8 +832,19 @@ class ShardedIndex:
         I = np.full((n, k), -1, dtype=np.int64)
         affected = np.zeros(n, dtype=bool)
         refine = isinstance(self._template, IndexRefine)
+        if params.get("max_probe") is not None:
+            # Each shard would widen its probing until it alone holds k allowed results, which
+            # can reach lists one index would not scan: results would differ from one index.
+            raise ValueError("max_probe is not supported by a ShardedIndex (the shards would widen "
+                             "their probing separately); give a larger nprobe instead")
+        if "filter" in params:  # one set per query: each part of the search gets its queries' sets
+            params = dict(params, filter=as_selector(params["filter"]))
+            if params["filter"] is not None:
+                params["filter"].check_queries(n)
         if refine:
-            n_candidates = max(k, min(math.ceil(k * self._template.k_factor), self.ntotal))
+            k_factor = params.get("k_factor")
+            k_factor = self._template.k_factor if k_factor is None else check_k_factor(k_factor)
+            n_candidates = max(k, min(math.ceil(k * k_factor), self.ntotal))
         for start in range(0, n, self._batch_size):
             xb = x[start:start + self._batch_size]
             routes = self._query_routes(xb, params)
@@ -839,8 +852,10 @@ class ShardedIndex:
             calls = {}
             for s, rows in routes.items():
                 part = shared if rows is None else np.ascontiguousarray(xb[rows])
-                calls[s] = (("refine_search", (part, k, n_candidates, params)) if refine
-                            else ("search", (part, k, params)))
+                chosen = np.arange(start, start + xb.shape[0]) if rows is None else start + rows
+                part_params = _params_for_queries(params, chosen)
+                calls[s] = (("refine_search", (part, k, n_candidates, part_params)) if refine
+                            else ("search", (part, k, part_params)))
 
             def mark(s, start=start, routes=routes, nb=xb.shape[0]):
                 rows = routes[s]
@@ -1211,3 +1226,12 @@ def _progress_bar(progress, total):
     except ImportError as exc:
         raise ImportError("progress=True needs tqdm: pip install tqdm (part of pqkit[distributed])") from exc
     return tqdm(total=total, unit="vec", desc="adding")
+
+
+def _params_for_queries(params: dict, rows: np.ndarray) -> dict:
+    """The search parameters of the queries ``rows`` of a call: a filter holding one id set per
+    query keeps those queries' sets (in order); every other parameter is passed as it is."""
+    selector = params.get("filter")
+    if selector is None:
+        return params
+    return dict(params, filter=selector.for_queries(rows))
