@@ -158,7 +158,9 @@ def run_exp1(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
     log(f"{category}: {len(train)} train and {len(test)} test images; coreset {core['method']} {core['ratio']:g}, "
         f"{exp['search_method']} search, torch threads {torch.get_num_threads()}")
     rows, defect_rows = [], []
-    table = ConsoleTable(EXP1_TABLE, log)
+    table = ConsoleTable(EXP1_TABLE, log, {
+        "backbone": max(len(_backbone_label(c)) for c in exp["backbones"]),
+        "layers": max(len("+".join(layers)) for c in exp["backbones"] for layers in _layer_choices(c))})
     out_dir = cfg["output"]["dir"]
     os.makedirs(out_dir, exist_ok=True)
     for choice in exp["backbones"]:
@@ -324,7 +326,7 @@ def run_fullbank(cfg: dict, progress: bool = True, log=print, chatter=None) -> l
     """The full-bank comparison (module docstring); writes ``results_fullbank.csv`` and ``fullbank.png``."""
     import pqkit
 
-    from .neighbors import make_backend
+    from .neighbors import auto_params, make_backend
     from .sweep import load_features
 
     chatter = chatter if chatter is not None else Chatter()
@@ -337,7 +339,7 @@ def run_fullbank(cfg: dict, progress: bool = True, log=print, chatter=None) -> l
     log(f"{category}: {n_patches:,} training patches from {data['train'].shape[0]} images, "
         f"{data['test'].shape[0]} test images")
     rows = []
-    table = ConsoleTable(FULLBANK_TABLE, log)
+    table = ConsoleTable(FULLBANK_TABLE, log, {"label": max(len(_bank_label(b)) for b in exp["banks"])})
     out_dir = cfg["output"]["dir"]
     os.makedirs(out_dir, exist_ok=True)
     for bank_cfg in exp["banks"]:
@@ -369,9 +371,10 @@ def run_fullbank(cfg: dict, progress: bool = True, log=print, chatter=None) -> l
         base.update(build_s=build_s, fit_s=coreset_s + build_s,
                     note="; ".join(f"{w.category.__name__}: {w.message}" for w in caught))
         resolved = backend.params
-        probes = ([None] if "nprobe" not in resolved else
-                  list(dict.fromkeys(resolved["nprobe"] if p == "auto" else min(p, resolved["nlist"])
-                                     for p in bank_cfg["nprobe"])))
+        probes = [None]
+        if "nprobe" in resolved:
+            auto = auto_params(bank.shape[0], bank.shape[1], {"nlist": resolved["nlist"], "nprobe": "auto"})["nprobe"]
+            probes = list(dict.fromkeys(auto if p == "auto" else min(p, resolved["nlist"]) for p in bank_cfg["nprobe"]))
         for nprobe in probes:
             if nprobe is not None:
                 backend.set_nprobe(nprobe)

@@ -94,11 +94,12 @@ COMPRESSION_COLOURS = {"v1": "tab:blue", "v2": "tab:orange", "random": "tab:gree
 
 
 def _resolve_root(root: str, config_path) -> str:
-    """A relative data.root: the config file's folder if it holds it, else the current directory."""
+    """A relative data.root: the config file's folder if it holds it, else the current directory
+    (the path is then kept as written, so feature-cache keys stay those of earlier runs)."""
     if os.path.isabs(root):
         return root
-    beside = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(config_path)), root))
-    return beside if os.path.isdir(beside) else os.path.abspath(root)
+    beside = os.path.normpath(os.path.join(os.path.dirname(os.fspath(config_path)), root))
+    return beside if os.path.isdir(beside) else root
 
 
 def load_config(path, root=None, sample: bool = False) -> dict:
@@ -119,10 +120,10 @@ def load_config(path, root=None, sample: bool = False) -> dict:
     Returns
     -------
     dict
-        One dict per section, every key present (defaults filled in); ``data.root`` is an absolute
-        path (a relative one is looked up in the config file's folder, then in the current
-        directory); ``data.category`` defaults to the folder name (mvtec), ``elpv_<cell_type>``
-        or ``sample``.
+        One dict per section, every key present (defaults filled in); a relative ``data.root`` is
+        joined to the config file's folder when that folder holds it, else kept (relative to the
+        current directory); ``data.category`` defaults to the folder name (mvtec),
+        ``elpv_<cell_type>`` or ``sample``.
     """
     from .config import read_config
 
@@ -134,7 +135,7 @@ def load_config(path, root=None, sample: bool = False) -> dict:
         if data["kind"] != "mvtec":
             raise ValueError(f"--root replaces data.root of an MVTec-layout config, but {os.fspath(path)!r} has "
                              f"data.kind {data['kind']}; use --sample, or a config with kind: mvtec")
-        data["root"] = os.path.abspath(os.fspath(root))
+        data["root"] = os.fspath(root)
         data["category"] = None  # named after the folder given
     elif data["kind"] == "mvtec":
         data["root"] = _resolve_root(data["root"], path)
@@ -277,6 +278,8 @@ def _coreset_bank(cfg: dict, train: np.ndarray, method: str, ratio: float):
     if os.path.isfile(path):
         with np.load(path) as cached:
             return flat[cached["indices"]], float(cached["seconds"])
+    if method in ("v1", "v2"):
+        import sklearn.random_projection  # noqa: F401  (imported before the clock starts)
     start = time.perf_counter()
     weights = patch_variance_weights(train) if method == "v2" else None
     indices = coreset_indices(flat, n_select, method, core["projection_dim"], core["seed"], weights)
@@ -399,12 +402,15 @@ class ConsoleTable:
         values print as ``-``.
     log : callable
         Receives each line.
+    widths : dict, optional
+        Least width of columns (by key) whose later values may be longer than the first row's.
     """
 
-    def __init__(self, columns, log):
+    def __init__(self, columns, log, widths=None):
         self.columns = columns
         self.log = log
-        self.widths = [max(len(title), 8 if spec else len(title)) for title, _, spec in columns]
+        widths = widths or {}
+        self.widths = [max(len(title), 8 if spec else len(title), widths.get(key, 0)) for title, key, spec in columns]
         self.started = False
 
     def _cell(self, value, spec: str) -> str:
@@ -537,7 +543,7 @@ def run_exp3(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
     pqkit.set_num_threads(threads)
     rows = []
     notes = {}
-    table = ConsoleTable(EXP3_TABLE, log)
+    table = ConsoleTable(EXP3_TABLE, log, {"label": max(len(m) for m in methods) + 12})
 
     def add_row(method, nbits, nprobe, backend, build_s, note="", m="", refine_m=""):
         if backend is not None and notes.get(method):
@@ -688,6 +694,11 @@ def run_sweep(config_path, progress: bool = True, log=print, overwrite: bool = F
 
 
 # ----------------------------------------------------------------------------- plots
+#: CSV columns read as text (every other column is a number, NaN when empty).
+_TEXT_COLUMNS = ("category", "search_method", "method", "note", "backbone", "layers", "grid", "defect", "label",
+                 "coreset_method")
+
+
 def _read_csv(path: str) -> list:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -700,7 +711,7 @@ def _read_csv(path: str) -> list:
 
     for row in rows:
         for key, value in row.items():
-            if key not in ("category", "search_method", "method", "note"):
+            if key not in _TEXT_COLUMNS:
                 row[key] = number(value)
     return rows
 
