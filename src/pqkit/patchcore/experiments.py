@@ -169,8 +169,7 @@ def run_exp1(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
         choices = _layer_choices(choice)
         for size in exp["image_sizes"]:
             settings = [{**feats, "backbone": label, "layers": layers, "image_size": size} for layers in choices]
-            cached = [_cached_features(f, train, test) for f in settings]
-            missing = [i for i, data in enumerate(cached) if data is None]
+            missing = [i for i, f in enumerate(settings) if not _cached_features(f, train, test, check_only=True)]
             if missing:
                 wanted = [choices[i] for i in missing]
                 union = list(dict.fromkeys(name for layers in wanted for name in layers))
@@ -183,10 +182,10 @@ def run_exp1(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
                 finally:
                     embedder.close()
                 for i, train_array, test_array in zip(missing, train_arrays, test_arrays):
-                    cached[i] = _store_features(settings[i], train, test, {"train": train_array, "test": test_array})
-                del train_arrays, test_arrays
+                    _store_features(settings[i], train, test, {"train": train_array, "test": test_array})
+                del train_arrays, test_arrays, train_array, test_array
             for i, layers in enumerate(choices):
-                data, cached[i] = cached[i], None  # one choice's features in memory at a time
+                data = _cached_features(settings[i], train, test)  # one choice's features in memory at a time
                 run_cfg = {**cfg, "features": settings[i]}
                 feature_ms = _time_features(model, layers, size, timing_paths, feats["target_dim"],
                                             feats["batch_size"])

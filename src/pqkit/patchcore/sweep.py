@@ -234,13 +234,16 @@ def _feature_cache_paths(feats: dict, train, test) -> dict:
     return {name: os.path.join(feats["cache_dir"], f"{key}_{name}.npy") for name in ("train", "test", "masks")}
 
 
-def _cached_features(feats: dict, train, test):
-    """The dict of :func:`load_features` from the cache, or None when it is not all there."""
+def _cached_features(feats: dict, train, test, check_only: bool = False):
+    """The dict of :func:`load_features` from the cache, or None when it is not all there (with
+    ``check_only``, True instead of the dict: nothing is read)."""
     paths = _feature_cache_paths(feats, train, test)
     has_masks = any(s.mask_path for s in test)
     needed = ["train", "test"] + (["masks"] if has_masks else [])
     if not all(os.path.isfile(paths[name]) for name in needed):
         return None
+    if check_only:
+        return True
     return {"labels": np.array([s.label for s in test], dtype=np.int64), "test_names": [s.path for s in test],
             "defects": [s.defect for s in test], "train": np.load(paths["train"]), "test": np.load(paths["test"]),
             "masks": np.load(paths["masks"]) if has_masks else None}
