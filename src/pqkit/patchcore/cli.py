@@ -197,7 +197,7 @@ def run_score(args) -> int:
     import pqkit
 
     from .scoring import image_auroc, pixel_auroc
-    from .sweep import _mask_at, _write_csv
+    from ._common import _mask_at, _write_csv
 
     if args.csv is not None:
         _cli.check_output_file(args.csv, "--csv", args.overwrite)

@@ -41,8 +41,8 @@ import time
 
 import numpy as np
 
-from .sweep import (COMPRESSION_COLOURS, Chatter, ConsoleTable, _cached_features, _coreset_bank, _evaluate, _read_csv,
-                    _replace_atomically, _samples, _store_features, _write_csv)
+from ._common import (COMPRESSION_COLOURS, Chatter, ConsoleTable, _cached_features, _coreset_bank, _evaluate,
+                      _read_csv, _replace_atomically, _samples, _store_features, _write_csv, load_features)
 
 __all__ = ["EXP1_COLUMNS", "EXP1_DEFECT_COLUMNS", "FULLBANK_COLUMNS", "plot_exp1", "plot_fullbank", "run_exp1",
            "run_fullbank"]
@@ -326,7 +326,6 @@ def run_fullbank(cfg: dict, progress: bool = True, log=print, chatter=None) -> l
     import pqkit
 
     from .neighbors import auto_params, make_backend
-    from .sweep import load_features
 
     chatter = chatter if chatter is not None else Chatter()
     exp = cfg["experiment"]

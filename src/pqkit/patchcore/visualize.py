@@ -91,7 +91,7 @@ def overlay_panel(sample, anomaly_map: np.ndarray, low: float, high: float, capt
     from PIL import Image, ImageDraw
 
     from ..vision.features import load_image
-    from .sweep import _mask_at
+    from ._common import _mask_at
 
     image = load_image(sample.path, DISPLAY).astype(np.float32)
     resized = np.asarray(Image.fromarray(np.ascontiguousarray(anomaly_map, dtype=np.float32))  # mode "F"
@@ -165,7 +165,7 @@ def write_maps(out_dir, samples, scores, maps, worst: int = 16, progress: bool =
     """
     from tqdm.auto import tqdm
 
-    from .sweep import _replace_atomically
+    from ._common import _replace_atomically
 
     scores = np.asarray(scores, dtype=np.float64)
     maps = np.asarray(maps)
