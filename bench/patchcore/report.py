@@ -4,6 +4,7 @@ first; this only reads them and measures nothing).
     python bench/patchcore/report.py bench/patchcore/results/magnetic_tile/results.csv ...
     python bench/patchcore/report.py --summary bench/patchcore/results/*/results.csv
     python bench/patchcore/report.py --docs            # writes docs/patchcore.md
+    python bench/patchcore/report.py --exp1-figure     # experiment 1 of every set in one figure
 
 ``--docs`` writes the PatchCore page: the how-to, then, for every folder under
 ``bench/patchcore/results/``, the configs that write it (read from ``bench/patchcore/*.yaml``),
@@ -449,7 +450,8 @@ and pixel AUROC, feature time per image (loading, resizing, the forward pass to 
 layer and the aggregation, timed for each choice on 32 test images, on the config's threads),
 bank size and memory; `results_exp1_defects.csv` holds the image AUROC of each defect class
 against the normal images. `exp1_backbones.png` draws per-category bars and accuracy against
-feature time (`pqkit.patchcore.experiments.plot_exp1` also combines several sets' CSVs)."""
+feature time; `python bench/patchcore/report.py --exp1-figure` draws every set's results in one
+figure, `bench/patchcore/results/exp1_backbones.png`."""
 
 DOCS_FULLBANK = """\
 ## Full memory bank without a coreset
@@ -608,7 +610,19 @@ def main(argv=None) -> int:
     parser.add_argument("--summary", action="store_true", help="one table of selected rows of all CSVs")
     parser.add_argument("--docs", type=Path, nargs="?", const=DOCS_PAGE, metavar="PATH",
                         help=f"write the documentation page (default {DOCS_PAGE})")
+    parser.add_argument("--exp1-figure", type=Path, nargs="?", const=RESULTS / "exp1_backbones.png", metavar="PATH",
+                        help="draw experiment 1 of every set in one figure (default results/exp1_backbones.png)")
     args = parser.parse_args(argv)
+    if args.exp1_figure:
+        from pqkit.patchcore.experiments import plot_exp1
+
+        found = sorted(str(p) for p in RESULTS.glob("*/results_exp1.csv"))
+        if not found:
+            parser.error("no results/*/results_exp1.csv yet: run the exp1 configs first")
+        plot_exp1(found, str(args.exp1_figure))
+        print(f"wrote {args.exp1_figure} from {len(found)} sets")
+        if not args.docs and not args.csv:
+            return 0
     if args.docs:
         page = args.docs.resolve()
         page.parent.mkdir(parents=True, exist_ok=True)

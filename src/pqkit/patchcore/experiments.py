@@ -256,7 +256,7 @@ def plot_exp1(csv_paths, png_path: str) -> None:
     sizes = sorted({r["image_size"] for r in rows})
     configs = list(dict.fromkeys(_config_label(r) for r in rows))
     by_label = {_config_label(r): r for r in rows}
-    fig = plt.figure(figsize=(max(14, 1.2 * len(groups) * max(1, len(configs)) / 4), 11))
+    fig = plt.figure(figsize=(20, 12))
     top = fig.add_subplot(2, 1, 1)
     width = 0.8 / len(configs)
     for j, label in enumerate(configs):
@@ -272,7 +272,8 @@ def plot_exp1(csv_paths, png_path: str) -> None:
     top.set_ylim(max(0.0, min(finite) - 0.05), min(1.0, max(finite) + 0.03))
     top.set(ylabel="image AUROC", title="1. image AUROC per category (colour: backbone; lighter: smaller input; "
                                         "hatch: layer choice)")
-    top.legend(fontsize=7, ncol=max(1, len(configs) // 8), loc="lower right")
+    # beside the bars, not over them: one column per 12 configurations
+    top.legend(fontsize=8, ncol=(len(configs) + 11) // 12, loc="upper left", bbox_to_anchor=(1.005, 1.0))
     categories = list(dict.fromkeys(r["category"] for r in rows))
     for k, (key, title) in enumerate((("image_auroc", "2. image AUROC vs feature time"),
                                       ("pixel_auroc", "3. pixel AUROC vs feature time"))):
