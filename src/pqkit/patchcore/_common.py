@@ -254,7 +254,7 @@ class ConsoleTable:
         self.columns = columns
         self.log = log
         widths = widths or {}
-        self.widths = [max(len(title), 8 if spec else len(title), widths.get(key, 0)) for title, key, spec in columns]
+        self.widths = [max(len(title), 8 if spec else 3, widths.get(key, 0)) for title, key, spec in columns]
         self.started = False
 
     def _cell(self, value, spec: str) -> str:
