@@ -213,6 +213,7 @@ def test_root_alias_max_images_and_auto_sizes_without_warnings(tmp_path, capsys)
                     r"nprobe 4\)", out), out
     loaded = PatchCore.load(model)
     assert loaded.backend_params_ == {"nlist": 4, "m": 32, "nbits": 2, "nprobe": 4, "seed": 1234}
+    assert loaded.backend_params == {"nlist": "auto", "m": "auto", "nbits": "auto", "nprobe": "auto"}  # as asked
     assert main(["patchcore", "score", "--model", model, "--data", root, "--max-images", "3", "--nprobe", "4",
                  "--quiet"]) == 0
     assert capsys.readouterr().out.startswith("scored 3 images: image AUROC")

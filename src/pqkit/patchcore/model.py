@@ -5,8 +5,9 @@ A saved model is a folder (see :mod:`pqkit._atomic`)::
     <model>/pqkit-manifest.json         kind "pqkit-patchcore", the current data folder, and the
                                         size and SHA-256 of each member
     <model>/pqkit-data-<16 hex>/config.json
-                                        format, version, the constructor parameters, the feature
-                                        shape and the memory-bank file name
+                                        format, version, the constructor parameters, the backend
+                                        parameters the bank was built with ("auto" sizes
+                                        resolved), the feature shape and the memory-bank file name
     <model>/pqkit-data-<16 hex>/memory_bank.<ext>
                                         the fitted backend (``file_name`` of its class)
 
@@ -257,7 +258,7 @@ class PatchCore:
         self._check_fitted()
         backend = self.backend_
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.config(),
-                "backend_params": self.backend_params_,
+                "fitted_backend_params": self.backend_params_,
                 "layers": self.layers if self.layers is not None else self.embedder_layers(),
                 "feature_shape": list(self.feature_shape_), "n_train_patches": self.n_train_patches_,
                 "bank_size": self.bank_size_, "backend_file": backend.file_name}
@@ -317,8 +318,10 @@ class PatchCore:
                         projection_dim=meta["projection_dim"], backend=meta["backend"],
                         backend_params=meta["backend_params"], num_neighbors=meta["num_neighbors"],
                         seed=meta["seed"], batch_size=meta["batch_size"], device=device)
+            # the sizes the bank was built with ("auto" ones resolved; older files have only backend_params)
+            fitted = meta.get("fitted_backend_params", meta["backend_params"])
             model.backend_ = BACKENDS[meta["backend"]].load(os.path.join(folder, meta["backend_file"]),
-                                                            meta["backend"], meta["backend_params"])
+                                                            meta["backend"], fitted)
             model.backend_params_ = dict(model.backend_.params)
             model.feature_shape_ = tuple(meta["feature_shape"])
             model.n_train_patches_ = meta["n_train_patches"]
@@ -363,8 +366,9 @@ def _read_config(folder) -> dict:
     if meta["backend_file"] != expected:
         raise ValueError(f"{path!r}: backend_file must be {expected!r} for backend {meta['backend']!r}, "
                          f"got {meta['backend_file']!r}")
-    if not isinstance(meta["backend_params"], dict):
-        raise ValueError(f"{path!r}: backend_params must be an object")
+    for key in ("backend_params", "fitted_backend_params"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise ValueError(f"{path!r}: {key} must be an object")
     shape = meta["feature_shape"]
     if not (isinstance(shape, list) and len(shape) == 3
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
