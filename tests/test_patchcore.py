@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-import time
 
 import numpy as np
 import pytest
@@ -553,27 +552,31 @@ def test_sweep_config_errors(tmp_path):
             load_config(path)
 
 
-def test_sweep_search_time_is_the_median_of_repeated_runs():
+def test_sweep_search_time_is_the_median_of_repeated_runs(monkeypatch):
     """The timed search runs until timing_repeats runs or timing_budget_s seconds, at least once;
     the time reported is the median run."""
+    from pqkit.patchcore import sweep
     from pqkit.patchcore.sweep import _timed_search
+
+    now = [0.0]  # a scripted clock: the test does not depend on the machine's load
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: now[0])
 
     class Clock:  # a backend whose k = 1 search takes a scripted time per call
         def __init__(self, seconds):
             self.seconds, self.calls = list(seconds), 0
 
         def search(self, queries, k):
-            time.sleep(self.seconds[self.calls])
+            now[0] += self.seconds[self.calls]
             self.calls += 1
             return np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
 
     queries = np.zeros((3, 4), np.float32)
     backend = Clock([0.05, 0.01, 0.01, 0.2, 0.01])
     _, _, median = _timed_search(backend, queries, {"timing_repeats": 5, "timing_budget_s": 10.0})
-    assert backend.calls == 5 and 0.01 <= median < 0.05
+    assert backend.calls == 5 and median == pytest.approx(0.01)
     backend = Clock([0.02] * 5)
     _timed_search(backend, queries, {"timing_repeats": 5, "timing_budget_s": 0.03})
     assert backend.calls == 2  # stopped by the budget
     backend = Clock([0.02] * 5)
     _, _, median = _timed_search(backend, queries, {"timing_repeats": 5, "timing_budget_s": 0})
-    assert backend.calls == 1 and median >= 0.02
+    assert backend.calls == 1 and median == pytest.approx(0.02)

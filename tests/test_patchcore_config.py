@@ -27,10 +27,29 @@ def test_bench_configs_exist():
 @pytest.mark.parametrize("path", BENCH_CONFIGS, ids=os.path.basename)
 def test_every_bench_config_validates(path):
     cfg = load_config(path)
-    assert cfg["experiment"]["name"] in ("exp2", "exp3")
+    experiment = cfg["experiment"]
+    assert experiment["name"] in ("exp1", "exp2", "exp3", "fullbank")
     assert cfg["data"]["category"] in ("magnetic_tile", "elpv_mono")
-    assert cfg["features"]["layers"] == ["_blocks.4", "_blocks.10"] and cfg["features"]["image_size"] == 160
     assert cfg["output"]["dir"].startswith("bench/patchcore/results/")
+    if experiment["name"] == "exp1":  # backbones x sizes 160-320 x layer choices, Lite0/1/2 at least
+        assert cfg["features"]["layers"] is None and min(experiment["image_sizes"]) == 160
+        assert max(experiment["image_sizes"]) == 320 and len(experiment["image_sizes"]) >= 3
+        assert {b["name"] for b in experiment["backbones"]} >= {f"efficientnet_lite{i}" for i in range(3)}
+        assert max(len(b["layers"] or [0]) for b in experiment["backbones"]) >= 2
+        assert os.path.basename(cfg["output"]["dir"]).endswith("_exp1")
+        return
+    assert cfg["features"]["layers"] == ["_blocks.4", "_blocks.10"] and cfg["features"]["image_size"] == 160
+    if experiment["name"] == "fullbank":  # the full bank with IVF-PQ against the 1 % and 10 % exact coresets
+        banks = experiment["banks"]
+        exact = {b["coreset_ratio"] for b in banks if b["search_method"] == "pqkit_flat" and b["coreset_method"] == "v1"}
+        assert exact == {0.01, 0.1}
+        assert any(b["coreset_method"] == "all" and b["search_method"] == "pqkit_ivfpq_refine" for b in banks)
+
+
+def test_exp1_and_fullbank_configs_exist_for_both_sets():
+    names = {os.path.basename(p) for p in BENCH_CONFIGS}
+    assert {"exp1_magnetic_tile.yaml", "exp1_elpv_mono.yaml", "fullbank_magnetic_tile.yaml",
+            "fullbank_elpv_mono.yaml"} <= names
 
 
 def test_defaults_are_the_ones_the_experiments_used(tmp_path):

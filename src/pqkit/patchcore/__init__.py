@@ -13,11 +13,15 @@ Pipeline (each step is its own module, importable without torch unless it extrac
   IndexIVFPQ, scikit-learn, faiss);
 - :mod:`.scoring`: patch, image and pixel scores, anomaly maps, AUROC;
 - :mod:`.model`: :class:`PatchCore` (fit, predict, save, load);
-- :mod:`.sweep`: experiments 2 (coreset v1 vs v2) and 3 (exact vs IVF-PQ search sweep).
+- :mod:`.visualize`: anomaly-map overlays and a contact sheet of the highest-scored images;
+- :mod:`.sweep`: experiments 2 (coreset v1 vs v2) and 3 (exact vs IVF-PQ search sweep);
+  :mod:`.experiments`: experiment 1 (backbones) and the full-bank comparison.
+
+:func:`sample_root` is a tiny MVTec-layout category shipped with the package, to try everything on.
 """
 
 from .coreset import coreset_indices, patch_variance_weights
-from .data import Sample, elpv_samples, load_mask, mvtec_samples
+from .data import Sample, elpv_samples, limit_samples, load_mask, mvtec_samples, sample_root
 from .neighbors import BACKENDS, make_backend
 from .scoring import anomaly_maps, image_auroc, image_scores, pixel_auroc
 
@@ -30,11 +34,13 @@ __all__ = [
     "elpv_samples",
     "image_auroc",
     "image_scores",
+    "limit_samples",
     "load_mask",
     "make_backend",
     "mvtec_samples",
     "patch_variance_weights",
     "pixel_auroc",
+    "sample_root",
 ]
 
 

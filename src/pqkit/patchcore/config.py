@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import reprlib
 import typing
-from typing import Annotated, List, Literal, Optional
+from typing import Annotated, List, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -47,6 +48,13 @@ NonNegativeIntGrid = Annotated[List[NonNegativeInt], BeforeValidator(_as_list), 
 
 SearchMethod = Literal[tuple(sorted(BACKENDS))]  # type: ignore[valid-type]
 CoresetMethod = Literal[COMPRESSION_METHODS]  # type: ignore[valid-type]
+#: An index size, or "auto": chosen from the memory bank (pqkit.patchcore.neighbors.auto_params).
+SizeOrAuto = Union[PositiveInt, Literal["auto"]]
+SizeOrAutoGrid = Annotated[List[SizeOrAuto], BeforeValidator(_as_list), Field(min_length=1)]
+KFactor = Annotated[float, Field(ge=1, le=MAX_K_FACTOR, allow_inf_nan=False)]
+IVF_METHODS = ("pqkit_ivfpq", "faiss_ivfpq", "pqkit_ivfpq_refine", "faiss_ivfpq_refine")
+#: "package.module:callable": a function returning a torch.nn.Module (experiment 1's user backbones).
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 
 
 class _Section(BaseModel):
@@ -55,7 +63,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    kind: Literal["mvtec", "elpv"]
+    kind: Literal["mvtec", "elpv", "sample"]
     root: Optional[str] = Field(None, min_length=1)
     cell_type: Literal["mono", "poly", "all"] = "mono"
     train_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.5
@@ -66,12 +74,14 @@ class DataConfig(_Section):
     def _keys_of_the_kind(self):
         if self.kind == "mvtec":
             if self.root is None:
-                raise ValueError("data.root (an MVTec-layout category folder) is required for kind mvtec")
+                raise ValueError("data.root (an MVTec-layout category folder) is required for kind mvtec; "
+                                 "set it or pass --root DIR")
+        elif "root" in self.model_fields_set:
+            raise ValueError("data.root applies to kind mvtec only; remove it or set kind: mvtec")
+        if self.kind != "elpv":
             extra = sorted(self.model_fields_set & {"cell_type", "train_fraction", "seed"})
             if extra:
                 raise ValueError(f"data.{extra[0]} applies to kind elpv only; remove it or set kind: elpv")
-        elif "root" in self.model_fields_set:
-            raise ValueError("data.root applies to kind mvtec only; remove it or set kind: mvtec")
         return self
 
 
@@ -101,36 +111,108 @@ class ScoringConfig(_Section):
 class FaissGridConfig(_Section):
     pq_bits: PositiveIntGrid = [8]
     nprobe: PositiveIntGrid = [1]
-    n_clusters: PositiveInt = 100
+    n_clusters: SizeOrAuto = 100
     m: PositiveIntGrid = [8]
-    k_factor: Annotated[float, Field(ge=1, le=MAX_K_FACTOR, allow_inf_nan=False)] = 4
+    k_factor: KFactor = 4
     refine_m: NonNegativeIntGrid = [0]
 
 
-_EXP3_ONLY = ("search_methods", "faiss_config")
-_EXP2_ONLY = ("methods", "compression_ratios")
+class BackboneConfig(_Section):
+    """One backbone of experiment 1: a known ``name`` or a user ``module``, and its layer choices."""
+
+    name: Optional[str] = Field(None, min_length=1)
+    module: Optional[str] = Field(None, min_length=1)
+    label: Optional[str] = Field(None, min_length=1)
+    layers: Optional[Annotated[List[Annotated[List[str], Field(min_length=1)]], Field(min_length=1)]] = None
+
+    @model_validator(mode="after")
+    def _name_or_module(self):
+        from ..vision.features import BACKBONES
+
+        if (self.name is None) == (self.module is None):
+            raise ValueError("experiment.backbones: give each backbone either name (one of "
+                             f"{', '.join(sorted(BACKBONES))}) or module ('package.module:function' returning a "
+                             "torch.nn.Module), not both")
+        if self.name is not None and self.name not in BACKBONES:
+            close = difflib.get_close_matches(self.name, list(BACKBONES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"experiment.backbones: unknown name {self.name!r}{hint} (known: "
+                             f"{', '.join(sorted(BACKBONES))}; any torch module can be given as module:)")
+        if self.module is not None:
+            if not _MODULE_PATH.fullmatch(self.module):
+                raise ValueError(f"experiment.backbones: module must look like 'package.module:function', "
+                                 f"got {self.module!r}")
+            if self.layers is None:
+                raise ValueError(f"experiment.backbones: module {self.module!r} needs layers (a list of layer "
+                                 "choices, each a list of layer names, e.g. [[layer2, layer3]])")
+        return self
+
+
+class BankConfig(_Section):
+    """One memory bank of the full-bank experiment: how it is subsampled and searched."""
+
+    label: Optional[str] = Field(None, min_length=1)
+    coreset_method: CoresetMethod = "v1"
+    coreset_ratio: Fraction = 0.1
+    search_method: SearchMethod = "pqkit_flat"
+    nlist: SizeOrAuto = "auto"
+    m: SizeOrAuto = "auto"
+    nbits: SizeOrAuto = "auto"
+    nprobe: SizeOrAutoGrid = ["auto"]
+    k_factor: KFactor = 4
+    refine_m: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _keys_of_the_method(self):
+        ivf = {"nlist", "m", "nbits", "nprobe", "k_factor", "refine_m"} & self.model_fields_set
+        if ivf and self.search_method not in IVF_METHODS:
+            raise ValueError(f"experiment.banks: {sorted(ivf)[0]} applies to the IVF-PQ search methods "
+                             f"({', '.join(IVF_METHODS)}), not {self.search_method}")
+        refine = {"k_factor", "refine_m"} & self.model_fields_set
+        if refine and not self.search_method.endswith("_refine"):
+            raise ValueError(f"experiment.banks: {sorted(refine)[0]} applies to the *_ivfpq_refine search methods "
+                             f"only, not {self.search_method}")
+        if "coreset_ratio" in self.model_fields_set and self.coreset_method == "all":
+            raise ValueError("experiment.banks: coreset_ratio does not apply to coreset_method all (the full bank)")
+        return self
+
+
+#: Keys of the experiment section and the experiments they apply to.
+_KEY_OWNERS = {"search_methods": ("exp3",), "faiss_config": ("exp3",), "methods": ("exp2",),
+               "compression_ratios": ("exp2",), "backbones": ("exp1",), "image_sizes": ("exp1",),
+               "timing_images": ("exp1",), "search_method": ("exp1",), "banks": ("fullbank",),
+               "timing_repeats": ("exp3", "fullbank"), "timing_budget_s": ("exp3", "fullbank")}
+_REQUIRED = {"exp1": ("backbones", "image_sizes"), "fullbank": ("banks",)}
 
 
 class ExperimentConfig(_Section):
-    name: Literal["exp3", "exp2"] = "exp3"
+    name: Literal["exp3", "exp2", "exp1", "fullbank"] = "exp3"
+    threads: Optional[PositiveInt] = None
     # exp3
     search_methods: Optional[Annotated[List[SearchMethod], Field(min_length=1)]] = None
     faiss_config: Optional[FaissGridConfig] = None
-    threads: Optional[PositiveInt] = None
     timing_repeats: PositiveInt = 5
     timing_budget_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 3.0
     # exp2
     methods: Optional[Annotated[List[CoresetMethod], Field(min_length=1)]] = None
     compression_ratios: Optional[Annotated[List[Fraction], Field(min_length=1)]] = None
+    # exp1
+    backbones: Optional[Annotated[List[BackboneConfig], Field(min_length=1)]] = None
+    image_sizes: Optional[PositiveIntGrid] = None
+    timing_images: PositiveInt = 32
+    search_method: SearchMethod = "pqkit_flat"
+    # fullbank
+    banks: Optional[Annotated[List[BankConfig], Field(min_length=1)]] = None
 
     @model_validator(mode="after")
     def _keys_of_the_experiment(self):
-        other = _EXP2_ONLY if self.name == "exp3" else _EXP3_ONLY
-        extra = [key for key in other if key in self.model_fields_set]
-        if extra:
-            owner = "exp2" if self.name == "exp3" else "exp3"
-            raise ValueError(f"experiment.{extra[0]} applies to experiment {owner} only; this config runs "
-                             f"{self.name} (experiment.name)")
+        for key, owners in _KEY_OWNERS.items():
+            if key in self.model_fields_set and self.name not in owners:
+                raise ValueError(f"experiment.{key} applies to experiment {' and '.join(owners)} only; this config "
+                                 f"runs {self.name} (experiment.name)")
+        for key in _REQUIRED.get(self.name, ()):
+            if getattr(self, key) is None:
+                raise ValueError(f"experiment.{key} is required for experiment {self.name}")
         return self
 
 
@@ -148,6 +230,15 @@ class SweepConfig(_Section):
     experiment: ExperimentConfig
     output: OutputConfig
 
+    @model_validator(mode="after")
+    def _grid_keys_of_exp1(self):
+        if self.experiment.name == "exp1":
+            given = sorted(self.features.model_fields_set & {"backbone", "layers", "image_size"})
+            if given:
+                raise ValueError(f"features.{given[0]} is set by experiment.backbones and experiment.image_sizes in "
+                                 "exp1; remove it")
+        return self
+
 
 # ----------------------------------------------------------------------------- messages
 _REPR = reprlib.Repr()
@@ -161,18 +252,30 @@ _EXPECTED = {
 }
 
 
-def _model_at(model: type, loc) -> type | None:
-    """The section model that the location ``loc`` (a tuple of keys) names, or None."""
-    for key in loc:
-        if not isinstance(key, str) or key not in model.model_fields:
-            return None
-        annotation = model.model_fields[key].annotation
-        if typing.get_origin(annotation) is typing.Union:
+def _unwrap(annotation):
+    """``X`` of ``Optional[X]`` and ``Annotated[X, ...]``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Union:
             annotation = next((a for a in typing.get_args(annotation) if a is not type(None)), None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        elif origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        else:
+            return annotation
+
+
+def _model_at(model: type, loc) -> type | None:
+    """The section model that the location ``loc`` (a tuple of keys and list indexes) names, or None."""
+    current = model
+    for key in loc:
+        if isinstance(key, int):  # an item of a list of sections
+            args = typing.get_args(current) if typing.get_origin(current) in (list, List) else ()
+            current = _unwrap(args[0]) if args else None
+        elif isinstance(current, type) and issubclass(current, BaseModel) and key in current.model_fields:
+            current = _unwrap(current.model_fields[key].annotation)
+        else:
             return None
-        model = annotation
-    return model
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
 def _where(loc) -> str:
@@ -193,6 +296,9 @@ def _describe_error(error: dict) -> str:
         return (f"{_where(loc[:-1]) or 'top level'}: unknown key {key!r}{hint} "
                 f"(valid keys: {', '.join(valid)})")
     where = _where(loc) or "config"
+    if kind == "union":
+        got = f"{type(value).__name__} {_REPR.repr(value)}" if value is not None else "null"
+        return f"{where}: expected {' or '.join(dict.fromkeys(error['expected']))}, got {got}"
     if kind == "missing":
         return f"{where}: required key missing"
     if kind == "value_error":
@@ -208,9 +314,34 @@ def _describe_error(error: dict) -> str:
     return f"{where}: expected {message}, got {got}"
 
 
+def _is_union_tag(key) -> bool:
+    # pydantic names the branches of a union in the location: "constrained-int", "literal['auto']"
+    return isinstance(key, str) and ("-" in key or "[" in key or key in ("int", "str", "float", "bool"))
+
+
+def _merge_union_errors(errors: list) -> list:
+    """Errors of one value against each branch of a union become one error listing what was
+    expected (``expected an integer >= 1 or 'auto'``)."""
+    merged, groups = [], {}
+    for error in errors:
+        loc = tuple(error["loc"])
+        cut = next((i for i, key in enumerate(loc) if _is_union_tag(key)), None)
+        if cut is None:
+            merged.append(error)
+            continue
+        key = loc[:cut]
+        if key not in groups:
+            groups[key] = {"loc": key, "type": "union", "input": error.get("input"), "expected": []}
+            merged.append(groups[key])
+        text = _describe_error({**error, "loc": key})
+        if ": expected " in text:
+            groups[key]["expected"].append(text.split(": expected ", 1)[1].rsplit(", got ", 1)[0])
+    return merged
+
+
 def config_error_message(path: str, exc: ValidationError, limit: int = 4) -> str:
     """One line describing every schema violation in ``exc`` (at most ``limit``, then a count)."""
-    problems = list(dict.fromkeys(_describe_error(e) for e in exc.errors(include_url=False)))
+    problems = list(dict.fromkeys(_describe_error(e) for e in _merge_union_errors(exc.errors(include_url=False))))
     text = "; ".join(problems[:limit])
     if len(problems) > limit:
         text += f"; and {len(problems) - limit} more"

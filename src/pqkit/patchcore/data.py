@@ -9,6 +9,10 @@ MVTec AD layout (``root`` is one category)::
 
 Images may be RGB or grayscale and of any size; a mask must have its image's size.
 
+The package ships a tiny sample category in this layout (:func:`sample_root`: 10 normal
+training images, 4 normal and 6 defective test images with masks, 128x128 grayscale PNG, made
+by ``bench/patchcore/make_sample.py``), so every command has something to run on anywhere.
+
 ELPV (Deitsch et al., "Automatic classification of defective photovoltaic module cells in
 electroluminescence images", Solar Energy 2019; Buerhop-Lutz et al. 2018) comes from the
 ``elpv-dataset`` package: 2,624 grayscale 300x300 cells with a defect probability in
@@ -22,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "Sample", "elpv_samples", "load_mask", "mvtec_samples"]
+__all__ = ["IMAGE_EXTENSIONS", "Sample", "elpv_samples", "limit_samples", "load_mask", "mvtec_samples",
+           "sample_root"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -130,6 +135,70 @@ def mvtec_samples(root, split: str, require_masks: bool = True) -> list:
             f"{sum(s.label == 1 for s in samples)} anomalous"
         )
     return samples
+
+
+def sample_root() -> str:
+    """The folder of the built-in sample category (MVTec layout, shipped with the package).
+
+    Returns
+    -------
+    str
+        ``<site-packages>/pqkit/patchcore/sample``: ``train/good`` (10 images), ``test/good`` (4),
+        ``test/blowhole`` and ``test/crack`` (3 each) with masks in ``ground_truth/``.
+
+    Raises
+    ------
+    ValueError
+        The folder is missing (an installation without package data).
+    """
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample")
+    if not os.path.isdir(os.path.join(root, "train", "good")):
+        raise ValueError(f"the built-in sample set is missing from {root!r}; reinstall pqkit "
+                         "(pip install 'pqkit[patchcore]')")
+    return root
+
+
+def _evenly(items: list, count: int) -> list:
+    if count >= len(items):
+        return list(items)
+    if count <= 0:
+        return []
+    picks = np.linspace(0, len(items) - 1, count).round().astype(int)
+    return [items[i] for i in picks]
+
+
+def limit_samples(samples, max_images) -> list:
+    """At most ``max_images`` samples, spread evenly over the list (for a quick try).
+
+    Normal and anomalous samples are limited in proportion to their counts, at least one of each
+    when both occur and ``max_images >= 2`` (so AUROC stays defined); within each, the samples
+    kept are evenly spaced over the sorted list, so every defect folder is represented when there
+    are enough. The order of the input is kept.
+
+    Parameters
+    ----------
+    samples : list of Sample
+    max_images : int or None
+        None keeps every sample.
+
+    Returns
+    -------
+    list of Sample
+    """
+    samples = list(samples)
+    if max_images is None or max_images >= len(samples):
+        return samples
+    if isinstance(max_images, bool) or not isinstance(max_images, (int, np.integer)) or max_images < 1:
+        raise ValueError(f"max_images must be an integer >= 1 or None, got {max_images!r}")
+    normal = [s for s in samples if s.label == 0]
+    anomalous = [s for s in samples if s.label == 1]
+    if not normal or not anomalous or max_images < 2:
+        kept = set(map(id, _evenly(samples, max_images)))
+    else:
+        n_normal = int(round(max_images * len(normal) / len(samples)))
+        n_normal = min(max(n_normal, 1), max_images - 1)
+        kept = set(map(id, _evenly(normal, n_normal) + _evenly(anomalous, max_images - n_normal)))
+    return [s for s in samples if id(s) in kept]
 
 
 def load_mask(sample: Sample, image_size) -> np.ndarray:

@@ -12,6 +12,11 @@ For each hooked layer j with feature map ``phi_j`` of shape (C_j, H_j, W_j):
 
 The result is one ``target_dim``-vector per position of the shallowest layer: an
 (n_images, H_1, W_1, target_dim) float32 array.
+
+The forward pass stops as soon as every hooked layer has produced its output (the reference
+implementation does the same): the layers after the deepest one, and the classifier head, are
+never run, which makes no difference to the features and saves their time. Several layer choices
+can be embedded from one forward pass (``choices``), as the backbone experiment does.
 """
 
 from __future__ import annotations
@@ -20,7 +25,72 @@ import numpy as np
 
 from ..vision.features import BACKBONES, FeatureExtractor, _torch, load_backbone, load_image, to_tensor
 
-__all__ = ["PatchEmbedder"]
+__all__ = ["PatchEmbedder", "aggregate"]
+
+
+class _LayersDone(Exception):
+    """Raised by a hook once every hooked layer has run: the rest of the forward pass is skipped."""
+
+
+class _TruncatedExtractor(FeatureExtractor):
+    """:class:`~pqkit.vision.features.FeatureExtractor` that stops the forward pass once every
+    hooked layer has produced its output."""
+
+    def _hook(self, name: str):
+        def store(module, inputs, output):
+            self._outputs[name] = output
+            if len(self._outputs) == len(self.layers):
+                raise _LayersDone
+
+        return store
+
+    def __call__(self, batch) -> dict:
+        torch = _torch()
+        self._outputs = {}
+        with torch.no_grad():
+            try:
+                self.model(batch.to(self.device))
+            except _LayersDone:
+                pass
+        outputs, self._outputs = self._outputs, {}
+        missing = [name for name in self.layers if name not in outputs]
+        if missing:
+            raise ValueError(f"layer(s) {missing} of {type(self.model).__name__} produced no output in the forward "
+                             "pass; hook layers that the model's forward runs")
+        return {name: outputs[name] for name in self.layers}
+
+
+def aggregate(maps: dict, layers, target_dim: int) -> np.ndarray:
+    """Locally aware patch features from layer outputs (the module docstring's three steps).
+
+    Parameters
+    ----------
+    maps : dict of str to torch.Tensor
+        Layer outputs, each (n, C_j, H_j, W_j).
+    layers : sequence of str
+        The layers to combine, shallowest first: the first one sets the patch grid.
+    target_dim : int
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (n, H_1, W_1, target_dim)
+    """
+    torch = _torch()
+    import torch.nn.functional as F
+
+    first = maps[layers[0]]
+    height, width = first.shape[-2:]
+    pooled = []
+    for name in layers:
+        fmap = F.avg_pool2d(maps[name], kernel_size=3, stride=1, padding=1)
+        if fmap.shape[-2:] != (height, width):
+            fmap = F.interpolate(fmap, size=(height, width), mode="bilinear", align_corners=False)
+        n, channels = fmap.shape[:2]
+        vectors = fmap.permute(0, 2, 3, 1).reshape(-1, 1, channels)
+        pooled.append(F.adaptive_avg_pool1d(vectors, target_dim))
+    stacked = torch.cat(pooled, dim=2)
+    reduced = F.adaptive_avg_pool1d(stacked, target_dim).reshape(n, height, width, target_dim)
+    return np.ascontiguousarray(reduced.cpu().numpy(), dtype=np.float32)
 
 
 class PatchEmbedder:
@@ -58,59 +128,73 @@ class PatchEmbedder:
         self.image_size = check_positive_int(image_size, "image_size")
         self.target_dim = check_positive_int(target_dim, "target_dim")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.extractor = FeatureExtractor(model, self.layers, device=device)
+        self.extractor = _TruncatedExtractor(model, self.layers, device=device)
 
-    def embed_batch(self, images) -> np.ndarray:
+    def _choices(self, choices) -> list:
+        if choices is None:
+            return [self.layers]
+        choices = [list(c) for c in choices]
+        unknown = sorted({name for c in choices for name in c} - set(self.layers))
+        if unknown or any(not c for c in choices):
+            raise ValueError(f"every layer choice must be a non-empty list of hooked layers {self.layers}, "
+                             f"got {choices}")
+        return choices
+
+    def embed_batch(self, images, choices=None):
         """Patch features of a batch of uint8 images.
 
         Parameters
         ----------
         images : list of numpy.ndarray of uint8, (H, W, 3) or (H, W)
+        choices : list of lists of str, optional
+            Layer choices (subsets of ``layers``, shallowest first) to aggregate from the same
+            forward pass; default: ``layers`` alone.
 
         Returns
         -------
         numpy.ndarray of float32, shape (n, h, w, target_dim)
+            Or, with ``choices``, a list of such arrays, one per choice.
         """
-        torch = _torch()
-        import torch.nn.functional as F
-
         maps = self.extractor(to_tensor(images, self.image_size))
-        first = maps[self.layers[0]]
-        height, width = first.shape[-2:]
-        pooled = []
-        for name in self.layers:
-            fmap = F.avg_pool2d(maps[name], kernel_size=3, stride=1, padding=1)
-            if fmap.shape[-2:] != (height, width):
-                fmap = F.interpolate(fmap, size=(height, width), mode="bilinear", align_corners=False)
-            n, channels = fmap.shape[:2]
-            vectors = fmap.permute(0, 2, 3, 1).reshape(-1, 1, channels)
-            pooled.append(F.adaptive_avg_pool1d(vectors, self.target_dim))
-        stacked = torch.cat(pooled, dim=2)
-        reduced = F.adaptive_avg_pool1d(stacked, self.target_dim).reshape(n, height, width, self.target_dim)
-        return np.ascontiguousarray(reduced.cpu().numpy(), dtype=np.float32)
+        arrays = [aggregate(maps, c, self.target_dim) for c in self._choices(choices)]
+        return arrays if choices is not None else arrays[0]
 
-    def embed_paths(self, paths, progress: bool = True, desc: str = "patch features") -> np.ndarray:
+    def embed_paths(self, paths, progress: bool = True, desc: str = "patch features", choices=None):
         """Patch features of image files, in batches under ``torch.no_grad`` with a tqdm bar.
 
         Parameters
         ----------
         paths : sequence of str
         progress : bool, default True
+        desc : str
+            The progress bar's label.
+        choices : list of lists of str, optional
+            As in :meth:`embed_batch`.
 
         Returns
         -------
         numpy.ndarray of float32, shape (n, h, w, target_dim)
+            Or, with ``choices``, a list of such arrays, one per choice.
         """
         from tqdm.auto import tqdm
 
         paths = list(paths)
         if not paths:
             raise ValueError("no images to embed (empty list of paths)")
-        chunks = []
+        wanted = self._choices(choices)
+        out = None
         for start in tqdm(range(0, len(paths), self.batch_size), disable=not progress, desc=desc, unit="batch"):
             images = [load_image(p) for p in paths[start:start + self.batch_size]]
-            chunks.append(self.embed_batch(images))
-        return np.concatenate(chunks, axis=0)
+            arrays = self.embed_batch(images, wanted)
+            if out is None:  # filled in place: no second copy of a large feature array
+                out = [np.empty((len(paths), *a.shape[1:]), dtype=np.float32) for a in arrays]
+            for array, chunk in zip(out, arrays):
+                array[start:start + len(chunk)] = chunk
+        return out if choices is not None else out[0]
+
+    def close(self) -> None:
+        """Detach the hooks from the backbone (before another embedder hooks the same module)."""
+        self.extractor.remove()
 
     def config(self) -> dict:
         """Parameters that rebuild this embedder (``backbone`` is None for a custom module)."""

@@ -5,8 +5,9 @@ A saved model is a folder (see :mod:`pqkit._atomic`)::
     <model>/pqkit-manifest.json         kind "pqkit-patchcore", the current data folder, and the
                                         size and SHA-256 of each member
     <model>/pqkit-data-<16 hex>/config.json
-                                        format, version, the constructor parameters, the feature
-                                        shape and the memory-bank file name
+                                        format, version, the constructor parameters, the backend
+                                        parameters the bank was built with ("auto" sizes
+                                        resolved), the feature shape and the memory-bank file name
     <model>/pqkit-data-<16 hex>/memory_bank.<ext>
                                         the fitted backend (``file_name`` of its class)
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 
 import numpy as np
 
@@ -53,14 +56,19 @@ class PatchCore:
     target_dim : int, default 128
         Patch feature length.
     coreset_method : {"v1", "v2", "random", "all"}, default "v1"
+        "v1" the paper's greedy k-center, "v2" its variance-weighted variant, "random" a seeded
+        uniform sample (no selection cost), "all" no coreset: the full memory bank (best with a
+        compressed backend such as "pqkit_ivfpq_refine").
     coreset_ratio : float in (0, 1], default 0.1
-        Fraction of the training patches kept in the memory bank.
+        Fraction of the training patches kept in the memory bank (ignored for "all").
     projection_dim : int, default 128
         Dimension of the random projection used by the coreset selection.
     backend : str, default "pqkit_flat"
         One of :data:`pqkit.patchcore.neighbors.BACKENDS`.
     backend_params : dict, optional
-        E.g. ``{"nlist": 100, "m": 8, "nbits": 8, "nprobe": 8}`` for "pqkit_ivfpq".
+        E.g. ``{"nlist": 100, "m": 8, "nbits": 8, "nprobe": 8}`` for "pqkit_ivfpq". Sizes left out
+        (or ``"auto"``) are chosen from the memory bank at fit time
+        (:func:`pqkit.patchcore.neighbors.auto_params`), without a ``TrainingWarning``.
     num_neighbors : int, default 9
         ``b`` of the image-score reweighting.
     seed : int, default 0
@@ -71,6 +79,8 @@ class PatchCore:
     ----------
     backend_ : Backend
         The fitted memory-bank index.
+    backend_params_ : dict
+        The backend parameters the bank was built with (``"auto"`` sizes replaced by numbers).
     feature_shape_ : (h, w, d)
         Patch grid and feature length.
     """
@@ -119,33 +129,53 @@ class PatchCore:
 
     # ------------------------------------------------------------------ fit
     def fit(self, paths, progress: bool = True) -> "PatchCore":
-        """Build the memory bank from normal training images (file paths)."""
-        return self.fit_features(self.embed(paths, progress=progress))
+        """Build the memory bank from normal training images (file paths); ``progress`` shows a
+        bar for the features and a line per later step on stderr."""
+        return self.fit_features(self.embed(paths, progress=progress), progress=progress)
 
-    def fit_features(self, features: np.ndarray) -> "PatchCore":
-        """Build the memory bank from patch features.
+    def fit_features(self, features: np.ndarray, progress: bool = False) -> "PatchCore":
+        """Build the memory bank from patch features: ``subsample_embedding`` (the coreset), then
+        the backend's index.
 
         Parameters
         ----------
         features : numpy.ndarray of float32, shape (n_images, h, w, d)
+        progress : bool, default False
+            Print a line on stderr when each step starts and ends (the coreset of a large bank
+            takes minutes).
         """
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 4 or features.shape[0] == 0:
             raise ValueError(f"features must have shape (n_images, h, w, d) with n_images >= 1, got {features.shape}")
         flat = features.reshape(-1, features.shape[-1])
-        if self.coreset_method == "all":
-            n_select = flat.shape[0]
+        n_select = self._bank_size(flat.shape[0])
+        status = _status if progress else (lambda text: None)
+        start = time.perf_counter()
+        if n_select == flat.shape[0]:
+            selected = np.arange(n_select)
+            status(f"memory bank: all {n_select:,} patches (no coreset)")
         else:
-            n_select = max(1, int(round(self.coreset_ratio * flat.shape[0])))
-        weights = patch_variance_weights(features) if self.coreset_method == "v2" else None
-        selected = coreset_indices(flat, n_select, self.coreset_method, self.projection_dim, self.seed, weights)
+            status(f"coreset: choosing {n_select:,} of {flat.shape[0]:,} patches ({_COMPRESSION_NAMES[self.coreset_method]})...")
+            weights = patch_variance_weights(features) if self.coreset_method == "v2" else None
+            selected = coreset_indices(flat, n_select, self.coreset_method, self.projection_dim, self.seed, weights)
+            status(f"coreset: done in {time.perf_counter() - start:.1f} s")
         backend = make_backend(self.backend, **self.backend_params)
+        start = time.perf_counter()
+        status(f"index: building {self.backend} on {n_select:,} vectors...")
         backend.fit(flat[selected])
+        sizes = ", ".join(f"{k} {v}" for k, v in backend.params.items() if k != "seed")
+        status(f"index: {self.backend}{f' ({sizes})' if sizes else ''} built in {time.perf_counter() - start:.1f} s")
         self.backend_ = backend
+        self.backend_params_ = dict(backend.params)
         self.feature_shape_ = tuple(int(v) for v in features.shape[1:])
         self.n_train_patches_ = int(flat.shape[0])
         self.bank_size_ = int(n_select)
         return self
+
+    def _bank_size(self, n_patches: int) -> int:
+        if self.coreset_method == "all":
+            return n_patches
+        return min(n_patches, max(1, int(round(self.coreset_ratio * n_patches))))
 
     def _check_fitted(self):
         if not hasattr(self, "backend_"):
@@ -180,8 +210,16 @@ class PatchCore:
             Anomaly maps (upsampled, Gaussian sigma 4), when ``maps``.
         """
         self._check_fitted()
-        scores, distances = self.score_features(self.embed(paths, progress=progress))
-        return scores, (anomaly_maps(distances, self.image_size) if maps else None)
+        features = self.embed(paths, progress=progress)
+        start = time.perf_counter()
+        if progress:
+            _status(f"scoring: nearest neighbours of {int(np.prod(features.shape[:3])):,} patches "
+                    f"({self.backend}, bank of {self.bank_size_:,})...")
+        scores, distances = self.score_features(features)
+        result = anomaly_maps(distances, self.image_size) if maps else None
+        if progress:
+            _status(f"scoring: done in {time.perf_counter() - start:.1f} s")
+        return scores, result
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict:
@@ -220,6 +258,7 @@ class PatchCore:
         self._check_fitted()
         backend = self.backend_
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.config(),
+                "fitted_backend_params": self.backend_params_,
                 "layers": self.layers if self.layers is not None else self.embedder_layers(),
                 "feature_shape": list(self.feature_shape_), "n_train_patches": self.n_train_patches_,
                 "bank_size": self.bank_size_, "backend_file": backend.file_name}
@@ -279,14 +318,26 @@ class PatchCore:
                         projection_dim=meta["projection_dim"], backend=meta["backend"],
                         backend_params=meta["backend_params"], num_neighbors=meta["num_neighbors"],
                         seed=meta["seed"], batch_size=meta["batch_size"], device=device)
+            # the sizes the bank was built with ("auto" ones resolved; older files have only backend_params)
+            fitted = meta.get("fitted_backend_params", meta["backend_params"])
             model.backend_ = BACKENDS[meta["backend"]].load(os.path.join(folder, meta["backend_file"]),
-                                                            meta["backend"], meta["backend_params"])
+                                                            meta["backend"], fitted)
+            model.backend_params_ = dict(model.backend_.params)
             model.feature_shape_ = tuple(meta["feature_shape"])
             model.n_train_patches_ = meta["n_train_patches"]
             model.bank_size_ = meta["bank_size"]
             return model
 
         return _atomic.load_folder(directory, load_members, kind=FORMAT, what="PatchCore model")
+
+
+_COMPRESSION_NAMES = {"v1": "greedy k-center", "v2": "variance-weighted greedy k-center",
+                      "random": "random sample", "all": "all patches"}
+
+
+def _status(text: str) -> None:
+    """One progress line on stderr (where the progress bars are)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def _read_config(folder) -> dict:
@@ -315,8 +366,9 @@ def _read_config(folder) -> dict:
     if meta["backend_file"] != expected:
         raise ValueError(f"{path!r}: backend_file must be {expected!r} for backend {meta['backend']!r}, "
                          f"got {meta['backend_file']!r}")
-    if not isinstance(meta["backend_params"], dict):
-        raise ValueError(f"{path!r}: backend_params must be an object")
+    for key in ("backend_params", "fitted_backend_params"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise ValueError(f"{path!r}: {key} must be an object")
     shape = meta["feature_shape"]
     if not (isinstance(shape, list) and len(shape) == 3
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):

