@@ -44,6 +44,7 @@ its Pareto frontier (the rows no other row of that line beats on both recall and
 from __future__ import annotations
 
 import argparse
+import statistics
 import importlib.util
 import json
 import os
@@ -710,6 +711,48 @@ bench/results/parity.json` and `python bench/compat/run.py`; the identical-index
 configs and what each column measures."""
 
 
+def filtered_lines(raw: dict) -> list[str]:
+    """``raw/filtered.json`` (``bench/filtered.py``): filtered search, median us per query."""
+    meta = raw["meta"]
+    methods = list(dict.fromkeys(row["method"] for row in raw["rows"]))
+    by = {(row["selectivity"], row["method"]): row for row in raw["rows"]}
+    selectivities = sorted({row["selectivity"] for row in raw["rows"]})
+    base = methods[0]
+    lines = [f"{meta['dataset']} `{meta['index']}` (faiss trains it, `pqkit.from_faiss` loads the same "
+             f"index), nprobe {meta['nprobe']}, k {meta['k']}, {meta['queries']} queries, "
+             f"{meta['threads']} thread, {meta['repeats']} repeats, pqkit {meta['pqkit_simd_level']}, "
+             f"faiss {meta['faiss']} at its default level (its fastest here: the same run at "
+             "`FAISS_SIMD_LEVEL=NONE` was slower); post-filter = an unfiltered search with k' doubled "
+             "until k allowed results. Median us per query (ratio to the first column; every method "
+             "returned the in-scan filter's ids):", "",
+             "| allowed | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for sel in selectivities:
+        ref = float(statistics.median(by[(sel, base)]["seconds"])) / by[(sel, base)]["queries"] * 1e6
+        cells = []
+        for method in methods:
+            row = by[(sel, method)]
+            us = float(statistics.median(row["seconds"])) / row["queries"] * 1e6
+            cells.append(f"{us:.1f} ({us / ref:.2f}x)")
+        lines.append(f"| {sel:.0%} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def mmap_lines(raw: dict) -> list[str]:
+    """``raw/mmap.json`` (``bench/mmap.py``): a mapped index against the loaded one."""
+    index = raw["index"]
+    lines = [f"`{index['factory']}` on {index['n']:,} synthetic vectors of d = {index['d']} (a "
+             f"{index['file_bytes'] / 2**20:.1f} MiB file), nprobe {raw['nprobe']}, {raw['queries']} queries, {raw['threads']} "
+             f"thread, {'cold' if raw['cold'] else 'warm'} page cache, each mode in a fresh process "
+             "(`mmap-trusted`: `verify=False`); every mode returned identical results:", "",
+             "| mode | load s | RSS after load | RSS after search | QPS | median ms/query |",
+             "|---|---|---|---|---|---|"]
+    for row in raw["rows"]:
+        lines.append(f"| {row['mode']} | {row['load_seconds']:.3f} | {row['rss_after_load'] / 2**20:.1f} MiB "
+                     f"| {row['rss_after_search'] / 2**20:.1f} MiB | {row['qps']:.0f} "
+                     f"| {row['latency_ms_median']:.3f} |")
+    return lines
+
+
 def machine_text(rows: list[dict]) -> str:
     """The machines, run dates and faiss levels of the raw files behind ``rows``."""
     machines = {}
@@ -740,6 +783,9 @@ def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Pat
         ("## Scan kernels against the memory-read floor", raw_dir / "micro.json", micro_lines),
         ("## Recall parity with faiss", raw_dir / "parity.json", parity_lines),
         ("## pqkit.compat against the NumPy reference classes", raw_dir / "compat.json", compat_lines),
+        ("## Filtered search: in the scan, post-filtered, and faiss's selectors", raw_dir / "raw" / "filtered.json",
+         filtered_lines),
+        ("## A memory-mapped index against a loaded one", raw_dir / "raw" / "mmap.json", mmap_lines),
     ]
     for title, path, draw in sections:
         raw = load_json(path)
