@@ -109,7 +109,12 @@ def test_sample_set_layout_size_and_packaging():
         assert re.search(r'wheel\.packages\s*=\s*\["src/pqkit"\]', handle.read())
     with open(os.path.join(REPO, ".gitignore"), encoding="utf-8") as handle:
         patterns = [line.strip().rstrip("/") for line in handle if line.strip() and not line.startswith("#")]
-    for path in files:
+    source = os.path.join(REPO, "src", "pqkit", "patchcore", "sample")  # (the installed copy may
+    # sit under an ignored folder such as .venv: what matters is the source tree's files)
+    source_files = [os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names]
+    assert sorted(os.path.relpath(f, source) for f in source_files) == sorted(
+        os.path.relpath(f, root) for f in files)
+    for path in source_files:
         relative = os.path.relpath(path, REPO)
         parts = relative.split(os.sep)
         assert not any(fnmatch.fnmatch(part, p) or fnmatch.fnmatch(relative, p) for p in patterns for part in parts)
