@@ -737,6 +737,24 @@ def filtered_lines(raw: dict) -> list[str]:
     return lines
 
 
+def range_lines(raw: dict) -> list[str]:
+    """``raw/range.json`` (``bench/range.py``): range search, median us per query."""
+    meta = raw["meta"]
+    lines = [f"{meta['dataset']} `{meta['index']}` (faiss trains it, `pqkit.from_faiss` loads the same "
+             f"index), nprobe {meta['nprobe']}, {meta['queries']} queries, {meta['threads']} thread, "
+             f"{meta['repeats']} repeats alternating, pqkit {meta['pqkit_simd_level']}, faiss {meta['faiss']} "
+             "at its default level; radius = the median over queries of the r-th nearest distance:", "",
+             "| r | radius | results (pqkit / faiss) | differing (query, id) pairs | pqkit us/query "
+             "| faiss us/query | pqkit speed-up |", "|---|---|---|---|---|---|---|"]
+    for row in raw["rows"]:
+        ours = statistics.median(row["seconds"]["pqkit"]) / row["queries"] * 1e6
+        theirs = statistics.median(row["seconds"]["faiss"]) / row["queries"] * 1e6
+        lines.append(f"| {row['rank']} | {row['radius']:.4f} | {row['results']['pqkit']:,} / "
+                     f"{row['results']['faiss']:,} | {row['disagreements']} | {ours:.1f} | {theirs:.1f} "
+                     f"| {theirs / ours:.2f}x |")
+    return lines
+
+
 def mmap_lines(raw: dict) -> list[str]:
     """``raw/mmap.json`` (``bench/mmap.py``): a mapped index against the loaded one."""
     index = raw["index"]
@@ -785,6 +803,7 @@ def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Pat
         ("## pqkit.compat against the NumPy reference classes", raw_dir / "compat.json", compat_lines),
         ("## Filtered search: in the scan, post-filtered, and faiss's selectors", raw_dir / "raw" / "filtered.json",
          filtered_lines),
+        ("## Range search against faiss", raw_dir / "raw" / "range.json", range_lines),
         ("## A memory-mapped index against a loaded one", raw_dir / "raw" / "mmap.json", mmap_lines),
     ]
     for title, path, draw in sections:
