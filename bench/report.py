@@ -756,7 +756,7 @@ def range_lines(raw: dict) -> list[str]:
 
 
 def mmap_lines(raw: dict) -> list[str]:
-    """``raw/mmap.json`` (``bench/mmap.py``): a mapped index against the loaded one."""
+    """``raw/mmap.json`` (``bench/mapped.py``): a mapped index against the loaded one."""
     index = raw["index"]
     lines = [f"`{index['factory']}` on {index['n']:,} synthetic vectors of d = {index['d']} (a "
              f"{index['file_bytes'] / 2**20:.1f} MiB file), nprobe {raw['nprobe']}, {raw['queries']} queries, {raw['threads']} "

@@ -1,7 +1,7 @@
 """A mapped index against the same index loaded into memory: load time, resident memory, QPS.
 
-    python bench/mmap.py --quick                      # small, a correctness run (seconds)
-    python bench/mmap.py --n 2000000 --factory IVF2048,PQ32 --nprobe 16 --cold
+    python bench/mapped.py --quick                      # small, a correctness run (seconds)
+    python bench/mapped.py --n 2000000 --factory IVF2048,PQ32 --nprobe 16 --cold
 
 Builds one IVF-PQ index file from synthetic clustered vectors (``pqkit.datasets.make_clustered``,
 added a chunk at a time with ``add_chunks``; kept in ``--folder`` and reused while the parameters
@@ -162,7 +162,7 @@ def main() -> None:
             command.append("--quick")
         proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode:
-            sys.exit(f"bench/mmap.py: error: the {mode} child failed:\n{proc.stderr[-3000:]}")
+            sys.exit(f"bench/mapped.py: error: the {mode} child failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     result = {"index": index, "nprobe": args.nprobe, "queries": args.queries, "rounds": args.rounds,
               "threads": args.threads, "cold": args.cold, "machine": platform.platform(),
@@ -173,7 +173,7 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=1) + "\n")
     report(result)
     if len({row["results_sha256"] for row in rows}) != 1:
-        sys.exit("bench/mmap.py: error: the modes returned different results")
+        sys.exit("bench/mapped.py: error: the modes returned different results")
 
 
 def report(result: dict) -> None:
