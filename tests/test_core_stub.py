@@ -44,9 +44,9 @@ def _split_top_level(text: str) -> list[str]:
     """Split at the commas that are not inside brackets or parentheses."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
-        if ch in "[(":
+        if ch in "([{":
             depth += 1
-        elif ch in "])":
+        elif ch in ")]}":
             depth -= 1
         elif ch == "," and depth == 0:
             parts.append(text[start:i])

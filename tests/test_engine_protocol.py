@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import pqkit
+from tests.test_core_stub import _split_top_level  # one splitter of pybind signatures
 from pqkit import engine
 from pqkit.engine import protocol
 from tests.conftest import skip_or_fail
@@ -52,22 +53,6 @@ def _protocol_params(func) -> list:
     params = list(inspect.signature(func).parameters.values())
     assert params and params[0].name == "self", func
     return [(p.name, NO_DEFAULT if p.default is p.empty else p.default) for p in params[1:]]
-
-
-def _split_top_level(text: str) -> list:
-    """Split at the commas outside brackets: ``a: list[int, str], b: int`` gives two parts."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    if text[start:].strip():
-        parts.append(text[start:])
-    return [p.strip() for p in parts]
 
 
 def _pybind_params(obj, name: str) -> list:

@@ -34,7 +34,7 @@ from ._validation import (
 )
 from .quantizers.pq import ProductQuantizer
 
-__all__ = ["IndexPreTransform", "LinearTransform", "OPQ", "OPQMatrix", "PCA", "PCAMatrix"]
+__all__ = ["LinearTransform", "OPQ", "OPQMatrix", "PCA", "PCAMatrix"]
 
 
 class LinearTransform:

@@ -7,7 +7,7 @@ import numpy as np
 from . import _faiss
 from ._state import (_N, _check_arrays, _check_params, _check_stored_ids, _check_stored_vectors,
                      state_form, verifying)
-from ._storage import _RowStore, _rows_of
+from ._storage import _RowStore
 from .base import MAX_ID, Index
 
 __all__ = ["IndexFlat"]

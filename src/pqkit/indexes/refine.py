@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .._validation import MAX_K_FACTOR, check_k, check_k_factor, check_positive_int
+from .._validation import check_k, check_k_factor, check_positive_int
 from . import _faiss
 from ._state import check_parts, nest_params, nest_state, unnest_state, verifying
 from .base import Index, Reranker

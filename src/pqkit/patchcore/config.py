@@ -24,7 +24,7 @@ from typing import Annotated, List, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from ..indexes.refine import MAX_K_FACTOR
+from .._validation import MAX_K_FACTOR
 from .coreset import COMPRESSION_METHODS
 from .neighbors import BACKENDS
 

@@ -10,7 +10,7 @@ from ._common import (_F32_INF, _alloc_result, _checked, _heap_buffers, _heap_pu
                       _jit, _parallel_rows, _parse_metric, _positive, _threshold)
 from ._kernels import _dot, _l2sqr, _sqnorms, _to_centroids_t
 from .flat import _IP_DIRECT_MAX_DIM, _search_block, _search_block_t
-from .pq import _adc_key, _code_index, _range_run, _scan_run
+from .pq import _code_index, _range_run, _scan_run
 from .selector import (RangeCollector, _accepts, _range_buffers, _range_push, _set_bounds,
                        range_threshold, selector_args)
 
