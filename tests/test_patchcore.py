@@ -260,7 +260,7 @@ def test_pqkit_exact_scores_equal_numpy_reference():
 
 
 @pytest.mark.parametrize("name,params", [
-    ("pqkit_flat", {}), ("exact_knn", {}), ("faiss_flat", {}),
+    ("pqkit_flat", {}), ("exact_knn", {}), ("faiss_flat", {}), ("torch_cdist", {}),
     ("pqkit_pq", {"m": 4, "nbits": 4}), ("pqkit_ivfpq", {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 2}),
     ("faiss_ivfpq", {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 2}),
     ("pqkit_ivfpq_refine", {"nlist": 4, "m": 4, "nbits": 4, "nprobe": 2, "k_factor": 3}),
@@ -272,13 +272,15 @@ def test_backends_search_and_round_trip(tmp_path, name, params):
 
     if name.startswith("faiss"):
         _need_faiss()
+    if name.startswith("torch"):
+        _need_torch()
     bank, feats = _bank_and_queries(1)
     queries = feats.reshape(-1, 16)
     backend = make_backend(name, **params).fit(bank)
     distances, ids = backend.search(queries, 3)
     assert distances.dtype == np.float32 and ids.dtype == np.int64 and ids.shape == (60, 3)
     assert (np.diff(distances, axis=1) >= -1e-5).all()
-    if name in ("pqkit_flat", "exact_knn", "faiss_flat"):
+    if name in ("pqkit_flat", "exact_knn", "faiss_flat", "torch_cdist"):
         ref = ((queries[:, None].astype(np.float64) - bank[None]) ** 2).sum(-1)
         np.testing.assert_array_equal(ids[:, 0], ref.argmin(axis=1))
         np.testing.assert_allclose(distances[:, 0], ref.min(axis=1), rtol=1e-4)
@@ -479,11 +481,12 @@ def test_sweep_exp3_and_exp2_on_tiny_tree(tmp_path):
         "data": {"kind": "mvtec", "root": root, "category": "tiny"},
         "features": {"image_size": 64, "cache_dir": str(tmp_path / "cache")},
         "coreset": {"ratio": 0.5, "projection_dim": 32},
-        "experiment": {"name": "exp3", "search_methods": ["exact_knn", "pqkit_flat", "pqkit_ivfpq", "faiss_ivfpq",
+        "experiment": {"name": "exp3", "search_methods": ["exact_knn", "pqkit_flat", "torch_cdist", "faiss_flat",
+                                                          "pqkit_ivfpq", "faiss_ivfpq",
                                                           "pqkit_ivfpq_refine", "faiss_ivfpq_refine"],
                        "faiss_config": {"pq_bits": [4, 16], "nprobe": [1, 4], "n_clusters": 4, "m": 8,
                                         "refine_m": [0, 4]},
-                       "threads": 1},
+                       "threads": 1, "timing_images": 4},
         "output": {"dir": str(tmp_path / "out")},
     }
     path = tmp_path / "exp3.yaml"
@@ -493,11 +496,19 @@ def test_sweep_exp3_and_exp2_on_tiny_tree(tmp_path):
         reader = csv.DictReader(handle)
         assert reader.fieldnames == EXP3_COLUMNS
         written = list(reader)
-    # exact, flat; plain IVF-PQ (2 libraries); re-ranked (2 libraries x refine_m 0 and 4); x 2 bits x 2 nprobe
-    assert len(written) == len(rows) == 2 + (2 + 2 * 2) * 2 * 2
-    exact = [r for r in written if r["search_method"] == "exact_knn"][0]
-    flat = [r for r in written if r["search_method"] == "pqkit_flat"][0]
-    assert float(exact["speedup"]) == 1.0 and exact["image_auroc"] == flat["image_auroc"]
+    # 4 exact; plain IVF-PQ (2 libraries); re-ranked (2 libraries x refine_m 0 and 4); x 2 bits x 2 nprobe
+    assert len(written) == len(rows) == 4 + (2 + 2 * 2) * 2 * 2
+    exact = {r["search_method"]: r for r in written if r["search_method"] in ("exact_knn", "pqkit_flat", "torch_cdist",
+                                                                              "faiss_flat")}
+    assert float(exact["exact_knn"]["speedup"]) == 1.0
+    # every exact search finds the same neighbours: the same AUROC
+    assert len({r["image_auroc"] for r in exact.values()}) == 1, exact
+    # the per-image latency is split into features, search and scoring, and adds up
+    for r in (r for r in written if r["image_auroc"]):
+        parts = [float(r[key]) for key in ("feature_ms_per_image", "search_time_ms", "scoring_time_ms")]
+        assert all(part > 0 for part in parts)
+        assert float(r["latency_ms"]) == pytest.approx(sum(parts), rel=1e-4)
+    assert len({r["feature_ms_per_image"] for r in written if r["image_auroc"]}) == 1
     skipped = [r for r in written if r["pq_bits"] == "16"]
     assert len(skipped) == 12 and all(r["image_auroc"] == "" and "2**16" in r["note"] for r in skipped)
     assert sorted(r["refine_m"] for r in written if r["search_method"].endswith("_refine")) == ["0"] * 8 + ["4"] * 8
@@ -580,3 +591,18 @@ def test_sweep_search_time_is_the_median_of_repeated_runs(monkeypatch):
     backend = Clock([0.02] * 5)
     _, _, median = _timed_search(backend, queries, {"timing_repeats": 5, "timing_budget_s": 0})
     assert backend.calls == 1 and median == pytest.approx(0.02)
+
+
+def test_torch_cdist_blocks_and_padding(monkeypatch):
+    _need_torch()
+    from pqkit.patchcore.neighbors import TorchCdist
+
+    rng = np.random.default_rng(3)
+    bank = rng.standard_normal((5, 8)).astype(np.float32)
+    queries = rng.standard_normal((23, 8)).astype(np.float32)
+    monkeypatch.setattr(TorchCdist, "_BLOCK_VALUES", 12)  # blocks of 2 queries, the last of 1
+    distances, ids = TorchCdist().fit(bank).search(queries, 7)
+    exact = ((queries[:, None].astype(np.float64) - bank[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(ids[:, :5], np.argsort(exact, axis=1, kind="stable"))
+    np.testing.assert_allclose(distances[:, :5], np.sort(exact, axis=1), rtol=1e-4, atol=1e-5)
+    assert (ids[:, 5:] == -1).all() and np.isinf(distances[:, 5:]).all()

@@ -180,7 +180,7 @@ class BankConfig(_Section):
 #: Keys of the experiment section and the experiments they apply to.
 _KEY_OWNERS = {"search_methods": ("exp3",), "faiss_config": ("exp3",), "methods": ("exp2",),
                "compression_ratios": ("exp2",), "backbones": ("exp1",), "image_sizes": ("exp1",),
-               "timing_images": ("exp1",), "search_method": ("exp1",), "banks": ("fullbank",),
+               "timing_images": ("exp1", "exp3"), "search_method": ("exp1",), "banks": ("fullbank",),
                "timing_repeats": ("exp3", "fullbank"), "timing_budget_s": ("exp3", "fullbank")}
 _REQUIRED = {"exp1": ("backbones", "image_sizes"), "fullbank": ("banks",)}
 

@@ -21,7 +21,8 @@ chose ``nlist`` or ``nbits`` (the numbers that decide how many centroids are tra
 Backends (``BACKENDS``): ``pqkit_flat`` (:class:`pqkit.IndexFlat`, exact), ``pqkit_pq``
 (:class:`pqkit.IndexPQ`), ``pqkit_ivfpq`` (:class:`pqkit.IndexIVFPQ`), ``pqkit_ivfpq_refine``
 (:class:`pqkit.IndexRefine` over it: exact or finer PQ distances for the candidates), ``exact_knn``
-(scikit-learn ``NearestNeighbors``, the seed's baseline), ``faiss_flat``, ``faiss_ivfpq`` and
+(scikit-learn ``NearestNeighbors``, the seed's baseline), ``torch_cdist`` (``torch.cdist`` and
+``topk``, anomalib's search), ``faiss_flat`` (patchcore-inspection's default), ``faiss_ivfpq`` and
 ``faiss_ivfpq_refine`` (faiss, an optional baseline; imported only when used).
 """
 
@@ -376,6 +377,69 @@ class SklearnNN(Backend):
         self.fit(bank)
 
 
+class TorchCdist(Backend):
+    """Brute force with ``torch.cdist`` and ``topk`` (exact), as anomalib's PatchCore searches its
+    memory bank: a baseline that PatchCore users already have. The bank stays a float32 tensor on
+    the CPU; queries are processed in blocks so that one block's distance matrix stays near 64 MiB.
+    """
+
+    name = "torch_cdist"
+    file_name = "memory_bank.npy"
+    _BLOCK_VALUES = 1 << 24
+
+    def __init__(self):
+        super().__init__()
+
+    def _fit(self, bank):
+        from ..vision.features import _torch
+
+        torch = _torch()
+        self.bank_ = bank
+        self.tensor_ = torch.from_numpy(bank)
+
+    def _search(self, queries, k):
+        from ..vision.features import _torch
+
+        torch = _torch()
+        n_bank = self.bank_.shape[0]
+        k_eff = min(k, n_bank)
+        distances = np.full((queries.shape[0], k), np.inf, dtype=np.float32)
+        ids = np.full((queries.shape[0], k), -1, dtype=np.int64)
+        block = max(1, self._BLOCK_VALUES // n_bank)
+        threads = torch.get_num_threads()
+        if self.n_threads is not None:
+            torch.set_num_threads(self.n_threads)
+        try:
+            with torch.no_grad():
+                for start in range(0, queries.shape[0], block):
+                    q = torch.from_numpy(queries[start:start + block])
+                    values, found = torch.topk(torch.cdist(q, self.tensor_), k_eff, dim=1, largest=False)
+                    distances[start:start + block, :k_eff] = np.square(values.numpy())
+                    ids[start:start + block, :k_eff] = found.numpy()
+        finally:
+            torch.set_num_threads(threads)
+        return distances, ids
+
+    def _reconstruct(self, ids):
+        return self.bank_[ids]
+
+    def memory_bytes(self) -> int:
+        self._check_fitted()
+        return int(self.bank_.nbytes)
+
+    def _save(self, path):
+        with _atomic.create_file(path) as handle:
+            np.save(handle, self.bank_, allow_pickle=False)
+
+    def _is_own_file(self, path) -> bool:
+        return _atomic.file_starts_with(path, b"\x93NUMPY")
+
+    def _load(self, path):
+        with open(path, "rb") as handle:
+            bank = np.load(handle, allow_pickle=False)
+        self.fit(bank)
+
+
 def _faiss():
     try:
         import faiss
@@ -500,8 +564,8 @@ class FaissIVFPQRefine(_RefineParams, FaissIVFPQ):
         self.index.k_factor = float(self.params["k_factor"])
 
 
-BACKENDS = {cls.name: cls for cls in (PqkitFlat, PqkitPQ, PqkitIVFPQ, PqkitIVFPQRefine, SklearnNN, FaissFlat,
-                                      FaissIVFPQ, FaissIVFPQRefine)}
+BACKENDS = {cls.name: cls for cls in (PqkitFlat, PqkitPQ, PqkitIVFPQ, PqkitIVFPQRefine, SklearnNN, TorchCdist,
+                                      FaissFlat, FaissIVFPQ, FaissIVFPQRefine)}
 
 
 def make_backend(name: str, **params) -> Backend:

@@ -69,7 +69,10 @@ __all__ = ["EXP2_COLUMNS", "EXP3_COLUMNS", "OUTPUT_FILES", "check_outputs", "loa
 
 EXP3_COLUMNS = ["category", "search_method", "pq_bits", "nprobe", "image_auroc", "memory_mb", "search_time_ms",
                 "speedup", "memory_reduction", "accuracy_loss_percent", "pixel_auroc", "n_clusters", "m",
-                "bank_size", "build_s", "note", "k_factor", "refine_m"]
+                "bank_size", "build_s", "note", "k_factor", "refine_m", "feature_ms_per_image", "scoring_time_ms",
+                "latency_ms"]
+# Exact searches: built once, no grid.
+EXACT_METHODS = ("exact_knn", "pqkit_flat", "torch_cdist", "faiss_flat")
 # Methods built once per (m, pq_bits) and searched at every nprobe of the grid.
 IVFPQ_METHODS = ("pqkit_ivfpq", "faiss_ivfpq", "pqkit_ivfpq_refine", "faiss_ivfpq_refine")
 EXP2_COLUMNS = ["category", "method", "compression_ratio", "bank_size", "image_auroc", "pixel_auroc",
@@ -225,6 +228,27 @@ EXP3_TABLE = [("method", "label", ""), ("m", "m", ""), ("bits", "pq_bits", ""), 
               ("note", "short_note", "")]
 
 
+def _feature_time(cfg: dict, threads: int) -> float:
+    """Milliseconds per image of feature extraction with the config's backbone, layers and size,
+    on ``experiment.timing_images`` test images spread over the test set (torch at ``threads``)."""
+    from ..vision.features import BACKBONES, _torch, load_backbone
+    from .data import _evenly
+    from .experiments import _time_features
+
+    torch = _torch()
+    feats = cfg["features"]
+    _, test = _samples(cfg["data"])
+    paths = [s.path for s in _evenly(test, int(cfg["experiment"].get("timing_images") or 32))]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        layers = list(feats.get("layers") or BACKBONES[feats["backbone"]]["patch_layers"])
+        return _time_features(load_backbone(feats["backbone"]), layers, feats["image_size"], paths,
+                              feats["target_dim"], feats["batch_size"])
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_exp3(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
     """Experiment 3: every search method (and grid point) on one memory bank; writes results.csv."""
     from .neighbors import make_backend
@@ -236,12 +260,14 @@ def run_exp3(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
     data = load_features(cfg, progress=progress)
     bank, coreset_s = _coreset_bank(cfg, data["train"], cfg["coreset"]["method"], cfg["coreset"]["ratio"])
     category = cfg["data"]["category"]
-    log(f"{category}: memory bank {bank.shape} from {data['train'].shape[0]} train images "
-        f"(coreset {cfg['coreset']['method']} {cfg['coreset']['ratio']:.3g}, {coreset_s:.1f} s), "
-        f"{data['test'].shape[0]} test images x {data['test'].shape[1] * data['test'].shape[2]} patches")
     import pqkit
 
     pqkit.set_num_threads(threads)
+    feature_ms = _feature_time(cfg, threads)
+    log(f"{category}: memory bank {bank.shape} from {data['train'].shape[0]} train images "
+        f"(coreset {cfg['coreset']['method']} {cfg['coreset']['ratio']:.3g}, {coreset_s:.1f} s), "
+        f"{data['test'].shape[0]} test images x {data['test'].shape[1] * data['test'].shape[2]} patches; "
+        f"features {feature_ms:.1f} ms per image")
     rows = []
     notes = {}
     table = ConsoleTable(EXP3_TABLE, log, {"label": max(len(m) for m in methods) + 12})
@@ -259,6 +285,8 @@ def run_exp3(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
         if backend is not None:
             with chatter.capture(method):
                 row.update(_evaluate(backend, data, cfg))
+            row["feature_ms_per_image"] = feature_ms
+            row["latency_ms"] = feature_ms + row["search_time_ms"] + row["scoring_time_ms"]
         rows.append(row)
         suffix = f" kf{grid['k_factor']:g}" + (f" PQ{refine_m}" if refine_m else "") if method.endswith("_refine") else ""
         table.add({**row, "label": method + suffix, "short_note": _short_note(note)})
@@ -274,7 +302,7 @@ def run_exp3(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
         return backend, time.perf_counter() - start
 
     for method in methods:
-        if method in ("exact_knn", "pqkit_flat", "faiss_flat"):
+        if method in EXACT_METHODS:
             backend, build_s = build(method)
             add_row(method, "", "", backend, build_s)
         elif method == "pqkit_pq":
@@ -313,7 +341,7 @@ def run_exp3(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
             raise ValueError(f"unknown search method {method!r} in experiment.search_methods")
 
     baseline = next((r for r in rows if r["search_method"] == "exact_knn"), None) or next(
-        (r for r in rows if r["search_method"] in ("pqkit_flat", "faiss_flat")), None)
+        (r for r in rows if r["search_method"] in EXACT_METHODS), None)
     for row in rows:
         if baseline is None or "image_auroc" not in row:
             continue
