@@ -151,3 +151,29 @@ def test_unavailable_library_is_reported_not_raised(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "raw.json").read_text())["completed"] == "threads"
     text = "\n".join(speed2.speed2_report.markdown_lines(raw))
     assert "Not measured: scann:" in text
+
+
+@pytest.mark.parametrize("name,d", [("glove", 50), ("fashion", 784), ("synthetic", 128), ("quick", 16)])
+def test_dataset_grids_name_known_adapters_and_valid_factory_strings(name, d, monkeypatch):
+    import faiss
+
+    import pqkit
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import adapters
+    import speed2
+
+    config = json.loads((BENCH / "configs" / "speed2" / f"{name}.json").read_text())
+    assert config["targets"] == [0.8, 0.9, 0.95, 0.99]
+    pqkit_factories = [build["factory"] for spec in config["algorithms"] if spec["adapter"] == "pqkit-factory"
+                       for build in speed2.expand(spec["build"])]
+    assert any("Refine(PQ" in factory for factory in pqkit_factories)  # configurations without raw vectors
+    for spec in config["algorithms"]:
+        assert spec["adapter"] in adapters.ADAPTERS
+        assert speed2.query_grid(spec["adapter"], spec.get("query", {}))
+        for build in speed2.expand(spec["build"]):
+            adapters.make_adapter(spec["adapter"], **build)  # the constructor accepts every parameter
+            if spec["adapter"] == "pqkit-factory":
+                pqkit.index_factory(d, build["factory"])
+            elif spec["adapter"] == "faiss-factory":
+                faiss.index_factory(d, build["factory"])
