@@ -7,6 +7,7 @@ mean nothing; the test checks the harness, not speed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -127,6 +128,14 @@ def test_quick_run_writes_raw_rows_report_and_plot(tmp_path):
     header = text.split("**Fastest configuration per target, batch QPS**")[1].split("\n")[2]
     assert all(f" {library} |" in header for library in libraries)
     assert (tmp_path / "speed2-quick.png").stat().st_size > 1000
+    # report.py --docs draws the same tables into the documentation page, with the plot linked
+    spec = importlib.util.spec_from_file_location("bench_report", BENCH / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    section = "\n".join(report.speed2_section(tmp_path / "raw", tmp_path / "out", tmp_path / "docs" / "page.md"))
+    assert "### quick-4k-16" in section and "](../out/speed2-quick.png)" in section
+    assert "Fastest configuration per target, single-query latency" in section
+    assert "No results stored yet" in "\n".join(report.speed2_section(tmp_path / "empty", tmp_path, tmp_path))
 
 
 def test_unavailable_library_is_reported_not_raised(tmp_path, monkeypatch):
