@@ -33,6 +33,7 @@ import argparse
 import gc
 import itertools
 import json
+import os
 import platform
 import sys
 import time
@@ -95,7 +96,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "n_cpus": __import__("os").cpu_count(), "numpy": np.__version__,
+            "n_cpus": os.cpu_count(), "numpy": np.__version__,
             "pqkit_simd_level": pqkit.simd_level(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     from importlib import metadata
 
@@ -193,10 +194,9 @@ def build_and_measure(config: dict, data, queries, truth, args, log) -> tuple[li
                 point.row["timed"] = True
                 points.append(point)
         log(f"  {library}: keeps {len(kept)} of {len(library_points)} points for the timed rounds")
-        dropped = [p for i, p in enumerate(library_points) if i not in kept]
-        rows_only = [p.row for p in dropped]
-        points.extend(Point(None, r["query_params"], r) for r in rows_only)  # untimed rows are stored too
-        del dropped, library_points
+        # untimed rows are stored too, without their index: a build with no kept point is freed here
+        points.extend(Point(None, p.query_params, p.row) for i, p in enumerate(library_points) if i not in kept)
+        del library_points
         gc.collect()
     return points, unavailable
 
@@ -322,8 +322,6 @@ def run(config: dict, data, args, out: Path, log=print) -> dict:
 
 
 def main(argv=None) -> int:
-    import os
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=[*SETS, "all"], help="which set (all: the three in turn)")
     parser.add_argument("--quick", action="store_true", help="a tiny synthetic set and grid (seconds)")
