@@ -196,7 +196,7 @@ def build_and_measure(config: dict, data, queries, truth, args, log) -> tuple[li
         log(f"  {library}: keeps {len(kept)} of {len(library_points)} points for the timed rounds")
         # untimed rows are stored too, without their index: a build with no kept point is freed here
         points.extend(Point(None, p.query_params, p.row) for i, p in enumerate(library_points) if i not in kept)
-        del library_points
+        library_points = algo = point = None  # nothing here may keep a dropped build alive
         gc.collect()
     return points, unavailable
 
