@@ -372,6 +372,315 @@ class NotebookIVFPQ(BaseANN):
 
 
 # --------------------------------------------------------------------------------------------
+# Any configuration by factory string, and the graph and ScaNN libraries (``bench/speed2.py``).
+# These adapters take every search knob as a query parameter, so one built index serves a whole
+# recall curve, and report ``available()`` so a library without a wheel is skipped by name.
+
+
+def _module_available(module: str) -> tuple[bool, str]:
+    """(True, "") when ``module`` imports, else (False, why): a missing wheel is not an error."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # ImportError, or a wheel that fails to load on this CPU
+        return False, f"{module} does not import here ({type(error).__name__}: {error})"
+    return True, ""
+
+
+class PqkitFactory(BaseANN):
+    """Any pqkit ``index_factory`` string, e.g. ``IVF1024,PQ25x4,Refine(PQ50)`` (no raw vectors).
+
+    Query parameters are passed to every ``search`` call (``nprobe``, ``k_factor``), so nothing is
+    stored on the index between configurations. ``anisotropic_eta`` (build) trains the PQ of an
+    IVF-PQ index with the score-aware loss when the installed pqkit offers it.
+    """
+
+    name = "pqkit"
+    family = "any"
+    requires = "pqkit"
+
+    def __init__(self, factory: str, metric: str = "l2", **options):
+        super().__init__(factory=factory, metric=metric, **options)
+        self.factory, self.metric, self.options = factory, metric, dict(options)
+
+    def set_threads(self, n_threads):
+        import pqkit
+
+        super().set_threads(n_threads)
+        pqkit.set_num_threads(self.n_threads)
+
+    def fit(self, base):
+        import pqkit
+
+        self.index = pqkit.index_factory(base.shape[1], self.factory, metric=self.metric)
+        for key, value in self.options.items():
+            setattr(_innermost_pq_owner(self.index), key, value)
+        self._train_then_add(self.index, base)
+
+    def set_query_params(self, **params):
+        unknown = set(params) - set(self.index.search_parameters)
+        if unknown:
+            raise ValueError(f"{self.factory}: unknown query parameters {sorted(unknown)}; "
+                             f"expected some of {list(self.index.search_parameters)}")
+        super().set_query_params(**params)
+
+    def query(self, queries, k):
+        return self.index.search(queries, k, **self.query_params)[1]
+
+    def memory_bytes(self):
+        return int(self.index.memory_usage_bytes())
+
+    def describe(self):
+        import pqkit
+
+        return {**super().describe(), "config": self.factory, "simd_level": pqkit.simd_level()}
+
+
+def _innermost_pq_owner(index):
+    """The index that owns the first-stage PQ under refine and transform wrappers."""
+    for attribute in ("base_index", "index"):
+        inner = getattr(index, attribute, None)
+        if inner is not None and inner is not index:
+            return _innermost_pq_owner(inner)
+    return index
+
+
+class FaissFactory(BaseANN):
+    """Any faiss ``index_factory`` string: ``IVF1024,PQ25x4fs,RFlat``, ``...,Refine(SQ8)``,
+    ``...,Refine(PQ50)``, ``IVF1024,PQ50``, ``HNSW32``, ``Flat``.
+
+    Query parameters: ``nprobe``, ``efSearch``, ``k_factor`` (set through ``faiss.ParameterSpace``,
+    which reaches through refine and transform wrappers) and ``simd_level``: faiss-cpu >= 1.13 is
+    one dynamic-dispatch build whose level ``faiss.SIMDConfig.set_level`` switches at run time, so
+    every level searches the very same index in the same process. Memory is the serialised size.
+    """
+
+    name = "faiss"
+    family = "any"
+    requires = "faiss"
+
+    def __init__(self, factory: str, metric: str = "l2"):
+        super().__init__(factory=factory, metric=metric)
+        self.factory, self.metric = factory, metric
+
+    def set_threads(self, n_threads):
+        import faiss
+
+        super().set_threads(n_threads)
+        faiss.omp_set_num_threads(self.n_threads)
+
+    def fit(self, base):
+        import faiss
+
+        metric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        self.index = faiss.index_factory(base.shape[1], self.factory, metric)
+        self._train_then_add(self.index, base)
+
+    def set_query_params(self, **params):
+        import faiss
+
+        space = faiss.ParameterSpace()
+        for key, value in params.items():
+            if key == "simd_level":
+                continue
+            name = "k_factor_rf" if key == "k_factor" else key
+            space.set_index_parameter(self.index, name, float(value) if key == "k_factor" else int(value))
+        super().set_query_params(**params)
+
+    def query(self, queries, k):
+        import faiss
+
+        level = self.query_params.get("simd_level")
+        if level is not None and faiss.SIMDConfig.get_level_name() != level:
+            faiss.SIMDConfig.set_level(getattr(faiss, f"SIMDLevel_{level}"))
+        return self.index.search(queries, k)[1]
+
+    def memory_bytes(self):
+        import faiss
+
+        return int(faiss.serialize_index(self.index).nbytes)
+
+    def describe(self):
+        import faiss
+
+        level = self.query_params.get("simd_level") or faiss.SIMDConfig.get_level_name()
+        return {**super().describe(), "config": self.factory, "simd_level": level,
+                "faiss_version": faiss.__version__, "faiss_compile_options": faiss.get_compile_options()}
+
+
+def faiss_simd_levels() -> list[str]:
+    """The SIMD levels this CPU runs faiss at (``NONE`` first), by ``SIMDConfig`` name."""
+    import faiss
+
+    names = ["NONE", "AVX2", "AVX512", "AVX512_VPOPCNT", "AVX512_SPR"]
+    return [n for n in names if hasattr(faiss, f"SIMDLevel_{n}")
+            and faiss.SIMDConfig.is_simd_level_available(getattr(faiss, f"SIMDLevel_{n}"))]
+
+
+class HnswlibIndex(BaseANN):
+    """``hnswlib.Index`` (HNSW over float32 vectors): build ``M``, ``ef_construction``; query ``ef``.
+
+    Memory is ``index_file_size()``: the library's own serialised size (vectors, links, labels).
+    """
+
+    name = "hnswlib"
+    family = "any"
+    requires = "hnswlib"
+
+    def __init__(self, M: int = 16, ef_construction: int = 200, metric: str = "l2"):
+        super().__init__(M=M, ef_construction=ef_construction, metric=metric)
+        self.M, self.ef_construction, self.metric = M, ef_construction, metric
+
+    def fit(self, base):
+        import hnswlib
+
+        start = time.perf_counter()
+        self.index = hnswlib.Index(space={"l2": "l2", "ip": "ip", "cosine": "cosine"}[self.metric],
+                                   dim=base.shape[1])
+        self.index.init_index(max_elements=len(base), M=self.M, ef_construction=self.ef_construction,
+                              random_seed=0)
+        self.index.add_items(base, np.arange(len(base)), num_threads=self.n_threads)
+        self.fit_seconds = {"train_seconds": 0.0, "add_seconds": time.perf_counter() - start}
+
+    def set_query_params(self, **params):
+        super().set_query_params(**params)
+        self.index.set_ef(int(params.get("ef", 10)))
+
+    def query(self, queries, k):
+        labels, _ = self.index.knn_query(queries, k=k, num_threads=self.n_threads)
+        return labels.astype(np.int64)
+
+    def memory_bytes(self):
+        return int(self.index.index_file_size())
+
+    def describe(self):
+        return {**super().describe(), "config": f"HNSW M={self.M} efC={self.ef_construction}"}
+
+
+class UsearchIndex(BaseANN):
+    """``usearch.index.Index`` (HNSW; vectors stored as ``dtype`` f32, f16, bf16 or i8): build
+    ``connectivity``, ``expansion_add``, ``dtype``; query ``expansion_search``.
+
+    Memory is ``serialized_length``: the library's own serialised size (vectors and graph).
+    """
+
+    name = "usearch"
+    family = "any"
+    requires = "usearch"
+
+    def __init__(self, connectivity: int = 16, expansion_add: int = 128, dtype: str = "f32",
+                 metric: str = "l2"):
+        super().__init__(connectivity=connectivity, expansion_add=expansion_add, dtype=dtype, metric=metric)
+        self.connectivity, self.expansion_add, self.dtype, self.metric = connectivity, expansion_add, dtype, metric
+
+    def fit(self, base):
+        from usearch.index import Index
+
+        start = time.perf_counter()
+        self.index = Index(ndim=base.shape[1], metric={"l2": "l2sq", "ip": "ip", "cosine": "cos"}[self.metric],
+                           dtype=self.dtype, connectivity=self.connectivity, expansion_add=self.expansion_add)
+        self.index.add(np.arange(len(base), dtype=np.uint64), base, threads=self.n_threads)
+        self.fit_seconds = {"train_seconds": 0.0, "add_seconds": time.perf_counter() - start}
+
+    def set_query_params(self, **params):
+        super().set_query_params(**params)
+        self.index.expansion_search = int(params.get("expansion_search", 64))
+
+    def query(self, queries, k):
+        matches = self.index.search(queries, k, threads=self.n_threads)
+        out = np.full((len(queries), k), -1, dtype=np.int64)
+        if len(queries) == 1:  # a single query comes back as one Matches, not BatchMatches
+            found = np.asarray(matches.keys, dtype=np.int64)[:k]
+            out[0, :len(found)] = found
+            return out
+        keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)[:, :k]
+        filled = np.arange(keys.shape[1])[None, :] < np.asarray(matches.counts)[:, None]
+        out[:, :keys.shape[1]] = np.where(filled, keys, -1)
+        return out
+
+    def memory_bytes(self):
+        return int(self.index.serialized_length)
+
+    def describe(self):
+        return {**super().describe(),
+                "config": f"HNSW conn={self.connectivity} expAdd={self.expansion_add} {self.dtype}"}
+
+
+class ScannIndex(BaseANN):
+    """ScaNN (``scann.scann_ops_pybind``): a k-means tree of ``num_leaves`` leaves, anisotropic
+    4-bit asymmetric hashing (``dims_per_block`` dimensions per 16-centroid block, threshold
+    ``aq_threshold``; Guo et al., ICML 2020) and, when ``reorder`` is "float32" or "int8", exact or
+    int8 re-scoring of ``reorder_k`` candidates. Query: ``leaves_to_search``, ``reorder_k``.
+
+    Memory: ScaNN has no size call, so the searcher is serialised to a temporary folder and the
+    files' sizes are summed (codes, tree, codebooks and the re-scoring copy of the vectors).
+    One thread: ``search_batched`` is serial; more threads use ``search_batched_parallel``.
+    """
+
+    name = "scann"
+    family = "any"
+    requires = "scann"
+
+    def __init__(self, num_leaves: int, dims_per_block: int = 2, aq_threshold: float | None = 0.2,
+                 reorder: str | None = "float32", training_sample_size: int = 250_000, metric: str = "l2"):
+        super().__init__(num_leaves=num_leaves, dims_per_block=dims_per_block, aq_threshold=aq_threshold,
+                         reorder=reorder, training_sample_size=training_sample_size, metric=metric)
+        self.params = dict(self.build_params)
+
+    def fit(self, base):
+        from scann.scann_ops.py import scann_ops_pybind
+        from scann.scann_ops.py.scann_builder import ReorderType
+
+        p = self.params
+        measure = {"l2": "squared_l2", "ip": "dot_product"}[p["metric"]]
+        sample = min(p["training_sample_size"], len(base))
+        threshold = float("nan") if p["aq_threshold"] is None else float(p["aq_threshold"])
+        builder = (scann_ops_pybind.builder(base, 10, measure)
+                   .tree(num_leaves=p["num_leaves"], num_leaves_to_search=1, training_sample_size=sample)
+                   .score_ah(p["dims_per_block"], anisotropic_quantization_threshold=threshold,
+                             training_sample_size=sample))
+        if p["reorder"] is not None:
+            kind = {"float32": ReorderType.FLOAT32, "int8": ReorderType.INT8}[p["reorder"]]
+            builder = builder.reorder(100, quantize=kind)
+        builder.set_n_training_threads(self.n_threads)
+        start = time.perf_counter()
+        self.searcher = builder.build()
+        self.fit_seconds = {"train_seconds": time.perf_counter() - start, "add_seconds": 0.0}
+
+    def _knobs(self, k):
+        q = self.query_params
+        knobs = {"final_num_neighbors": k, "leaves_to_search": int(q.get("leaves_to_search", 1))}
+        if self.params["reorder"] is not None:
+            knobs["pre_reorder_num_neighbors"] = max(k, int(q.get("reorder_k", k)))
+        return knobs
+
+    def query(self, queries, k):
+        knobs = self._knobs(k)
+        if len(queries) == 1:
+            ids, _ = self.searcher.search(queries[0], **knobs)
+            return np.asarray(ids, dtype=np.int64)[None, :]
+        if self.n_threads > 1:
+            ids, _ = self.searcher.search_batched_parallel(queries, **knobs)
+        else:
+            ids, _ = self.searcher.search_batched(queries, **knobs)
+        return np.asarray(ids, dtype=np.int64)
+
+    def memory_bytes(self):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="pqkit-bench-scann-") as folder:
+            self.searcher.serialize(folder)
+            return int(sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file()))
+
+    def describe(self):
+        p = self.params
+        reorder = f",reorder({p['reorder']})" if p["reorder"] else ""
+        return {**super().describe(),
+                "config": f"tree{p['num_leaves']},AH{p['dims_per_block']}d/blk,t={p['aq_threshold']}{reorder}"}
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def _family(kind: str, nbits: int) -> str:
@@ -402,7 +711,18 @@ ADAPTERS = {
     "faiss": FaissIndex,
     "sklearn": SklearnBrute,
     "notebook": NotebookIVFPQ,
+    "pqkit-factory": PqkitFactory,
+    "faiss-factory": FaissFactory,
+    "hnswlib": HnswlibIndex,
+    "usearch": UsearchIndex,
+    "scann": ScannIndex,
 }
+
+
+def availability(name: str) -> tuple[bool, str]:
+    """(True, "") when the adapter's library imports here, else (False, the reason)."""
+    cls = ADAPTERS[name]
+    return _module_available(getattr(cls, "requires", "numpy"))
 
 
 def make_adapter(name: str, **build_params) -> BaseANN:

@@ -705,6 +705,9 @@ python bench/run.py --all && python bench/micro/run.py   # measure: about an hou
 python bench/report.py --docs                             # tables, plots and this page from the stored results
 ```
 
+Every library at equal recall (faiss, ScaNN, hnswlib, usearch; one process, alternating):
+`python bench/speed2.py --dataset all`, then `python bench/report.py --docs`.
+
 The parity and compatibility tables come from `python bench/parity_table.py --json
 bench/results/parity.json` and `python bench/compat/run.py`; the identical-index table from
 `python bench/spot_check.py`. See [bench/README.md](../bench/README.md) for the harness, its
@@ -787,6 +790,39 @@ def machine_text(rows: list[dict]) -> str:
             "one thread unless a table says otherwise.")
 
 
+def _speed2_report():
+    """``bench/speed2_report.py``, loaded by path (``bench/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("speed2_report", BENCH_DIR / "speed2_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def speed2_section(raw_dir: Path, out_dir: Path, page: Path) -> list[str]:
+    """``bench/speed2.py``'s results: every library at equal recall, per data set (or how to get them)."""
+    speed2_report = _speed2_report()
+    lines = ["## pqkit against faiss, ScaNN, hnswlib and usearch", "",
+             "Each library's fastest configuration per 10-recall@10 target (over its whole grid in "
+             "`bench/configs/speed2/`; faiss over every SIMD level and variant), timed in alternation in one "
+             "process, with its memory; then pqkit at a third of the best other library's bytes per vector, "
+             "and pqkit at 1 and 2 threads. How the points are chosen and timed: `bench/speed2.py`."]
+    paths = sorted(raw_dir.glob("speed2-*.json"))
+    raws = [(path, speed2_report.load(path)) for path in paths]
+    raws = [(path, raw) for path, raw in raws if raw is not None and raw.get("completed") in ("rounds", "threads")]
+    if not raws:
+        return lines + ["", "No results stored yet: `python bench/speed2.py --dataset all` measures them, "
+                        "then `python bench/report.py --docs` draws them here."]
+    for path, raw in raws:
+        name = path.stem.removeprefix("speed2-")
+        written = speed2_report.write_report(raw, out_dir, name)
+        png = next((p for p in written if p.suffix == ".png"), None)
+        link = Path(os.path.relpath(png, page.parent)).as_posix() if png else None
+        source = Path(os.path.relpath(path, BENCH_DIR.parent)).as_posix()
+        lines += ["", f"### {raw['dataset']}", "", *speed2_report.markdown_lines(raw, link), "",
+                  f"Raw results: `{source}`."]
+    return lines
+
+
 def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Path, targets=RECALL_TARGETS) -> str:
     """The Markdown of ``docs/performance.md``, drawn from the raw results only."""
     results_dir = out_dir
@@ -811,7 +847,7 @@ def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Pat
         if raw is not None:
             source = Path(os.path.relpath(path, BENCH_DIR.parent)).as_posix()
             lines += ["", title, "", *draw(raw), "", f"Raw results: `{source}`."]
-    lines += ["", DOCS_REPRODUCE]
+    lines += ["", *speed2_section(raw_dir / "raw", out_dir, page), "", DOCS_REPRODUCE]
     return "\n".join(lines) + "\n"
 
 
