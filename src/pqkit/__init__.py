@@ -30,6 +30,7 @@ from .indexes.refine import IndexRefine, IndexRefineFlat
 from .interop import from_faiss, read_faiss_index, to_faiss
 from .io import load
 from .quantizers.kmeans import KMeans
+from .quantizers.anisotropic import anisotropic_eta
 from .quantizers.pq import ProductQuantizer
 from .transforms import OPQ, PCA, OPQMatrix, PCAMatrix
 from .tune import estimate_memory, suggest, tune
@@ -57,6 +58,7 @@ __all__ = [
     "ProductQuantizer",
     "TrainingWarning",
     "__version__",
+    "anisotropic_eta",
     "available_backends",
     "available_simd_levels",
     "compat",

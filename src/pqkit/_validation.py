@@ -36,6 +36,7 @@ from .metrics import NAMES as METRICS
 __all__ = [
     "TrainingWarning",
     "as_float_matrix",
+    "check_anisotropic_eta",
     "check_bool_mask",
     "check_csr_offsets",
     "check_codes",
@@ -166,6 +167,32 @@ def check_k_factor(k_factor) -> float:
             f"ceil(k * k_factor)), got {k_factor}"
         )
     return k_factor
+
+
+#: Largest anisotropic weight accepted: beyond it the loss ignores the error across x entirely.
+MAX_ANISOTROPIC_ETA = 1e6
+
+
+def check_anisotropic_eta(eta, metric: str | None = None):
+    """Validate ``anisotropic_eta``: None (plain PQ) or a finite real number in
+    ``(1, MAX_ANISOTROPIC_ETA]``; with ``metric``, only "ip" and "cosine" take a number."""
+    if eta is None:
+        return None
+    if isinstance(eta, (bool, np.bool_)) or not isinstance(eta, numbers.Real):
+        raise TypeError(f"anisotropic_eta must be None or a float > 1, got {_describe(eta)}")
+    eta = float(eta)
+    if not (math.isfinite(eta) and 1.0 < eta <= MAX_ANISOTROPIC_ETA):
+        raise ValueError(
+            f"anisotropic_eta must be a finite number in (1, {MAX_ANISOTROPIC_ETA:g}] (weight of "
+            f"the quantization error along x; 1 is plain PQ), got {eta!r}; pass None for plain "
+            "PQ, or pqkit.anisotropic_eta(d, 0.2)"
+        )
+    if metric is not None and metric not in ("ip", "cosine"):
+        raise ValueError(
+            f"anisotropic_eta weighs the error of inner-product scores: it needs metric 'ip' or "
+            f"'cosine', got metric={metric!r}; pass anisotropic_eta=None for an L2 index"
+        )
+    return eta
 
 
 def check_radius(radius) -> float:

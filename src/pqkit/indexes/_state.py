@@ -91,12 +91,15 @@ def verifying() -> bool:
     return _form.get().verify
 
 
-def _check_params(params: dict, names) -> None:
-    """The saved parameters must be exactly ``names`` (what the writer writes)."""
+def _check_params(params: dict, names, optional=()) -> None:
+    """The saved parameters must be exactly ``names`` (what the writer writes), plus any of
+    ``optional`` (parameters written only when they differ from their default)."""
     expected, got = set(names), set(params)
-    if got != expected:
-        missing, unexpected = sorted(expected - got), sorted(got - expected)
-        raise ValueError(f"parameters must be {sorted(expected)}; missing {missing}, "
+    allowed = expected | set(optional)
+    if not expected <= got <= allowed:
+        missing, unexpected = sorted(expected - got), sorted(got - allowed)
+        also = f" and optionally {sorted(optional)}" if optional else ""
+        raise ValueError(f"parameters must be {sorted(expected)}{also}; missing {missing}, "
                          f"unexpected {unexpected}")
 
 

@@ -210,13 +210,16 @@ class _IndexIVF(_ListStore, Index):
         return {"list_sizes": np.asarray(sizes, dtype=np.int64), "ids": ids, "codes": codes}
 
     @classmethod
-    def _construct_for_load(cls, params: dict, arrays: dict, names, *args):
+    def _construct_for_load(cls, params: dict, arrays: dict, names, *args, optional=(),
+                            **options):
         """The empty index a file describes, its parameters and the memory of its ``nlist``
-        lists checked against the file first (a hostile header may claim any ``nlist``)."""
-        _check_params(params, names)
+        lists checked against the file first (a hostile header may claim any ``nlist``);
+        ``optional``: parameter names a file may omit, ``options``: keyword arguments of the
+        constructor."""
+        _check_params(params, names, optional)
         nlist = check_positive_int(params["nlist"], "nlist")
         _check_load_memory(nlist * _BYTES_PER_EMPTY_LIST, arrays, f"nlist={nlist} inverted lists")
-        return cls(*args, seed=params["seed"])
+        return cls(*args, seed=params["seed"], **options)
 
     def _array_spec(self, n_blocks=None) -> dict:
         """What ``_get_state`` writes: name -> (dtype, shape, required); ``n_blocks``: the codes

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_positive_int, check_training_size
+from .._validation import check_anisotropic_eta, check_positive_int, check_training_size
 from ..quantizers.pq import ProductQuantizer
 from . import _faiss
 from ._state import _check_code_padding, verifying
 from .ivf import _IndexIVF
 from .params import SearchParams
-from .pq import _HasProductQuantizer, pq_token
+from .pq import (ANISOTROPIC, _HasProductQuantizer, anisotropic_param, loaded_anisotropic_eta,
+                 pq_token)
 
 __all__ = ["IndexIVFPQ"]
 
@@ -36,6 +37,14 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
         Lists scanned per query, 1..nlist; settable later.
     seed : int, default 1234
         Seed of the coarse k-means and of the product-quantizer training.
+    anisotropic_eta : float or None, default None
+        Score-aware quantization of the residuals for metric "ip" or "cosine" (ValueError for
+        "l2"): training and :meth:`add` minimise ``eta * ||r_par||^2 + ||r_perp||^2`` (see
+        :class:`pqkit.ProductQuantizer`). The error ``r`` is that of the residual, which equals
+        the error of the reconstructed vector ``c_l + x_hat``, and its parallel part is taken
+        along the full vector ``x``, not the residual: the score error of a query ``q`` is
+        ``<q, r>`` and the queries that matter are those with a high ``<q, x>``. Search is
+        unchanged. Saved with the index.
     n_threads : int or None, default None
 
     Attributes
@@ -74,13 +83,15 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
     with the radius as its threshold.
     """
 
-    def __init__(self, d, nlist, M, nbits=8, metric="l2", nprobe=1, *, seed=1234, n_threads=None,
-                 backend=None):
+    def __init__(self, d, nlist, M, nbits=8, metric="l2", nprobe=1, *, seed=1234,
+                 anisotropic_eta=None, n_threads=None, backend=None):
         # The PQ must exist before the base constructor sizes the inverted lists by code_size.
         self._pq = ProductQuantizer(
-            check_positive_int(d, "d"), M, nbits, seed=seed, n_threads=n_threads, backend=backend
+            check_positive_int(d, "d"), M, nbits, seed=seed, n_threads=n_threads, backend=backend,
+            anisotropic_eta=check_anisotropic_eta(anisotropic_eta),
         )
         super().__init__(d, nlist, metric, nprobe, seed, n_threads, backend)
+        check_anisotropic_eta(anisotropic_eta, self._metric)
         self._pq._attach(self)
         self._bias_version = None  # (centroids, codebooks) versions the stored bias was made with
 
@@ -97,11 +108,11 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
         self._train_coarse(x)
         residuals = x - self._centroids[self._coarse_assign(x)]
         # frames: _train_validated <- _train <- Index.train <- user
-        self._pq._train_validated(residuals, stacklevel=4)
+        self._pq._train_validated(residuals, stacklevel=4, vectors=x)
 
     def _encode(self, x, list_nos):
         residuals = x - self._centroids[list_nos]
-        return self._engine.pq_encode(residuals, self._pq._core(), self._nt())
+        return self._pq._encode_validated(residuals, vectors=x)
 
     def _decode(self, codes, list_nos):
         residuals = self._engine.pq_decode(codes, self._pq._core(), self._nt())
@@ -182,7 +193,8 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
 
     def _state_params(self):
         return {"d": self._d, "nlist": self._nlist, "M": self._pq.M, "nbits": self._pq.nbits,
-                "metric": self._metric, "nprobe": self._nprobe, "seed": self._seed}
+                "metric": self._metric, "nprobe": self._nprobe, "seed": self._seed,
+                **anisotropic_param(self._pq)}
 
     def _get_state(self):
         params = self._state_params()
@@ -260,6 +272,7 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
         index = cls._construct_for_load(
             params, arrays, ("d", "nlist", "M", "nbits", "metric", "nprobe", "seed"),
             params["d"], params["nlist"], params["M"], params["nbits"], params["metric"],
-            params["nprobe"])
+            params["nprobe"], optional=(ANISOTROPIC,),
+            anisotropic_eta=loaded_anisotropic_eta(params))
         index._load_state(arrays)
         return index

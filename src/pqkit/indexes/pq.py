@@ -7,7 +7,7 @@ import contextlib
 
 import numpy as np
 
-from .._validation import check_n_threads, check_positive_int
+from .._validation import check_anisotropic_eta, check_n_threads, check_positive_int
 from ..quantizers.pq import ProductQuantizer
 from . import _faiss
 from ._state import (
@@ -32,6 +32,26 @@ def pq_token(match) -> tuple:
     """``(M, nbits)`` of a matched ``PQ{M}[x{nbits}]`` factory token (nbits defaults to 8)."""
     M = check_positive_int(int(match.group("M")), "M (in PQ{M})")
     return M, 8 if match.group("nbits") is None else int(match.group("nbits"))
+
+
+ANISOTROPIC = "anisotropic_eta"
+
+
+def anisotropic_param(pq) -> dict:
+    """The saved ``anisotropic_eta`` parameter: written only when set, so that plain PQ files
+    stay as they were (and older pqkit versions read them)."""
+    return {} if pq.anisotropic_eta is None else {ANISOTROPIC: pq.anisotropic_eta}
+
+
+def loaded_anisotropic_eta(params: dict):
+    """``anisotropic_eta`` of saved parameters: absent means plain PQ; present, it must be a
+    number (the writer never writes None)."""
+    if ANISOTROPIC not in params:
+        return None
+    eta = params[ANISOTROPIC]
+    if eta is None:
+        raise ValueError("parameter 'anisotropic_eta' is null; a file of plain PQ omits it")
+    return eta
 
 
 class _HasProductQuantizer:
@@ -86,6 +106,11 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
     metric : {"l2", "ip", "cosine"}, default "l2"
     seed : int, default 1234
         Seed of the product-quantizer training.
+    anisotropic_eta : float or None, default None
+        Score-aware quantization for metric "ip" or "cosine" (ValueError for "l2"): training and
+        :meth:`add` minimise ``eta * ||r_par||^2 + ||r_perp||^2`` instead of the squared error
+        (see :class:`pqkit.ProductQuantizer` and :mod:`pqkit.quantizers.anisotropic`). Search
+        is unchanged. Saved with the index.
     n_threads : int or None, default None
 
     Attributes
@@ -109,10 +134,13 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
     are not scanned.
     """
 
-    def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None, backend=None):
+    def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, anisotropic_eta=None,
+                 n_threads=None, backend=None):
         super().__init__(d, metric, n_threads, backend)
         self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads,
-                                    backend=self._backend)
+                                    backend=self._backend,
+                                    anisotropic_eta=check_anisotropic_eta(anisotropic_eta,
+                                                                          self._metric))
         self._pq._attach(self)
         self._invlists = self._engine.InvertedLists(1, self._pq.code_size, "blocked")
         self._max_id = -1
@@ -130,7 +158,7 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
         self._pq._train_validated(x, stacklevel=4)
 
     def _add(self, x, ids):
-        codes = self._engine.pq_encode(x, self._pq._core(), self._nt())
+        codes = self._pq._encode_validated(x)
         self._store_codes(np.zeros(ids.size, dtype=np.int64), ids, codes)
 
     def _decode(self, codes, list_nos):
@@ -190,7 +218,7 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
 
     def _state_params(self):
         return {"d": self._d, "metric": self._metric, "M": self._pq.M, "nbits": self._pq.nbits,
-                "seed": self._pq.seed}
+                "seed": self._pq.seed, **anisotropic_param(self._pq)}
 
     def _get_state(self):
         params = self._state_params()
@@ -255,9 +283,9 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
 
     @classmethod
     def _from_state(cls, params, arrays):
-        _check_params(params, ("d", "metric", "M", "nbits", "seed"))
+        _check_params(params, ("d", "metric", "M", "nbits", "seed"), optional=(ANISOTROPIC,))
         index = cls(params["d"], params["M"], params["nbits"], params["metric"],
-                    seed=params["seed"])
+                    seed=params["seed"], anisotropic_eta=loaded_anisotropic_eta(params))
         pq = index.pq
         blocked = state_form().blocked  # the file form: codes in whole 64-code blocks
         ids = arrays.get("ids")

@@ -22,8 +22,10 @@ import weakref
 import numpy as np
 
 from .. import _threads, engine
+from . import anisotropic
 from .._validation import (
     as_float_matrix,
+    check_anisotropic_eta,
     check_codes,
     check_float_array,
     check_int,
@@ -61,6 +63,16 @@ class ProductQuantizer:
     backend : {"cpp", "numba"} or None, default None
         Engine; None uses :func:`pqkit.get_backend`. Both give the same codes, tables and
         decodings for the same codebooks; trained codebooks differ (see :mod:`pqkit.engine`).
+    anisotropic_eta : float or None, default None
+        None: plain PQ (codebooks by k-means, codes by nearest centroid). A number ``eta > 1``:
+        score-aware quantization for inner-product search (Guo et al., ICML 2020, the
+        quantizer of ScaNN): training and encoding minimise
+        ``eta * ||r_par||^2 + ||r_perp||^2``, the error ``r = x - x_hat`` split along and across
+        ``x``. ``pqkit.anisotropic_eta(d, threshold)`` derives it from a score threshold (3.8
+        for d=50 and threshold 0.2). Training refines the k-means codebooks
+        (``anisotropic.TRAIN_ITERATIONS`` alternations) and :meth:`encode` uses coordinate
+        descent over the sub-quantizers; see :mod:`pqkit.quantizers.anisotropic`. Codes keep
+        the plain PQ layout, and decoding and distance tables are unchanged.
 
     Attributes
     ----------
@@ -73,6 +85,7 @@ class ProductQuantizer:
         Bytes per code, ``ceil(M * nbits / 8)``.
     codebooks : numpy.ndarray of float32, shape (M, ksub, dsub), or None
         None until trained or set with :meth:`set_codebooks`.
+    anisotropic_eta : float or None
     is_trained : bool
 
     Examples
@@ -88,7 +101,7 @@ class ProductQuantizer:
     """
 
     def __init__(self, d, M, nbits=8, niter=25, seed=1234, max_points_per_centroid=256,
-                 n_threads=None, *, backend=None):
+                 n_threads=None, *, backend=None, anisotropic_eta=None):
         self.d = check_positive_int(d, "d")
         self.M = check_positive_int(M, "M")
         if self.d % self.M != 0:
@@ -108,6 +121,7 @@ class ProductQuantizer:
         )
         self.n_threads = check_n_threads(n_threads)
         self.backend = engine.resolve(backend)
+        self.anisotropic_eta = check_anisotropic_eta(anisotropic_eta)
         self.ksub = 1 << self.nbits
         self.dsub = self.d // self.M
         self.code_size = (self.M * self.nbits + 7) // 8
@@ -159,17 +173,52 @@ class ProductQuantizer:
         owner = None if self._owner is None else self._owner()
         return contextlib.nullcontext() if owner is None else owner._changing_codebooks()
 
-    def _train_validated(self, x: np.ndarray, stacklevel: int) -> None:
-        """Train on an already validated float32 matrix (``stacklevel`` counted from here)."""
+    def _train_validated(self, x: np.ndarray, stacklevel: int, vectors=None) -> None:
+        """Train on an already validated float32 matrix (``stacklevel`` counted from here).
+
+        ``vectors`` (float32, shape of ``x``): the full vectors whose direction the anisotropic
+        loss uses when ``x`` holds residuals (IVF-PQ); None: ``x`` itself."""
         what = f"product quantizer (M={self.M}, nbits={self.nbits}, ksub={self.ksub})"
         check_training_size(x.shape[0], self.ksub, what, "ksub = 2**nbits per sub-quantizer")
         warn_few_training_points(x.shape[0], self.ksub, what, stacklevel=stacklevel)
         codebooks = self._engine.pq_train(
             x, self.M, self.nbits, self.niter, self.seed, self.max_points_per_centroid, self._nt()
         )
-        self.codebooks = np.asarray(codebooks, dtype=np.float32)
+        codebooks = np.asarray(codebooks, dtype=np.float32)
+        if self.anisotropic_eta is not None:
+            codebooks = self._train_anisotropic(codebooks, x, x if vectors is None else vectors)
+        self.codebooks = codebooks
         self.codebooks.setflags(write=False)
         self._codebooks_version += 1
+
+    def _train_anisotropic(self, codebooks, targets, vectors):
+        """Refine k-means codebooks for the anisotropic loss (on at most
+        ``max_points_per_centroid * ksub`` training vectors, a seeded subsample)."""
+        cap = self.max_points_per_centroid * self.ksub
+        if targets.shape[0] > cap:
+            rows = np.sort(np.random.default_rng(self.seed).choice(targets.shape[0], cap,
+                                                                   replace=False))
+            targets, vectors = targets[rows], vectors[rows]
+        directions = anisotropic.unit_directions(vectors)
+        for _ in range(anisotropic.TRAIN_ITERATIONS):
+            prepared = self._engine.PQCodebooks(codebooks, self.nbits)
+            indices = anisotropic.encode_indices(self._engine, prepared, targets, directions,
+                                                 self.anisotropic_eta, self.M, self.ksub,
+                                                 self._nt())
+            codebooks = anisotropic.update_codebooks(codebooks, indices, targets, directions,
+                                                     self.anisotropic_eta)
+        return codebooks
+
+    def _encode_validated(self, x: np.ndarray, vectors=None) -> np.ndarray:
+        """Codes of an already validated float32 matrix: nearest centroids, or the anisotropic
+        encoding (``vectors``: the full vectors of residuals ``x``, as in
+        :meth:`_train_validated`)."""
+        if self.anisotropic_eta is None:
+            return self._engine.pq_encode(x, self._core(), self._nt())
+        directions = anisotropic.unit_directions(x if vectors is None else vectors)
+        indices = anisotropic.encode_indices(self._engine, self._core(), x, directions,
+                                             self.anisotropic_eta, self.M, self.ksub, self._nt())
+        return self._engine.pq_pack_codes(indices, self.nbits)
 
     def set_codebooks(self, codebooks) -> "ProductQuantizer":
         """Use given codebooks instead of training (e.g. copied from FAISS).
@@ -221,11 +270,13 @@ class ProductQuantizer:
         Returns
         -------
         codes : numpy.ndarray of uint8, shape (n, code_size)
-            Bit-packed nearest-centroid indices (layout in the module docstring).
+            Bit-packed nearest-centroid indices (layout in the module docstring), or with
+            ``anisotropic_eta`` the indices minimising the anisotropic loss (the same for every
+            engine and thread count).
         """
         check_trained(self.is_trained, "ProductQuantizer")
         x = as_float_matrix(x, self.d)
-        return self._engine.pq_encode(x, self._core(), self._nt())
+        return self._encode_validated(x)
 
     def decode(self, codes):
         """Reconstruct vectors from codes.
@@ -325,6 +376,7 @@ class ProductQuantizer:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.__dict__.setdefault("_owner", None)
+        self.__dict__.setdefault("anisotropic_eta", None)
         if "backend" not in state:  # pickled before engines were selectable
             self.backend = engine.get_backend()
         if self.codebooks is not None:
@@ -333,5 +385,7 @@ class ProductQuantizer:
     def __repr__(self) -> str:
         return (
             f"ProductQuantizer(d={self.d}, M={self.M}, nbits={self.nbits}, "
-            f"code_size={self.code_size}, is_trained={self.is_trained})"
+            f"code_size={self.code_size}, "
+            + ("" if self.anisotropic_eta is None else f"anisotropic_eta={self.anisotropic_eta}, ")
+            + f"is_trained={self.is_trained})"
         )
