@@ -161,8 +161,8 @@ def test_inner_product_recall_rises_at_equal_code_size(seed):
         index.train(base)
         index.add(base)
         recalls[eta] = _ip_recall(index, base, queries)
-    # plain PQ reaches 0.2-0.26 here, eta=4 0.37-0.40: a margin no seed reaches by luck
-    assert recalls[4.0] >= recalls[None] + 0.06, recalls
+    # plain PQ reaches 0.26-0.30 here, eta=4 0.42-0.49: a margin no seed reaches by luck
+    assert recalls[4.0] >= recalls[None] + 0.09, recalls
 
 
 def test_ivfpq_inner_product_recall_rises():
@@ -173,7 +173,7 @@ def test_ivfpq_inner_product_recall_rises():
         index.train(base)
         index.add(base)
         recalls[eta] = _ip_recall(index, base, queries)
-    assert recalls[4.0] >= recalls[None] + 0.04, recalls
+    assert recalls[4.0] >= recalls[None] + 0.09, recalls  # 0.35 -> 0.51 here
 
 
 # --------------------------------------------------------------------------------- determinism

@@ -168,6 +168,17 @@ def seeds() -> dict:
         ivfpq.train(x)
         ivfpq.add(x[:50])
         indexes["ivfpq4-cosine"] = ivfpq
+        # anisotropic PQ: the optional "anisotropic_eta" parameter
+        aniso_pq = pqkit.IndexPQ(8, 4, 4, "ip", anisotropic_eta=4.0)
+        aniso_pq.pq.niter = 2
+        aniso_pq.train(x)
+        aniso_pq.add(x[:30])
+        indexes["pq4-ip-anisotropic"] = aniso_pq
+        aniso_ivfpq = pqkit.IndexIVFPQ(8, 4, 2, 4, "cosine", nprobe=2, anisotropic_eta=2.5)
+        aniso_ivfpq.pq.niter = 2
+        aniso_ivfpq.train(x)
+        aniso_ivfpq.add(x[:40])
+        indexes["ivfpq4-cosine-anisotropic"] = aniso_ivfpq
         refine = pqkit.IndexRefine(pqkit.IndexIVFPQ(8, 4, 2, 8, nprobe=4))
         refine.base_index.pq.niter = 2
         refine.train(x)
