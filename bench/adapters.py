@@ -608,7 +608,7 @@ class UsearchIndex(BaseANN):
 
 
 class ScannIndex(BaseANN):
-    """ScaNN (``scann.scann_ops_pybind``): a k-means tree of ``num_leaves`` leaves, anisotropic
+    """ScaNN (``scann.scann_ops_pybind``): a k-means tree of ``num_leaves`` leaves (None: no tree), anisotropic
     4-bit asymmetric hashing (``dims_per_block`` dimensions per 16-centroid block, threshold
     ``aq_threshold``; Guo et al., ICML 2020) and, when ``reorder`` is "float32" or "int8", exact or
     int8 re-scoring of ``reorder_k`` candidates. Query: ``leaves_to_search``, ``reorder_k``.
@@ -622,7 +622,7 @@ class ScannIndex(BaseANN):
     family = "any"
     requires = "scann"
 
-    def __init__(self, num_leaves: int, dims_per_block: int = 2, aq_threshold: float | None = 0.2,
+    def __init__(self, num_leaves: int | None, dims_per_block: int = 2, aq_threshold: float | None = 0.2,
                  reorder: str | None = "float32", training_sample_size: int = 250_000, metric: str = "l2"):
         super().__init__(num_leaves=num_leaves, dims_per_block=dims_per_block, aq_threshold=aq_threshold,
                          reorder=reorder, training_sample_size=training_sample_size, metric=metric)
@@ -636,10 +636,12 @@ class ScannIndex(BaseANN):
         measure = {"l2": "squared_l2", "ip": "dot_product"}[p["metric"]]
         sample = min(p["training_sample_size"], len(base))
         threshold = float("nan") if p["aq_threshold"] is None else float(p["aq_threshold"])
-        builder = (scann_ops_pybind.builder(base, 10, measure)
-                   .tree(num_leaves=p["num_leaves"], num_leaves_to_search=1, training_sample_size=sample)
-                   .score_ah(p["dims_per_block"], anisotropic_quantization_threshold=threshold,
-                             training_sample_size=sample))
+        builder = scann_ops_pybind.builder(base, 10, measure)
+        if p["num_leaves"] is not None:  # None: no tree, every code is scored (brute-force AH)
+            builder = builder.tree(num_leaves=p["num_leaves"], num_leaves_to_search=1,
+                                   training_sample_size=sample)
+        builder = builder.score_ah(p["dims_per_block"], anisotropic_quantization_threshold=threshold,
+                                   training_sample_size=sample)
         if p["reorder"] is not None:
             kind = {"float32": ReorderType.FLOAT32, "int8": ReorderType.INT8}[p["reorder"]]
             builder = builder.reorder(100, quantize=kind)
@@ -650,7 +652,9 @@ class ScannIndex(BaseANN):
 
     def _knobs(self, k):
         q = self.query_params
-        knobs = {"final_num_neighbors": k, "leaves_to_search": int(q.get("leaves_to_search", 1))}
+        knobs = {"final_num_neighbors": k}
+        if self.params["num_leaves"] is not None:
+            knobs["leaves_to_search"] = int(q.get("leaves_to_search", 1))
         if self.params["reorder"] is not None:
             knobs["pre_reorder_num_neighbors"] = max(k, int(q.get("reorder_k", k)))
         return knobs
@@ -677,7 +681,7 @@ class ScannIndex(BaseANN):
         p = self.params
         reorder = f",reorder({p['reorder']})" if p["reorder"] else ""
         return {**super().describe(),
-                "config": f"tree{p['num_leaves']},AH{p['dims_per_block']}d/blk,t={p['aq_threshold']}{reorder}"}
+                "config": f"{'tree' + str(p['num_leaves']) + ',' if p['num_leaves'] else ''}AH{p['dims_per_block']}d/blk,t={p['aq_threshold']}{reorder}"}
 
 
 # --------------------------------------------------------------------------------------------
