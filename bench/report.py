@@ -823,6 +823,31 @@ def speed2_section(raw_dir: Path, out_dir: Path, page: Path) -> list[str]:
     return lines
 
 
+ANISOTROPIC_LABELS = {"pq": "pqkit PQ", "pq-aniso": "pqkit PQ, anisotropic", "opq": "pqkit OPQ + PQ",
+                      "opq-aniso": "pqkit OPQ + PQ, anisotropic", "scann": "ScaNN AH, anisotropic",
+                      "scann-plain": "ScaNN AH, plain"}
+
+
+def anisotropic_lines(raw: dict) -> list[str]:
+    """``raw/anisotropic.json`` (``bench/anisotropic.py``): recall at equal code size."""
+    meta = raw["meta"]
+    lines = [f"{meta['dataset']}: {meta['n_base']:,} unit vectors, {meta['n_queries']:,} queries, "
+             "inner product; every code of the base is scored (no inverted file, no tree, no "
+             f"re-ranking), so recall is the quantizer's alone. Threshold T = {meta['threshold']} for "
+             f"ScaNN and pqkit (`pqkit.anisotropic_eta(50, {meta['threshold']})` = {meta['eta']:.2f}). "
+             "Nothing is timed.", "",
+             "| bytes/vector | method | configuration | 10-recall@10 | 10-recall@100 |",
+             "|---|---|---|---|---|"]
+    for row in sorted(raw["rows"], key=lambda r: r["code_bytes"]):
+        label = ANISOTROPIC_LABELS.get(row["method"], row["method"])
+        if "error" in row:
+            lines.append(f"| {row['code_bytes']} | {label} | unavailable: {row['error']} | | |")
+        else:
+            lines.append(f"| {row['code_bytes']} | {label} | `{row['config']}` | {row['recall_10_at_10']:.3f} "
+                         f"| {row['recall_10_at_100']:.3f} |")
+    return lines
+
+
 def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Path, targets=RECALL_TARGETS) -> str:
     """The Markdown of ``docs/performance.md``, drawn from the raw results only."""
     results_dir = out_dir
@@ -841,6 +866,7 @@ def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Pat
          filtered_lines),
         ("## Range search against faiss", raw_dir / "raw" / "range.json", range_lines),
         ("## A memory-mapped index against a loaded one", raw_dir / "raw" / "mmap.json", mmap_lines),
+        ("## Recall per bit: anisotropic PQ", raw_dir / "raw" / "anisotropic.json", anisotropic_lines),
     ]
     for title, path, draw in sections:
         raw = load_json(path)
