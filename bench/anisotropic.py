@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threshold", type=float, default=0.2,
                         help="score threshold T of the anisotropic loss (pqkit and ScaNN; default 0.2)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--shapes", nargs="+", default=None, metavar="MxNBITS",
+                        help="PQ shapes, e.g. 25x4 (13 bytes) 50x4 (25 bytes); default both (25x4 with --quick)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default bench/results/raw/anisotropic.json (anisotropic_quick.json with --quick)")
     args = parser.parse_args(argv)
@@ -117,18 +119,28 @@ def main(argv=None) -> int:
     data = datasets.load(DATASET, small=quick)
     d = data.base.shape[1]
     eta = pqkit.anisotropic_eta(d, args.threshold)
-    rows = []
-    for M, nbits in SHAPES["quick" if quick else "full"]:
-        for method in args.methods:
-            rows.append(run_one(method, data, M, nbits, args.threshold, eta, quick))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    shapes = SHAPES["quick" if quick else "full"]
+    if args.shapes:
+        try:
+            shapes = [tuple(int(part) for part in shape.split("x")) for shape in args.shapes]
+        except ValueError:
+            parser.error(f"--shapes takes MxNBITS values such as 25x4, got {args.shapes}")
+        if any(len(shape) != 2 or d % shape[0] for shape in shapes):
+            parser.error(f"--shapes: M must divide d={d} and each value be MxNBITS, got {args.shapes}")
     raw = {"meta": {"dataset": data.name, "n_base": int(len(data.base)), "n_queries": int(len(data.queries)),
                     "threshold": args.threshold, "eta": eta, "pqkit": pqkit.__version__,
                     "python": platform.python_version(), "quick": quick},
-           "rows": rows}
+           "rows": []}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(raw, indent=1) + "\n")
-    print(table(rows))
+    for M, nbits in shapes:
+        for method in args.methods:
+            raw["rows"].append(run_one(method, data, M, nbits, args.threshold, eta, quick))
+            print(table(raw["rows"][-1:]).splitlines()[-1], flush=True)
+            # every row stored as it completes: an interrupted run keeps what it measured
+            partial = out.with_name(out.name + ".partial")
+            partial.write_text(json.dumps(raw, indent=1) + "\n")
+            partial.replace(out)
+    print(table(raw["rows"]))
     print(f"wrote {out}")
     return 0
 
