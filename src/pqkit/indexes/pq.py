@@ -109,10 +109,11 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
     are not scanned.
     """
 
-    def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None, backend=None):
-        super().__init__(d, metric, n_threads, backend)
+    def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, n_threads=None, backend=None,
+                 device=None):
+        super().__init__(d, metric, n_threads, backend, device)
         self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads,
-                                    backend=self._backend)
+                                    backend=self._backend, device=self._device)
         self._pq._attach(self)
         self._invlists = self._engine.InvertedLists(1, self._pq.code_size, "blocked")
         self._max_id = -1

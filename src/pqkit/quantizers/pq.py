@@ -58,9 +58,13 @@ class ProductQuantizer:
         Each sub-quantizer trains on at most ``max_points_per_centroid * ksub`` points.
     n_threads : int or None, default None
         Worker threads; None uses :func:`pqkit.get_num_threads`.
-    backend : {"cpp", "numba"} or None, default None
-        Engine; None uses :func:`pqkit.get_backend`. Both give the same codes, tables and
-        decodings for the same codebooks; trained codebooks differ (see :mod:`pqkit.engine`).
+    backend : {"cpp", "numba", "torch"} or None, default None
+        Engine; None uses :func:`pqkit.get_backend`. All give the same codes, tables and
+        decodings for the same codebooks (the torch engine up to float near-ties); trained
+        codebooks differ (see :mod:`pqkit.engine`).
+    device : str or None, default None
+        The torch engine's device (see :class:`pqkit.KMeans`); the prepared codebooks live
+        there.
 
     Attributes
     ----------
@@ -88,7 +92,7 @@ class ProductQuantizer:
     """
 
     def __init__(self, d, M, nbits=8, niter=25, seed=1234, max_points_per_centroid=256,
-                 n_threads=None, *, backend=None):
+                 n_threads=None, *, backend=None, device=None):
         self.d = check_positive_int(d, "d")
         self.M = check_positive_int(M, "M")
         if self.d % self.M != 0:
@@ -107,7 +111,7 @@ class ProductQuantizer:
             max_points_per_centroid, "max_points_per_centroid"
         )
         self.n_threads = check_n_threads(n_threads)
-        self.backend = engine.resolve(backend)
+        self.backend, self.device = engine.resolve_engine(backend, device)
         self.ksub = 1 << self.nbits
         self.dsub = self.d // self.M
         self.code_size = (self.M * self.nbits + 7) // 8
@@ -128,7 +132,7 @@ class ProductQuantizer:
 
     @property
     def _engine(self):
-        return engine.core(self.backend)
+        return engine.core(self.backend, getattr(self, "device", None))
 
     def train(self, x) -> "ProductQuantizer":
         """Train the M sub-codebooks by k-means on the sub-vectors.
