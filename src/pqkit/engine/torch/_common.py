@@ -139,6 +139,23 @@ def topk(keys: torch.Tensor, ids: torch.Tensor, k: int):
         ids = torch.cat((ids, ids.new_full((nq, k - c), -1)), 1)
     vals, pos = torch.topk(keys, k, dim=1, largest=False, sorted=True)
     out = ids.gather(1, pos)
+    # torch.topk keeps any of the candidates whose key equals the k-th; the engines keep the
+    # smallest ids among them. Rows where more candidates share that key than were kept get
+    # their last ranks refilled with the smallest tied ids (cheap: a compare and a count per
+    # row, and a second top-k over the few rows that need it).
+    last = vals[:, -1:]
+    tied_all = (keys == last).sum(1)
+    tied_kept = (vals == last).sum(1)
+    redo = torch.nonzero((tied_all > tied_kept) & ~torch.isinf(last[:, 0])).squeeze(1)
+    if redo.numel():
+        sub_keys, sub_ids = keys[redo], ids[redo]
+        tied = torch.where(sub_keys == last[redo], sub_ids,
+                           torch.full_like(sub_ids, torch.iinfo(torch.int64).max))
+        smallest = torch.topk(tied, k, dim=1, largest=False, sorted=True).values
+        first_tied = (k - tied_kept[redo])[:, None]
+        rank = torch.arange(k, device=keys.device)[None, :]
+        refill = smallest.gather(1, (rank - first_tied).clamp_min(0))
+        out[redo] = torch.where(rank >= first_tied, refill, out[redo])
     out = torch.where(torch.isinf(vals), torch.full_like(out, -1), out)
     return vals, out
 
@@ -193,9 +210,13 @@ class RangeCollector:
         q = torch.cat([p[0] for p in self.parts])
         keys = torch.cat([p[1] for p in self.parts])
         ids = torch.cat([p[2] for p in self.parts])
-        for key in (ids, keys, q):  # stable sorts, least significant first: (query, key, id)
-            order = torch.argsort(key, stable=True)
-            q, keys, ids = q[order], keys[order], ids[order]
+        # Stable sorts, least significant first, give the order (query, key, id).
+        order = torch.argsort(ids, stable=True)
+        q, keys, ids = q[order], keys[order], ids[order]
+        order = torch.argsort(keys, stable=True)
+        q, keys, ids = q[order], keys[order], ids[order]
+        order = torch.argsort(q, stable=True)
+        q, keys, ids = q[order], keys[order], ids[order]
         lims = torch.zeros(self.nq + 1, dtype=torch.int64, device=q.device)
         lims[1:] = torch.cumsum(torch.bincount(q, minlength=self.nq), 0)
         D = keys if self.l2 else -keys

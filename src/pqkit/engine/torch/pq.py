@@ -79,6 +79,9 @@ class PQCodebooks:
         positive(codebooks.shape[2], "dsub")
         self.codebooks = to_device(codebooks.copy(), self.device)
         self._nbits = nbits
+        M, ksub, dsub = codebooks.shape
+        self.sqnorms = lane_dot(self.codebooks.reshape(-1, dsub),
+                                self.codebooks.reshape(-1, dsub)).reshape(M, ksub)
 
     @property
     def d(self) -> int:
@@ -164,6 +167,25 @@ def pq_distance_tables(device, x, pq, metric, n_threads):
     l2 = parse_metric(metric)
     x = checked(x, np.float32, "x", (-1, pq.d))
     return to_host(sub_tables(to_device(x, device), pq, l2))
+
+
+def lane_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise ``<a_i, b_i>`` in the compiled core's 16-lane order: element ``j`` into lane
+    ``j % 16`` (each lane summed in order), the lanes reduced by the tree ``(l, l + 8)``,
+    ``(l, l + 4)``, ``(l, l + 2)``, ``(l, l + 1)``. Products and sums are separate operations
+    (no fused multiply-add), so the result is the core's, bit for bit. ``a``, ``b``: ``(n, L)``."""
+    n, L = a.shape
+    prod = a * b
+    width = -(-L // 16) * 16
+    if width != L:  # zero padding: adding +0.0 to a lane leaves it unchanged
+        prod = torch.cat((prod, prod.new_zeros((n, width - L))), 1)
+    chunks = prod.reshape(n, width // 16, 16)
+    lanes = chunks[:, 0]
+    for c in range(1, chunks.shape[1]):
+        lanes = lanes + chunks[:, c]
+    for half in (8, 4, 2, 1):
+        lanes = lanes[:, :half] + lanes[:, half:2 * half]
+    return lanes[:, 0]
 
 
 # ------------------------------------------------------------------------------ k-means

@@ -26,7 +26,7 @@ import torch
 
 from ._common import (INF, RangeCollector, budget, checked, finish, finite_bound,
                       merge_topk, parse_metric, positive, query_batches, to_device, to_host, topk)
-from .pq import check_pq, nearest, sqnorms, sub_tables, unpack_codes
+from .pq import check_pq, lane_dot, nearest, sqnorms, sub_tables, unpack_codes
 from .selector import check_selector
 
 
@@ -441,10 +441,11 @@ def ivfpq_code_bias(device, codes, list_nos, coarse, pq, n_threads, coarse_cls, 
         raise ValueError(f"list number out of range: expected 0 <= list_no < {coarse.nlist}")
     idx = unpack_codes(to_device(codes, device), pq.M, pq.nbits).long()
     y = coarse.centroids[to_device(list_nos, device)]
+    # sum_m (||c_m||^2 + 2 <y_l,m, c_m>), in the core's order (its 16-lane dot products).
     acc = torch.zeros(codes.shape[0], dtype=torch.float32, device=device)
     for m in range(pq.M):
         c = pq.codebooks[m][idx[:, m]]
-        ym = y[:, m * pq.dsub:(m + 1) * pq.dsub]
-        acc = acc + ((c * c).sum(1) + 2 * (ym * c).sum(1))
+        ip = lane_dot(y[:, m * pq.dsub:(m + 1) * pq.dsub].contiguous(), c)
+        acc = acc + (pq.sqnorms[m][idx[:, m]] + 2 * ip)
     return to_host(acc)
 
