@@ -83,6 +83,8 @@ import numpy as np
 
 from .. import engine, io as _io, metrics, _threads
 from .._validation import (
+    as_device_matrix,
+    is_torch_tensor,
     as_float_matrix,
     check_id_scalar,
     check_ids,
@@ -411,8 +413,17 @@ class Index:
     def _name(self) -> str:
         return type(self).__name__
 
-    def _prepare(self, x, name: str = "x") -> np.ndarray:
-        """Validate and convert vectors; normalise rows for the cosine metric."""
+    def _prepare(self, x, name: str = "x", keep_tensor: bool = False) -> np.ndarray:
+        """Validate and convert vectors; normalise rows for the cosine metric.
+
+        With ``keep_tensor`` (searches), a torch tensor given to a torch-engine index stays on
+        its device (validated and normalised there; only the results come back); any other
+        tensor is copied to NumPy."""
+        if is_torch_tensor(x):
+            if keep_tensor and self._backend == "torch":
+                return as_device_matrix(x, self._d, self._device, name,
+                                        self._metric_info.normalizes)
+            x = x.detach().cpu().numpy()
         x = as_float_matrix(x, self._d, name=name)
         if self._metric_info.normalizes and x.shape[0]:
             x = normalize_rows(x, name)
@@ -916,7 +927,7 @@ class Index:
     def _locked_search(self, x, k, run, params):
         check_trained(self.is_trained, self._name())
         k = check_k(k)
-        x = self._prepare(x)
+        x = self._prepare(x, keep_tensor=True)
         params = self._search_params(x.shape[0], params)
         check_result_size(x.shape[0], k)
         with self._lock.read():
@@ -926,7 +937,7 @@ class Index:
 
     def _locked_range_search(self, x, radius, params, cap):
         check_trained(self.is_trained, self._name())
-        x = self._prepare(x)
+        x = self._prepare(x, keep_tensor=True)
         params = self._search_params(x.shape[0], params, "range_search")
         with self._lock.read():
             if x.shape[0] == 0 or self.ntotal == 0:

@@ -281,8 +281,50 @@ def pq_train(device, x, M, nbits, niter, seed, max_points_per_centroid, n_thread
         raise ValueError(f"PQ training needs at least ksub = 2^nbits = {ksub} points, got "
                          f"{x.shape[0]}")
     xt = to_device(x, device)
-    codebooks = torch.empty((M, ksub, dsub), dtype=torch.float32, device=device)
-    for m in range(M):
-        codebooks[m], _ = kmeans_train(xt[:, m * dsub:(m + 1) * dsub].contiguous(), ksub, niter,
-                                       int(seed), max(int(max_points_per_centroid), 0))
-    return to_host(codebooks)
+    subs = xt.reshape(xt.shape[0], M, dsub).permute(1, 0, 2).contiguous()  # (M, n, dsub)
+    return to_host(kmeans_batched(subs, ksub, niter, int(seed),
+                                  max(int(max_points_per_centroid), 0)))
+
+
+def kmeans_batched(x: torch.Tensor, k: int, niter: int, seed: int, max_points_per_centroid: int):
+    """:func:`kmeans_train` on ``B`` independent problems at once (the ``M`` sub-spaces of a
+    product quantizer): ``x`` ``(B, n, d)``, the same subsample and initial rows for each (as
+    one seed gives them), batched matrix products for the assignment and one scatter-add for
+    the update. Returns the centroids ``(B, k, d)``."""
+    B, n, d = x.shape
+    if n < k:
+        raise ValueError("k-means needs at least as many training points as centroids: expected "
+                         f"n >= {k}, got n = {n}")
+    gen = torch.Generator(device=x.device)
+    gen.manual_seed(int(seed))
+    cap = n if max_points_per_centroid == 0 else min(n, k * max_points_per_centroid)
+    if cap < n:
+        rows = torch.randperm(n, generator=gen, device=x.device)[:cap].sort().values
+        x = x[:, rows].contiguous()
+        n = cap
+    init = torch.randperm(n, generator=gen, device=x.device)[:k]
+    centroids = x[:, init].clone()
+    rng = np.random.default_rng(int(seed) + 2)
+    offsets = (torch.arange(B, device=x.device) * k)[:, None]
+    flat_x = x.reshape(B * n, d).double()
+    xn = (x * x).sum(2)  # (B, n)
+    step = max(budget(x.device) // max(B * k, 1), 1)
+    for _ in range(max(int(niter), 1)):
+        cn = (centroids * centroids).sum(2)  # (B, k)
+        labels = torch.empty((B, n), dtype=torch.int64, device=x.device)
+        for b in range(0, n, step):
+            keys = torch.baddbmm(cn[:, None, :], x[:, b:b + step], centroids.transpose(1, 2),
+                                 alpha=-2) + xn[:, b:b + step, None]
+            labels[:, b:b + step] = torch.argmin(keys, dim=2)
+        slots = (labels + offsets).reshape(-1)
+        sums = torch.zeros((B * k, d), dtype=torch.float64, device=x.device)
+        sums.index_add_(0, slots, flat_x)
+        counts = torch.bincount(slots, minlength=B * k).reshape(B, k)
+        filled = counts > 0
+        means = (sums.reshape(B, k, d) / counts.clamp_min(1)[:, :, None].double()).float()
+        centroids = torch.where(filled[:, :, None], means, centroids)
+        if not bool(filled.all()):
+            host_counts = to_host(counts)
+            for b in np.flatnonzero((host_counts == 0).any(1)):
+                _repair_empty_clusters(centroids[b], host_counts[b], rng)
+    return centroids
