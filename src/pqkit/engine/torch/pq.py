@@ -25,7 +25,7 @@ def unpack_codes(codes: torch.Tensor, M: int, nbits: int) -> torch.Tensor:
     if nbits == 8:
         return codes[:, :M].to(torch.int32)
     shifts = torch.arange(8, device=codes.device, dtype=torch.uint8)
-    bits = ((codes.unsqueeze(-1) >> shifts) & 1).reshape(n, -1)[:, :M * nbits]
+    bits = ((codes.unsqueeze(-1) >> shifts) & 1).reshape(n, codes.shape[1] * 8)[:, :M * nbits]
     weights = (1 << torch.arange(nbits, device=codes.device, dtype=torch.int32))
     return (bits.reshape(n, M, nbits).to(torch.int32) * weights).sum(-1, dtype=torch.int32)
 
@@ -169,23 +169,37 @@ def pq_distance_tables(device, x, pq, metric, n_threads):
     return to_host(sub_tables(to_device(x, device), pq, l2))
 
 
+def lane_sum(prod: torch.Tensor) -> torch.Tensor:
+    """The sum over the last axis in the compiled core's 16-lane order (see :func:`lane_dot`),
+    for any leading shape."""
+    L = prod.shape[-1]
+    width = max(-(-L // 16) * 16, 16)
+    if width != L:  # zero padding: adding +0.0 to a lane leaves it unchanged
+        prod = torch.cat((prod, prod.new_zeros((*prod.shape[:-1], width - L))), -1)
+    chunks = prod.reshape(*prod.shape[:-1], width // 16, 16)
+    lanes = chunks[..., 0, :]
+    for c in range(1, chunks.shape[-2]):
+        lanes = lanes + chunks[..., c, :]
+    for half in (8, 4, 2, 1):
+        lanes = lanes[..., :half] + lanes[..., half:2 * half]
+    return lanes[..., 0]
+
+
+def sequential_sum(prod: torch.Tensor) -> torch.Tensor:
+    """The sum over the last axis, one element after the other (the core's sums over the
+    coordinates of a transposed vector set)."""
+    acc = prod[..., 0]
+    for j in range(1, prod.shape[-1]):
+        acc = acc + prod[..., j]
+    return acc
+
+
 def lane_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise ``<a_i, b_i>`` in the compiled core's 16-lane order: element ``j`` into lane
     ``j % 16`` (each lane summed in order), the lanes reduced by the tree ``(l, l + 8)``,
     ``(l, l + 4)``, ``(l, l + 2)``, ``(l, l + 1)``. Products and sums are separate operations
     (no fused multiply-add), so the result is the core's, bit for bit. ``a``, ``b``: ``(n, L)``."""
-    n, L = a.shape
-    prod = a * b
-    width = -(-L // 16) * 16
-    if width != L:  # zero padding: adding +0.0 to a lane leaves it unchanged
-        prod = torch.cat((prod, prod.new_zeros((n, width - L))), 1)
-    chunks = prod.reshape(n, width // 16, 16)
-    lanes = chunks[:, 0]
-    for c in range(1, chunks.shape[1]):
-        lanes = lanes + chunks[:, c]
-    for half in (8, 4, 2, 1):
-        lanes = lanes[:, :half] + lanes[:, half:2 * half]
-    return lanes[:, 0]
+    return lane_sum(a * b)
 
 
 # ------------------------------------------------------------------------------ k-means

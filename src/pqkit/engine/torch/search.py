@@ -26,7 +26,8 @@ import torch
 
 from ._common import (INF, RangeCollector, budget, checked, finish, finite_bound,
                       merge_topk, parse_metric, positive, query_batches, to_device, to_host, topk)
-from .pq import check_pq, lane_dot, nearest, sqnorms, sub_tables, unpack_codes
+from . import exact
+from .pq import check_pq, lane_dot, lane_sum, sqnorms, sub_tables, unpack_codes
 from .selector import check_selector
 
 
@@ -46,7 +47,8 @@ def all_finite(x, max_abs=math.inf) -> bool:
 
 def engine_sqnorms(device, x, n_threads):
     x = checked(x, np.float32, "x", (-1, -1))
-    return to_host(sqnorms(to_device(x, device)))
+    xt = to_device(x, device)
+    return to_host(lane_sum(xt * xt))  # the 16-lane order, as the exact search uses them
 
 
 def _keys(xq: torch.Tensor, y: torch.Tensor, ynorms, l2: bool) -> torch.Tensor:
@@ -57,12 +59,7 @@ def _keys(xq: torch.Tensor, y: torch.Tensor, ynorms, l2: bool) -> torch.Tensor:
     return -dots
 
 
-def _direct_keys(xq: torch.Tensor, vectors: torch.Tensor, l2: bool) -> torch.Tensor:
-    """Keys computed directly for per-query candidates ``vectors`` ``(a, c, d)``."""
-    if l2:
-        diff = vectors - xq[:, None, :]
-        return (diff * diff).sum(-1)
-    return -(vectors * xq[:, None, :]).sum(-1)
+_direct_keys = exact.direct_keys  # keys of per-query candidates, in the core's order
 
 
 def _masked(keys, valid):
@@ -121,8 +118,20 @@ class _TopK:
 def flat_search(device, x, y, k, metric, n_threads, norms=None, selector=None):
     k = positive(k, "k")
     nq = checked(x, np.float32, "x", (-1, -1)).shape[0]
-    best = _TopK(device, nq, k)
-    return best.result(_flat(device, x, y, metric, norms, selector, best))
+    wide = k + exact.MARGIN
+    best = _TopK(device, nq, wide)
+    l2 = _flat(device, x, y, metric, norms, selector, best)
+    # The matrix product chose the candidates; their keys in the core's order decide.
+    xt, yt = to_device(x, device), to_device(y, device)
+    ynorms = to_device(norms, device) if (l2 and norms is not None) else None
+    out = _TopK(device, nq, k)
+    for qb, qe in query_batches(torch.full((nq,), wide * x.shape[1]), budget(device)):
+        ids = best.ids[qb:qe]
+        rows = yt[ids.clamp_min(0)]
+        keys = exact.norm_keys(xt[qb:qe], rows, None if ynorms is None else
+                               ynorms[ids.clamp_min(0)], l2, False)
+        out(_masked(keys, ids >= 0), ids, qb)
+    return out.result(l2)
 
 
 def flat_range_search(device, x, y, radius, metric, n_threads, max_results, norms=None,
@@ -140,7 +149,23 @@ def coarse_assign(device, x, centroids, metric, n_threads):
     centroids = checked(centroids, np.float32, "centroids", (-1, x.shape[1]))
     positive(centroids.shape[0], "nlist")
     ct = to_device(centroids, device)
-    labels, dist = nearest(to_device(x, device), ct, sqnorms(ct) if l2 else None, l2)
+    xt = to_device(x, device)
+    n, nlist = xt.shape[0], ct.shape[0]
+    wide = min(nlist, 1 + exact.MARGIN)
+    cnorms = lane_sum(ct * ct) if l2 else None
+    labels = torch.empty(n, dtype=torch.int64, device=device)
+    dist = torch.empty(n, dtype=torch.float32, device=device)
+    step = max(budget(device) // max(nlist, wide * x.shape[1]), 1)
+    for b in range(0, n, step):
+        xq = xt[b:b + step]
+        cand = torch.topk(_keys(xq, ct, sqnorms(ct) if l2 else None, l2), wide, dim=1,
+                          largest=False).indices
+        # The core's keys for the few nearest by the matrix product; the first smallest wins.
+        keys = (exact.nearest_keys(xq, ct[cand], cnorms[cand]) if l2
+                else exact.norm_keys(xq, ct[cand], None, False, False))
+        keys, cand = exact.sort_by_key_then_index(keys, cand)
+        labels[b:b + step] = cand[:, 0]
+        dist[b:b + step] = keys[:, 0] if l2 else -keys[:, 0]
     return to_host(labels), to_host(dist)
 
 
@@ -199,6 +224,7 @@ class CoarseQuantizer:
         self.l2 = parse_metric(metric)
         self.centroids = to_device(centroids.copy(), self.device)
         self.norms = sqnorms(self.centroids)
+        self.lane_norms = lane_sum(self.centroids * self.centroids)
 
     @property
     def nlist(self) -> int:
@@ -212,12 +238,20 @@ class CoarseQuantizer:
         """The ``n`` nearest lists of each query, nearest first, and their coarse keys
         (``||q - y_l||^2``, or ``-<q, y_l>``)."""
         nq = xt.shape[0]
+        wide = min(self.nlist, n + exact.MARGIN)
         keys = torch.empty((nq, n), dtype=torch.float32, device=xt.device)
         lists = torch.empty((nq, n), dtype=torch.int64, device=xt.device)
-        step = max(budget(xt.device) // self.nlist, 1)
+        step = max(budget(xt.device) // max(self.nlist, wide * self.d), 1)
+        sequential = self.d <= exact.SEQUENTIAL_MAX_DIM
         for b in range(0, nq, step):
-            k = _keys(xt[b:b + step], self.centroids, self.norms, self.l2)
-            keys[b:b + step], lists[b:b + step] = torch.topk(k, n, dim=1, largest=False)
+            xq = xt[b:b + step]
+            k = _keys(xq, self.centroids, self.norms, self.l2)
+            cand = torch.topk(k, wide, dim=1, largest=False).indices
+            # The matrix product picked the lists; the core's keys rank them (ties: lower list).
+            exact_keys = exact.norm_keys(xq, self.centroids[cand], self.lane_norms[cand], self.l2,
+                                         sequential)
+            exact_keys, cand = exact.sort_by_key_then_index(exact_keys, cand)
+            keys[b:b + step], lists[b:b + step] = exact_keys[:, :n], cand[:, :n]
         return keys, lists
 
 
