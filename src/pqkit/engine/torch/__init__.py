@@ -8,15 +8,20 @@ arrays an index makes :meth:`TorchEngine.resident` (an IndexFlat's vectors). Onl
 travel to the device and ``(D, I)`` back; the generic calls take and return NumPy arrays, as
 the protocol says.
 
-Results against the other engines. Codes, tables and ADC sums follow the compiled core's
-order where a tensor operation allows it (per-coordinate sums over a sub-vector, per
-sub-quantizer sums of table entries, the bias before the coarse term), but whole-vector
-distances (exact search, coarse probing, k-means assignment) go through a matrix product,
-whose summation order is the library's. So distances agree within float rounding (the tests
-hold them to a relative tolerance) and ids agree except where two candidates' keys are that
-close (near-ties); top-k selection of equal keys may also keep another id than the other
-engines' smaller-id rule, which the result order then applies. k-means and PQ training follow
-the same algorithm with torch's random numbers, so trained centroids differ.
+Results against the other engines. A matrix product (the fast way on a GPU) chooses the
+candidates of exact search, coarse probing and nearest-centroid assignment, with a margin; the
+keys of those candidates, the codes, distance tables, per-code biases and ADC sums are then
+computed in the compiled core's float order (16-lane or sequential sums, the bias before the
+coarse term; see :mod:`.exact`), one tensor operation per step, with no fused multiply-add.
+So distances equal the core's bit for bit wherever both engines choose the same candidates,
+and ids differ only at near-ties: rows whose keys are within the matrix product's rounding of
+each other at the edge of a selection (the tests hold the engine to a stated tolerance and tie
+rule, which also covers a GPU's arithmetic). Among equal keys the smallest ids are kept and the
+result is ordered by ``(key, id)``, as in every engine. Range searches compare the matrix
+product's keys with the radius (a row within rounding of the radius may fall either way).
+An IndexRefine's first stage ranks its candidates by exact ADC keys, as the Numba engine does,
+where the core ranks them by byte-quantized estimates. k-means and PQ training follow the same
+algorithm with torch's random numbers, so trained centroids differ.
 
 There are no SIMD levels (``simd_level()`` is ``"scalar"``); ``n_threads`` is accepted and
 ignored (torch chooses its own parallelism). ``estimates=True`` ranks by the exact keys, as
