@@ -44,7 +44,6 @@ its Pareto frontier (the rows no other row of that line beats on both recall and
 from __future__ import annotations
 
 import argparse
-import statistics
 import importlib.util
 import json
 import os
@@ -848,6 +847,15 @@ def anisotropic_lines(raw: dict) -> list[str]:
     return lines
 
 
+def gpu_lines(raw: dict) -> list[str]:
+    """``gpu/results/gpu.json`` (``bench/gpu/run.py``): drawn by ``bench/gpu/report.py``."""
+    spec = importlib.util.spec_from_file_location("pqkit_bench_gpu_report",
+                                                  BENCH_DIR / "gpu" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.gpu_lines(raw)
+
+
 def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Path, targets=RECALL_TARGETS) -> str:
     """The Markdown of ``docs/performance.md``, drawn from the raw results only."""
     results_dir = out_dir
@@ -867,6 +875,8 @@ def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Pat
         ("## Range search against faiss", raw_dir / "raw" / "range.json", range_lines),
         ("## A memory-mapped index against a loaded one", raw_dir / "raw" / "mmap.json", mmap_lines),
         ("## Recall per bit: anisotropic PQ", raw_dir / "raw" / "anisotropic.json", anisotropic_lines),
+        ("## The torch engine on a GPU against faiss-gpu and cuVS",
+         BENCH_DIR / "gpu" / "results" / "gpu.json", gpu_lines),
     ]
     for title, path, draw in sections:
         raw = load_json(path)

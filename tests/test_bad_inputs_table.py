@@ -753,7 +753,7 @@ def build_cases(backend, data, trained, tmp_path):
          "sse9"),
         ("set_simd_level(2)", lambda: pqkit.set_simd_level(2), TypeError, "level must be a str"),
         ("set_backend('gpu')", lambda: pqkit.set_backend("gpu"), ValueError,
-         r"backend must be one of \['cpp', 'numba'\], got 'gpu'"),
+         r"backend must be one of \['cpp', 'numba', 'torch'\], got 'gpu'"),
         ("set_backend(1)", lambda: pqkit.set_backend(1), TypeError, "backend must be a str"),
     ]:
         add(label, call, error, match)

@@ -1,6 +1,6 @@
-"""Both engines satisfy pqkit.engine.protocol, and the Python layer calls nothing outside it.
+"""Every engine satisfies pqkit.engine.protocol, and the Python layer calls nothing outside it.
 
-The Numba engine's calls are compared with the protocol by ``inspect.signature``; the compiled
+The Numba and torch engines' calls are compared with the protocol by ``inspect.signature``; the compiled
 core's functions carry no inspectable signature, so their parameter names and defaults are read
 from the first line of the pybind11 docstring, ``name(arg: type, ...) -> result``.
 """
@@ -45,6 +45,7 @@ def _properties(cls) -> list:
 
 ENGINE_CALLS = _methods(protocol.Engine)
 OPTIONAL_CALLS = _methods(protocol.OptionalCalls)
+RESIDENT_CALLS = _methods(protocol.ResidentCalls)
 CLASS_METHODS = [(cls, name) for cls in CLASSES for name in _methods(CLASSES[cls])]
 
 
@@ -81,6 +82,13 @@ def numba_engine():
 
 
 @pytest.fixture(scope="module")
+def torch_engine():
+    if "torch" not in engine.available_backends():
+        skip_or_fail("the gpu extra is not installed: pip install 'pqkit[gpu]'")
+    return engine.core("torch", "cpu")
+
+
+@pytest.fixture(scope="module")
 def cpp_engine():
     if "cpp" not in engine.available_backends():
         skip_or_fail("the compiled core is not built for this platform")
@@ -97,37 +105,57 @@ def test_protocol_members_are_collected_and_documented():
     assert {"_set_min_split_bytes", "greedy_kcenter", "micro_memory_read",
             "micro_scan"} <= set(OPTIONAL_CALLS)
     assert not set(ENGINE_CALLS) & set(OPTIONAL_CALLS)
+    assert RESIDENT_CALLS == ["resident"] and not set(RESIDENT_CALLS) & set(ENGINE_CALLS)
     assert {"add", "export", "list_codes", "list_ids", "list_sizes", "locate",
             "memory_usage_bytes", "remove_ids", "reset", "set_bias"} <= set(
                 _methods(protocol.InvertedLists))
-    for cls in (protocol.Engine, protocol.OptionalCalls, *CLASSES.values()):
+    for cls in (protocol.Engine, protocol.OptionalCalls, protocol.ResidentCalls,
+                *CLASSES.values()):
         for name, member in _declared(cls).items():
             doc = (member.fget if isinstance(member, property) else member).__doc__
             assert doc and doc.strip(), f"{cls.__name__}.{name} has no docstring"
             typing.get_type_hints(member.fget if isinstance(member, property) else member)
 
 
-# ------------------------------------------------------------------------------- Numba engine
+# ------------------------------------------------------------------------------- Python engines
 def test_numba_engine_exports_exactly_the_protocol(numba_engine):
     assert sorted(numba_engine.__all__) == ENGINE_CALLS
     assert isinstance(numba_engine, protocol.Engine)
     assert not isinstance(numba_engine, protocol.OptionalCalls)
+    assert not isinstance(numba_engine, protocol.ResidentCalls)
 
 
-@pytest.mark.parametrize("name", ENGINE_CALLS)
-def test_numba_call_matches_the_protocol(numba_engine, name):
-    call = getattr(numba_engine, name, None)
-    assert call is not None, f"the Numba engine has no {name}"
+def test_torch_engine_exports_exactly_the_protocol(torch_engine):
+    """The torch engine has the Engine calls and the resident call, nothing optional."""
+    assert sorted(torch_engine.__all__) == sorted(ENGINE_CALLS + RESIDENT_CALLS)
+    assert isinstance(torch_engine, protocol.Engine)
+    assert isinstance(torch_engine, protocol.ResidentCalls)
+    assert not isinstance(torch_engine, protocol.OptionalCalls)
+
+
+PYTHON_ENGINE_CALLS = ([("numba", name) for name in ENGINE_CALLS]
+                       + [("torch", name) for name in ENGINE_CALLS + RESIDENT_CALLS])
+
+
+@pytest.mark.parametrize("backend, name", PYTHON_ENGINE_CALLS)
+def test_python_engine_call_matches_the_protocol(request, backend, name):
+    core = request.getfixturevalue(f"{backend}_engine")
+    call = getattr(core, name, None)
+    assert call is not None, f"the {backend} engine has no {name}"
     params = list(inspect.signature(call).parameters.values())
     assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params), (name, params)
     got = [(p.name, NO_DEFAULT if p.default is p.empty else p.default) for p in params]
-    assert got == _protocol_params(getattr(protocol.Engine, name))
+    declared = getattr(protocol.ResidentCalls if name in RESIDENT_CALLS else protocol.Engine,
+                       name)
+    assert got == _protocol_params(declared)
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
 @pytest.mark.parametrize("cls, name", CLASS_METHODS)
-def test_numba_method_matches_the_protocol(numba_engine, cls, name):
-    method = getattr(getattr(numba_engine, cls), name, None)
-    assert callable(method), f"the Numba engine's {cls} has no method {name}"
+def test_python_engine_method_matches_the_protocol(request, backend, cls, name):
+    core = request.getfixturevalue(f"{backend}_engine")
+    method = getattr(getattr(core, cls), name, None)
+    assert callable(method), f"the {backend} engine's {cls} has no method {name}"
     params = list(inspect.signature(method).parameters.values())[1:]  # without self
     got = [(p.name, NO_DEFAULT if p.default is p.empty else p.default) for p in params]
     assert got == _protocol_params(getattr(CLASSES[cls], name))
@@ -183,7 +211,7 @@ def _objects(core) -> dict:
     }
 
 
-@pytest.mark.parametrize("backend", ["numba", "cpp"])
+@pytest.mark.parametrize("backend", ["numba", "cpp", "torch"])
 def test_engine_objects_have_the_protocol_properties(request, backend):
     core = request.getfixturevalue(f"{backend}_engine")
     for cls, obj in _objects(core).items():
@@ -301,7 +329,7 @@ def test_the_scan_finds_calls_outside_the_protocol():
 
 
 def test_python_layer_calls_only_the_protocol():
-    allowed = set(ENGINE_CALLS) | set(OPTIONAL_CALLS)
+    allowed = set(ENGINE_CALLS) | set(OPTIONAL_CALLS) | set(RESIDENT_CALLS)
     sources = {str(p.relative_to(PACKAGE.parent)): p.read_text(encoding="utf-8")
                for p in _python_layer()}
     calls, members = engine_uses(sources)
@@ -316,7 +344,7 @@ def test_python_layer_calls_only_the_protocol():
     all_calls = set().union(*calls.values())
     assert {"flat_search", "rerank", "rerank_pq", "sqnorms", "coarse_assign", "kmeans",
             "pq_train", "pq_encode", "pq_decode", "pq_search", "ivfflat_search", "ivfpq_search",
-            "ivfpq_code_bias", "all_finite", "greedy_kcenter", "InvertedLists",
+            "ivfpq_code_bias", "all_finite", "greedy_kcenter", "resident", "InvertedLists",
             "CoarseQuantizer", "PQCodebooks"} <= all_calls
     used_members = {name for found in members.values() for cls, name in found}
     assert {"add", "export", "locate", "remove_ids", "reset", "ntotal"} <= used_members

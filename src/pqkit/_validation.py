@@ -495,6 +495,65 @@ def as_float_matrix(x, d: int | None = None, name: str = "x", check_finite_value
     return arr
 
 
+def is_torch_tensor(x) -> bool:
+    """Whether ``x`` is a torch tensor (decided without importing torch)."""
+    return type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "device")
+
+
+def as_device_matrix(x, d: int, device: str, name: str = "x", normalize: bool = False):
+    """Validate a torch tensor of vectors where it lies, for an index on the torch engine.
+
+    Parameters
+    ----------
+    x : torch.Tensor of floating dtype, shape (n, d) or (d,)
+        On the index's device; converted to float32 there (a copy only when needed).
+    d : int
+    device : str
+        The index's device ("cpu", "cuda:0", ...).
+    name : str
+    normalize : bool
+        Scale every row to unit L2 norm (the "cosine" metric); zero rows are refused.
+
+    Returns
+    -------
+    torch.Tensor of float32, shape (n, d), contiguous, on ``device``
+
+    Raises
+    ------
+    TypeError
+        A non-floating dtype.
+    ValueError
+        Another device, a wrong shape, NaN/inf or values beyond :func:`max_abs_value`, a zero row
+        under ``normalize``.
+    """
+    import torch
+
+    if x.device != torch.device(device):
+        raise ValueError(f"{name} is on device {str(x.device)!r}, the index on {device!r}; move "
+                         f"it with {name}.to({device!r}) (or index.to('torch', device=...))")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}; convert it with "
+                        f"{name}.float()")
+    if x.dim() == 1:
+        x = x[None, :]
+    if x.dim() != 2 or x.shape[1] != d:
+        raise ValueError(f"{name} must have shape (n, {d}), got {tuple(x.shape)}")
+    x = x.detach().to(torch.float32).contiguous()
+    if x.numel():
+        bound = max_abs_value(d)
+        if not bool(torch.isfinite(x).all()) or float(x.abs().max()) > bound:
+            raise ValueError(f"{name} holds NaN, inf or values beyond {bound:.3g} (the largest "
+                             f"magnitude whose squared distances fit float32 for d={d}); clean "
+                             "or rescale the vectors")
+    if normalize and x.shape[0]:
+        norms = torch.linalg.vector_norm(x.double(), dim=1)
+        if bool((norms == 0).any()):
+            raise ValueError(f"{name} has all-zero row(s); the cosine metric needs a direction "
+                             "for every vector: drop zero rows or use metric='l2'/'ip'")
+        x = (x / norms[:, None]).to(torch.float32).contiguous()
+    return x
+
+
 def normalize_rows(x: np.ndarray, name: str = "x") -> np.ndarray:
     """Return a copy of float32 ``x`` (n, d) with every row scaled to unit L2 norm.
 

@@ -1,10 +1,18 @@
-"""Engine selection: the compiled C++ core (``"cpp"``) or the portable Numba engine (``"numba"``).
+"""Engine selection: the compiled C++ core (``"cpp"``), the portable Numba engine (``"numba"``) or
+the torch engine (``"torch"``, on a CUDA GPU or the CPU; ``pip install 'pqkit[gpu]'``).
 
 Both engines expose the same functions and classes (see :mod:`pqkit.engine.numba`), and give
 the same codes, ids and distances for the same codebooks and centroids; only training draws
 different random numbers. Every index, quantizer and :class:`pqkit.KMeans` takes
 ``backend=None``, meaning the global default :func:`get_backend`, and keeps the engine it was
 built with (its prepared objects belong to that engine).
+
+The torch engine also has a device: ``backend="torch", device="cuda"`` (or ``"cpu"``, or
+``"cuda:1"``); ``device="cuda"`` alone implies ``backend="torch"``, and ``device=None`` with
+``"torch"`` means the first CUDA device when there is one, else the CPU. :func:`core` takes the
+device and returns the engine object of that device, whose prepared objects live there. Its
+results equal the other engines' up to float rounding (see :mod:`pqkit.engine.torch`).
+Importing pqkit never imports torch; the first use of ``"torch"`` does.
 
 The default is ``"cpp"``. It becomes ``"numba"``, with a :class:`BackendWarning`, when
 ``pqkit.engine._core`` cannot be imported (not built for this platform or Python, or missing). The
@@ -28,12 +36,14 @@ __all__ = [
     "core",
     "get_backend",
     "resolve",
+    "resolve_device",
+    "resolve_engine",
     "set_backend",
     "set_simd_level",
     "simd_level",
 ]
 
-BACKENDS = ("cpp", "numba")
+BACKENDS = ("cpp", "numba", "torch")
 
 
 class BackendWarning(RuntimeWarning):
@@ -56,7 +66,8 @@ def _load(name: str):
             return _modules[name]
         if name in _errors:
             return None
-        module_name = "pqkit.engine._core" if name == "cpp" else "pqkit.engine.numba"
+        module_name = {"cpp": "pqkit.engine._core", "numba": "pqkit.engine.numba",
+                       "torch": "pqkit.engine.torch"}[name]
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
@@ -81,7 +92,7 @@ def _check_name(name) -> str:
 
 
 def available_backends() -> list:
-    """Engines that can be loaded here: a sublist of ``["cpp", "numba"]``."""
+    """Engines that can be loaded here: a sublist of ``["cpp", "numba", "torch"]``."""
     return [name for name in BACKENDS if _load(name) is not None]
 
 
@@ -93,8 +104,8 @@ def _initial_default() -> str:
             BackendWarning, stacklevel=3,
         )
         wanted = ""
-    if wanted == "numba":
-        return "numba"
+    if wanted in ("numba", "torch"):
+        return wanted
     if _load("cpp") is not None:
         return "cpp"
     if _load("numba") is None:
@@ -118,7 +129,7 @@ _default = None
 
 
 def get_backend() -> str:
-    """The default engine for new objects: ``"cpp"`` or ``"numba"``."""
+    """The default engine for new objects: ``"cpp"``, ``"numba"`` or ``"torch"``."""
     global _default
     if _default is None:
         _default = _initial_default()
@@ -130,7 +141,7 @@ def set_backend(name) -> None:
 
     Parameters
     ----------
-    name : {"cpp", "numba"} or None
+    name : {"cpp", "numba", "torch"} or None
         None restores the import-time default.
 
     Raises
@@ -155,15 +166,49 @@ def resolve(backend) -> str:
     return name
 
 
-def core(name: str):
-    """The engine module for ``name`` (the compiled ``_core`` or :mod:`pqkit.engine.numba`)."""
+def resolve_device(backend: str, device):
+    """Validate a ``device`` argument for the engine ``backend`` (already resolved).
+
+    Returns None for the CPU engines ("cpp", "numba"; which take only ``device=None`` or
+    ``"cpu"``) and the canonical device name for "torch" (``"cpu"``, ``"cuda:0"``, ...).
+
+    Raises
+    ------
+    ValueError
+        A device the engine does not run on, or a CUDA device this machine lacks (the message
+        says how to get one).
+    """
+    if backend != "torch":
+        if device is None or (isinstance(device, str) and device == "cpu"):
+            return None
+        raise ValueError(f"device={device!r} needs the torch engine: use backend='torch' "
+                         f"(pip install 'pqkit[gpu]'); the {backend!r} engine runs on the CPU "
+                         "only")
+    core("torch")  # ValueError naming the extra when torch is not installed
+    return str(_load("torch").resolve_device(device))
+
+
+def resolve_engine(backend, device):
+    """``(backend, device)`` of an object: ``device`` set alone (not "cpu") means "torch"."""
+    if backend is None and device is not None and not (isinstance(device, str)
+                                                       and device == "cpu"):
+        backend = "torch"
+    name = resolve(backend)
+    return name, resolve_device(name, device)
+
+
+def core(name: str, device=None):
+    """The engine for ``name``: the compiled ``_core``, :mod:`pqkit.engine.numba`, or the torch
+    engine object of ``device`` (see :func:`resolve_device`)."""
     module = _load(name)
     if module is None:
-        hint = ("pip install 'pqkit[numba]'" if name == "numba"
-                else "reinstall pqkit for this platform, or use backend='numba'")
+        hint = {"numba": "pip install 'pqkit[numba]'", "torch": "pip install 'pqkit[gpu]'"}.get(
+            name, "reinstall pqkit for this platform, or use backend='numba'")
         raise ValueError(
             f"backend {name!r} is not available here ({_import_error(name)}); {hint}"
         )
+    if name == "torch":
+        return module.engine_for(device)
     return module
 
 

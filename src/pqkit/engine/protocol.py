@@ -51,6 +51,7 @@ __all__ = [
     "Metric",
     "OptionalCalls",
     "PQCodebooks",
+    "ResidentCalls",
     "RangeResult",
     "SearchResult",
 ]
@@ -917,3 +918,29 @@ class OptionalCalls(Protocol):
     def _set_min_split_bytes(self, bytes: int) -> int:
         """Test hook: the code bytes per thread above which one query's scan is split over
         threads; returns the previous value."""
+
+
+@runtime_checkable
+class ResidentCalls(Protocol):
+    """The call of an engine whose data lives on a device (the torch engine).
+
+    Not part of :class:`Engine`: a caller checks ``hasattr`` first; on the CPU engines the NumPy
+    array itself is what the calls read.
+    """
+
+    def resident(self, x: NDArray) -> object:
+        """A copy of ``x`` held on the engine's device.
+
+        Every call of this engine that takes an array accepts the copy in place of ``x`` (the
+        same dtype and shape) and reads it without moving it again; the caller keeps it while
+        ``x`` is unchanged and drops it when ``x`` changes.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, C-contiguous
+
+        Returns
+        -------
+        object
+            The engine's handle (a torch tensor on the device).
+        """

@@ -75,6 +75,7 @@ Persistence
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 from typing import Protocol, runtime_checkable
 
@@ -82,6 +83,8 @@ import numpy as np
 
 from .. import engine, io as _io, metrics, _threads
 from .._validation import (
+    as_device_matrix,
+    is_torch_tensor,
     as_float_matrix,
     check_id_scalar,
     check_ids,
@@ -98,6 +101,19 @@ from .._validation import (
 )
 from ..filters import as_selector
 from .params import NAMES as PARAMETER_NAMES, RANGE_NAMES, SearchParams
+
+#: The engine and device that :meth:`Index.to` rebuilds an index on: the types' ``_from_state``
+#: construct their indexes (and the indexes they wrap) without naming an engine, so while it is
+#: set, an index made without an explicit engine gets this one.
+_ENGINE_OVERRIDE = contextvars.ContextVar("pqkit_engine_override", default=None)
+
+
+def _engine_override(backend, device) -> tuple:
+    """``(backend, device)`` of a new index: as given, or :meth:`Index.to`'s target."""
+    override = _ENGINE_OVERRIDE.get()
+    if override is not None and backend is None and device is None:
+        return override
+    return backend, device
 
 __all__ = ["CandidateSource", "Index", "Reranker"]
 
@@ -267,8 +283,10 @@ class Index:
         Bytes stored per vector (excluding its 8-byte id).
     n_threads : int or None
         Worker threads; None uses :func:`pqkit.get_num_threads`.
-    backend : {"cpp", "numba"}
-        The engine (read-only; chosen at construction).
+    backend : {"cpp", "numba", "torch"}
+        The engine (read-only; chosen at construction, changed by :meth:`to`).
+    device : str or None
+        The torch engine's device ("cpu", "cuda:0", ...), None for the CPU engines.
     search_parameters : tuple of str
         The per-call parameters :meth:`search` takes (``range_search`` takes those of them
         among ``nprobe`` and ``filter``).
@@ -282,7 +300,7 @@ class Index:
     #: declares its own, and wrappers add those of the index they wrap.
     search_parameters = ("filter",)
 
-    def __init__(self, d, metric="l2", n_threads=None, backend=None):
+    def __init__(self, d, metric="l2", n_threads=None, backend=None, device=None):
         if type(self) is Index:
             raise TypeError(
                 "Index is an abstract base class; use IndexFlat, IndexPQ, IndexIVFFlat, "
@@ -292,7 +310,7 @@ class Index:
         self._metric = check_metric(metric)
         self._metric_info = metrics.get(self._metric)
         self._n_threads = check_n_threads(n_threads)
-        self._backend = engine.resolve(backend)
+        self._backend, self._device = engine.resolve_engine(*_engine_override(backend, device))
         self._lock = _ReadWriteLock()
         self._mapped_path = None  # the file of an index loaded with pqkit.load(path, mmap=True)
 
@@ -303,8 +321,52 @@ class Index:
         return self._backend
 
     @property
+    def device(self):
+        """The torch engine's device ("cpu", "cuda:0", ...), or None for the CPU engines."""
+        return self._device
+
+    @property
     def _engine(self):
-        return engine.core(self._backend)
+        return engine.core(self._backend, self._device)
+
+    def to(self, backend, device=None) -> "Index":
+        """The same index on another engine (or device), without retraining.
+
+        The index's saved state (what :func:`pqkit.save` writes: centroids, codebooks, codes,
+        ids, parameters) is rebuilt on the new engine, so the two save identical files and
+        search alike (the torch engine up to float rounding; see :mod:`pqkit.engine.torch`).
+        The original is left as it was.
+
+        Parameters
+        ----------
+        backend : {"cpp", "numba", "torch"}
+        device : str or None
+            For "torch": "cuda", "cuda:N" or "cpu" (None: a CUDA device when there is one).
+
+        Returns
+        -------
+        Index
+            A new index of the same type.
+
+        Raises
+        ------
+        ValueError
+            An unknown engine, a device the engine lacks (CUDA asked for and absent), or a
+            memory-mapped index (load it into memory first).
+        """
+        name, dev = engine.resolve_engine(backend, device)
+        if self._mapped_path is not None:
+            raise ValueError("cannot move a memory-mapped index to another engine; load it with "
+                             "pqkit.load(path) (not mmap=True) first")
+        with self._lock.read():
+            params, arrays = self._get_state()
+        token = _ENGINE_OVERRIDE.set((name, dev))
+        try:
+            moved = type(self)._from_state(params, arrays)
+        finally:
+            _ENGINE_OVERRIDE.reset(token)
+        moved._n_threads = self._n_threads
+        return moved
 
     @property
     def d(self) -> int:
@@ -351,8 +413,17 @@ class Index:
     def _name(self) -> str:
         return type(self).__name__
 
-    def _prepare(self, x, name: str = "x") -> np.ndarray:
-        """Validate and convert vectors; normalise rows for the cosine metric."""
+    def _prepare(self, x, name: str = "x", keep_tensor: bool = False) -> np.ndarray:
+        """Validate and convert vectors; normalise rows for the cosine metric.
+
+        With ``keep_tensor`` (searches), a torch tensor given to a torch-engine index stays on
+        its device (validated and normalised there; only the results come back); any other
+        tensor is copied to NumPy."""
+        if is_torch_tensor(x):
+            if keep_tensor and self._backend == "torch":
+                return as_device_matrix(x, self._d, self._device, name,
+                                        self._metric_info.normalizes)
+            x = x.detach().cpu().numpy()
         x = as_float_matrix(x, self._d, name=name)
         if self._metric_info.normalizes and x.shape[0]:
             x = normalize_rows(x, name)
@@ -856,7 +927,7 @@ class Index:
     def _locked_search(self, x, k, run, params):
         check_trained(self.is_trained, self._name())
         k = check_k(k)
-        x = self._prepare(x)
+        x = self._prepare(x, keep_tensor=True)
         params = self._search_params(x.shape[0], params)
         check_result_size(x.shape[0], k)
         with self._lock.read():
@@ -866,7 +937,7 @@ class Index:
 
     def _locked_range_search(self, x, radius, params, cap):
         check_trained(self.is_trained, self._name())
-        x = self._prepare(x)
+        x = self._prepare(x, keep_tensor=True)
         params = self._search_params(x.shape[0], params, "range_search")
         with self._lock.read():
             if x.shape[0] == 0 or self.ntotal == 0:

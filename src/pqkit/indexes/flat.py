@@ -53,8 +53,8 @@ class IndexFlat(Index):
 
     _training_changes_codes = False
 
-    def __init__(self, d, metric="l2", n_threads=None, *, backend=None):
-        super().__init__(d, metric, n_threads, backend)
+    def __init__(self, d, metric="l2", n_threads=None, *, backend=None, device=None):
+        super().__init__(d, metric, n_threads, backend, device)
         self._store = _RowStore(self._d, np.float32)
 
     def _ntotal(self) -> int:
@@ -87,7 +87,20 @@ class IndexFlat(Index):
         if self._core_metric != "l2":
             return None
         data = self._store.data
-        return self._store.derived("sqnorms", lambda: self._engine.sqnorms(data, self._nt()))
+        core = self._engine
+        if hasattr(core, "resident"):  # a device engine keeps them on its device
+            return self._store.derived(
+                "sqnorms", lambda: core.resident(core.sqnorms(data, self._nt())))
+        return self._store.derived("sqnorms", lambda: core.sqnorms(data, self._nt()))
+
+    def _vectors(self):
+        """The stored rows as the engine reads them: on a device engine (torch), a copy on its
+        device made once and kept until the rows change, so a search moves only its queries."""
+        data = self._store.data
+        core = self._engine
+        if hasattr(core, "resident"):
+            return self._store.derived("resident rows", lambda: core.resident(data))
+        return data
 
     def _row_selector(self, params):
         """The engine selector of the call's filter over row numbers (the engine searches
@@ -100,13 +113,13 @@ class IndexFlat(Index):
         return selector._engine(self._engine)
 
     def _search(self, x, k, params):
-        D, rows = self._engine.flat_search(x, self._store.data, k, self._core_metric, self._nt(),
+        D, rows = self._engine.flat_search(x, self._vectors(), k, self._core_metric, self._nt(),
                                            self._norms(), self._row_selector(params))
         return D, _map_rows_to_ids(rows, self._store.ids)
 
     def _range_search(self, x, radius, params, cap):
         lims, D, rows = self._engine.flat_range_search(
-            x, self._store.data, radius, self._core_metric, self._nt(), cap, self._norms(),
+            x, self._vectors(), radius, self._core_metric, self._nt(), cap, self._norms(),
             self._row_selector(params))
         return lims, D, self._store.ids[rows]
 
@@ -124,7 +137,7 @@ class IndexFlat(Index):
     def _rerank_rows(self, x, rows, ids, k):
         """Best ``k`` of each query's candidate ``rows`` (-1: none) by exact distance, reported
         under ``ids`` (IndexRefine's second stage)."""
-        return self._engine.rerank(x, self._store.data, rows, ids, k, self._core_metric, self._nt())
+        return self._engine.rerank(x, self._vectors(), rows, ids, k, self._core_metric, self._nt())
 
     def _remove(self, ids):
         return self._store.remove(ids)

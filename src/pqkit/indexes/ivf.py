@@ -47,8 +47,8 @@ class _IndexIVF(_ListStore, Index):
 
     search_parameters = ("nprobe", "filter", "max_probe")
 
-    def __init__(self, d, nlist, metric, nprobe, seed, n_threads, backend):
-        super().__init__(d, metric, n_threads, backend)
+    def __init__(self, d, nlist, metric, nprobe, seed, n_threads, backend, device=None):
+        super().__init__(d, metric, n_threads, backend, device)
         self._nlist = check_positive_int(nlist, "nlist")
         check_fits_in_memory(
             self._nlist * _BYTES_PER_EMPTY_LIST, f"nlist={self._nlist} inverted lists",
@@ -172,7 +172,7 @@ class _IndexIVF(_ListStore, Index):
         """Train the coarse centroids by k-means on ``x`` (``coarse_niter`` iterations, the index seed)."""
         niter = check_positive_int(self.coarse_niter, "coarse_niter")
         kmeans = KMeans(self._d, self._nlist, niter=niter, seed=self._seed, n_threads=self._n_threads,
-                        backend=self._backend)
+                        backend=self._backend, device=self._device)
         # frames: _train_validated <- here <- _train <- Index.train <- user
         kmeans._train_validated(x, stacklevel=5)
         self._centroids = kmeans.centroids

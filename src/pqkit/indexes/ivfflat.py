@@ -50,8 +50,8 @@ class IndexIVFFlat(_IndexIVF):
     _layout = "rows"
 
     def __init__(self, d, nlist, metric="l2", nprobe=1, *, seed=1234, n_threads=None,
-                 backend=None):
-        super().__init__(d, nlist, metric, nprobe, seed, n_threads, backend)
+                 backend=None, device=None):
+        super().__init__(d, nlist, metric, nprobe, seed, n_threads, backend, device)
 
     def _is_trained(self) -> bool:
         return self._centroids is not None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import engine
 from .._validation import check_anisotropic_eta, check_positive_int, check_training_size
 from ..quantizers.pq import ProductQuantizer
 from . import _faiss
 from ._state import _check_code_padding, verifying
+from .base import _engine_override
 from .ivf import _IndexIVF
 from .params import SearchParams
 from .pq import (ANISOTROPIC, _HasProductQuantizer, anisotropic_param, loaded_anisotropic_eta,
@@ -84,13 +86,14 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
     """
 
     def __init__(self, d, nlist, M, nbits=8, metric="l2", nprobe=1, *, seed=1234,
-                 anisotropic_eta=None, n_threads=None, backend=None):
+                 anisotropic_eta=None, n_threads=None, backend=None, device=None):
+        backend, device = engine.resolve_engine(*_engine_override(backend, device))
         # The PQ must exist before the base constructor sizes the inverted lists by code_size.
         self._pq = ProductQuantizer(
             check_positive_int(d, "d"), M, nbits, seed=seed, n_threads=n_threads, backend=backend,
-            anisotropic_eta=check_anisotropic_eta(anisotropic_eta),
+            device=device, anisotropic_eta=check_anisotropic_eta(anisotropic_eta),
         )
-        super().__init__(d, nlist, metric, nprobe, seed, n_threads, backend)
+        super().__init__(d, nlist, metric, nprobe, seed, n_threads, backend, device)
         check_anisotropic_eta(anisotropic_eta, self._metric)
         self._pq._attach(self)
         self._bias_version = None  # (centroids, codebooks) versions the stored bias was made with

@@ -135,10 +135,10 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
     """
 
     def __init__(self, d, M, nbits=8, metric="l2", *, seed=1234, anisotropic_eta=None,
-                 n_threads=None, backend=None):
-        super().__init__(d, metric, n_threads, backend)
+                 n_threads=None, backend=None, device=None):
+        super().__init__(d, metric, n_threads, backend, device)
         self._pq = ProductQuantizer(self._d, M, nbits, seed=seed, n_threads=n_threads,
-                                    backend=self._backend,
+                                    backend=self._backend, device=self._device,
                                     anisotropic_eta=check_anisotropic_eta(anisotropic_eta,
                                                                           self._metric))
         self._pq._attach(self)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._validation import as_float_matrix, check_positive_int
+from .._validation import as_float_matrix, check_positive_int, is_torch_tensor
 from ..transforms import OPQ, PCA, LinearTransform, transform_from_state
 from . import _faiss
 from ._state import check_parts, nest_params, nest_state, unnest_state
@@ -79,7 +79,9 @@ class IndexPreTransform(Index):
             raise AttributeError(f"{type(self.index).__name__} has no nprobe")
         self.index.nprobe = value
 
-    def _prepare(self, x, name="x"):
+    def _prepare(self, x, name="x", keep_tensor=False):
+        if is_torch_tensor(x):  # the transform runs in NumPy
+            x = x.detach().cpu().numpy()
         return as_float_matrix(x, self._d, name=name)  # the wrapped index handles the metric
 
     def _ntotal(self):

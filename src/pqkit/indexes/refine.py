@@ -85,10 +85,11 @@ class IndexRefine(Index):
                 f"base_index already holds {base_index.ntotal} vectors whose exact copies are "
                 "unknown; wrap an empty index (reset() it) and add the vectors to the IndexRefine"
             )
-        super().__init__(base_index.d, base_index.metric, base_index.n_threads)
+        super().__init__(base_index.d, base_index.metric, base_index.n_threads,
+                         base_index.backend, base_index.device)
         if refine_index is None:
             refine_index = IndexFlat(base_index.d, base_index.metric, base_index.n_threads,
-                                     backend=getattr(base_index, "_backend", None))
+                                     backend=base_index.backend, device=base_index.device)
         else:
             _check_refine_index(refine_index, base_index)
             refine_index.n_threads = base_index.n_threads

@@ -60,7 +60,7 @@ class _TruncatedExtractor(FeatureExtractor):
         return {name: outputs[name] for name in self.layers}
 
 
-def aggregate(maps: dict, layers, target_dim: int) -> np.ndarray:
+def aggregate(maps: dict, layers, target_dim: int, as_tensor: bool = False) -> np.ndarray:
     """Locally aware patch features from layer outputs (the module docstring's three steps).
 
     Parameters
@@ -70,10 +70,13 @@ def aggregate(maps: dict, layers, target_dim: int) -> np.ndarray:
     layers : sequence of str
         The layers to combine, shallowest first: the first one sets the patch grid.
     target_dim : int
+    as_tensor : bool, default False
+        Return the torch tensor where the layer outputs lie (the device) instead of a NumPy copy.
 
     Returns
     -------
     numpy.ndarray of float32, shape (n, H_1, W_1, target_dim)
+        Or a float32 torch.Tensor of that shape with ``as_tensor``.
     """
     torch = _torch()
     import torch.nn.functional as F
@@ -90,6 +93,8 @@ def aggregate(maps: dict, layers, target_dim: int) -> np.ndarray:
         pooled.append(F.adaptive_avg_pool1d(vectors, target_dim))
     stacked = torch.cat(pooled, dim=2)
     reduced = F.adaptive_avg_pool1d(stacked, target_dim).reshape(n, height, width, target_dim)
+    if as_tensor:
+        return reduced.to(torch.float32).contiguous()
     return np.ascontiguousarray(reduced.cpu().numpy(), dtype=np.float32)
 
 
@@ -140,7 +145,7 @@ class PatchEmbedder:
                              f"got {choices}")
         return choices
 
-    def embed_batch(self, images, choices=None):
+    def embed_batch(self, images, choices=None, as_tensor: bool = False):
         """Patch features of a batch of uint8 images.
 
         Parameters
@@ -149,14 +154,17 @@ class PatchEmbedder:
         choices : list of lists of str, optional
             Layer choices (subsets of ``layers``, shallowest first) to aggregate from the same
             forward pass; default: ``layers`` alone.
+        as_tensor : bool, default False
+            Keep the features on the extractor's device as torch tensors (no copy to the host).
 
         Returns
         -------
         numpy.ndarray of float32, shape (n, h, w, target_dim)
-            Or, with ``choices``, a list of such arrays, one per choice.
+            Or, with ``choices``, a list of such arrays, one per choice (tensors with
+            ``as_tensor``).
         """
         maps = self.extractor(to_tensor(images, self.image_size))
-        arrays = [aggregate(maps, c, self.target_dim) for c in self._choices(choices)]
+        arrays = [aggregate(maps, c, self.target_dim, as_tensor) for c in self._choices(choices)]
         return arrays if choices is not None else arrays[0]
 
     def embed_paths(self, paths, progress: bool = True, desc: str = "patch features", choices=None):

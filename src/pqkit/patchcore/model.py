@@ -29,7 +29,7 @@ from .. import _atomic
 from .._validation import check_int, check_positive_int
 from .coreset import COMPRESSION_METHODS, coreset_indices, patch_variance_weights
 from .neighbors import BACKENDS, make_backend
-from .scoring import anomaly_maps, image_scores, patch_scores
+from .scoring import anomaly_maps, image_scores, patch_scores, reweighted_scores
 
 __all__ = ["PatchCore"]
 
@@ -74,6 +74,16 @@ class PatchCore:
     seed : int, default 0
     batch_size : int, default 16
     device : str, default "cpu"
+        Where the backbone runs ("cpu", "cuda", "cuda:N").
+    search_device : str or None, default "auto"
+        Where a pqkit memory bank is searched: a torch device puts the bank on pqkit's torch
+        engine there, and :meth:`predict` then keeps each batch's patch features on the device
+        from the backbone through the bank search to the patch and image scores (only the
+        nearest distance and id of each patch, and one feature per image, come back to the
+        host). "auto": ``device`` when it is a CUDA device, else None; None: the default
+        (CPU) engine. ``search_device="cpu"`` with ``device="cpu"`` runs the same path on the
+        CPU. Not saved with the model (pass it to :meth:`load`). ValueError for a backend
+        that is not pqkit's, or CUDA asked for and absent.
 
     Attributes
     ----------
@@ -88,7 +98,7 @@ class PatchCore:
     def __init__(self, backbone="efficientnet_lite0", layers=None, image_size: int = 224, target_dim: int = 128,
                  coreset_method: str = "v1", coreset_ratio: float = 0.1, projection_dim: int = 128,
                  backend: str = "pqkit_flat", backend_params: dict | None = None, num_neighbors: int = 9,
-                 seed: int = 0, batch_size: int = 16, device="cpu"):
+                 seed: int = 0, batch_size: int = 16, device="cpu", search_device="auto"):
         if coreset_method not in COMPRESSION_METHODS:
             raise ValueError(f"coreset_method must be one of {list(COMPRESSION_METHODS)}, got {coreset_method!r}")
         if not isinstance(coreset_ratio, (int, float)) or not 0 < coreset_ratio <= 1:
@@ -109,6 +119,7 @@ class PatchCore:
         self.seed = check_int(seed, "seed", minimum=0)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.device = device
+        self.search_device = _search_device(search_device, device, backend)
         self._embedder = None
 
     # ------------------------------------------------------------------ features
@@ -160,6 +171,8 @@ class PatchCore:
             selected = coreset_indices(flat, n_select, self.coreset_method, self.projection_dim, self.seed, weights)
             status(f"coreset: done in {time.perf_counter() - start:.1f} s")
         backend = make_backend(self.backend, **self.backend_params)
+        if self.search_device is not None:
+            backend.to_device(self.search_device)
         start = time.perf_counter()
         status(f"index: building {self.backend} on {n_select:,} vectors...")
         backend.fit(flat[selected])
@@ -210,6 +223,8 @@ class PatchCore:
             Anomaly maps (upsampled, Gaussian sigma 4), when ``maps``.
         """
         self._check_fitted()
+        if self.search_device is not None:
+            return self._predict_on_device(paths, progress, maps)
         features = self.embed(paths, progress=progress)
         start = time.perf_counter()
         if progress:
@@ -220,6 +235,51 @@ class PatchCore:
         if progress:
             _status(f"scoring: done in {time.perf_counter() - start:.1f} s")
         return scores, result
+
+    def _predict_on_device(self, paths, progress: bool, maps: bool):
+        """:meth:`predict` with the patch features kept on the search device, batch by batch:
+        ``generate_embedding`` (the backbone, on ``device``), ``nearest_neighbors`` (the bank on
+        the torch engine, searched with the features where they lie), then
+        ``compute_anomaly_score``. The features never travel to the host: per patch only its
+        nearest squared distance and id come back (12 bytes, against ``4 * d`` for a feature),
+        and per image the one feature ``m_test*`` the reweighting (equation 7) needs, picked on
+        the device."""
+        from tqdm.auto import tqdm
+
+        from ..vision.features import _torch, load_image
+
+        torch = _torch()
+        paths = list(paths)
+        if not paths:
+            raise ValueError("no images to score (empty list of paths)")
+        embedder = self.embedder
+        h, w, d = self.feature_shape_
+        grids, nearest, tests = [], [], []
+        device = torch.device(self.search_device)
+        for start in tqdm(range(0, len(paths), self.batch_size), disable=not progress,
+                          desc="scoring", unit="batch"):
+            images = [load_image(p) for p in paths[start:start + self.batch_size]]
+            features = embedder.embed_batch(images, as_tensor=True).to(device)
+            if tuple(features.shape[1:]) != (h, w, d):
+                raise ValueError(f"features of shape {tuple(features.shape[1:])} do not match the "
+                                 f"training features {(h, w, d)}")
+            n = features.shape[0]
+            squared, ids = self.backend_.search_on_device(features.reshape(-1, d), 1)
+            grid = np.sqrt(np.maximum(squared[:, 0], 0.0)).reshape(n, h, w).astype(np.float32)
+            best = torch.from_numpy(grid.reshape(n, -1).argmax(axis=1)).to(device)
+            m_test = features.reshape(n, -1, d)[torch.arange(n, device=device), best]
+            grids.append(grid)
+            nearest.append(ids[:, 0].reshape(n, h, w))
+            tests.append(m_test.cpu().numpy())
+        distances = np.concatenate(grids)
+        flat = distances.reshape(distances.shape[0], -1)
+        best = flat.argmax(axis=1)
+        s_star = flat[np.arange(flat.shape[0]), best].astype(np.float64)
+        m_star_ids = np.concatenate(nearest).reshape(flat.shape[0], -1)[np.arange(flat.shape[0]),
+                                                                         best]
+        scores = reweighted_scores(np.concatenate(tests), s_star, m_star_ids, self.backend_,
+                                   self.num_neighbors)
+        return scores, (anomaly_maps(distances, self.image_size) if maps else None)
 
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict:
@@ -285,7 +345,7 @@ class PatchCore:
         return None
 
     @classmethod
-    def load(cls, directory, backbone=None, device="cpu") -> "PatchCore":
+    def load(cls, directory, backbone=None, device="cpu", search_device="auto") -> "PatchCore":
         """Load a model written by :meth:`save`.
 
         Parameters
@@ -294,6 +354,8 @@ class PatchCore:
         backbone : torch.nn.Module, optional
             Required when the model was fitted with a custom module (its name is not saved).
         device : str, default "cpu"
+        search_device : str or None, default "auto"
+            As for :class:`PatchCore`; the saved bank moves there without retraining.
 
         Returns
         -------
@@ -317,11 +379,14 @@ class PatchCore:
                         coreset_method=meta["coreset_method"], coreset_ratio=meta["coreset_ratio"],
                         projection_dim=meta["projection_dim"], backend=meta["backend"],
                         backend_params=meta["backend_params"], num_neighbors=meta["num_neighbors"],
-                        seed=meta["seed"], batch_size=meta["batch_size"], device=device)
+                        seed=meta["seed"], batch_size=meta["batch_size"], device=device,
+                        search_device=search_device)
             # the sizes the bank was built with ("auto" ones resolved; older files have only backend_params)
             fitted = meta.get("fitted_backend_params", meta["backend_params"])
             model.backend_ = BACKENDS[meta["backend"]].load(os.path.join(folder, meta["backend_file"]),
                                                             meta["backend"], fitted)
+            if model.search_device is not None:
+                model.backend_.to_device(model.search_device)
             model.backend_params_ = dict(model.backend_.params)
             model.feature_shape_ = tuple(meta["feature_shape"])
             model.n_train_patches_ = meta["n_train_patches"]
@@ -333,6 +398,22 @@ class PatchCore:
 
 _COMPRESSION_NAMES = {"v1": "greedy k-center", "v2": "variance-weighted greedy k-center",
                       "random": "random sample", "all": "all patches"}
+
+
+def _search_device(search_device, device, backend: str):
+    """The torch device of a pqkit memory bank, or None for the default engine (see
+    :class:`PatchCore`)."""
+    if search_device == "auto":
+        is_cuda = isinstance(device, str) and device.split(":")[0] == "cuda"
+        search_device = device if is_cuda and backend.startswith("pqkit_") else None
+    if search_device is None:
+        return None
+    if not backend.startswith("pqkit_"):
+        raise ValueError(f"search_device needs a pqkit backend (pqkit_flat, pqkit_pq, pqkit_ivfpq, "
+                         f"pqkit_ivfpq_refine), got backend={backend!r}; use search_device=None")
+    from .. import engine
+
+    return engine.resolve_device("torch", search_device)
 
 
 def _status(text: str) -> None:

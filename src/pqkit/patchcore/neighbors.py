@@ -200,16 +200,44 @@ class Backend:
 
 class _PqkitBackend(Backend):
     file_name = "memory_bank.pqkit"
+    #: The torch device the bank lives on (the torch engine), or None for the default engine;
+    #: set by :meth:`to_device`. Not saved: a saved bank loads on any engine.
+    device = None
 
     def _make(self, d):
         raise NotImplementedError
 
     def _fit(self, bank):
         index = self._make(bank.shape[1])
+        if self.device is not None:  # trained and filled on the device
+            index = index.to("torch", device=self.device)
         if not index.is_trained:
             index.train(bank)
         index.add(bank)
         self.index = index
+
+    def to_device(self, device) -> "_PqkitBackend":
+        """Keep the bank on the torch engine of ``device`` ("cuda", "cpu", ...), or on the default
+        engine (None); a fitted bank moves without retraining (:meth:`pqkit.Index.to`).
+        ``search`` then also takes torch tensors of queries on that device, which stay there."""
+        from .. import engine
+
+        if device is not None:
+            device = engine.resolve_device("torch", device)
+        self.device = device
+        if getattr(self, "index", None) is not None:
+            self.index = (self.index.to("torch", device=device) if device is not None
+                          else self.index.to(engine.get_backend()))
+        return self
+
+    def search_on_device(self, queries, k: int = 1):
+        """Like :meth:`search` for a torch tensor of queries on the bank's device: the queries
+        are validated and searched there; only ``(D, I)`` come back (NumPy)."""
+        self._check_fitted()
+        k = check_k(k)
+        if self.n_threads is not None:
+            self.index.n_threads = self.n_threads
+        return self.index.search(queries, k)
 
     def _search(self, queries, k):
         if self.n_threads is not None:
@@ -238,6 +266,7 @@ class _PqkitBackend(Backend):
         self.index = pqkit.load(path)
         self.d_ = self.index.d
         self._after_load()
+
 
     def _after_load(self):
         pass

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["anomaly_maps", "image_auroc", "image_scores", "patch_scores", "pixel_auroc"]
+__all__ = ["anomaly_maps", "image_auroc", "image_scores", "patch_scores", "pixel_auroc",
+           "reweighted_scores"]
 
 
 def patch_scores(backend, features: np.ndarray):
@@ -68,8 +69,6 @@ def image_scores(features: np.ndarray, distances: np.ndarray, nearest: np.ndarra
     -------
     numpy.ndarray of float64, shape (n,)
     """
-    from scipy.special import softmax
-
     n = distances.shape[0]
     flat_dist = distances.reshape(n, -1)
     best = flat_dist.argmax(axis=1)
@@ -78,11 +77,36 @@ def image_scores(features: np.ndarray, distances: np.ndarray, nearest: np.ndarra
         return s_star
     if backend is None:
         raise ValueError("reweight=True needs the backend (to find the neighbours of m*)")
-    if num_neighbors < 2:
-        raise ValueError(f"num_neighbors must be >= 2 for the reweighting, got {num_neighbors}")
     d = features.shape[-1]
     m_test = features.reshape(n, -1, d)[np.arange(n), best]  # (n, d)
     m_star_ids = nearest.reshape(n, -1)[np.arange(n), best]  # (n,)
+    return reweighted_scores(m_test, s_star, m_star_ids, backend, num_neighbors)
+
+
+def reweighted_scores(m_test: np.ndarray, s_star: np.ndarray, m_star_ids: np.ndarray, backend,
+                      num_neighbors: int = 9) -> np.ndarray:
+    """The reweighting of equation 7 (module docstring), given each image's most anomalous patch.
+
+    Parameters
+    ----------
+    m_test : numpy.ndarray of float32, shape (n, d)
+        The patch feature with the largest patch score of each image.
+    s_star : numpy.ndarray of float64, shape (n,)
+        Its patch score.
+    m_star_ids : numpy.ndarray of int64, shape (n,)
+        Its nearest memory-bank id.
+    backend : Backend
+    num_neighbors : int, default 9
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n,)
+    """
+    from scipy.special import softmax
+
+    if num_neighbors < 2:
+        raise ValueError(f"num_neighbors must be >= 2 for the reweighting, got {num_neighbors}")
+    n = s_star.shape[0]
     m_star = backend.reconstruct(m_star_ids)
     _, support = backend.search(m_star, num_neighbors)
     scores = np.empty(n, dtype=np.float64)

@@ -44,10 +44,13 @@ class KMeans:
         Training uses at most ``max_points_per_centroid * k`` points (a seeded subsample).
     n_threads : int or None, default None
         Worker threads; None uses :func:`pqkit.get_num_threads`.
-    backend : {"cpp", "numba"} or None, default None
-        Engine; None uses :func:`pqkit.get_backend`. ``assign`` gives the same result on both;
-        ``train`` follows the same algorithm with another random stream (see
-        :mod:`pqkit.engine`).
+    backend : {"cpp", "numba", "torch"} or None, default None
+        Engine; None uses :func:`pqkit.get_backend`. ``assign`` gives the same result on all
+        (the torch engine up to float rounding); ``train`` follows the same algorithm with
+        another random stream (see :mod:`pqkit.engine`).
+    device : str or None, default None
+        The torch engine's device ("cuda", "cuda:N" or "cpu"); a CUDA device alone selects
+        ``backend="torch"``. ValueError when CUDA is asked for and absent.
 
     Attributes
     ----------
@@ -71,7 +74,7 @@ class KMeans:
     """
 
     def __init__(self, d, k, niter=25, seed=1234, max_points_per_centroid=256, n_threads=None,
-                 *, backend=None):
+                 *, backend=None, device=None):
         self.d = check_positive_int(d, "d")
         self.k = check_positive_int(k, "k")
         self.niter = check_positive_int(niter, "niter")
@@ -80,7 +83,7 @@ class KMeans:
             max_points_per_centroid, "max_points_per_centroid"
         )
         self.n_threads = check_n_threads(n_threads)
-        self.backend = engine.resolve(backend)
+        self.backend, self.device = engine.resolve_engine(backend, device)
         self.centroids = None
         self.objective = None
 
@@ -114,7 +117,7 @@ class KMeans:
         what = f"k-means with k={self.k}"
         check_training_size(x.shape[0], self.k, what, "at least one per centroid")
         warn_few_training_points(x.shape[0], self.k, what, stacklevel=stacklevel)
-        centroids, objective = engine.core(self.backend).kmeans(
+        centroids, objective = engine.core(self.backend, getattr(self, 'device', None)).kmeans(
             x,
             self.k,
             self.niter,
@@ -158,7 +161,7 @@ class KMeans:
         """
         check_trained(self.is_trained, "KMeans")
         x = as_float_matrix(x, self.d)
-        labels, distances = engine.core(self.backend).coarse_assign(
+        labels, distances = engine.core(self.backend, getattr(self, 'device', None)).coarse_assign(
             x, self.centroids, "l2", _threads.resolve(self.n_threads)
         )
         return distances, labels

@@ -60,9 +60,13 @@ class ProductQuantizer:
         Each sub-quantizer trains on at most ``max_points_per_centroid * ksub`` points.
     n_threads : int or None, default None
         Worker threads; None uses :func:`pqkit.get_num_threads`.
-    backend : {"cpp", "numba"} or None, default None
-        Engine; None uses :func:`pqkit.get_backend`. Both give the same codes, tables and
-        decodings for the same codebooks; trained codebooks differ (see :mod:`pqkit.engine`).
+    backend : {"cpp", "numba", "torch"} or None, default None
+        Engine; None uses :func:`pqkit.get_backend`. All give the same codes, tables and
+        decodings for the same codebooks (the torch engine up to float near-ties); trained
+        codebooks differ (see :mod:`pqkit.engine`).
+    device : str or None, default None
+        The torch engine's device (see :class:`pqkit.KMeans`); the prepared codebooks live
+        there.
     anisotropic_eta : float or None, default None
         None: plain PQ (codebooks by k-means, codes by nearest centroid). A number ``eta > 1``:
         score-aware quantization for inner-product search (Guo et al., ICML 2020, the
@@ -101,7 +105,7 @@ class ProductQuantizer:
     """
 
     def __init__(self, d, M, nbits=8, niter=25, seed=1234, max_points_per_centroid=256,
-                 n_threads=None, *, backend=None, anisotropic_eta=None):
+                 n_threads=None, *, backend=None, device=None, anisotropic_eta=None):
         self.d = check_positive_int(d, "d")
         self.M = check_positive_int(M, "M")
         if self.d % self.M != 0:
@@ -120,7 +124,7 @@ class ProductQuantizer:
             max_points_per_centroid, "max_points_per_centroid"
         )
         self.n_threads = check_n_threads(n_threads)
-        self.backend = engine.resolve(backend)
+        self.backend, self.device = engine.resolve_engine(backend, device)
         self.anisotropic_eta = check_anisotropic_eta(anisotropic_eta)
         self.ksub = 1 << self.nbits
         self.dsub = self.d // self.M
@@ -142,7 +146,7 @@ class ProductQuantizer:
 
     @property
     def _engine(self):
-        return engine.core(self.backend)
+        return engine.core(self.backend, getattr(self, "device", None))
 
     def train(self, x) -> "ProductQuantizer":
         """Train the M sub-codebooks by k-means on the sub-vectors.
