@@ -201,3 +201,57 @@ def test_cli_prints_choice_and_checks_budget_before_embedding(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pqkit retrieve index: error: memory_budget_mb=0.001 is too small") and err.count("\n") == 1
     assert not (tmp_path / "g3").exists()
+
+
+# ------------------------------------------------------------------------------------ benchmark
+def _bench_module(name: str):
+    import importlib.util
+    import sys
+
+    folder = os.path.join(os.path.dirname(__file__), "..", "bench", "retrieval")
+    sys.path.insert(0, folder)  # report.py and million.py import their siblings
+    try:
+        spec = importlib.util.spec_from_file_location(f"retrieval_bench_{name}", os.path.join(folder, f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
+
+
+def test_million_benchmark_quick_run_and_report(tmp_path, capsys):
+    """``million.py --quick`` runs every step on tiny sizes; report.py draws both tables and the plot
+    from its raw JSON into a docs page and a README part."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        skip_or_fail("faiss-cpu is not installed (test extra)")
+    _embedder()
+    try:
+        load_fashion_mnist()
+    except DatasetNotFoundError as exc:
+        skip_or_fail(str(exc))
+    million, report = _bench_module("million"), _bench_module("report")
+    out = tmp_path / "results"
+    written = million.main(["--quick", "--out", str(out)])
+    assert [p.name for p in written] == ["million_1k.json", "million_2k.json"]
+    raw = json.loads(written[1].read_text())
+    assert raw["meta"]["dataset"] == "fashion-cnn-300-real+1700-perturbed" and raw["meta"]["n"] == 2000
+    methods = {row["method"] for row in raw["rows"]}
+    assert methods == {"numpy-brute", "pqkit-Flat", "faiss-Flat", "pqkit-IVF-Flat", "faiss-IVF-Flat",
+                       "pqkit-IVF-PQ", "faiss-IVF-PQ", "pqkit-IVF-PQ-R", "faiss-IVF-PQ-R"}
+    assert all(0 <= row["precision_at_1"] <= 1 and row["latency_median_ms"] > 0 for row in raw["rows"])
+    assert [(c["name"], c["refine"]) for c in raw["choices"]] == million.CHOICES
+    assert raw["choices"][2]["description"].endswith(",RFlat") and raw["choices"][3]["k_factor"] is None
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{report.README_BEGIN}\nold\n{report.README_END}\n\n## after\n")
+    report.main(["--results", str(out), "--docs", str(tmp_path / "retrieval.md"), "--readme", str(readme)])
+    capsys.readouterr()
+    text = readme.read_text()
+    assert "old" not in text and text.endswith(f"{report.README_END}\n\n## after\n")
+    assert "| gallery choice | 1k: index (nprobe)" in text and "2k: ms/query | recall@10 | P@1" in text
+    assert "| pqkit IVF-PQ + re-ranking |" in text and "fashion-cnn-300-real+1700-perturbed" in text
+    assert "QUICK RUN" in text and "From 1k to 2k entries (2x)" in text
+    assert "![Recall vs speed at every gallery size](results/million_recall_vs_speed.png)" in text
+    assert (out / "million_recall_vs_speed.png").stat().st_size > 10_000
+    assert "## At 100k and 1M gallery entries" in (tmp_path / "retrieval.md").read_text()
