@@ -312,7 +312,9 @@ def test_browser_search_time(browser, tmp_path_factory, capsys):
         gallery, source = Gallery.load(saved), f"gallery {saved}"
     else:
         n, d = _env_int("PQKIT_WEB_N", 20_000), _env_int("PQKIT_WEB_D", 128)
-        vectors = make_clustered(n, d, n_clusters=max(10, n // 1000), seed=3)
+        # chunks of 100,000 (each its own seeded mixture) bound the float64 temporaries at a million
+        vectors = np.concatenate([make_clustered(min(100_000, n - start), d, n_clusters=100, seed=3 + start)
+                                  for start in range(0, n, 100_000)])
         gallery = Gallery.from_vectors(vectors, labels=np.arange(n) % 10, index="IVF,PQ")
         del vectors
         source = f"{n} synthetic clustered vectors, d={d}"
