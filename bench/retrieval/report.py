@@ -132,7 +132,7 @@ def million_shift(million: list) -> str:
         parts.append(f"{MILLION_LABELS.get(method, LABELS.get(method, method))}: {a['cpu_median_ms']:.2f} -> "
                      f"{b['cpu_median_ms']:.2f} ms/query ({b['cpu_median_ms'] / a['cpu_median_ms']:.1f}x), recall "
                      f"{a['recall']:.3f} -> {b['recall']:.3f}, P@1 {a['precision_at_1']:.3f} -> {b['precision_at_1']:.3f}")
-    return (f"From {_size(small)} to {_size(large)} entries ({large['meta']['n'] // small['meta']['n']}x): "
+    return (f"From {_size(small)} to {_size(large)} entries ({large['meta']['n'] / small['meta']['n']:g}x): "
             + "; ".join(parts) + ".")
 
 
