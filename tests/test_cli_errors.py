@@ -1,7 +1,7 @@
 """Bad command lines: every one ends in one line ``pqkit <command>: error: ...`` and status 2.
 
 A table of bad inputs to every command (``demo``, ``patchcore fit|score|sweep``, ``retrieve
-index|query|serve``), run in-process through :func:`pqkit.__main__.main`: bad numbers, missing and
+index|info|query|serve``), run in-process through :func:`pqkit.__main__.main`: bad numbers, missing and
 malformed files, invalid configs, unavailable devices, outputs under a file, existing results
 without ``--overwrite`` (which must stay byte-identical) and requests larger than the data. A few
 run as real processes: the exit status of ``python -m pqkit``, a 1e9-neighbour query under an
@@ -200,6 +200,12 @@ CASES = [
     ("retrieve index {images} --out {root}/g1 --target-recall 1.5", "--target-recall", None),
     ("retrieve index {images} --out {root}/g1 --target-recall nan", "--target-recall", None),
     ("retrieve index {images} --out {root}/g1 --batch-size 0", "--batch-size", None),
+    ("retrieve index {images} --out {root}/g1 --refine exact", "--refine", None),
+    ("retrieve index {images} --out {root}/g1 --memory-budget-mb 0", "--memory-budget-mb", None),
+    ("retrieve index {images} --out {root}/g1 --memory-budget-mb nan", "--memory-budget-mb", None),
+    # ---------------------------------------------------------------- pqkit retrieve info
+    ("retrieve info {root}/nowhere", "not a gallery", None),
+    ("retrieve info {file}", "not a gallery", None),
     # ---------------------------------------------------------------- pqkit retrieve query
     ("retrieve query {root}/nowhere --id 1", "not a gallery", None),
     ("retrieve query {gallery} --id 99999", "99999", None),
@@ -263,7 +269,7 @@ def test_the_table_covers_every_command():
     assert len(CASES) >= 40
     commands = {_command(case[0].split()) for case in CASES}
     assert commands == {"pqkit demo", "pqkit patchcore fit", "pqkit patchcore score", "pqkit patchcore sweep",
-                        "pqkit retrieve index", "pqkit retrieve query", "pqkit retrieve serve"}
+                        "pqkit retrieve index", "pqkit retrieve info", "pqkit retrieve query", "pqkit retrieve serve"}
 
 
 def test_overwrite_replaces_results(files, capsys, tmp_path):

@@ -3,6 +3,14 @@
 The browser test needs ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` (Debian packages
 ``chromium`` and ``chromium-driver``, installed by ``.ci/run``); both paths are passed explicitly,
 so selenium never looks for or downloads a driver. In CI (``CI`` set) a missing browser fails.
+
+``test_browser_search_time`` serves a compressed gallery (``index="IVF,PQ"``, re-ranked) of
+``PQKIT_WEB_N`` synthetic clustered vectors of dimension ``PQKIT_WEB_D`` (default 20,000 x 128,
+what CI affords), or the saved gallery ``PQKIT_WEB_GALLERY``, queries it from the browser and
+logs the search time the page shows; the median must stay under ``PQKIT_WEB_MAX_SEARCH_MS``
+(default 50). At a million EfficientNet-sized entries (building the gallery takes minutes)::
+
+    PQKIT_WEB_N=1000000 PQKIT_WEB_D=1280 python -m pytest tests/test_web_demo.py -k search_time -s
 """
 
 from __future__ import annotations
@@ -279,3 +287,58 @@ def test_serve_command_starts_the_demo(demo_files):
         proc.wait(timeout=20)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        pytest.fail(f"{name} must be an integer, got {value!r}", pytrace=False)
+
+
+def test_browser_search_time(browser, tmp_path_factory, capsys):
+    """The search time of a compressed gallery, as the page reports it, at the configured size."""
+    from selenium.webdriver.common.by import By
+    from werkzeug.serving import make_server
+
+    from pqkit.datasets import make_clustered
+    from pqkit.retrieval.web import create_app
+
+    saved = os.environ.get("PQKIT_WEB_GALLERY")
+    budget_ms = float(os.environ.get("PQKIT_WEB_MAX_SEARCH_MS") or 50)
+    start = time.perf_counter()
+    if saved:
+        gallery, source = Gallery.load(saved), f"gallery {saved}"
+    else:
+        n, d = _env_int("PQKIT_WEB_N", 20_000), _env_int("PQKIT_WEB_D", 128)
+        # chunks of 100,000 (each its own seeded mixture) bound the float64 temporaries at a million
+        vectors = np.concatenate([make_clustered(min(100_000, n - start), d, n_clusters=100, seed=3 + start)
+                                  for start in range(0, n, 100_000)])
+        gallery = Gallery.from_vectors(vectors, labels=np.arange(n) % 10, index="IVF,PQ")
+        del vectors
+        source = f"{n} synthetic clustered vectors, d={d}"
+    build_s = time.perf_counter() - start
+    if not saved:
+        assert gallery.build["refine"] is not None, gallery.description  # re-ranked compressed codes
+    httpd = make_server("127.0.0.1", 0, create_app(gallery, k=10), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    times = []
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}"
+        for gallery_id in np.random.default_rng(0).choice(gallery.ids, 21, replace=False):
+            browser.get(f"{url}/query/{int(gallery_id)}?k=10")
+            assert len(browser.find_elements(By.CSS_SELECTOR, "#results li.result")) == 10
+            latency = browser.find_element(By.ID, "latency").text  # "search 0.123 ms"
+            times.append(float(latency.split("search ", 1)[1].split(" ms", 1)[0]))
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+    times = times[1:]  # the first search warms caches
+    median = float(np.median(times))
+    with capsys.disabled():  # the log line CI keeps: the search time at the size it affords
+        print(f"\nweb demo search time: {source}, index {gallery.description} nprobe={gallery.index.nprobe}: "
+              f"median {median:.2f} ms, max {max(times):.2f} ms over {len(times)} browser queries "
+              f"(gallery built in {build_s:.0f} s)")
+    assert median < budget_ms, (median, times)

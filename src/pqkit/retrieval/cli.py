@@ -3,7 +3,9 @@
 ::
 
     pqkit retrieve index <folder> --out <gallery> [--index Flat|IVF,Flat|IVF,PQ|auto] [--target-recall 0.95]
+                         [--refine auto|flat|pq|none] [--memory-budget-mb MB]
                          [--embedder cnn|pixels] [--size 224] [--batch-size 32] [--overwrite]
+    pqkit retrieve info <gallery> [--json]
     pqkit retrieve query <gallery> <image> [-k 5] [--json]
     pqkit retrieve query <gallery> --id 17 [-k 5] [--json]
     pqkit retrieve serve <gallery> [--port 8765] [-k 10]
@@ -34,14 +36,14 @@ def _port(text: str) -> int:
     return value
 
 
-def _check_index(name: str, n: int, d: int, metric: str, nprobe) -> None:
+def _check_index(name: str, n: int, d: int, metric: str, nprobe, refine: str = "auto", memory_budget_mb=None) -> None:
     """Refuse, before embedding, an index name or nprobe that a gallery of n d-dimensional vectors
-    cannot have (unknown name, more lists than images, nprobe above nlist)."""
+    cannot have (unknown name, more lists than images, nprobe above nlist, over the memory budget)."""
     import pqkit
 
     from .indexing import resolve_description
 
-    index = pqkit.index_factory(d, resolve_description(name, n, d), metric=metric)
+    index = pqkit.index_factory(d, resolve_description(name, n, d, metric, refine, memory_budget_mb), metric=metric)
     if nprobe is not None:
         if not hasattr(index, "nprobe"):
             raise ValueError(f"--nprobe applies to IVF indexes; --index {name!r} has no lists")
@@ -73,13 +75,13 @@ def run_index(args) -> int:
     if target is None:
         # the CNN's dimension is known once it ran: this also loads the backbone (and fails on a bad one) now
         d = embedder.dim if args.embedder == "pixels" else embedder([np.zeros((32, 32, 3), np.uint8)]).shape[1]
-        _check_index(args.index, len(files), d, args.metric, args.nprobe)
+        _check_index(args.index, len(files), d, args.metric, args.nprobe, args.refine, args.memory_budget_mb)
     start = time.perf_counter()
     gallery = Gallery.from_folder(
         args.folder, embedder=embedder, index="Flat" if args.index == "auto" else args.index,
         metric=args.metric, target_recall=target, k=args.k, nprobe=args.nprobe,
         skip_unreadable=args.skip_unreadable, labels_from_subfolders=not args.no_labels,
-        progress=not args.quiet,
+        progress=not args.quiet, refine=args.refine, memory_budget_mb=args.memory_budget_mb,
     )
     gallery.save(args.out, overwrite=args.overwrite)
     seconds = time.perf_counter() - start
@@ -89,7 +91,36 @@ def run_index(args) -> int:
         c = gallery.choice
         print(f"chosen for {c['k']}-recall@{c['k']} >= {c['target_recall']}: {c['description']} nprobe={c['nprobe']} "
               f"(recall {c['recall']:.3f}, {c['ms_per_query']:.3f} ms/query)")
+    print(_index_line(gallery.info()))
     print(f"saved to {args.out}")
+    return 0
+
+
+def _index_line(info: dict) -> str:
+    """One line: the index built, its re-ranking, its expected recall and its memory."""
+    settings = "".join(f" {key}={info[key]:g}" for key in ("nprobe", "k_factor") if info[key] is not None)
+    refine = f", re-ranked with {info['refine']}" if info["refine"] else ""
+    if info["recall"] is None:
+        recall = "recall not measured"
+    else:
+        recall = (f"expected {info['recall_k']}-recall@{info['recall_k']} {info['recall']:.3f} (measured on "
+                  f"{info['recall_queries']} gallery vectors)")
+    return (f"index: {info['description']}{settings}{refine}; {recall}; "
+            f"memory {info['memory_bytes'] / 2**20:.1f} MiB")
+
+
+def run_info(args) -> int:
+    from .gallery import Gallery
+
+    info = Gallery.load(args.gallery).info()
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    labels = "no labels" if info["labels"] is None else f"{info['labels']} labels"
+    embedder = "vectors only" if info["embedder"] is None else json.dumps(info["embedder"])
+    print(f"gallery: {info['n']} vectors of dimension {info['d']}, metric {info['metric']}, {labels}, "
+          f"embedder {embedder}")
+    print(_index_line(info))
     return 0
 
 
@@ -168,6 +199,12 @@ def register(subparsers) -> None:
                             "'IVF64,PQ16x8', or 'auto' (fastest reaching --target-recall)")
     index.add_argument("--target-recall", type=_cli.float_in(0, 1), default=None,
                        help="choose the fastest index whose k-recall@k reaches this (implies --index auto)")
+    index.add_argument("--refine", choices=("auto", "flat", "pq", "none"), default="auto",
+                       help="re-ranking of an IVF,PQ index: 'auto' (default: exact vectors or 8-bit PQ codes, by "
+                            "gallery size and --memory-budget-mb), 'flat' (exact vectors), 'pq' (8-bit PQ codes), "
+                            "'none' (rank by the IVF-PQ codes alone, less accurate)")
+    index.add_argument("--memory-budget-mb", type=_cli.positive_float, default=None,
+                       help="largest index memory in MiB: picks the re-ranking of IVF,PQ and limits --target-recall")
     index.add_argument("-k", type=positive, default=10, help="k of the target recall (default 10)")
     index.add_argument("--nprobe", type=positive, default=None, help="IVF lists probed per query")
     index.add_argument("--metric", choices=("cosine", "ip", "l2"), default="cosine")
@@ -182,6 +219,11 @@ def register(subparsers) -> None:
     index.add_argument("--skip-unreadable", action="store_true", help="leave out files that cannot be decoded")
     index.add_argument("--no-labels", action="store_true", help="do not use subfolder names as labels")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = _cli.add_command(commands, "info", run_info,
+                            help="print a gallery's size, index, memory and the recall measured when it was built")
+    info.add_argument("gallery")
+    info.add_argument("--json", action="store_true", help="print the information as JSON")
 
     query = _cli.add_command(commands, "query", run_query,
                              help="print the nearest gallery entries of an image or gallery id")

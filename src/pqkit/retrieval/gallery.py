@@ -7,7 +7,9 @@ A gallery is a folder (see :mod:`pqkit._atomic`)::
     <gallery>/pqkit-data-<16 hex>/index.pqkit   the pqkit index (versioned, checksummed format)
     <gallery>/pqkit-data-<16 hex>/gallery.json  metadata: format version, metric, index
                                                 description, nprobe, the embedder spec, the image
-                                                root, and one entry per vector (id, label, path)
+                                                root, what was measured when the index was built
+                                                (``build``: recall, memory), and one entry per
+                                                vector (id, label, path)
 
 A save is all-or-nothing: after a crash the folder holds the old or the new gallery, never the new
 index with the old entries; it never deletes anything it did not write, and it replaces an existing
@@ -45,7 +47,7 @@ import numpy as np
 from .. import _atomic
 from .._validation import as_float_matrix, check_ids, check_k, check_metric
 from .images import CNNEmbedder, PixelEmbedder, embedder_from_spec, list_images, read_image
-from .indexing import build_index, choose_index
+from .indexing import RECALL_QUERIES, build_gallery_index, choose_index
 
 __all__ = ["Gallery", "QueryResult"]
 
@@ -139,6 +141,11 @@ class Gallery:
         vector-only gallery, which cannot be queried by image.
     choice : dict or None
         What :func:`pqkit.retrieval.indexing.choose_index` measured, when a target recall was given.
+    build : dict or None
+        What was measured when the index was built: ``recall`` (k-recall@k on a sample of the
+        gallery, see :func:`pqkit.retrieval.indexing.measure_recall`), ``k``, ``n_queries``,
+        ``memory_bytes``, ``nprobe``, ``k_factor``, ``refine``; None for a gallery built before
+        these were kept (or assembled from an index directly).
 
     Examples
     --------
@@ -152,7 +159,7 @@ class Gallery:
     """
 
     def __init__(self, index, ids, *, labels=None, paths=None, root=None, metric="cosine",
-                 description="Flat", embedder_spec=None, choice=None):
+                 description="Flat", embedder_spec=None, choice=None, build=None):
         self.index = index
         self.ids = check_ids(ids, n=index.ntotal)
         self.labels = _labels_array(labels, self.ids.shape[0])
@@ -166,6 +173,7 @@ class Gallery:
         self.description = description
         self.embedder_spec = embedder_spec
         self.choice = choice
+        self.build = build
         self._embedder = None
         order = np.argsort(self.ids, kind="stable")
         self._sorted_ids, self._sorted_rows = self.ids[order], order
@@ -174,7 +182,7 @@ class Gallery:
     @classmethod
     def from_vectors(cls, vectors, ids=None, *, labels=None, paths=None, root=None, index="Flat",
                      metric="cosine", target_recall=None, k=10, nprobe=None, embedder_spec=None,
-                     seed=1234):
+                     seed=1234, refine="auto", memory_budget_mb=None):
         """Build a gallery from vectors.
 
         Parameters
@@ -192,19 +200,27 @@ class Gallery:
         root : str, optional
         index : str, default "Flat"
             ``"Flat"``, ``"IVF,Flat"``, ``"IVF,PQ"`` or a full factory string (see
-            :mod:`pqkit.retrieval.indexing`); ignored when ``target_recall`` is given.
+            :mod:`pqkit.retrieval.indexing`); ignored when ``target_recall`` is given. ``"IVF,PQ"``
+            re-ranks its candidates (exact vectors or 8-bit PQ codes).
         metric : {"cosine", "ip", "l2"}, default "cosine"
         target_recall : float in (0, 1], optional
             Choose the fastest index reaching this k-recall@k instead
             (:func:`pqkit.retrieval.indexing.choose_index`).
         k : int, default 10
-            The k of ``target_recall``.
+            The k of ``target_recall`` and of the recall measured at build time (:attr:`build`).
         nprobe : int, optional
-            Lists probed by an IVF index named in ``index`` (default nlist // 16).
+            Lists probed by an IVF index named in ``index``; default: the smallest of
+            nlist // 16, 2x, 4x, ... reaching a 10-recall@10 of 0.95 on a sample of the gallery.
         embedder_spec : dict, optional
             How query images are embedded (set by :meth:`from_folder`).
         seed : int
             Seed of the index training and of the recall sample.
+        refine : {"auto", "flat", "pq", "none"}, default "auto"
+            Re-ranking of an ``"IVF,PQ"`` index (:func:`pqkit.retrieval.indexing.choose_refine`):
+            ``"auto"`` picks exact vectors or 8-bit PQ codes by gallery size and memory budget.
+        memory_budget_mb : float, optional
+            Largest index memory in MiB; decides the re-ranking of ``"IVF,PQ"`` and leaves out
+            the ``target_recall`` candidates it cannot hold.
 
         Returns
         -------
@@ -213,7 +229,8 @@ class Gallery:
         Raises
         ------
         TypeError, ValueError
-            Bad vectors, ids or labels (messages say expected vs got).
+            Bad vectors, ids or labels (messages say expected vs got), an unknown ``refine``, or a
+            memory budget too small for the index.
         """
         metric = check_metric(metric)
         x = as_float_matrix(vectors, name="vectors")
@@ -228,18 +245,23 @@ class Gallery:
 
             x = normalize_rows(x, "vectors")
         if target_recall is not None:
-            built, choice = choose_index(x, ids, target_recall, k=check_k(k), metric=metric, seed=seed)
+            built, choice = choose_index(x, ids, target_recall, k=check_k(k), metric=metric, seed=seed,
+                                         refine=refine, memory_budget_mb=memory_budget_mb)
             description = choice["description"]
+            build = {key: choice[key] for key in ("description", "nprobe", "k_factor", "refine", "recall", "k",
+                                                  "memory_bytes")}
+            build["n_queries"] = min(RECALL_QUERIES, n)
         else:
-            built, description = build_index(x, ids, index, metric=metric, nprobe=nprobe, seed=seed)
-            choice = None
+            built, build = build_gallery_index(x, ids, index, metric=metric, nprobe=nprobe, seed=seed, refine=refine,
+                                               memory_budget_mb=memory_budget_mb, k=check_k(k))
+            description, choice = build["description"], None
         return cls(built, ids, labels=labels, paths=paths, root=root, metric=metric,
-                   description=description, embedder_spec=embedder_spec, choice=choice)
+                   description=description, embedder_spec=embedder_spec, choice=choice, build=build)
 
     @classmethod
     def from_folder(cls, folder, *, embedder=None, labels_from_subfolders=True, index="Flat",
                     metric="cosine", target_recall=None, k=10, nprobe=None, skip_unreadable=False,
-                    progress=False, seed=1234):
+                    progress=False, seed=1234, refine="auto", memory_budget_mb=None):
         """Embed every image under ``folder`` and build a gallery of them.
 
         Parameters
@@ -251,7 +273,7 @@ class Gallery:
         labels_from_subfolders : bool, default True
             Label each image with the name of its first-level subfolder (the ImageFolder layout
             ``folder/<class>/<image>``); images directly in ``folder`` get no labels.
-        index, metric, target_recall, k, nprobe, seed
+        index, metric, target_recall, k, nprobe, seed, refine, memory_budget_mb
             As in :meth:`from_vectors`.
         skip_unreadable : bool, default False
             Leave out files that cannot be decoded instead of raising.
@@ -302,7 +324,8 @@ class Gallery:
             labels = np.array([r.split("/", 1)[0] for r in rel])
         gallery = cls.from_vectors(vectors, labels=labels, paths=rel, root=str(root), index=index, metric=metric,
                                    target_recall=target_recall, k=k, nprobe=nprobe,
-                                   embedder_spec=embedder.spec(), seed=seed)
+                                   embedder_spec=embedder.spec(), seed=seed, refine=refine,
+                                   memory_budget_mb=memory_budget_mb)
         gallery._embedder = embedder
         gallery.seconds_per_image = seconds / len(kept)
         return gallery
@@ -325,6 +348,27 @@ class Gallery:
         return (f"Gallery(n={len(self)}, d={self.d}, metric={self.metric!r}, index={self.description!r}, "
                 f"labels={self.labels is not None}, paths={self.paths is not None}, "
                 f"embedder={self.embedder_spec})")
+
+    def info(self) -> dict:
+        """What the gallery holds and what its index costs and finds.
+
+        Returns
+        -------
+        dict
+            ``n``, ``d``, ``metric``, ``description``, ``nprobe``, ``k_factor``, ``refine``,
+            ``memory_bytes`` (``index.memory_usage_bytes()`` of the index as loaded), ``recall``
+            and ``recall_k`` (measured when the index was built; None when it was not measured),
+            ``recall_queries``, ``labels`` (number of distinct labels, or None), ``embedder``.
+        """
+        build = self.build or {}
+        return {
+            "n": len(self), "d": self.d, "metric": self.metric, "description": self.description,
+            "nprobe": getattr(self.index, "nprobe", None), "k_factor": getattr(self.index, "k_factor", None),
+            "refine": build.get("refine"), "memory_bytes": int(self.index.memory_usage_bytes()),
+            "recall": build.get("recall"), "recall_k": build.get("k"), "recall_queries": build.get("n_queries"),
+            "labels": None if self.labels is None else int(np.unique(self.labels).shape[0]),
+            "embedder": self.embedder_spec,
+        }
 
     def rows_of(self, ids) -> np.ndarray:
         """Row positions (into ``labels``/``paths``) of gallery ids; unknown ids raise ValueError."""
@@ -528,6 +572,7 @@ class Gallery:
             "root_from_gallery": None if self.root is None else os.path.relpath(self.root, folder.resolve()),
             "embedder": self.embedder_spec,
             "choice": None if self.choice is None else json.loads(json.dumps(dict(self.choice))),
+            "build": None if self.build is None else json.loads(json.dumps(dict(self.build))),
             "entries": entries,
         }
         text = json.dumps(meta).encode("utf-8")
@@ -612,7 +657,7 @@ class Gallery:
             _confine_paths(paths, entries["id"], root, meta_path)
         return cls(index, ids, labels=None if labels is None else np.asarray(labels), paths=paths,
                    root=root, metric=meta["metric"], description=meta["description"],
-                   embedder_spec=meta["embedder"], choice=meta["choice"])
+                   embedder_spec=meta["embedder"], choice=meta["choice"], build=meta.get("build"))
 
 
 def _leaves_root(rel: str) -> bool:
@@ -709,6 +754,7 @@ def _check_meta(meta, where) -> dict:
             raise bad(f"'embedder': {exc}") from None
     if meta.get("choice") is not None and not isinstance(meta["choice"], dict):
         raise bad("'choice' must be null or an object")
+    _check_build(meta.get("build"), bad)
     entries = meta.get("entries")
     if not isinstance(entries, dict) or not isinstance(entries.get("id"), list):
         raise bad("'entries' must be an object with an 'id' list")
@@ -735,3 +781,24 @@ def _check_meta(meta, where) -> dict:
                           "gallery's image root with '..'; image paths must lie inside the image root")
     return meta
 
+
+def _check_build(build, bad) -> None:
+    """The optional ``build`` block (absent in galleries saved before it existed)."""
+    if build is None:
+        return
+    if not isinstance(build, dict):
+        raise bad("'build' must be null or an object")
+    recall = build.get("recall")
+    if recall is not None and (isinstance(recall, bool) or not isinstance(recall, (int, float))
+                               or not 0 <= recall <= 1):
+        raise bad(f"build.recall must be null or a number in [0, 1], got {recall!r}")
+    for key in ("k", "n_queries", "memory_bytes", "nprobe"):
+        value = build.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise bad(f"build.{key} must be null or an int >= 0, got {value!r}")
+    k_factor = build.get("k_factor")
+    if k_factor is not None and (isinstance(k_factor, bool) or not isinstance(k_factor, (int, float))):
+        raise bad(f"build.k_factor must be null or a number, got {k_factor!r}")
+    for key in ("refine", "description"):
+        if build.get(key) is not None and not isinstance(build[key], str):
+            raise bad(f"build.{key} must be null or a str")

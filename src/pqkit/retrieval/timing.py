@@ -11,7 +11,11 @@ numpy-brute       ``scores = base @ q``, then ``argpartition`` + sort of the top
 pqkit-Flat        :class:`pqkit.IndexFlat` (metric ``"ip"``)
 pqkit-IVF-Flat    :class:`pqkit.IndexIVFFlat`, nlist ~ sqrt(n), nprobe swept
 pqkit-IVF-PQ      :class:`pqkit.IndexIVFPQ`, same nlist, M sub-quantizers of 8 bits, nprobe swept
-faiss-*           ``IndexFlatIP``, ``IndexIVFFlat``, ``IndexIVFPQ`` with the same parameters
+pqkit-IVF-PQ-R    with ``refine``: the same IVF-PQ in :class:`pqkit.IndexRefine` (``k_factor``
+                  candidates per result re-ranked with exact vectors, ``"flat"``, or 8-bit PQ
+                  codes of :func:`~pqkit.retrieval.indexing.default_refine_m` bytes, ``"pq"``)
+faiss-*           ``IndexFlatIP``, ``IndexIVFFlat``, ``IndexIVFPQ`` (``IndexRefineFlat`` /
+                  ``IndexRefine`` with an ``IndexPQ``) with the same parameters
 ================  ===============================================================================
 
 Each row reports the median (and 90th percentile) per-query latency of single-query calls, as
@@ -30,7 +34,7 @@ import warnings
 import numpy as np
 
 from .evaluate import mean_average_precision, precision_at_k, query_latency_ms, recall_at_k
-from .indexing import default_m, default_nlist
+from .indexing import DEFAULT_K_FACTOR, default_m, default_nlist, default_refine_m
 
 __all__ = ["brute_force_search", "timing_table"]
 
@@ -83,7 +87,8 @@ def _single_thread():
 def timing_table(base, queries, k: int = 10, *, base_labels=None, query_labels=None,
                  nprobes=(1, 2, 4, 8, 16, 32, 64), n_latency: int = 200, include_faiss: bool = True,
                  nlist: int | None = None, M: int | None = None, nbits: int = 8, seed: int = 1234,
-                 progress=print) -> list[dict]:
+                 progress=print, refine: str | None = None, k_factor: float = DEFAULT_K_FACTOR,
+                 plain_ivfpq: bool = True) -> list[dict]:
     """Measure every method of the module docstring on one data set.
 
     Parameters
@@ -106,6 +111,12 @@ def timing_table(base, queries, k: int = 10, *, base_labels=None, query_labels=N
     seed : int
     progress : callable(str) or None
         Called with one line per finished row.
+    refine : {"flat", "pq"} or None, default None
+        Also measure IVF-PQ with re-ranking (methods ``pqkit-IVF-PQ-R``, ``faiss-IVF-PQ-R``).
+    k_factor : float, default 8
+        Candidates per result of the re-ranked rows.
+    plain_ivfpq : bool, default True
+        Measure IVF-PQ without re-ranking too.
 
     Returns
     -------
@@ -113,8 +124,11 @@ def timing_table(base, queries, k: int = 10, *, base_labels=None, query_labels=N
         One row per method and setting: ``method``, ``library``, ``index``, ``nprobe``,
         ``recall``, ``latency_median_ms``, ``latency_p90_ms``, ``cpu_median_ms``, ``cpu_mean_ms``,
         ``batch_ms_per_query``, ``batch_cpu_ms_per_query``,
-        ``memory_mb``, ``build_s`` and, with labels, ``precision_at_k`` and ``map_at_k``.
+        ``memory_mb``, ``build_s`` and, with labels, ``precision_at_1``, ``precision_at_k`` and
+        ``map_at_k``.
     """
+    if refine not in (None, "flat", "pq"):
+        raise ValueError(f"refine must be None, 'flat' or 'pq', got {refine!r}")
     import pqkit
 
     base, queries = _normalise(base), _normalise(queries)
@@ -143,6 +157,7 @@ def timing_table(base, queries, k: int = 10, *, base_labels=None, query_labels=N
         if have_labels:
             result_labels = np.where(ids >= 0, base_labels[np.maximum(ids, 0)], -1) if base_labels.dtype.kind in "iu" \
                 else np.where(ids >= 0, base_labels[np.maximum(ids, 0)], "")
+            row["precision_at_1"] = precision_at_k(result_labels[:, :1], query_labels)
             row["precision_at_k"] = precision_at_k(result_labels, query_labels)
             row["map_at_k"] = mean_average_precision(result_labels, query_labels, n_relevant)
         rows.append(row)
@@ -167,12 +182,23 @@ def timing_table(base, queries, k: int = 10, *, base_labels=None, query_labels=N
         previous_threads = pqkit.get_num_threads()
         pqkit.set_num_threads(1)
         try:
+            refine_m = default_refine_m(d)
+            suffix = {"flat": ",RFlat", "pq": f",Refine(PQ{refine_m}x8)", None: ""}[refine]
+
+            def refined():
+                fine = None if refine == "flat" else pqkit.IndexPQ(d, refine_m, 8, "ip", seed=seed)
+                return pqkit.IndexRefine(pqkit.IndexIVFPQ(d, nlist, M, nbits, "ip", seed=seed), k_factor, fine)
+
             builders = {
                 "Flat": lambda: pqkit.IndexFlat(d, "ip"),
                 f"IVF{nlist},Flat": lambda: pqkit.IndexIVFFlat(d, nlist, "ip", seed=seed),
-                f"IVF{nlist},PQ{M}x{nbits}": lambda: pqkit.IndexIVFPQ(d, nlist, M, nbits, "ip", seed=seed),
             }
+            if plain_ivfpq:
+                builders[f"IVF{nlist},PQ{M}x{nbits}"] = lambda: pqkit.IndexIVFPQ(d, nlist, M, nbits, "ip", seed=seed)
+            if refine:
+                builders[f"IVF{nlist},PQ{M}x{nbits}{suffix}"] = refined
             for name, make in builders.items():
+                index = None  # the previous index is freed before the next is built
                 start = time.perf_counter()
                 index = make()
                 with warnings.catch_warnings():
@@ -180,7 +206,7 @@ def timing_table(base, queries, k: int = 10, *, base_labels=None, query_labels=N
                     index.train(base)
                 index.add(base)
                 build_s = time.perf_counter() - start
-                method = "pqkit-" + ("Flat" if name == "Flat" else "IVF-Flat" if name.endswith("Flat") else "IVF-PQ")
+                method = "pqkit-" + _family(name)
                 for nprobe in ([None] if name == "Flat" else [p for p in nprobes if p <= nlist]):
                     if nprobe is not None:
                         index.nprobe = nprobe
@@ -198,14 +224,30 @@ def timing_table(base, queries, k: int = 10, *, base_labels=None, query_labels=N
                 faiss = None
             if faiss is not None:
                 faiss.omp_set_num_threads(1)
+                def ivfpq():
+                    return faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, M, nbits, faiss.METRIC_INNER_PRODUCT)
+
+                def faiss_refined():
+                    base_index = ivfpq()
+                    base_index.cp.seed = seed
+                    if refine == "flat":
+                        out = faiss.IndexRefineFlat(base_index)
+                    else:
+                        out = faiss.IndexRefine(base_index, faiss.IndexPQ(d, refine_m, 8, faiss.METRIC_INNER_PRODUCT))
+                    out.k_factor = float(k_factor)
+                    return out
+
                 makers = {
                     "Flat": lambda: faiss.IndexFlatIP(d),
                     f"IVF{nlist},Flat": lambda: faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist,
                                                                    faiss.METRIC_INNER_PRODUCT),
-                    f"IVF{nlist},PQ{M}x{nbits}": lambda: faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, M, nbits,
-                                                                         faiss.METRIC_INNER_PRODUCT),
                 }
+                if plain_ivfpq:
+                    makers[f"IVF{nlist},PQ{M}x{nbits}"] = ivfpq
+                if refine:
+                    makers[f"IVF{nlist},PQ{M}x{nbits}{suffix}"] = faiss_refined
                 for name, make in makers.items():
+                    index = None
                     start = time.perf_counter()
                     index = make()
                     if hasattr(index, "cp"):
@@ -214,14 +256,30 @@ def timing_table(base, queries, k: int = 10, *, base_labels=None, query_labels=N
                     index.add(base)
                     build_s = time.perf_counter() - start
                     memory = _faiss_memory(faiss, index)
-                    method = "faiss-" + ("Flat" if name == "Flat" else "IVF-Flat" if name.endswith("Flat") else "IVF-PQ")
+                    method = "faiss-" + _family(name)
                     for nprobe in ([None] if name == "Flat" else [p for p in nprobes if p <= nlist]):
                         if nprobe is not None:
-                            index.nprobe = nprobe
+                            _set_faiss_nprobe(faiss, index, nprobe)
                         (_, ids), batch_s = batch_time(index.search)
                         latency = query_latency_ms(index.search, latency_queries, k)
                         record(method, "faiss", name, ids.astype(np.int64), latency, batch_s, memory, build_s, nprobe)
     return rows
+
+
+def _family(name: str) -> str:
+    """Method family of an index name: Flat, IVF-Flat, IVF-PQ or IVF-PQ-R (re-ranked)."""
+    if name == "Flat":
+        return "Flat"
+    if "RFlat" in name or "Refine" in name:
+        return "IVF-PQ-R"
+    return "IVF-Flat" if name.endswith("Flat") else "IVF-PQ"
+
+
+def _set_faiss_nprobe(faiss, index, nprobe: int) -> None:
+    if isinstance(index, faiss.IndexRefine):
+        faiss.extract_index_ivf(index.base_index).nprobe = nprobe
+    else:
+        index.nprobe = nprobe
 
 
 def _faiss_memory(faiss, index) -> int:
