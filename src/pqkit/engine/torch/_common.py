@@ -188,20 +188,25 @@ class RangeCollector:
         self.device = device
         self.parts, self.count = [], 0
 
-    def keep(self, keys: torch.Tensor, ids: torch.Tensor, first_query: int) -> None:
-        """Candidates of queries ``first_query ..`` (one row each): those within the radius stay.
-        The radius is compared as a double."""
+    def keep(self, keys: torch.Tensor, ids: torch.Tensor, first_query: int, queries=None) -> None:
+        """Candidates of queries ``first_query ..`` (one row each), or of the queries ``queries``
+        (one per row): those within the radius stay. The radius is compared as a double."""
         dist = keys if self.l2 else -keys
         inside = ~torch.isinf(keys) & ((dist.double() < self.radius) if self.l2
                                        else (dist.double() > self.radius))
-        q, col = torch.nonzero(inside, as_tuple=True)
-        self.count += int(q.numel())
+        row, col = torch.nonzero(inside, as_tuple=True)
+        owner = row + first_query if queries is None else queries[row]
+        self.count += int(row.numel())
         if self.count > self.cap:
             raise ValueError(f"range search found more than max_results = {self.cap} results; "
                              "lower the radius, search fewer queries at a time, or allow more "
                              "with max_results")
-        if q.numel():
-            self.parts.append((q + first_query, keys[q, col], ids[q, col]))
+        if row.numel():
+            self.parts.append((owner, keys[row, col], ids[row, col]))
+
+    def keep_pairs(self, queries: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor) -> None:
+        """Candidates given as (query, key, id) triples: those within the radius stay."""
+        self.keep(keys[:, None], ids[:, None], 0, queries)
 
     def result(self):
         if not self.parts:

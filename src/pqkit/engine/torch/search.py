@@ -134,12 +134,42 @@ def flat_search(device, x, y, k, metric, n_threads, norms=None, selector=None):
     return out.result(l2)
 
 
+#: Relative bound of a matrix product's rounding error, per dimension: any float32 summation
+#: order of ``d`` products is within ``d * 2**-24 * sum |x_j y_j|`` of the true inner product,
+#: and ``sum |x_j y_j| <= (||x||^2 + ||y||^2) / 2``; twice that covers the norms' own rounding.
+_PRODUCT_ERROR = 2.0 ** -22
+
+
 def flat_range_search(device, x, y, radius, metric, n_threads, max_results, norms=None,
                       selector=None):
-    nq = checked(x, np.float32, "x", (-1, -1)).shape[0]
-    out = RangeCollector(nq, radius, parse_metric(metric), max_results, device)
-    _flat(device, x, y, metric, norms, selector,
-          lambda keys, ids, qb, part: out.keep(keys, ids, qb))
+    """Range search: the matrix product picks every row that could lie within the radius (its
+    key within the product's rounding bound of it), and the core-order key of each such row
+    decides, so the results are those of the exact search's keys."""
+    l2 = parse_metric(metric)
+    x = checked(x, np.float32, "x", (-1, -1))
+    nq, d = x.shape
+    y = checked(y, np.float32, "y", (-1, d))
+    out = RangeCollector(nq, radius, l2, max_results, device)
+    xt, yt = to_device(x, device), to_device(y, device)
+    ynorms = to_device(checked(norms, np.float32, "norms", (y.shape[0],)), device) \
+        if (l2 and norms is not None) else None
+    xn_all = lane_sum(xt * xt)
+    yn_all = lane_sum(yt * yt)
+    threshold = float(radius) if l2 else -float(radius)
+
+    def sink(keys, ids, qb, part):
+        rows = ids[0]
+        slack = _PRODUCT_ERROR * d * (xn_all[qb:qb + keys.shape[0], None] + yn_all[rows][None, :]) + 1e-30
+        maybe = ~torch.isinf(keys) & (keys.double() < threshold + slack.double())
+        q, col = torch.nonzero(maybe, as_tuple=True)
+        if not q.numel():
+            return
+        row = rows[col]
+        exact_keys = exact.norm_keys(xt[qb + q], yt[row][:, None, :],
+                                     None if ynorms is None else ynorms[row][:, None], l2, False)[:, 0]
+        out.keep_pairs(qb + q, exact_keys, row)
+
+    _flat(device, x, y, metric, norms, selector, sink)
     return out.result()
 
 
