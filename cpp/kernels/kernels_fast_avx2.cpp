@@ -4,7 +4,16 @@
 // it only on a CPU that has FMA (kernels_avx2.cpp). Its results are never
 // returned: flat.cpp selects candidates from them under a rounding-error bound
 // and recomputes each candidate with dot_tile.
+//
+// The packed outer-product GEMM of kernels_fast_avx512.cpp at 8 lanes: y in
+// panels of kPanel rows, kDepth dimensions at a time, transposed so that the
+// panel's rows' dimension l are contiguous (8 KiB, stays in L1); a micro-tile of
+// kRowsX x kPanel outputs in 12 of the 16 ymm registers, fed per dimension by
+// two panel loads and kRowsX broadcasts. Each lane's sum is an FMA chain per
+// depth block, the blocks' sums added in order.
 #include <immintrin.h>
+
+#include <algorithm>
 
 #include "kernels/kernels.h"
 
@@ -12,69 +21,107 @@ namespace pqkit {
 namespace avx2_fma {
 namespace {
 
-inline __m256 load(const float* p, size_t j, size_t d) {
-    if (j + 8 <= d) return _mm256_loadu_ps(p + j);
-    alignas(32) static const int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-    return _mm256_maskload_ps(p + j, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ramp + 8 - (d - j))));
+constexpr size_t kPanel = 16;   // y rows per packed panel: two ymm
+constexpr size_t kRowsX = 6;    // x rows per micro-tile: 12 accumulators
+constexpr size_t kDepth = 128;  // dimensions per packed block: 16 x 128 floats = 8 KiB
+
+// dst[l * kPanel + r] = src[r * lds + l] for r, l < 8 (an 8 x 8 in-register transpose).
+inline void transpose8(const float* src, size_t lds, float* dst) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(dst + i * kPanel, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (i + 4) * kPanel, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
 }
 
-// Lane b of the result: the sum of v[b]'s 8 lanes.
-inline __m128 reduce4(const __m256 (&v)[4]) {
-    const __m256 h01 = _mm256_hadd_ps(v[0], v[1]);
-    const __m256 h23 = _mm256_hadd_ps(v[2], v[3]);
-    const __m256 h = _mm256_hadd_ps(h01, h23);
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
-inline float reduce1(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-}
-
-// NX x-rows by 4 y-rows: 4 NX accumulators (12 of the 16 ymm registers at NX = 3).
-template <int NX>
-void tile_x4(const float* x0, const float* y0, size_t d, float* out, size_t ldo) {
-    __m256 acc[NX][4];
-    for (int a = 0; a < NX; ++a)
-        for (int b = 0; b < 4; ++b) acc[a][b] = _mm256_setzero_ps();
-    for (size_t c = 0; c < d; c += 8) {
-        __m256 xv[NX];
-        for (int a = 0; a < NX; ++a) xv[a] = load(x0 + a * d, c, d);
-        for (int b = 0; b < 4; ++b) {
-            const __m256 yv = load(y0 + b * d, c, d);
-            for (int a = 0; a < NX; ++a) acc[a][b] = _mm256_fmadd_ps(xv[a], yv, acc[a][b]);
+// Packs rows y[0 .. ny) (ny <= kPanel, row stride d), dimensions [0, kc), into
+// panel[l * kPanel + r]; rows ny .. kPanel are zero.
+void pack_panel(const float* y, size_t ny, size_t d, size_t kc, float* panel) {
+    size_t r = 0;
+    for (; r + 8 <= ny; r += 8) {
+        size_t l = 0;
+        for (; l + 8 <= kc; l += 8) transpose8(y + r * d + l, d, panel + l * kPanel + r);
+        for (; l < kc; ++l)
+            for (size_t i = 0; i < 8; ++i) panel[l * kPanel + r + i] = y[(r + i) * d + l];
+    }
+    if (r < kPanel) {
+        for (size_t l = 0; l < kc; ++l) {
+            float* dst = panel + l * kPanel;
+            for (size_t i = r; i < ny; ++i) dst[i] = y[i * d + l];
+            for (size_t i = ny; i < kPanel; ++i) dst[i] = 0.0f;
         }
     }
-    for (int a = 0; a < NX; ++a) _mm_storeu_ps(out + a * ldo, reduce4(acc[a]));
 }
 
-template <int NX>
-void tile_x1(const float* x0, const float* y0, size_t d, float* out, size_t ldo) {
-    __m256 acc[NX];
-    for (int a = 0; a < NX; ++a) acc[a] = _mm256_setzero_ps();
-    for (size_t c = 0; c < d; c += 8) {
-        const __m256 yv = load(y0, c, d);
-        for (int a = 0; a < NX; ++a) acc[a] = _mm256_fmadd_ps(load(x0 + a * d, c, d), yv, acc[a]);
+// out[i * ldo + c] (+)= sum_{l < kc} x[i * d + l] * panel[l * kPanel + c] for
+// i < MX, c < nc; `add` adds to out.
+template <size_t MX>
+void micro_tile(const float* x, size_t d, const float* panel, size_t kc, float* out, size_t ldo, size_t nc,
+                bool add) {
+    __m256 acc[MX][2];
+    for (size_t i = 0; i < MX; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (size_t l = 0; l < kc; ++l) {
+        const __m256 y0 = _mm256_load_ps(panel + l * kPanel);
+        const __m256 y1 = _mm256_load_ps(panel + l * kPanel + 8);
+        for (size_t i = 0; i < MX; ++i) {
+            const __m256 xv = _mm256_broadcast_ss(x + i * d + l);
+            acc[i][0] = _mm256_fmadd_ps(xv, y0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(xv, y1, acc[i][1]);
+        }
     }
-    for (int a = 0; a < NX; ++a) out[a * ldo] = reduce1(acc[a]);
+    if (nc == kPanel) {
+        for (size_t i = 0; i < MX; ++i) {
+            float* o = out + i * ldo;
+            if (add) {
+                acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_loadu_ps(o));
+                acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_loadu_ps(o + 8));
+            }
+            _mm256_storeu_ps(o, acc[i][0]);
+            _mm256_storeu_ps(o + 8, acc[i][1]);
+        }
+        return;
+    }
+    alignas(32) float part[kPanel];
+    for (size_t i = 0; i < MX; ++i) {
+        float* o = out + i * ldo;
+        _mm256_store_ps(part, acc[i][0]);
+        _mm256_store_ps(part + 8, acc[i][1]);
+        for (size_t c = 0; c < nc; ++c) o[c] = add ? o[c] + part[c] : part[c];
+    }
 }
+
+using MicroTile = void (*)(const float*, size_t, const float*, size_t, float*, size_t, size_t, bool);
+constexpr MicroTile kTiles[kRowsX + 1] = {nullptr,       micro_tile<1>, micro_tile<2>, micro_tile<3>,
+                                          micro_tile<4>, micro_tile<5>, micro_tile<6>};
 
 }  // namespace
 
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
-    size_t i = 0;
-    for (; i + 3 <= nx; i += 3) {
-        size_t j = 0;
-        for (; j + 4 <= ny; j += 4) tile_x4<3>(x + i * d, y + j * d, d, out + i * ldo + j, ldo);
-        for (; j < ny; ++j) tile_x1<3>(x + i * d, y + j * d, d, out + i * ldo + j, ldo);
+    alignas(32) float panel[kPanel * kDepth];
+    for (size_t j0 = 0; j0 < ny; j0 += kPanel) {
+        const size_t nc = std::min(kPanel, ny - j0);
+        for (size_t k0 = 0; k0 < d; k0 += kDepth) {
+            const size_t kc = std::min(kDepth, d - k0);
+            pack_panel(y + j0 * d + k0, nc, d, kc, panel);
+            for (size_t i0 = 0; i0 < nx; i0 += kRowsX) {
+                const size_t mx = std::min(kRowsX, nx - i0);
+                kTiles[mx](x + i0 * d + k0, d, panel, kc, out + i0 * ldo + j0, ldo, nc, k0 > 0);
+            }
+        }
     }
-    for (; i < nx; ++i) {
-        size_t j = 0;
-        for (; j + 4 <= ny; j += 4) tile_x4<1>(x + i * d, y + j * d, d, out + i * ldo + j, ldo);
-        for (; j < ny; ++j) tile_x1<1>(x + i * d, y + j * d, d, out + i * ldo + j, ldo);
-    }
+    if (d == 0)
+        for (size_t i = 0; i < nx; ++i) std::fill(out + i * ldo, out + i * ldo + ny, 0.0f);
 }
 
 }  // namespace avx2_fma

@@ -37,8 +37,9 @@ constexpr size_t kChunkBytes = size_t(1) << 18;
 constexpr size_t kIpDirectRows = 16;
 
 // Reference rows per block of search_block (and of VectorSet's transposed blocks).
+// A multiple of 32, dot_tile_fast's panels of rows.
 size_t ref_block_rows(size_t d) {
-    return std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))));
+    return std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))) / 32 * 32);
 }
 
 // The n rows of d floats in blocks of `block` rows, each transposed: block k
@@ -272,8 +273,11 @@ inline float round_up(double v) {
     return f;
 }
 
-// Queries per call from which the fast pass pays (it tiles 3 or 4 queries at once).
+// Queries per call from which the fast pass pays.
 constexpr size_t kFastMinQueries = 4;
+// Queries per block of the fast pass: dot_tile_fast packs each block of rows once
+// per call, so a call's packing is shared by this many queries.
+constexpr size_t kFastQueryBlock = 96;
 
 bool fast_pass_available(const Kernels& K) { return K.dot_tile_fast != K.dot_tile; }
 
@@ -345,16 +349,16 @@ void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t 
     const bool l2 = refs.metric() == Metric::L2;
     const ErrorBound bound(d);
     const size_t ref_block = ref_block_rows(d);
-    const size_t q_rows = std::min(kQueryBlock, nq);
+    const size_t q_rows = std::min(kFastQueryBlock, nq);
     std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
     std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
-    float xnorms[kQueryBlock];
-    double err[kQueryBlock];
+    float xnorms[kFastQueryBlock];
+    double err[kFastQueryBlock];
     std::vector<TopK> heaps(q_rows, TopK(k));
     KeyBound key_bound;
     const float inf = std::numeric_limits<float>::infinity();
-    for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
-        const size_t nb = std::min(kQueryBlock, nq - q0);
+    for (size_t q0 = 0; q0 < nq; q0 += kFastQueryBlock) {
+        const size_t nb = std::min(kFastQueryBlock, nq - q0);
         const float* xb = x + q0 * d;
         K.sqnorms(xb, nb, d, xnorms);
         for (size_t q = 0; q < nb; ++q) heaps[q].clear();
@@ -401,13 +405,13 @@ void range_block_fast(const VectorSet& refs, const float* x, size_t nq, float ta
     const size_t d = refs.dim();
     const ErrorBound bound(d);
     const size_t ref_block = ref_block_rows(d);
-    const size_t q_rows = std::min(kQueryBlock, nq);
+    const size_t q_rows = std::min(kFastQueryBlock, nq);
     std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
     std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
-    float xnorms[kQueryBlock];
-    double err[kQueryBlock];
-    for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
-        const size_t nb = std::min(kQueryBlock, nq - q0);
+    float xnorms[kFastQueryBlock];
+    double err[kFastQueryBlock];
+    for (size_t q0 = 0; q0 < nq; q0 += kFastQueryBlock) {
+        const size_t nb = std::min(kFastQueryBlock, nq - q0);
         const float* xb = x + q0 * d;
         K.sqnorms(xb, nb, d, xnorms);
         for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
@@ -434,6 +438,16 @@ void range_block_fast(const VectorSet& refs, const float* x, size_t nq, float ta
     }
 }
 
+
+// Queries per parallel_for chunk of an unfiltered search: kQueryBlock, or for the
+// fast pass up to kFastQueryBlock (its packing is shared by a chunk's queries),
+// as long as every thread still gets a chunk.
+size_t query_chunk(const VectorSet& refs, size_t nq, size_t k, int n_threads) {
+    if (!takes_fast_pass(refs, nq, k)) return kQueryBlock;
+    const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
+    const size_t per_thread = (nq + threads - 1) / threads;
+    return std::max(kQueryBlock, std::min(kFastQueryBlock, (per_thread + kQueryBlock - 1) / kQueryBlock * kQueryBlock));
+}
 
 // Fewer queries than threads (one query, say): memory-bound, so each query's rows are
 // split into one contiguous part per thread, each part searched on its own (the exact
@@ -602,7 +616,7 @@ void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d,
             search_split_rows(refs, x, nq, k, n_threads, D, I);
             return;
         }
-        parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+        parallel_for(nq, n_threads, query_chunk(refs, nq, k, n_threads), [&](size_t begin, size_t end, int) {
             search_block(refs, x + begin * d, end - begin, k, D + begin * k, I + begin * k);
         });
         return;
@@ -644,7 +658,8 @@ RangeResults flat_range_search(const float* x, size_t nq, const float* y, size_t
     RangeResults results(nq);
     ResultBudget budget(max_results);
     const float tau = range_threshold(radius_key);
-    parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+    const size_t chunk = row_masks == nullptr ? query_chunk(refs, nq, 1, n_threads) : kQueryBlock;
+    parallel_for(nq, n_threads, chunk, [&](size_t begin, size_t end, int) {
         const size_t nb = end - begin;
         std::vector<RangeSink> sinks(nb, RangeSink(tau, &budget));
         if (row_masks == nullptr) {
