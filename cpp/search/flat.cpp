@@ -277,7 +277,7 @@ inline float round_up(double v) {
 constexpr size_t kFastMinQueries = 4;
 // Queries per block of the fast pass: dot_tile_fast packs each block of rows once
 // per call, so a call's packing is shared by this many queries.
-constexpr size_t kFastQueryBlock = 96;
+constexpr size_t kFastQueryBlock = 1024;
 
 bool fast_pass_available(const Kernels& K) { return K.dot_tile_fast != K.dot_tile; }
 
@@ -341,6 +341,15 @@ void fast_block_keys(const Kernels& K, const VectorSet& refs, const ErrorBound& 
         K.keys_and_minima(buf + q * rb, rb, l2 ? xnorms[q] : 0.0f, l2 ? refs.norms() + r0 : nullptr, mins);
 }
 
+// Reference rows per block of the fast pass for blocks of nb queries: as the exact
+// path (a set kept transposed is laid out in those blocks), or fewer, so the block's
+// nb x rows fast keys stay in L2 (about kRefBlockBytes) while the selection reads them.
+size_t fast_ref_block_rows(const VectorSet& refs, size_t nb) {
+    const size_t rows = ref_block_rows(refs.dim());
+    if (refs.transposed()) return rows;
+    return std::min(rows, std::max<size_t>(64, kRefBlockBytes / (sizeof(float) * std::max<size_t>(nb, 1)) / 32 * 32));
+}
+
 // search_block's fast pass (same contract).
 void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
                        const uint64_t* const* masks) {
@@ -348,7 +357,7 @@ void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t 
     const size_t d = refs.dim();
     const bool l2 = refs.metric() == Metric::L2;
     const ErrorBound bound(d);
-    const size_t ref_block = ref_block_rows(d);
+    const size_t ref_block = fast_ref_block_rows(refs, std::min(kFastQueryBlock, nq));
     const size_t q_rows = std::min(kFastQueryBlock, nq);
     std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
     std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
@@ -378,7 +387,9 @@ void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t 
                         if (!row_allowed(mask, r0 + j)) keys[j] = inf;
                 TopK& heap = heaps[q];
                 const double e = err[q];
-                const float kth = key_bound.bound(keys, rb, k, inf);
+                // The block's own k-th key bounds the first blocks; once the heap holds k
+                // keys its threshold is nearly always lower, and the bound's cost is saved.
+                const float kth = heap.threshold() < inf ? inf : key_bound.bound(keys, rb, k, inf);
                 float limit = round_up(std::min(static_cast<double>(heap.threshold()) + e,
                                                 static_cast<double>(kth) + 2.0 * e));
                 const size_t n_pass = K.indices_at_most(keys, rb, limit, rows.get());
@@ -404,7 +415,7 @@ void range_block_fast(const VectorSet& refs, const float* x, size_t nq, float ta
     const Kernels& K = kernels();
     const size_t d = refs.dim();
     const ErrorBound bound(d);
-    const size_t ref_block = ref_block_rows(d);
+    const size_t ref_block = fast_ref_block_rows(refs, std::min(kFastQueryBlock, nq));
     const size_t q_rows = std::min(kFastQueryBlock, nq);
     std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
     std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
@@ -446,7 +457,9 @@ size_t query_chunk(const VectorSet& refs, size_t nq, size_t k, int n_threads) {
     if (!takes_fast_pass(refs, nq, k)) return kQueryBlock;
     const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
     const size_t per_thread = (nq + threads - 1) / threads;
-    return std::max(kQueryBlock, std::min(kFastQueryBlock, (per_thread + kQueryBlock - 1) / kQueryBlock * kQueryBlock));
+    const size_t pieces = (per_thread + kFastQueryBlock - 1) / kFastQueryBlock;  // chunks per thread
+    const size_t chunk = (per_thread + pieces - 1) / pieces;
+    return std::max(kQueryBlock, std::min(kFastQueryBlock, (chunk + kQueryBlock - 1) / kQueryBlock * kQueryBlock));
 }
 
 // Fewer queries than threads (one query, say): memory-bound, so each query's rows are
