@@ -25,7 +25,7 @@ namespace {
 
 constexpr size_t kPanel = 32;   // y rows per packed panel: two zmm
 constexpr size_t kRowsX = 12;   // x rows per micro-tile: 24 accumulators
-constexpr size_t kDepth = 128;  // dimensions per packed block: 32 x 128 floats = 16 KiB
+constexpr size_t kDepth = 256;  // dimensions per packed block: 32 x 256 floats = 32 KiB
 
 // dst[l * kPanel + r] = src[r * lds + l] for r, l < 8 (an 8 x 8 in-register transpose).
 inline void transpose8(const float* src, size_t lds, float* dst) {
