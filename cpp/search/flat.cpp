@@ -466,17 +466,28 @@ size_t query_chunk(const VectorSet& refs, size_t nq, size_t k, int n_threads) {
 // split into one contiguous part per thread, each part searched on its own (the exact
 // path: the same keys row by row) and the parts' top-k merged under TopK's order. The
 // top k of a union is the top k of the parts' top k, so the result is the serial one.
+// Split only when every thread gets kFlatSplitFactor times the engine's split size
+// (4 MiB of rows by default): a few milliseconds of scanning, far above the cost of
+// waking a thread even on a busy machine. The rows go in up to kFlatSplitParts parts
+// per thread, claimed one at a time, so a thread that starts late (or is
+// descheduled) holds back at most one small part while the others take the rest.
+constexpr size_t kFlatSplitFactor = 16;
+constexpr size_t kFlatSplitParts = 4;
+
 bool split_rows_pays(size_t ny, size_t d, size_t nq, int n_threads) {
     const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
     return threads > 1 && nq < threads && ny >= 2 * threads * 64 &&
-           ny * d * sizeof(float) >= min_split_bytes_per_thread() * threads;
+           ny * d * sizeof(float) >= kFlatSplitFactor * min_split_bytes_per_thread() * threads;
 }
 
 void search_split_rows(const VectorSet& refs, const float* x, size_t nq, size_t k, int n_threads, float* D,
                        int64_t* I) {
     const size_t d = refs.dim(), ny = refs.size();
     const bool l2 = refs.metric() == Metric::L2;
-    const size_t parts = static_cast<size_t>(std::max(n_threads, 1));
+    const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
+    // Parts of at least the engine's split size (and 64 rows), up to kFlatSplitParts per thread.
+    const size_t part_bytes = std::max<size_t>(min_split_bytes_per_thread(), 64 * d * sizeof(float));
+    const size_t parts = std::max(threads, std::min(kFlatSplitParts * threads, ny * d * sizeof(float) / part_bytes));
     const size_t part_rows = (ny + parts - 1) / parts;
     std::vector<float> part_d(parts * k);
     std::vector<int64_t> part_i(parts * k);
