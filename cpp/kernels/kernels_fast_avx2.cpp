@@ -7,7 +7,7 @@
 //
 // The packed outer-product GEMM of kernels_fast_avx512.cpp at 8 lanes: y in
 // panels of kPanel rows, kDepth dimensions at a time, transposed so that the
-// panel's rows' dimension l are contiguous (8 KiB, stays in L1); a micro-tile of
+// panel's rows' dimension l are contiguous (16 KiB, stays in L1); a micro-tile of
 // kRowsX x kPanel outputs in 12 of the 16 ymm registers, fed per dimension by
 // two panel loads and kRowsX broadcasts. Each lane's sum is an FMA chain per
 // depth block, the blocks' sums added in order.
@@ -23,7 +23,7 @@ namespace {
 
 constexpr size_t kPanel = 16;   // y rows per packed panel: two ymm
 constexpr size_t kRowsX = 6;    // x rows per micro-tile: 12 accumulators
-constexpr size_t kDepth = 128;  // dimensions per packed block: 16 x 128 floats = 8 KiB
+constexpr size_t kDepth = 256;  // dimensions per packed block: 16 x 256 floats = 16 KiB
 
 // dst[l * kPanel + r] = src[r * lds + l] for r, l < 8 (an 8 x 8 in-register transpose).
 inline void transpose8(const float* src, size_t lds, float* dst) {
@@ -64,41 +64,45 @@ void pack_panel(const float* y, size_t ny, size_t d, size_t kc, float* panel) {
     }
 }
 
+// o[c] (+)= lane c of (a0, a1), c < nc. The accumulators are passed by value:
+// storing them through their array in the micro-tile made the compiler keep the
+// whole array in memory, written back on every step of the loop.
+inline void store_row(float* o, __m256 a0, __m256 a1, size_t nc, bool add) {
+    if (nc == kPanel) {
+        if (add) {
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(o));
+            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(o + 8));
+        }
+        _mm256_storeu_ps(o, a0);
+        _mm256_storeu_ps(o + 8, a1);
+        return;
+    }
+    alignas(32) float part[kPanel];
+    _mm256_store_ps(part, a0);
+    _mm256_store_ps(part + 8, a1);
+    for (size_t c = 0; c < nc; ++c) o[c] = add ? o[c] + part[c] : part[c];
+}
+
 // out[i * ldo + c] (+)= sum_{l < kc} x[i * d + l] * panel[l * kPanel + c] for
 // i < MX, c < nc; `add` adds to out.
 template <size_t MX>
 void micro_tile(const float* x, size_t d, const float* panel, size_t kc, float* out, size_t ldo, size_t nc,
                 bool add) {
     __m256 acc[MX][2];
+#pragma GCC unroll 8
     for (size_t i = 0; i < MX; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (size_t l = 0; l < kc; ++l) {
         const __m256 y0 = _mm256_load_ps(panel + l * kPanel);
         const __m256 y1 = _mm256_load_ps(panel + l * kPanel + 8);
+#pragma GCC unroll 8
         for (size_t i = 0; i < MX; ++i) {
             const __m256 xv = _mm256_broadcast_ss(x + i * d + l);
             acc[i][0] = _mm256_fmadd_ps(xv, y0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(xv, y1, acc[i][1]);
         }
     }
-    if (nc == kPanel) {
-        for (size_t i = 0; i < MX; ++i) {
-            float* o = out + i * ldo;
-            if (add) {
-                acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_loadu_ps(o));
-                acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_loadu_ps(o + 8));
-            }
-            _mm256_storeu_ps(o, acc[i][0]);
-            _mm256_storeu_ps(o + 8, acc[i][1]);
-        }
-        return;
-    }
-    alignas(32) float part[kPanel];
-    for (size_t i = 0; i < MX; ++i) {
-        float* o = out + i * ldo;
-        _mm256_store_ps(part, acc[i][0]);
-        _mm256_store_ps(part + 8, acc[i][1]);
-        for (size_t c = 0; c < nc; ++c) o[c] = add ? o[c] + part[c] : part[c];
-    }
+#pragma GCC unroll 8
+    for (size_t i = 0; i < MX; ++i) store_row(out + i * ldo, acc[i][0], acc[i][1], nc, add);
 }
 
 using MicroTile = void (*)(const float*, size_t, const float*, size_t, float*, size_t, size_t, bool);

@@ -71,11 +71,14 @@ void pack_panel(const float* y, size_t ny, size_t d, size_t kc, float* panel) {
 template <size_t MX>
 void micro_tile(const float* x, size_t d, const float* panel, size_t kc, float* out, size_t ldo, __mmask16 m0,
                 __mmask16 m1, bool add) {
+    // Unrolled over i so that the accumulators live in registers.
     __m512 acc[MX][2];
+#pragma GCC unroll 16
     for (size_t i = 0; i < MX; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (size_t l = 0; l < kc; ++l) {
         const __m512 y0 = _mm512_load_ps(panel + l * kPanel);
         const __m512 y1 = _mm512_load_ps(panel + l * kPanel + 16);
+#pragma GCC unroll 16
         for (size_t i = 0; i < MX; ++i) {
             const __m512 xv = _mm512_set1_ps(x[i * d + l]);
             acc[i][0] = _mm512_fmadd_ps(xv, y0, acc[i][0]);
