@@ -6,8 +6,8 @@
 //
 // A packed outer-product GEMM, as BLAS libraries do it: y is packed in panels
 // of kPanel rows, kDepth dimensions at a time, transposed so that the panel's
-// rows' dimension l are kPanel contiguous floats (16 KiB, stays in L1 while
-// every x-row of the call passes over it). The micro-kernel keeps an
+// rows' dimension l are kPanel contiguous floats (32 KiB, in L1 or at worst
+// L2 while every x-row of the call passes over it). The micro-kernel keeps a
 // kRowsX x kPanel tile of out in 24 zmm accumulators: per dimension it loads
 // the panel's two vectors, broadcasts kRowsX x values and issues 2 kRowsX
 // FMAs, with no horizontal reduction. Each lane's sum is a plain FMA chain over
