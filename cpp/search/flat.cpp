@@ -647,12 +647,16 @@ void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d,
     }
     selector->check_queries(nq);
     const RowMasks row_masks(*selector, ny);
-    parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+    // A selector shared by all queries has one mask: chunks as large as unfiltered
+    // search's. Per-query sets make a mask per query of the chunk, so small chunks.
+    const size_t chunk = selector->n_sets() == 0 ? query_chunk(refs, nq, k, n_threads) : kQueryBlock;
+    parallel_for(nq, n_threads, chunk, [&](size_t begin, size_t end, int) {
         const size_t nb = end - begin;
         std::vector<uint64_t> own;
-        const uint64_t* masks[kQueryBlock];
-        size_t counts[kQueryBlock];
-        row_masks.for_queries(begin, nb, own, masks, counts);
+        std::vector<const uint64_t*> mask_rows(nb);
+        std::vector<size_t> counts(nb);
+        const uint64_t** masks = mask_rows.data();
+        row_masks.for_queries(begin, nb, own, masks, counts.data());
         bool all_dense = true;
         for (size_t q = 0; q < nb; ++q) all_dense = all_dense && !row_masks.sparse(counts[q]);
         if (all_dense) {
