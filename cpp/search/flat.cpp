@@ -512,7 +512,8 @@ void search_split_rows(const VectorSet& refs, const float* x, size_t nq, size_t 
 }  // namespace
 
 VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms)
-    : data_(data), n_(n), d_(d), metric_(metric), external_norms_(metric == Metric::L2 ? norms : nullptr) {
+    : data_(data), n_(n), d_(d), metric_(metric), external_norms_(metric == Metric::L2 ? norms : nullptr),
+      external_bound_norms_(metric == Metric::L2 ? nullptr : norms) {
     if (metric == Metric::L2 && external_norms_ == nullptr) {
         own_norms_.resize(n);
         kernels().sqnorms(data, n, d, own_norms_.data());
@@ -520,7 +521,7 @@ VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const
 }
 
 void VectorSet::keep_bound_norms(int n_threads) {
-    if (metric_ == Metric::L2 || !ip_norms_.empty() || n_ == 0) return;
+    if (metric_ == Metric::L2 || external_bound_norms_ != nullptr || !ip_norms_.empty() || n_ == 0) return;
     ip_norms_.resize(n_);
     row_sqnorms(data_, n_, d_, n_threads, ip_norms_.data());
 }

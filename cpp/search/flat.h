@@ -21,7 +21,8 @@ class IDSelector;
 class VectorSet {
 public:
     // norms: the rows' squared norms (kernels().sqnorms) if the caller keeps them,
-    // else nullptr and they are computed here (L2 only).
+    // else nullptr and they are computed here (L2 only). For IP they serve only the
+    // fast pass's error bound (bound_norms), sparing keep_bound_norms' pass per call.
     VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms = nullptr);
     const float* data() const { return data_; }
     size_t size() const { return n_; }
@@ -29,9 +30,11 @@ public:
     Metric metric() const { return metric_; }
     const float* norms() const { return external_norms_ ? external_norms_ : own_norms_.data(); }
     // The rows' squared norms for the fast pass's error bound (flat.cpp): norms() for L2;
-    // for IP those keep_bound_norms() computed, else nullptr (no fast pass then).
+    // for IP the caller's or those keep_bound_norms() computed, else nullptr (no fast pass then).
     const float* bound_norms() const {
-        return metric_ == Metric::L2 ? norms() : (ip_norms_.empty() ? nullptr : ip_norms_.data());
+        if (metric_ == Metric::L2) return norms();
+        if (external_bound_norms_ != nullptr) return external_bound_norms_;
+        return ip_norms_.empty() ? nullptr : ip_norms_.data();
     }
     // For IP: computes the rows' squared norms (kernels().sqnorms) so that search_block may
     // take the fast pass. A no-op for L2, which keeps them anyway.
@@ -55,6 +58,7 @@ private:
     std::vector<float> own_norms_;              // squared norms for L2, when computed here
     const float* external_norms_ = nullptr;     // or the caller's (copies stay valid either way)
     std::vector<float> transposed_;             // keep_transposed()'s blocks
+    const float* external_bound_norms_ = nullptr;  // the caller's, IP only
     std::vector<float> ip_norms_;               // keep_bound_norms()'s, IP only
 };
 
