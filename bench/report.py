@@ -757,6 +757,27 @@ def range_lines(raw: dict) -> list[str]:
     return lines
 
 
+def flat_blas_lines(raw: dict) -> list[str]:
+    """``raw/flat_blas.json`` (``bench/flat_blas.py``): exact search against faiss and NumPy GEMM."""
+    meta = raw["meta"]
+    lines = [f"k = {meta['k']}, {meta['repeats']} repeats alternating the three methods, pqkit "
+             f"`{meta['pqkit_simd_level']}` (results identical at every level and thread count), faiss "
+             f"{meta['faiss']} at `{meta['faiss_simd_level']}`, NumPy {meta['numpy']} (`x @ y.T` with norms, "
+             "`argpartition`); median ms per call (batch) or per query (single), and pqkit's speed-up "
+             "(> 1: pqkit is faster):", "",
+             "| data | d | metric | threads | batch pqkit ms | vs faiss | vs NumPy | single pqkit ms | vs faiss "
+             "| vs NumPy |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in raw["rows"]:
+        cells = []
+        for mode, per in (("batch", 1), ("single", row["single_queries"])):
+            med = {m: statistics.median(row["seconds"][mode][m]) / per * 1e3 for m in row["seconds"][mode]}
+            cells += [f"{med['pqkit']:.3f}", f"{med['faiss'] / med['pqkit']:.2f}x",
+                      f"{med['numpy'] / med['pqkit']:.2f}x"]
+        lines.append(f"| {row['dataset']} ({row['n_base']:,} rows, {row['batch_queries']} queries) | {row['d']} "
+                     f"| {row['metric']} | {row['threads']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def mmap_lines(raw: dict) -> list[str]:
     """``raw/mmap.json`` (``bench/mapped.py``): a mapped index against the loaded one."""
     index = raw["index"]
@@ -877,6 +898,8 @@ def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Pat
         ("## Recall per bit: anisotropic PQ", raw_dir / "raw" / "anisotropic.json", anisotropic_lines),
         ("## The torch engine on a GPU against faiss-gpu and cuVS",
          BENCH_DIR / "gpu" / "results" / "gpu.json", gpu_lines),
+        ("## Exact search against faiss's IndexFlat and NumPy GEMM", raw_dir / "raw" / "flat_blas.json",
+         flat_blas_lines),
     ]
     for title, path, draw in sections:
         raw = load_json(path)

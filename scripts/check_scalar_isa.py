@@ -6,10 +6,10 @@
 Reads the object files of a CMake build of ``_core`` (nothing is compiled) with ``objdump`` and
 ``nm`` (binutils) and fails when
 
-1. an object file compiled without ``-mavx*`` (every file but ``kernels_avx2.cpp`` and
-   ``kernels_avx512.cpp``) contains a VEX/EVEX instruction (a ``v...`` SIMD mnemonic, a ymm/zmm
+1. an object file compiled without ``-mavx*`` (every file but ``kernels_avx2.cpp``,
+   ``kernels_avx512.cpp`` and the fast passes ``kernels_fast_avx2.cpp``, ``kernels_fast_avx512.cpp``) contains a VEX/EVEX instruction (a ``v...`` SIMD mnemonic, a ymm/zmm
    register or an AVX-512 mask register), or
-2. one of the two SIMD object files defines a weak (COMDAT) function containing such
+2. one of the SIMD object files defines a weak (COMDAT) function containing such
    instructions: the linker keeps one copy of a weak function for the whole module, and if it
    kept the AVX one, scalar code would call it (an illegal instruction on older CPUs).
 
@@ -25,7 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SIMD_SOURCES = ("kernels_avx2.cpp.o", "kernels_avx512.cpp.o")
+SIMD_SOURCES = ("kernels_avx2.cpp.o", "kernels_avx512.cpp.o", "kernels_fast_avx2.cpp.o",
+                "kernels_fast_avx512.cpp.o")
 # VEX/EVEX mnemonics start with "v"; the few non-SIMD "v" instructions are excluded.
 NON_SIMD_V = re.compile(r"^v(err|erw|mcall|mlaunch|mresume|mxoff|mxon|mptrld|mptrst|mread|"
                         r"mwrite|mclear|mfunc)")

@@ -63,7 +63,8 @@ if [ "$#" -eq 0 ]; then
     tests/test_interrupt_and_gil.py tests/test_bad_inputs_table.py tests/test_fuzz_load.py \
     tests/test_crafted_files.py tests/test_limits.py tests/test_thread_stress.py \
     tests/test_mmap.py tests/test_merge.py \
-    tests/test_filters.py tests/test_range_search.py tests/test_search_params.py
+    tests/test_filters.py tests/test_range_search.py tests/test_search_params.py \
+    tests/test_flat_fast_pass.py
   existing=()
   for t in "$@"; do [ -e "$ROOT/$t" ] && existing+=("$t"); done
   set -- "${existing[@]}" -q -p no:cacheprovider

@@ -61,10 +61,18 @@ namespace {
 // whole single-query search, so both sides first spin for a short while (a
 // new job for an idle worker, the last helper for the caller) before they
 // sleep on a condition variable.
+//
+// The caller never waits for a helper that has not started: once job(0)
+// returns (parallel_for's job returns when no chunk is left), the job is
+// closed, a helper that wakes later skips it, and the caller waits only for
+// the helpers already inside it. On a busy machine, where a woken thread may
+// not run for milliseconds, a call is then never slower than its caller alone
+// would be, beyond the chunks that helpers did take.
 class ThreadPool {
 public:
-    // Runs job(1) .. job(helpers) on pool threads while the caller runs
-    // job(0) itself; returns when all have finished. Requires the lock.
+    // Runs job(0) on the caller and job(1) .. job(helpers) on those pool
+    // threads that start before job(0) returns; returns when all that started
+    // have finished. Requires the lock.
     void run(int helpers, const std::function<void(int)>& job) {
         {
             std::unique_lock<std::mutex> lock(mutex_);
@@ -74,14 +82,18 @@ public:
             }
             job_ = &job;
             active_ = helpers;
-            pending_.store(helpers, std::memory_order_relaxed);
+            closed_ = false;
             generation_.fetch_add(1, std::memory_order_release);
         }
         wake_.notify_all();
         job(0);
-        if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            closed_ = true;  // from here on running_ only decreases
+        }
+        if (!spin_until([this] { return running_.load(std::memory_order_acquire) == 0; })) {
             std::unique_lock<std::mutex> lock(mutex_);
-            done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+            done_.wait(lock, [this] { return running_.load(std::memory_order_acquire) == 0; });
         }
     }
     std::mutex owner;  // held by the call that uses the pool
@@ -105,17 +117,16 @@ private:
                 wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
             }
             const std::function<void(int)>* job;
-            int active;
             {
-                // job_ and active_ were written under the mutex before the new generation
+                // job_, active_ and closed_ are written under the mutex
                 std::lock_guard<std::mutex> lock(mutex_);
                 seen = generation_.load(std::memory_order_acquire);
+                if (closed_ || id > active_) continue;  // finished without it, or not needed
                 job = job_;
-                active = active_;
+                running_.fetch_add(1, std::memory_order_relaxed);
             }
-            if (id > active) continue;  // not needed this time
             (*job)(id);  // never throws: parallel_for's job catches everything
-            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            if (running_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
                 std::lock_guard<std::mutex> lock(mutex_);  // the caller may be about to sleep
                 done_.notify_one();
             }
@@ -127,7 +138,8 @@ private:
     std::vector<std::thread> threads_;  // never joined: the pool lives until the process ends
     const std::function<void(int)>* job_ = nullptr;
     int active_ = 0;
-    std::atomic<int> pending_{0};
+    bool closed_ = true;           // the current job takes no more helpers
+    std::atomic<int> running_{0};  // helpers inside the current job
     std::atomic<uint64_t> generation_{0};
 };
 

@@ -78,6 +78,16 @@ struct Kernels {
     // out[i * ldo + j] = <x_i, y_j> for i < nx, j < ny; rows have d floats.
     void (*dot_tile)(const float* x, size_t nx, const float* y, size_t ny, size_t d,
                      float* out, size_t ldo);
+    // The exact search's fast pass: out[i * ldo + j] approximates <x_i, y_j>
+    // in any summation order, with FMA where the level has it, so it may differ
+    // from dot_tile's value by rounding, but never by more than
+    // gamma_d * sum_l |x_il y_jl| from the true inner product (gamma_d =
+    // d u / (1 - d u), u = 2^-24), the bound of any float dot product of
+    // length d. Only flat.cpp reads it, to select the rows whose exact key
+    // (dot_tile) can reach the top k; nothing it computes is returned. The
+    // scalar level's is dot_tile itself.
+    void (*dot_tile_fast)(const float* x, size_t nx, const float* y, size_t ny, size_t d,
+                          float* out, size_t ldo);
     // out[i] = ||x_i||^2 (same 16-lane order as dot_tile).
     void (*sqnorms)(const float* x, size_t n, size_t d, float* out);
     // out[j] = ||x - y_j||^2 computed directly (16-lane order).
@@ -141,6 +151,14 @@ namespace scalar { extern const Kernels table; }
 #if PQKIT_HAVE_X86_SIMD
 namespace avx2 { extern const Kernels table; }
 namespace avx512 { extern const Kernels table; }
+// The fast passes with FMA (dot_tile_fast), each in its own translation unit
+// with -mfma: kernels_fast_avx2.cpp, kernels_fast_avx512.cpp.
+namespace avx2_fma {
+void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo);
+}
+namespace avx512_fma {
+void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo);
+}
 #endif
 
 }  // namespace pqkit

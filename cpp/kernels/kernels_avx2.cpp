@@ -386,12 +386,26 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
     return lanes[0] + lanes[1] + lanes[2] + lanes[3] + generic::read_bytes(data + i, n - i);
 }
 
+// FMA is a CPU feature apart from AVX2: the fast pass uses it where the CPU
+// has it, and this level's dot_tile (as good an approximation as any) elsewhere.
+void dot_tile_fast(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
+    static const bool has_fma = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("fma") != 0;
+    }();
+    if (has_fma)
+        avx2_fma::dot_tile(x, nx, y, ny, d, out, ldo);
+    else
+        dot_tile(x, nx, y, ny, d, out, ldo);
+}
+
 // The table, filled by name. constexpr: it is built by the compiler, so no code
 // of this file runs before the CPU check chooses the level.
 constexpr Kernels make_table() {
     Kernels t{};
     // generic::*: the plain loops, vectorised with this file's flags.
     t.dot_tile = dot_tile;
+    t.dot_tile_fast = dot_tile_fast;
     t.sqnorms = sqnorms;
     t.l2sqr_ny = l2sqr_ny;
     t.l2_to_centroids_t = l2_to_centroids_t;

@@ -444,6 +444,7 @@ constexpr Kernels make_table() {
     Kernels t{};
     // generic::*: the plain loops, vectorised with this file's flags.
     t.dot_tile = dot_tile;
+    t.dot_tile_fast = avx512_fma::dot_tile;  // every AVX-512 CPU has FMA
     t.sqnorms = sqnorms;
     t.l2sqr_ny = l2sqr_ny;
     t.l2_to_centroids_t = l2_to_centroids_t;

@@ -11,6 +11,7 @@ namespace {
 constexpr Kernels make_table() {
     Kernels t{};
     t.dot_tile = generic::dot_tile;
+    t.dot_tile_fast = generic::dot_tile;  // no faster order without SIMD
     t.sqnorms = generic::sqnorms;
     t.l2sqr_ny = generic::l2sqr_ny;
     t.l2_to_centroids_t = generic::l2_to_centroids_t;

@@ -1,6 +1,8 @@
 #include "search/flat.h"
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <limits>
 #include <memory>
 
@@ -35,8 +37,9 @@ constexpr size_t kChunkBytes = size_t(1) << 18;
 constexpr size_t kIpDirectRows = 16;
 
 // Reference rows per block of search_block (and of VectorSet's transposed blocks).
+// A multiple of 32, dot_tile_fast's panels of rows.
 size_t ref_block_rows(size_t d) {
-    return std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))));
+    return std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))) / 32 * 32);
 }
 
 // The n rows of d floats in blocks of `block` rows, each transposed: block k
@@ -152,8 +155,16 @@ private:
 };
 
 // Serial range search over the rows of refs: every allowed key <= tau into sinks[q].
+void range_block_fast(const VectorSet& refs, const float* x, size_t nq, float tau, const uint64_t* const* masks,
+                      RangeSink* sinks);
+bool takes_fast_pass(const VectorSet& refs, size_t nq, size_t k);
+
 void range_block(const VectorSet& refs, const float* x, size_t nq, float tau, const uint64_t* const* masks,
                  RangeSink* sinks) {
+    if (takes_fast_pass(refs, nq, 1)) {
+        range_block_fast(refs, x, nq, tau, masks, sinks);
+        return;
+    }
     const Kernels& K = kernels();
     const size_t d = refs.dim();
     const bool l2 = refs.metric() == Metric::L2;
@@ -193,14 +204,326 @@ void range_block(const VectorSet& refs, const float* x, size_t nq, float tau, co
     }
 }
 
+
+// ---- The fast pass and its bound
+//
+// Exact search ranks rows by keys from dot_tile's fixed 16-lane order with separate
+// multiply and add, which runs at half the FMA peak. With a block of queries the
+// rows are first ranked by dot_tile_fast (FMA, any order), and only the rows whose
+// exact key can still enter the top k (or fall within the radius) get it computed,
+// by the exact path's own formula (exact_key). The top k is built from exact keys
+// alone, so results equal the exact path's at every SIMD level and thread count.
+//
+// The bound. u = 2^-24, gamma = d u / (1 - d u). Any float dot product of length d,
+// in any summation order, with or without FMA, satisfies
+//     |fl(x.y) - x.y| <= gamma sum_i |x_i y_i| + d eta <= gamma ||x|| ||y|| + d eta,
+// where eta = 2^-150 bounds the absolute error of a product that underflows
+// (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., sec. 3.1). The
+// fast and the exact inner products both do, so
+//     |ip_fast - ip_exact| <= 2 gamma ||x|| ||y|| + 2 d eta.
+// The norms are those sqnorms computed (nx = fl(||x||^2), same lemma):
+//     ||x||^2 <= (nx + d eta) / (1 - gamma) =: nx' / (1 - gamma),
+// hence ||x|| ||y|| <= sqrt(nx' ny') / (1 - gamma) <= (nx' + ny') / (2 (1 - gamma)).
+//  * IP, key = -ip (exact negation):
+//     E_ip = 2 gamma / (1 - gamma) sqrt(nx' ny') + 2 d eta.
+//  * L2, key = fl(A - 2 ip) with A = fl(nx + ny) common to both (2 ip is exact):
+//     |key_fast - key_exact| <= 2 |ip_fast - ip_exact| + u (|A - 2 ip_fast| + |A - 2 ip_exact|),
+//    and |A - 2 ip| <= (1 + u)(nx + ny) + 2 (1 + gamma) ||x|| ||y||
+//                   <= (nx' + ny') (1 + u + (1 + gamma) / (1 - gamma)), so
+//     E_l2 = (nx' + ny') (2 gamma / (1 - gamma) + 2 u (1 + u + (1 + gamma) / (1 - gamma))) + 4 d eta.
+//    The clamp at 0 changes no difference by more than it was.
+// Per block of rows the bound takes the block's largest row norm (ny' <= max). It
+// is evaluated in double and rounded up, with a relative margin of 2^-20 for the
+// double arithmetic. It needs d u < 1/2 and norms far from overflow (sum < 2^120);
+// a block that fails either (or meets a non-finite norm) is computed exactly.
+//
+// Use: k rows of a block have fast keys <= b (b: an upper bound of the block's k-th
+// smallest fast key, KeyBound), so k rows have exact keys <= b + E and the k-th best
+// exact key is at most min(heap threshold, b + E). A row whose fast key exceeds that
+// plus E has an exact key strictly above it and is skipped; every other row gets
+// its exact key, which enters the heap under TopK's order, as on the exact path.
+struct ErrorBound {
+    double c_ip = 0, c_l2 = 0, tiny = 0, abs_ip = 0;
+    bool usable = false;
+
+    explicit ErrorBound(size_t d) {
+        const double u = std::ldexp(1.0, -24), eta = std::ldexp(1.0, -150), dd = static_cast<double>(d);
+        if (d == 0 || dd * u >= 0.5) return;
+        const double gamma = dd * u / (1.0 - dd * u);
+        const double margin = 1.0 + std::ldexp(1.0, -20);
+        c_ip = margin * 2.0 * gamma / (1.0 - gamma);
+        c_l2 = margin * (2.0 * gamma / (1.0 - gamma) + 2.0 * u * (1.0 + u + (1.0 + gamma) / (1.0 - gamma)));
+        tiny = dd * eta;
+        abs_ip = margin * 2.0 * dd * eta;
+        usable = true;
+    }
+    // The bound for a query of squared norm xn against rows of squared norms <= yn_max;
+    // +inf when it does not hold (see above).
+    double operator()(bool l2, float xn, float yn_max) const {
+        const double nx = static_cast<double>(xn) + tiny, ny = static_cast<double>(yn_max) + tiny;
+        if (!usable || !(nx + ny < std::ldexp(1.0, 120))) return std::numeric_limits<double>::infinity();
+        return l2 ? c_l2 * (nx + ny) + 2.0 * abs_ip : c_ip * std::sqrt(nx * ny) + abs_ip;
+    }
+};
+
+// The smallest float >= v (v finite or +inf).
+inline float round_up(double v) {
+    float f = static_cast<float>(v);
+    if (static_cast<double>(f) < v) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+    return f;
+}
+
+// Queries per call from which the fast pass pays.
+constexpr size_t kFastMinQueries = 4;
+// Queries per block of the fast pass: dot_tile_fast packs each block of rows once
+// per call, so a call's packing is shared by this many queries.
+constexpr size_t kFastQueryBlock = 1024;
+
+bool fast_pass_available(const Kernels& K) { return K.dot_tile_fast != K.dot_tile; }
+
+bool takes_fast_pass(const VectorSet& refs, size_t nq, size_t k) {
+    return nq >= kFastMinQueries && k > 0 && refs.size() > 0 && refs.bound_norms() != nullptr &&
+           fast_pass_available(kernels()) && ErrorBound(refs.dim()).usable;
+}
+
+// Row r's exact key for the query xq, as the exact path computes it: from dot_tile (the
+// same 16-lane sum in any tile), or, for a set kept transposed, the sequential sum
+// ip_to_centroids_t computes (product, round, add, round, over j in order); then
+// keys_and_minima's formula.
+inline float exact_key(const Kernels& K, const VectorSet& refs, const float* xq, float xnorm, size_t r) {
+    const size_t d = refs.dim();
+    const float* y = refs.data() + r * d;
+    float ip;
+    if (refs.transposed()) {
+        ip = 0.0f;
+        for (size_t j = 0; j < d; ++j) {
+            const float p = xq[j] * y[j];
+            ip = ip + p;
+        }
+    } else {
+        K.dot_tile(xq, 1, y, 1, d, &ip, 1);
+    }
+    if (refs.metric() != Metric::L2) return -ip;
+    const float key = xnorm + refs.norms()[r] - 2.0f * ip;
+    return key < 0.0f ? 0.0f : key;
+}
+
+// One block of rows (r0 .. r0 + rb) for nb queries: buf (nb x rb) gets the keys from
+// the fast pass and err[q] the bound on |fast key - exact key| (0 when the block had
+// to be computed exactly, see ErrorBound). xnorms: the queries' squared norms.
+void fast_block_keys(const Kernels& K, const VectorSet& refs, const ErrorBound& bound, const float* xb,
+                     size_t nb, const float* xnorms, size_t r0, size_t rb, float* buf, double* err) {
+    const size_t d = refs.dim();
+    const bool l2 = refs.metric() == Metric::L2;
+    const float* yn = refs.bound_norms() + r0;
+    float yn_max = 0.0f;
+    bool finite = true;
+    for (size_t j = 0; j < rb; ++j) {
+        finite = finite && yn[j] <= FLT_MAX;
+        yn_max = yn[j] > yn_max ? yn[j] : yn_max;
+    }
+    bool exact = !finite;
+    for (size_t q = 0; q < nb; ++q) {
+        err[q] = bound(l2, xnorms[q], yn_max);
+        exact = exact || !(err[q] < std::numeric_limits<double>::infinity());
+    }
+    if (exact) {
+        std::fill(err, err + nb, 0.0);
+        if (refs.transposed())
+            K.ip_to_centroids_t(xb, nb, d, refs.transposed() + r0 * d, d, rb, buf, rb);
+        else
+            K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf, rb);
+    } else {
+        K.dot_tile_fast(xb, nb, refs.data() + r0 * d, rb, d, buf, rb);
+    }
+    float mins[kKeySets];
+    for (size_t q = 0; q < nb; ++q)
+        K.keys_and_minima(buf + q * rb, rb, l2 ? xnorms[q] : 0.0f, l2 ? refs.norms() + r0 : nullptr, mins);
+}
+
+// Reference rows per block of the fast pass for blocks of nb queries: as the exact
+// path (a set kept transposed is laid out in those blocks), or fewer, so the block's
+// nb x rows fast keys stay in L2 (about kRefBlockBytes) while the selection reads them.
+size_t fast_ref_block_rows(const VectorSet& refs, size_t nb) {
+    const size_t rows = ref_block_rows(refs.dim());
+    if (refs.transposed()) return rows;
+    return std::min(rows, std::max<size_t>(64, kRefBlockBytes / (sizeof(float) * std::max<size_t>(nb, 1)) / 32 * 32));
+}
+
+// search_block's fast pass (same contract).
+void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
+                       const uint64_t* const* masks) {
+    const Kernels& K = kernels();
+    const size_t d = refs.dim();
+    const bool l2 = refs.metric() == Metric::L2;
+    const ErrorBound bound(d);
+    const size_t ref_block = fast_ref_block_rows(refs, std::min(kFastQueryBlock, nq));
+    const size_t q_rows = std::min(kFastQueryBlock, nq);
+    std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
+    std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
+    float xnorms[kFastQueryBlock];
+    double err[kFastQueryBlock];
+    std::vector<TopK> heaps(q_rows, TopK(k));
+    KeyBound key_bound;
+    const float inf = std::numeric_limits<float>::infinity();
+    for (size_t q0 = 0; q0 < nq; q0 += kFastQueryBlock) {
+        const size_t nb = std::min(kFastQueryBlock, nq - q0);
+        const float* xb = x + q0 * d;
+        K.sqnorms(xb, nb, d, xnorms);
+        for (size_t q = 0; q < nb; ++q) heaps[q].clear();
+        for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
+            const size_t rb = std::min(ref_block, refs.size() - r0);
+            if (masks != nullptr) {
+                bool any = false;
+                for (size_t q = 0; q < nb && !any; ++q) any = any_allowed(masks[q0 + q], r0, r0 + rb);
+                if (!any) continue;
+            }
+            fast_block_keys(K, refs, bound, xb, nb, xnorms, r0, rb, buf.get(), err);
+            for (size_t q = 0; q < nb; ++q) {
+                float* keys = buf.get() + q * rb;
+                const uint64_t* mask = masks != nullptr ? masks[q0 + q] : nullptr;
+                if (mask != nullptr)  // disallowed rows never count in the bound nor pass
+                    for (size_t j = 0; j < rb; ++j)
+                        if (!row_allowed(mask, r0 + j)) keys[j] = inf;
+                TopK& heap = heaps[q];
+                const double e = err[q];
+                // The block's own k-th key bounds the first blocks; once the heap holds k
+                // keys its threshold is nearly always lower, and the bound's cost is saved.
+                const float kth = heap.threshold() < inf ? inf : key_bound.bound(keys, rb, k, inf);
+                float limit = round_up(std::min(static_cast<double>(heap.threshold()) + e,
+                                                static_cast<double>(kth) + 2.0 * e));
+                const size_t n_pass = K.indices_at_most(keys, rb, limit, rows.get());
+                const float* xq = xb + q * d;
+                for (size_t i = 0; i < n_pass; ++i) {
+                    const size_t j = rows[i];
+                    if (!(keys[j] <= limit) || (mask != nullptr && !row_allowed(mask, r0 + j))) continue;
+                    const float key = e == 0.0 ? keys[j] : exact_key(K, refs, xq, xnorms[q], r0 + j);
+                    if (key <= heap.threshold()) {
+                        heap.push(key, static_cast<int64_t>(r0 + j));
+                        limit = std::min(limit, round_up(static_cast<double>(heap.threshold()) + e));
+                    }
+                }
+            }
+        }
+        for (size_t q = 0; q < nb; ++q) heaps[q].write(D + (q0 + q) * k, I + (q0 + q) * k, !l2);
+    }
+}
+
+// range_block's fast pass: every allowed row whose exact key is <= tau.
+void range_block_fast(const VectorSet& refs, const float* x, size_t nq, float tau, const uint64_t* const* masks,
+                      RangeSink* sinks) {
+    const Kernels& K = kernels();
+    const size_t d = refs.dim();
+    const ErrorBound bound(d);
+    const size_t ref_block = fast_ref_block_rows(refs, std::min(kFastQueryBlock, nq));
+    const size_t q_rows = std::min(kFastQueryBlock, nq);
+    std::unique_ptr<float[]> buf(new float[q_rows * std::min(ref_block, refs.size())]);
+    std::unique_ptr<uint32_t[]> rows(new uint32_t[std::min(ref_block, refs.size()) + 16]);
+    float xnorms[kFastQueryBlock];
+    double err[kFastQueryBlock];
+    for (size_t q0 = 0; q0 < nq; q0 += kFastQueryBlock) {
+        const size_t nb = std::min(kFastQueryBlock, nq - q0);
+        const float* xb = x + q0 * d;
+        K.sqnorms(xb, nb, d, xnorms);
+        for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
+            const size_t rb = std::min(ref_block, refs.size() - r0);
+            if (masks != nullptr) {
+                bool any = false;
+                for (size_t q = 0; q < nb && !any; ++q) any = any_allowed(masks[q0 + q], r0, r0 + rb);
+                if (!any) continue;
+            }
+            fast_block_keys(K, refs, bound, xb, nb, xnorms, r0, rb, buf.get(), err);
+            for (size_t q = 0; q < nb; ++q) {
+                const float* keys = buf.get() + q * rb;
+                const double e = err[q];
+                const float limit = round_up(static_cast<double>(tau) + e);
+                const size_t n_pass = K.indices_at_most(keys, rb, limit, rows.get());
+                for (size_t i = 0; i < n_pass; ++i) {
+                    const size_t j = rows[i];
+                    if (!(keys[j] <= limit) || (masks != nullptr && !row_allowed(masks[q0 + q], r0 + j))) continue;
+                    const float key = e == 0.0 ? keys[j] : exact_key(K, refs, xb + q * d, xnorms[q], r0 + j);
+                    if (key <= tau) sinks[q0 + q].push(key, static_cast<int64_t>(r0 + j));
+                }
+            }
+        }
+    }
+}
+
+
+// Queries per parallel_for chunk of an unfiltered search: kQueryBlock, or for the
+// fast pass up to kFastQueryBlock (its packing is shared by a chunk's queries),
+// as long as every thread still gets a chunk.
+size_t query_chunk(const VectorSet& refs, size_t nq, size_t k, int n_threads) {
+    if (!takes_fast_pass(refs, nq, k)) return kQueryBlock;
+    const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
+    const size_t per_thread = (nq + threads - 1) / threads;
+    const size_t pieces = (per_thread + kFastQueryBlock - 1) / kFastQueryBlock;  // chunks per thread
+    const size_t chunk = (per_thread + pieces - 1) / pieces;
+    return std::max(kQueryBlock, std::min(kFastQueryBlock, (chunk + kQueryBlock - 1) / kQueryBlock * kQueryBlock));
+}
+
+// Fewer queries than threads (one query, say): memory-bound, so each query's rows are
+// split into one contiguous part per thread, each part searched on its own (the exact
+// path: the same keys row by row) and the parts' top-k merged under TopK's order. The
+// top k of a union is the top k of the parts' top k, so the result is the serial one.
+// Split only when every thread gets kFlatSplitFactor times the engine's split size
+// (4 MiB of rows by default): a few milliseconds of scanning, far above the cost of
+// waking a thread even on a busy machine. The rows go in up to kFlatSplitParts parts
+// per thread, claimed one at a time, so a thread that starts late (or is
+// descheduled) holds back at most one small part while the others take the rest.
+constexpr size_t kFlatSplitFactor = 16;
+constexpr size_t kFlatSplitParts = 4;
+
+bool split_rows_pays(size_t ny, size_t d, size_t nq, int n_threads) {
+    const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
+    return threads > 1 && nq < threads && ny >= 2 * threads * 64 &&
+           ny * d * sizeof(float) >= kFlatSplitFactor * min_split_bytes_per_thread() * threads;
+}
+
+void search_split_rows(const VectorSet& refs, const float* x, size_t nq, size_t k, int n_threads, float* D,
+                       int64_t* I) {
+    const size_t d = refs.dim(), ny = refs.size();
+    const bool l2 = refs.metric() == Metric::L2;
+    const size_t threads = static_cast<size_t>(std::max(n_threads, 1));
+    // Parts of at least the engine's split size (and 64 rows), up to kFlatSplitParts per thread.
+    const size_t part_bytes = std::max<size_t>(min_split_bytes_per_thread(), 64 * d * sizeof(float));
+    const size_t parts = std::max(threads, std::min(kFlatSplitParts * threads, ny * d * sizeof(float) / part_bytes));
+    const size_t part_rows = (ny + parts - 1) / parts;
+    std::vector<float> part_d(parts * k);
+    std::vector<int64_t> part_i(parts * k);
+    for (size_t q = 0; q < nq; ++q) {
+        const float* xq = x + q * d;
+        parallel_for(parts, n_threads, 1, [&](size_t begin, size_t end, int) {
+            for (size_t part = begin; part < end; ++part) {
+                const size_t r0 = std::min(ny, part * part_rows), len = std::min(part_rows, ny - r0);
+                const VectorSet rows(refs.data() + r0 * d, len, d, refs.metric(), l2 ? refs.norms() + r0 : nullptr);
+                search_block(rows, xq, 1, k, part_d.data() + part * k, part_i.data() + part * k);
+                for (size_t i = 0; i < k; ++i)
+                    if (part_i[part * k + i] >= 0) part_i[part * k + i] += static_cast<int64_t>(r0);
+            }
+        });
+        TopK heap(k);
+        for (size_t i = 0; i < parts * k; ++i)
+            if (part_i[i] >= 0) heap.push(l2 ? part_d[i] : -part_d[i], part_i[i]);
+        heap.write(D + q * k, I + q * k, !l2);
+    }
+}
+
 }  // namespace
 
 VectorSet::VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms)
-    : data_(data), n_(n), d_(d), metric_(metric), external_norms_(metric == Metric::L2 ? norms : nullptr) {
+    : data_(data), n_(n), d_(d), metric_(metric), external_norms_(metric == Metric::L2 ? norms : nullptr),
+      external_bound_norms_(metric == Metric::L2 ? nullptr : norms) {
     if (metric == Metric::L2 && external_norms_ == nullptr) {
         own_norms_.resize(n);
         kernels().sqnorms(data, n, d, own_norms_.data());
     }
+}
+
+void VectorSet::keep_bound_norms(int n_threads) {
+    if (metric_ == Metric::L2 || external_bound_norms_ != nullptr || !ip_norms_.empty() || n_ == 0) return;
+    ip_norms_.resize(n_);
+    row_sqnorms(data_, n_, d_, n_threads, ip_norms_.data());
 }
 
 void VectorSet::keep_transposed() {
@@ -209,6 +532,10 @@ void VectorSet::keep_transposed() {
 
 void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
                   const uint64_t* const* masks) {
+    if (takes_fast_pass(refs, nq, k)) {
+        search_block_fast(refs, x, nq, k, D, I, masks);
+        return;
+    }
     const Kernels& K = kernels();
     const size_t d = refs.dim();
     const bool l2 = refs.metric() == Metric::L2;
@@ -308,20 +635,29 @@ void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d,
                  Metric metric, int n_threads, float* D, int64_t* I, const float* norms,
                  const IDSelector* selector) {
     VectorSet refs(y, ny, d, metric, norms);
+    if (nq >= kFastMinQueries) refs.keep_bound_norms(n_threads);
     if (selector == nullptr) {
-        parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+        if (split_rows_pays(ny, d, nq, n_threads)) {
+            search_split_rows(refs, x, nq, k, n_threads, D, I);
+            return;
+        }
+        parallel_for(nq, n_threads, query_chunk(refs, nq, k, n_threads), [&](size_t begin, size_t end, int) {
             search_block(refs, x + begin * d, end - begin, k, D + begin * k, I + begin * k);
         });
         return;
     }
     selector->check_queries(nq);
     const RowMasks row_masks(*selector, ny);
-    parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+    // A selector shared by all queries has one mask: chunks as large as unfiltered
+    // search's. Per-query sets make a mask per query of the chunk, so small chunks.
+    const size_t chunk = selector->n_sets() == 0 ? query_chunk(refs, nq, k, n_threads) : kQueryBlock;
+    parallel_for(nq, n_threads, chunk, [&](size_t begin, size_t end, int) {
         const size_t nb = end - begin;
         std::vector<uint64_t> own;
-        const uint64_t* masks[kQueryBlock];
-        size_t counts[kQueryBlock];
-        row_masks.for_queries(begin, nb, own, masks, counts);
+        std::vector<const uint64_t*> mask_rows(nb);
+        std::vector<size_t> counts(nb);
+        const uint64_t** masks = mask_rows.data();
+        row_masks.for_queries(begin, nb, own, masks, counts.data());
         bool all_dense = true;
         for (size_t q = 0; q < nb; ++q) all_dense = all_dense && !row_masks.sparse(counts[q]);
         if (all_dense) {
@@ -345,12 +681,14 @@ RangeResults flat_range_search(const float* x, size_t nq, const float* y, size_t
                                Metric metric, int n_threads, size_t max_results, const float* norms,
                                const IDSelector* selector) {
     VectorSet refs(y, ny, d, metric, norms);
+    if (nq >= kFastMinQueries) refs.keep_bound_norms(n_threads);
     if (selector != nullptr) selector->check_queries(nq);
     const std::unique_ptr<RowMasks> row_masks(selector ? new RowMasks(*selector, ny) : nullptr);
     RangeResults results(nq);
     ResultBudget budget(max_results);
     const float tau = range_threshold(radius_key);
-    parallel_for(nq, n_threads, kQueryBlock, [&](size_t begin, size_t end, int) {
+    const size_t chunk = row_masks == nullptr ? query_chunk(refs, nq, 1, n_threads) : kQueryBlock;
+    parallel_for(nq, n_threads, chunk, [&](size_t begin, size_t end, int) {
         const size_t nb = end - begin;
         std::vector<RangeSink> sinks(nb, RangeSink(tau, &budget));
         if (row_masks == nullptr) {
@@ -385,6 +723,7 @@ NearestCentroid::NearestCentroid(const float* centroids, size_t nc, size_t d, Me
     : refs_(centroids, nc, d, metric),
       direct_(metric == Metric::L2 && d < kDirectMaxDim),
       ip_direct_(metric == Metric::L2 && d >= kDirectMaxDim && d <= kIpDirectMaxDim) {
+    refs_.keep_bound_norms();
     if (direct_ || ip_direct_) {
         // Chunks of chunk_ centroids; the direct path has one chunk of all of them.
         chunk_ = direct_ ? std::max<size_t>(nc, 1) : std::max<size_t>(64, kChunkBytes / (sizeof(float) * d) / 64 * 64);

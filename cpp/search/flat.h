@@ -21,13 +21,24 @@ class IDSelector;
 class VectorSet {
 public:
     // norms: the rows' squared norms (kernels().sqnorms) if the caller keeps them,
-    // else nullptr and they are computed here (L2 only).
+    // else nullptr and they are computed here (L2 only). For IP they serve only the
+    // fast pass's error bound (bound_norms), sparing keep_bound_norms' pass per call.
     VectorSet(const float* data, size_t n, size_t d, Metric metric, const float* norms = nullptr);
     const float* data() const { return data_; }
     size_t size() const { return n_; }
     size_t dim() const { return d_; }
     Metric metric() const { return metric_; }
     const float* norms() const { return external_norms_ ? external_norms_ : own_norms_.data(); }
+    // The rows' squared norms for the fast pass's error bound (flat.cpp): norms() for L2;
+    // for IP the caller's or those keep_bound_norms() computed, else nullptr (no fast pass then).
+    const float* bound_norms() const {
+        if (metric_ == Metric::L2) return norms();
+        if (external_bound_norms_ != nullptr) return external_bound_norms_;
+        return ip_norms_.empty() ? nullptr : ip_norms_.data();
+    }
+    // For IP: computes the rows' squared norms (kernels().sqnorms) so that search_block may
+    // take the fast pass. A no-op for L2, which keeps them anyway.
+    void keep_bound_norms(int n_threads = 1);
 
     // For a set searched many times (a coarse quantizer) with d <= 256: keeps
     // a transposed copy of the rows, in search_block's blocks, so that
@@ -47,9 +58,15 @@ private:
     std::vector<float> own_norms_;              // squared norms for L2, when computed here
     const float* external_norms_ = nullptr;     // or the caller's (copies stay valid either way)
     std::vector<float> transposed_;             // keep_transposed()'s blocks
+    const float* external_bound_norms_ = nullptr;  // the caller's, IP only
+    std::vector<float> ip_norms_;               // keep_bound_norms()'s, IP only
 };
 
-// Serial: top-k of the rows of `refs` for nq queries. D and I are nq x k,
+// Serial: top-k of the rows of `refs` for nq queries. With 4 queries or more, at a
+// SIMD level whose dot_tile_fast differs from its dot_tile, and bound_norms() set, a
+// fast pass (FMA) ranks the rows and only those whose exact key can still reach the
+// top k are recomputed exactly (flat.cpp, "The fast pass and its bound"): the result
+// is the exact path's, bit for bit. D and I are nq x k,
 // best first, padded with (+inf or -inf, -1). I holds row numbers.
 // masks: nullptr, or for each query a row mask (bit r % 64 of masks[q][r / 64]: row r
 // allowed); a disallowed row never enters the query's top-k.

@@ -296,6 +296,7 @@ struct PQWorker {
 CoarseQuantizer::CoarseQuantizer(const float* centroids, size_t nlist, size_t d, Metric metric)
     : data_(centroids, centroids + nlist * d), vectors_(data_.data(), nlist, d, metric) {
     vectors_.keep_transposed();  // probing sums inner products sequentially (flat.h)
+    vectors_.keep_bound_norms();  // batched probing may take the fast pass (flat.h)
 }
 
 void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,

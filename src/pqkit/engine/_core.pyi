@@ -85,7 +85,8 @@ def flat_search(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Exact k-NN of the queries x (nq, d) among the rows of y (ny, d), both float32.
 
-    norms: y's squared norms (ny,) float32 from ``sqnorms`` (L2 only), or None to compute them.
+    norms: y's squared norms (ny,) float32 from ``sqnorms``, or None to compute them (L2: the
+    keys use them; IP: only the fast pass's rounding-error bound does).
     selector: the row numbers each query may return. Returns (D, I), each (nq, k); I holds row
     numbers of y.
     """

@@ -338,7 +338,8 @@ class Engine(Protocol):
         metric : {"l2", "ip"}
         n_threads : int
         norms : numpy.ndarray of float32, shape (ny,), or None
-            ``y``'s squared norms from :meth:`sqnorms` when the caller keeps them (L2).
+            ``y``'s squared norms from :meth:`sqnorms` when the caller keeps them (L2: the keys
+            use them; IP: only the compiled engine's fast-pass error bound does).
         selector : IDSelector or None
             The row numbers of ``y`` each query may return.
 

@@ -82,10 +82,9 @@ class IndexFlat(Index):
         self._store.append(x, ids)
 
     def _norms(self):
-        """The stored rows' squared norms (L2), kept by the store until the rows change: a
-        single query then reads the vectors once instead of twice."""
-        if self._core_metric != "l2":
-            return None
+        """The stored rows' squared norms, kept by the store until the rows change: for L2 a
+        single query then reads the vectors once instead of twice; for IP the compiled
+        engine's fast pass bounds its rounding with them instead of a pass per call."""
         data = self._store.data
         core = self._engine
         if hasattr(core, "resident"):  # a device engine keeps them on its device

@@ -126,7 +126,7 @@ def _flat_norms(y, l2, norms):
 
 def flat_search(x, y, k, metric, n_threads, norms=None, selector=None):
     """Exact top-k rows of ``y`` for each row of ``x``: (D float32 (nq, k), I int64 row numbers).
-    ``norms``: y's squared norms from :func:`sqnorms`, if the caller keeps them (L2).
+    ``norms``: y's squared norms from :func:`sqnorms`, if the caller keeps them (used for L2 only).
     ``selector``: the rows each query may return (an :class:`IDSelector` over row numbers)."""
     x = _checked(x, np.float32, "x", (-1, -1))
     y = _checked(y, np.float32, "y", (-1, x.shape[1]))

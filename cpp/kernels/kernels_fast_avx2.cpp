@@ -1,0 +1,132 @@
+// The exact search's fast pass on AVX2 with FMA (kernels.h, dot_tile_fast).
+// Its own translation unit, the one file built with -mavx2 -mfma, so no
+// bit-identical kernel can pick up a fused multiply-add; the AVX2 table calls
+// it only on a CPU that has FMA (kernels_avx2.cpp). Its results are never
+// returned: flat.cpp selects candidates from them under a rounding-error bound
+// and recomputes each candidate with dot_tile.
+//
+// The packed outer-product GEMM of kernels_fast_avx512.cpp at 8 lanes: y in
+// panels of kPanel rows, kDepth dimensions at a time, transposed so that the
+// panel's rows' dimension l are contiguous (16 KiB, stays in L1); a micro-tile of
+// kRowsX x kPanel outputs in 12 of the 16 ymm registers, fed per dimension by
+// two panel loads and kRowsX broadcasts. Each lane's sum is an FMA chain per
+// depth block, the blocks' sums added in order.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels/kernels.h"
+
+namespace pqkit {
+namespace avx2_fma {
+namespace {
+
+constexpr size_t kPanel = 16;   // y rows per packed panel: two ymm
+constexpr size_t kRowsX = 6;    // x rows per micro-tile: 12 accumulators
+constexpr size_t kDepth = 256;  // dimensions per packed block: 16 x 256 floats = 16 KiB
+
+// dst[l * kPanel + r] = src[r * lds + l] for r, l < 8 (an 8 x 8 in-register transpose).
+inline void transpose8(const float* src, size_t lds, float* dst) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(dst + i * kPanel, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (i + 4) * kPanel, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+}
+
+// Packs rows y[0 .. ny) (ny <= kPanel, row stride d), dimensions [0, kc), into
+// panel[l * kPanel + r]; rows ny .. kPanel are zero.
+void pack_panel(const float* y, size_t ny, size_t d, size_t kc, float* panel) {
+    size_t r = 0;
+    for (; r + 8 <= ny; r += 8) {
+        size_t l = 0;
+        for (; l + 8 <= kc; l += 8) transpose8(y + r * d + l, d, panel + l * kPanel + r);
+        for (; l < kc; ++l)
+            for (size_t i = 0; i < 8; ++i) panel[l * kPanel + r + i] = y[(r + i) * d + l];
+    }
+    if (r < kPanel) {
+        for (size_t l = 0; l < kc; ++l) {
+            float* dst = panel + l * kPanel;
+            for (size_t i = r; i < ny; ++i) dst[i] = y[i * d + l];
+            for (size_t i = ny; i < kPanel; ++i) dst[i] = 0.0f;
+        }
+    }
+}
+
+// o[c] (+)= lane c of (a0, a1), c < nc. The accumulators are passed by value:
+// storing them through their array in the micro-tile made the compiler keep the
+// whole array in memory, written back on every step of the loop.
+inline void store_row(float* o, __m256 a0, __m256 a1, size_t nc, bool add) {
+    if (nc == kPanel) {
+        if (add) {
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(o));
+            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(o + 8));
+        }
+        _mm256_storeu_ps(o, a0);
+        _mm256_storeu_ps(o + 8, a1);
+        return;
+    }
+    alignas(32) float part[kPanel];
+    _mm256_store_ps(part, a0);
+    _mm256_store_ps(part + 8, a1);
+    for (size_t c = 0; c < nc; ++c) o[c] = add ? o[c] + part[c] : part[c];
+}
+
+// out[i * ldo + c] (+)= sum_{l < kc} x[i * d + l] * panel[l * kPanel + c] for
+// i < MX, c < nc; `add` adds to out.
+template <size_t MX>
+void micro_tile(const float* x, size_t d, const float* panel, size_t kc, float* out, size_t ldo, size_t nc,
+                bool add) {
+    __m256 acc[MX][2];
+#pragma GCC unroll 8
+    for (size_t i = 0; i < MX; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (size_t l = 0; l < kc; ++l) {
+        const __m256 y0 = _mm256_load_ps(panel + l * kPanel);
+        const __m256 y1 = _mm256_load_ps(panel + l * kPanel + 8);
+#pragma GCC unroll 8
+        for (size_t i = 0; i < MX; ++i) {
+            const __m256 xv = _mm256_broadcast_ss(x + i * d + l);
+            acc[i][0] = _mm256_fmadd_ps(xv, y0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(xv, y1, acc[i][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (size_t i = 0; i < MX; ++i) store_row(out + i * ldo, acc[i][0], acc[i][1], nc, add);
+}
+
+using MicroTile = void (*)(const float*, size_t, const float*, size_t, float*, size_t, size_t, bool);
+constexpr MicroTile kTiles[kRowsX + 1] = {nullptr,       micro_tile<1>, micro_tile<2>, micro_tile<3>,
+                                          micro_tile<4>, micro_tile<5>, micro_tile<6>};
+
+}  // namespace
+
+void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
+    alignas(32) float panel[kPanel * kDepth];
+    for (size_t j0 = 0; j0 < ny; j0 += kPanel) {
+        const size_t nc = std::min(kPanel, ny - j0);
+        for (size_t k0 = 0; k0 < d; k0 += kDepth) {
+            const size_t kc = std::min(kDepth, d - k0);
+            pack_panel(y + j0 * d + k0, nc, d, kc, panel);
+            for (size_t i0 = 0; i0 < nx; i0 += kRowsX) {
+                const size_t mx = std::min(kRowsX, nx - i0);
+                kTiles[mx](x + i0 * d + k0, d, panel, kc, out + i0 * ldo + j0, ldo, nc, k0 > 0);
+            }
+        }
+    }
+    if (d == 0)
+        for (size_t i = 0; i < nx; ++i) std::fill(out + i * ldo, out + i * ldo + ny, 0.0f);
+}
+
+}  // namespace avx2_fma
+}  // namespace pqkit

@@ -1,0 +1,127 @@
+// The exact search's fast pass on AVX-512 with FMA (kernels.h, dot_tile_fast).
+// Its own translation unit: the one file of the AVX-512 level built with -mfma,
+// so no bit-identical kernel can pick up a fused multiply-add. Its results are
+// never returned: flat.cpp selects candidates from them under a rounding-error
+// bound and recomputes each candidate with dot_tile.
+//
+// A packed outer-product GEMM, as BLAS libraries do it: y is packed in panels
+// of kPanel rows, kDepth dimensions at a time, transposed so that the panel's
+// rows' dimension l are kPanel contiguous floats (32 KiB, in L1 or at worst
+// L2 while every x-row of the call passes over it). The micro-kernel keeps a
+// kRowsX x kPanel tile of out in 24 zmm accumulators: per dimension it loads
+// the panel's two vectors, broadcasts kRowsX x values and issues 2 kRowsX
+// FMAs, with no horizontal reduction. Each lane's sum is a plain FMA chain over
+// a depth block, the blocks' sums added in order: one summation order among
+// those the bound allows.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels/kernels.h"
+
+namespace pqkit {
+namespace avx512_fma {
+namespace {
+
+constexpr size_t kPanel = 32;   // y rows per packed panel: two zmm
+constexpr size_t kRowsX = 12;   // x rows per micro-tile: 24 accumulators
+constexpr size_t kDepth = 256;  // dimensions per packed block: 32 x 256 floats = 32 KiB
+
+// dst[l * kPanel + r] = src[r * lds + l] for r, l < 8 (an 8 x 8 in-register transpose).
+inline void transpose8(const float* src, size_t lds, float* dst) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(dst + i * kPanel, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (i + 4) * kPanel, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+}
+
+// Packs rows y[0 .. ny) (ny <= kPanel, row stride d), dimensions [0, kc), into
+// panel[l * kPanel + r]; rows ny .. kPanel are zero.
+void pack_panel(const float* y, size_t ny, size_t d, size_t kc, float* panel) {
+    size_t r = 0;
+    for (; r + 8 <= ny; r += 8) {
+        size_t l = 0;
+        for (; l + 8 <= kc; l += 8) transpose8(y + r * d + l, d, panel + l * kPanel + r);
+        for (; l < kc; ++l)
+            for (size_t i = 0; i < 8; ++i) panel[l * kPanel + r + i] = y[(r + i) * d + l];
+    }
+    if (r < kPanel) {
+        for (size_t l = 0; l < kc; ++l) {
+            float* dst = panel + l * kPanel;
+            for (size_t i = r; i < ny; ++i) dst[i] = y[i * d + l];
+            for (size_t i = ny; i < kPanel; ++i) dst[i] = 0.0f;
+        }
+    }
+}
+
+// out[i * ldo + c] (+)= sum_{l < kc} x[i * d + l] * panel[l * kPanel + c] for
+// i < MX, c < ny (masks m0, m1 select the columns); `add` adds to out.
+template <size_t MX>
+void micro_tile(const float* x, size_t d, const float* panel, size_t kc, float* out, size_t ldo, __mmask16 m0,
+                __mmask16 m1, bool add) {
+    // Unrolled over i so that the accumulators live in registers.
+    __m512 acc[MX][2];
+#pragma GCC unroll 16
+    for (size_t i = 0; i < MX; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (size_t l = 0; l < kc; ++l) {
+        const __m512 y0 = _mm512_load_ps(panel + l * kPanel);
+        const __m512 y1 = _mm512_load_ps(panel + l * kPanel + 16);
+#pragma GCC unroll 16
+        for (size_t i = 0; i < MX; ++i) {
+            const __m512 xv = _mm512_set1_ps(x[i * d + l]);
+            acc[i][0] = _mm512_fmadd_ps(xv, y0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(xv, y1, acc[i][1]);
+        }
+    }
+    for (size_t i = 0; i < MX; ++i) {
+        float* o = out + i * ldo;
+        if (add) {
+            acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(m0, o));
+            acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(m1, o + 16));
+        }
+        _mm512_mask_storeu_ps(o, m0, acc[i][0]);
+        _mm512_mask_storeu_ps(o + 16, m1, acc[i][1]);
+    }
+}
+
+using MicroTile = void (*)(const float*, size_t, const float*, size_t, float*, size_t, __mmask16, __mmask16, bool);
+constexpr MicroTile kTiles[kRowsX + 1] = {nullptr,         micro_tile<1>,  micro_tile<2>, micro_tile<3>, micro_tile<4>,
+                                          micro_tile<5>,   micro_tile<6>,  micro_tile<7>, micro_tile<8>, micro_tile<9>,
+                                          micro_tile<10>, micro_tile<11>, micro_tile<12>};
+
+inline __mmask16 lanes(size_t n) { return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
+
+}  // namespace
+
+void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
+    alignas(64) float panel[kPanel * kDepth];
+    for (size_t j0 = 0; j0 < ny; j0 += kPanel) {
+        const size_t nc = std::min(kPanel, ny - j0);
+        const __mmask16 m0 = lanes(nc), m1 = lanes(nc > 16 ? nc - 16 : 0);
+        for (size_t k0 = 0; k0 < d; k0 += kDepth) {
+            const size_t kc = std::min(kDepth, d - k0);
+            pack_panel(y + j0 * d + k0, nc, d, kc, panel);
+            for (size_t i0 = 0; i0 < nx; i0 += kRowsX) {
+                const size_t mx = std::min(kRowsX, nx - i0);
+                kTiles[mx](x + i0 * d + k0, d, panel, kc, out + i0 * ldo + j0, ldo, m0, m1, k0 > 0);
+            }
+        }
+    }
+    if (d == 0)
+        for (size_t i = 0; i < nx; ++i) std::fill(out + i * ldo, out + i * ldo + ny, 0.0f);
+}
+
+}  // namespace avx512_fma
+}  // namespace pqkit
