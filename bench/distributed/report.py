@@ -64,7 +64,7 @@ def scale_values(bench: dict, tenm: dict, rates: dict) -> dict:
     load, save, sha = _rate(rates, "load"), _rate(rates, "save"), _rate(rates, "sha256")
     shard_gib = 2.75e9 / 2**30
     overheads = [row["overhead_vs_local_1_thread"] for row in bench["rows"]
-                 if row.get("overhead_vs_local_1_thread") is not None and row["shards"] in (1, 2)]
+                 if row.get("overhead_vs_local_1_thread") is not None and row["shards"] == 1]
     overhead_1t = (f"{min(overheads):.2f}-{max(overheads):.2f}x" if overheads
                    else "a factor not yet measured (rerun run.py for the 1-thread local row)")
     return {

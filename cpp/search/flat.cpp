@@ -531,8 +531,8 @@ void VectorSet::keep_transposed() {
 }
 
 void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
-                  const uint64_t* const* masks) {
-    if (takes_fast_pass(refs, nq, k)) {
+                  const uint64_t* const* masks, size_t min_fast_queries) {
+    if (nq >= min_fast_queries && takes_fast_pass(refs, nq, k)) {
         search_block_fast(refs, x, nq, k, D, I, masks);
         return;
     }

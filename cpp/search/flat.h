@@ -70,8 +70,11 @@ private:
 // best first, padded with (+inf or -inf, -1). I holds row numbers.
 // masks: nullptr, or for each query a row mask (bit r % 64 of masks[q][r / 64]: row r
 // allowed); a disallowed row never enters the query's top-k.
+// min_fast_queries: the fewest queries for which the fast pass runs (it packs the rows once
+// per call, which a small batch of queries cannot repay when the exact path's tiles already
+// run well, e.g. the IVF coarse search's chunks of 8 queries over transposed centroids).
 void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
-                  const uint64_t* const* masks = nullptr);
+                  const uint64_t* const* masks = nullptr, size_t min_fast_queries = 4);
 
 // Parallel exact search (I = row numbers of y).
 // norms: y's squared norms as kernels().sqnorms computes them, or nullptr.
