@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,6 +331,6 @@ def test_import_pqkit_stays_torch_free():
     code = ("import sys, numpy as np, pqkit\n"
             "i = pqkit.IndexIVFPQ(8, 2, 2, 4, backend='cpp')\n"
             "assert 'torch' not in sys.modules, 'pqkit imported torch'\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, ["src",
-                                                                     os.environ.get("PYTHONPATH")])))
+    # the pqkit this test session imported (an installed copy or the source tree)
+    env = dict(os.environ, PYTHONPATH=str(Path(pqkit.__file__).resolve().parent.parent))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
