@@ -148,6 +148,15 @@ private:
 // pool and the old one is abandoned.
 ThreadPool* g_pool = nullptr;
 thread_local bool t_in_worker = false;
+
+// The loop a worker thread is running a body of, for check_interrupt().
+struct LoopState {
+    std::atomic<bool>* stop;
+    bool* interrupted;
+    InterruptPoller* poller;  // polled by worker 0 (the calling thread) only
+};
+thread_local LoopState* t_loop = nullptr;
+thread_local int t_worker = -1;
 std::once_flag g_pool_once;
 
 ThreadPool& pool() {
@@ -159,6 +168,17 @@ ThreadPool& pool() {
 }
 
 }  // namespace
+
+void check_interrupt() {
+    LoopState* const loop = t_loop;
+    if (loop == nullptr) return;
+    if (loop->stop->load(std::memory_order_relaxed)) throw Interrupted();
+    if (t_worker == 0 && loop->poller->due_and_fired()) {
+        *loop->interrupted = true;
+        loop->stop->store(true);
+        throw Interrupted();
+    }
+}
 
 void parallel_for(size_t n, int n_threads, size_t chunk,
                   const std::function<void(size_t, size_t, int)>& body) {
@@ -176,9 +196,14 @@ void parallel_for(size_t n, int n_threads, size_t chunk,
     bool interrupted = false;
     InterruptPoller poller;
 
+    LoopState state{&stop, &interrupted, &poller};
     const std::function<void(int)> run = [&](int worker) {
         const bool outer = !t_in_worker;
         t_in_worker = true;
+        LoopState* const outer_loop = t_loop;
+        const int outer_worker = t_worker;
+        t_loop = &state;
+        t_worker = worker;
         try {
             while (!stop.load(std::memory_order_relaxed)) {
                 if (worker == 0 && poller.due_and_fired()) {
@@ -196,6 +221,8 @@ void parallel_for(size_t n, int n_threads, size_t chunk,
             if (!error) error = std::current_exception();
             stop.store(true);
         }
+        t_loop = outer_loop;
+        t_worker = outer_worker;
         if (outer) t_in_worker = false;
     };
 

@@ -33,6 +33,12 @@ int hardware_concurrency();
 size_t min_split_bytes_per_thread();
 size_t set_min_split_bytes_per_thread(size_t bytes);
 
+// Inside a parallel_for body: throws Interrupted when the loop is stopping (the user
+// interrupted, or another worker failed), polling the checker on the calling thread at most
+// every 20 ms; outside one it does nothing. Bodies whose one chunk can run for long (a large
+// block of queries) call it between their inner blocks, so Ctrl-C stops them promptly.
+void check_interrupt();
+
 // Calls body(begin, end, worker) over [0, n) in chunks of at most `chunk`
 // items. Throws Interrupted if the checker fired, or the first worker error.
 void parallel_for(size_t n, int n_threads, size_t chunk,

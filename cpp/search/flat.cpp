@@ -179,6 +179,7 @@ void range_block(const VectorSet& refs, const float* x, size_t nq, float tau, co
         const float* xb = x + q0 * d;
         if (l2) K.sqnorms(xb, nb, d, xnorms);
         for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
+            check_interrupt();  // a block of many queries can run for seconds
             const size_t rb = std::min(ref_block, refs.size() - r0);
             if (masks != nullptr) {
                 bool any = false;
@@ -372,6 +373,7 @@ void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t 
         K.sqnorms(xb, nb, d, xnorms);
         for (size_t q = 0; q < nb; ++q) heaps[q].clear();
         for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
+            check_interrupt();  // a block of many queries can run for seconds
             const size_t rb = std::min(ref_block, refs.size() - r0);
             if (masks != nullptr) {
                 bool any = false;
@@ -426,6 +428,7 @@ void range_block_fast(const VectorSet& refs, const float* x, size_t nq, float ta
         const float* xb = x + q0 * d;
         K.sqnorms(xb, nb, d, xnorms);
         for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
+            check_interrupt();  // a block of many queries can run for seconds
             const size_t rb = std::min(ref_block, refs.size() - r0);
             if (masks != nullptr) {
                 bool any = false;
@@ -560,6 +563,7 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
         std::fill(best_key, best_key + kQueryBlock, std::numeric_limits<float>::infinity());
         std::fill(best_row, best_row + kQueryBlock, int64_t(-1));
         for (size_t r0 = 0; r0 < refs.size(); r0 += ref_block) {
+            check_interrupt();  // a block of many queries can run for seconds
             const size_t rb = std::min(ref_block, refs.size() - r0);
             if (masks != nullptr) {  // a block no query of the chunk may return is skipped
                 bool any = false;
