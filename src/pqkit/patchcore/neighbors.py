@@ -353,12 +353,32 @@ class PqkitIVFPQRefine(_RefineParams, PqkitIVFPQ):
         return pqkit.IndexRefine(PqkitIVFPQ._make(self, d), p["k_factor"], refine)
 
 
-class SklearnNN(Backend):
+class _NpyBank:
+    """A backend whose searchable bank is the float32 matrix itself, saved as one ``.npy`` file."""
+
+    file_name = "memory_bank.npy"
+
+    def _reconstruct(self, ids):
+        return self.bank_[ids]
+
+    def _save(self, path):
+        with _atomic.create_file(path) as handle:
+            np.save(handle, self.bank_, allow_pickle=False)
+
+    def _is_own_file(self, path) -> bool:
+        return _atomic.file_starts_with(path, b"\x93NUMPY")
+
+    def _load(self, path):
+        with open(path, "rb") as handle:
+            bank = np.load(handle, allow_pickle=False)
+        self.fit(bank)
+
+
+class SklearnNN(_NpyBank, Backend):
     """scikit-learn ``NearestNeighbors`` (exact). Parameter: ``algorithm`` (default "auto", which
     is brute force for d > 15)."""
 
     name = "exact_knn"
-    file_name = "memory_bank.npy"
 
     def __init__(self, algorithm: str = "auto"):
         super().__init__(algorithm=algorithm)
@@ -382,9 +402,6 @@ class SklearnNN(Backend):
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
         return distances, ids
 
-    def _reconstruct(self, ids):
-        return self.bank_[ids]
-
     def memory_bytes(self) -> int:
         self._check_fitted()
         extra = 0
@@ -393,27 +410,15 @@ class SklearnNN(Backend):
             extra = sum(a.nbytes for a in tree.get_arrays() if isinstance(a, np.ndarray)) - self.bank_.nbytes
         return int(self.bank_.nbytes + max(extra, 0))
 
-    def _save(self, path):
-        with _atomic.create_file(path) as handle:
-            np.save(handle, self.bank_, allow_pickle=False)
-
-    def _is_own_file(self, path) -> bool:
-        return _atomic.file_starts_with(path, b"\x93NUMPY")
-
-    def _load(self, path):
-        with open(path, "rb") as handle:
-            bank = np.load(handle, allow_pickle=False)
-        self.fit(bank)
 
 
-class TorchCdist(Backend):
+class TorchCdist(_NpyBank, Backend):
     """Brute force with ``torch.cdist`` and ``topk`` (exact), as anomalib's PatchCore searches its
     memory bank: a baseline that PatchCore users already have. The bank stays a float32 tensor on
     the CPU; queries are processed in blocks so that one block's distance matrix stays near 64 MiB.
     """
 
     name = "torch_cdist"
-    file_name = "memory_bank.npy"
     _BLOCK_VALUES = 1 << 24
 
     def __init__(self):
@@ -449,24 +454,10 @@ class TorchCdist(Backend):
             torch.set_num_threads(threads)
         return distances, ids
 
-    def _reconstruct(self, ids):
-        return self.bank_[ids]
-
     def memory_bytes(self) -> int:
         self._check_fitted()
         return int(self.bank_.nbytes)
 
-    def _save(self, path):
-        with _atomic.create_file(path) as handle:
-            np.save(handle, self.bank_, allow_pickle=False)
-
-    def _is_own_file(self, path) -> bool:
-        return _atomic.file_starts_with(path, b"\x93NUMPY")
-
-    def _load(self, path):
-        with open(path, "rb") as handle:
-            bank = np.load(handle, allow_pickle=False)
-        self.fit(bank)
 
 
 def _faiss():
