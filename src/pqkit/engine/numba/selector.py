@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 
+from .._selector_args import check_selector_arguments
 from ._common import _checked, _jit
 
 _NO_BITS = np.empty(0, dtype=np.uint8)
@@ -28,41 +29,14 @@ class IDSelector:
     """Which ids a search may return (arguments as the compiled core's ``IDSelector``)."""
 
     def __init__(self, bitmap, start, ids, offsets, exclude):
-        if (bitmap is None) == (ids is None):
-            raise ValueError("an id selector takes a bitmap or an id array, not both nor neither")
         self._exclude = bool(exclude)
         self.start = int(start)
         self.per_query = offsets is not None
+        bitmap, ids, offsets = check_selector_arguments(bitmap, self.start, ids, offsets, _checked)
         if bitmap is not None:
-            bitmap = _checked(bitmap, np.uint8, "bitmap", (-1,))
-            if self.per_query:
-                raise ValueError("a bitmap selector is shared by every query (no offsets)")
-            if self.start < 0:
-                raise ValueError(f"bitmap start must be >= 0, got {self.start}")
-            if bitmap.shape[0] > (2**63 - 1 - self.start) // 8:
-                raise ValueError("bitmap passes the largest id 2**63 - 1")
             self.kind, self.bits, self.ids = 1, bitmap.copy(), _NO_IDS
             self.offsets = _ONE_EMPTY_SET
             return
-        ids = _checked(ids, np.int64, "ids", (-1,))
-        if self.per_query:
-            offsets = _checked(offsets, np.int64, "offsets", (-1,))
-            if offsets.shape[0] < 1:
-                raise ValueError("offsets must hold at least one value (0)")
-            offsets = offsets.copy()
-        else:
-            offsets = np.array([0, ids.shape[0]], dtype=np.int64)
-        if offsets[0] != 0 or offsets[-1] != ids.shape[0]:
-            raise ValueError("selector offsets must start at 0 and end at the number of ids "
-                             f"({ids.shape[0]})")
-        steps = np.diff(offsets)
-        if (steps < 0).any():
-            s = int(np.flatnonzero(steps < 0)[0])
-            raise ValueError(f"selector offsets must be non-decreasing, got {int(offsets[s])} "
-                             f"before {int(offsets[s + 1])}")
-        descending = np.flatnonzero(np.diff(ids) < 0) + 1  # positions i with ids[i - 1] > ids[i]
-        if descending.size and not np.isin(descending, offsets).all():
-            raise ValueError("selector ids must be sorted within each set")
         self.kind, self.bits, self.ids, self.offsets = 2, _NO_BITS, ids.copy(), offsets
 
     @property

@@ -226,22 +226,31 @@ def nearest(x: torch.Tensor, centroids: torch.Tensor, cnorms: torch.Tensor, l2: 
     return labels, dist
 
 
+def _sample_and_seeds(n: int, k: int, seed: int, max_points_per_centroid: int, device):
+    """The seeded subsample of ``n`` training rows (sorted row numbers, or None to keep all) and
+    the ``k`` distinct rows of the subsample that start the centroids."""
+    if n < k:
+        raise ValueError("k-means needs at least as many training points as centroids: expected "
+                         f"n >= {k}, got n = {n}")
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    cap = n if max_points_per_centroid == 0 else min(n, k * max_points_per_centroid)
+    rows = None
+    if cap < n:
+        rows = torch.randperm(n, generator=gen, device=device)[:cap].sort().values
+        n = cap
+    return rows, torch.randperm(n, generator=gen, device=device)[:k]
+
+
 def kmeans_train(x: torch.Tensor, k: int, niter: int, seed: int, max_points_per_centroid: int):
     """Lloyd's k-means under L2 on the device: a seeded subsample, ``k`` distinct rows as the
     first centroids, ``niter`` iterations (assignment, then an update summed in float64), an
     empty cluster repaired by splitting a large one. Returns (centroids ``(k, d)``, objective)."""
     n, d = x.shape
-    if n < k:
-        raise ValueError("k-means needs at least as many training points as centroids: expected "
-                         f"n >= {k}, got n = {n}")
-    gen = torch.Generator(device=x.device)
-    gen.manual_seed(int(seed))
-    cap = n if max_points_per_centroid == 0 else min(n, k * max_points_per_centroid)
-    if cap < n:
-        rows = torch.randperm(n, generator=gen, device=x.device)[:cap].sort().values
+    rows, init = _sample_and_seeds(n, k, seed, max_points_per_centroid, x.device)
+    if rows is not None:
         x = x[rows].contiguous()
-        n = cap
-    init = torch.randperm(n, generator=gen, device=x.device)[:k]
+        n = rows.shape[0]
     centroids = x[init].clone()
     rng = np.random.default_rng(int(seed) + 2)
     objective = 0.0
@@ -306,17 +315,10 @@ def kmeans_batched(x: torch.Tensor, k: int, niter: int, seed: int, max_points_pe
     one seed gives them), batched matrix products for the assignment and one scatter-add for
     the update. Returns the centroids ``(B, k, d)``."""
     B, n, d = x.shape
-    if n < k:
-        raise ValueError("k-means needs at least as many training points as centroids: expected "
-                         f"n >= {k}, got n = {n}")
-    gen = torch.Generator(device=x.device)
-    gen.manual_seed(int(seed))
-    cap = n if max_points_per_centroid == 0 else min(n, k * max_points_per_centroid)
-    if cap < n:
-        rows = torch.randperm(n, generator=gen, device=x.device)[:cap].sort().values
+    rows, init = _sample_and_seeds(n, k, seed, max_points_per_centroid, x.device)
+    if rows is not None:
         x = x[:, rows].contiguous()
-        n = cap
-    init = torch.randperm(n, generator=gen, device=x.device)[:k]
+        n = rows.shape[0]
     centroids = x[:, init].clone()
     rng = np.random.default_rng(int(seed) + 2)
     offsets = (torch.arange(B, device=x.device) * k)[:, None]

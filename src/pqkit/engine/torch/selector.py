@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._selector_args import check_selector_arguments
 from ._common import checked, to_device
 
 
@@ -20,41 +21,16 @@ class IDSelector:
     device = torch.device("cpu")  # the engine's subclass sets its device
 
     def __init__(self, bitmap, start, ids, offsets, exclude):
-        if (bitmap is None) == (ids is None):
-            raise ValueError("an id selector takes a bitmap or an id array, not both nor neither")
         self._exclude = bool(exclude)
         self.start = int(start)
         self.per_query = offsets is not None
+        bitmap, ids, offsets = check_selector_arguments(bitmap, self.start, ids, offsets, checked)
         if bitmap is not None:
-            bitmap = checked(bitmap, np.uint8, "bitmap", (-1,))
-            if self.per_query:
-                raise ValueError("a bitmap selector is shared by every query (no offsets)")
-            if self.start < 0:
-                raise ValueError(f"bitmap start must be >= 0, got {self.start}")
-            if bitmap.shape[0] > (2**63 - 1 - self.start) // 8:
-                raise ValueError("bitmap passes the largest id 2**63 - 1")
             mask = np.unpackbits(bitmap, bitorder="little").astype(bool)
             self.mask = to_device(mask, self.device)
             self._sets = 0
             return
-        ids = checked(ids, np.int64, "ids", (-1,))
-        if self.per_query:
-            offsets = checked(offsets, np.int64, "offsets", (-1,))
-            if offsets.shape[0] < 1:
-                raise ValueError("offsets must hold at least one value (0)")
-        else:
-            offsets = np.array([0, ids.shape[0]], dtype=np.int64)
-        if offsets[0] != 0 or offsets[-1] != ids.shape[0]:
-            raise ValueError("selector offsets must start at 0 and end at the number of ids "
-                             f"({ids.shape[0]})")
         steps = np.diff(offsets)
-        if (steps < 0).any():
-            s = int(np.flatnonzero(steps < 0)[0])
-            raise ValueError(f"selector offsets must be non-decreasing, got {int(offsets[s])} "
-                             f"before {int(offsets[s + 1])}")
-        descending = np.flatnonzero(np.diff(ids) < 0) + 1
-        if descending.size and not np.isin(descending, offsets).all():
-            raise ValueError("selector ids must be sorted within each set")
         self.mask = None
         self._sets = offsets.shape[0] - 1 if self.per_query else 0
         if not self.per_query:
