@@ -778,6 +778,22 @@ def flat_blas_lines(raw: dict) -> list[str]:
     return lines
 
 
+def call_overhead_lines(raw: dict) -> list[str]:
+    """``raw/call_overhead.json`` (``bench/call_overhead.py``): a single query on a tiny index."""
+    meta = raw["meta"]
+    lines = [f"One query per call, k = 10, one thread, {meta['repeats']} repeats alternating the libraries, "
+             f"pqkit `{meta['pqkit_simd_level']}`, faiss {meta['faiss']} at `{meta['faiss_simd_level']}`; the "
+             "median microseconds per call, where the kernel's work is small and the rest is the call itself "
+             "(> 1: pqkit is faster):", "",
+             "| index | vectors | d | pqkit us | faiss us | pqkit speed-up |", "|---|---|---|---|---|---|"]
+    for row in raw["rows"]:
+        med = {lib: 1e6 * statistics.median(s) / row["calls"] for lib, s in row["seconds"].items()}
+        extra = "".join(f", {name} {row[name]}" for name in ("nprobe", "k_factor") if row.get(name))
+        lines.append(f"| {row['case']} (`{row['factory']}`{extra}) | {row['n']:,} | {row['d']} | {med['pqkit']:.2f} "
+                     f"| {med['faiss']:.2f} | {med['faiss'] / med['pqkit']:.2f}x |")
+    return lines
+
+
 def mmap_lines(raw: dict) -> list[str]:
     """``raw/mmap.json`` (``bench/mapped.py``): a mapped index against the loaded one."""
     index = raw["index"]
@@ -900,6 +916,7 @@ def performance_page(by_dataset: dict[str, list[dict]], out_dir: Path, page: Pat
          BENCH_DIR / "gpu" / "results" / "gpu.json", gpu_lines),
         ("## Exact search against faiss's IndexFlat and NumPy GEMM", raw_dir / "raw" / "flat_blas.json",
          flat_blas_lines),
+        ("## The cost of one call", raw_dir / "raw" / "call_overhead.json", call_overhead_lines),
     ]
     for title, path, draw in sections:
         raw = load_json(path)

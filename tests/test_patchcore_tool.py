@@ -400,7 +400,7 @@ experiment:
   backbones:
     - name: efficientnet_lite0
       layers: [[_blocks.4, _blocks.10], [_blocks.4, _blocks.7]]
-    - name: efficientnet_lite1
+    - {{name: efficientnet_lite1, image_sizes: [40]}}   # its own sizes instead of the experiment's
     - {{module: "tests.test_patchcore_tool:tiny_backbone", label: tiny, layers: [["2", "4"]]}}
   image_sizes: [32, 48]
   timing_images: 3
@@ -412,12 +412,13 @@ output: {{dir: {tmp_path}/out}}
     assert main(["patchcore", "sweep", "--config", config, "--sample", "--quiet"]) == 0
     out = capsys.readouterr().out
     rows = _rows(tmp_path / "out" / "results_exp1.csv")
-    assert list(rows[0]) == EXP1_COLUMNS and len(rows) == (2 + 1 + 1) * 2
+    assert list(rows[0]) == EXP1_COLUMNS and len(rows) == (2 + 1) * 2 + 1
     assert [(r["backbone"], r["layers"], r["image_size"]) for r in rows[:3]] == [
         ("efficientnet_lite0", "_blocks.4+_blocks.10", "32"), ("efficientnet_lite0", "_blocks.4+_blocks.7", "32"),
         ("efficientnet_lite0", "_blocks.4+_blocks.10", "48")]
     assert {r["backbone"] for r in rows} == {"efficientnet_lite0", "efficientnet_lite1", "tiny"}
-    assert {r["grid"] for r in rows if r["backbone"] != "tiny"} == {"4x4", "6x6"}  # stride 8
+    assert {r["grid"] for r in rows if r["backbone"] == "efficientnet_lite0"} == {"4x4", "6x6"}  # stride 8
+    assert [(r["image_size"], r["grid"]) for r in rows if r["backbone"] == "efficientnet_lite1"] == [("40", "5x5")]
     for r in rows:
         assert 0.5 <= float(r["image_auroc"]) <= 1 and 0.5 <= float(r["pixel_auroc"]) <= 1
         assert float(r["feature_ms_per_image"]) > 0 and float(r["bank_mb"]) > 0 and r["threads"] == "1"

@@ -109,9 +109,61 @@ using MicroTile = void (*)(const float*, size_t, const float*, size_t, float*, s
 constexpr MicroTile kTiles[kRowsX + 1] = {nullptr,       micro_tile<1>, micro_tile<2>, micro_tile<3>,
                                           micro_tile<4>, micro_tile<5>, micro_tile<6>};
 
+// The 8 lane sums of v[0..7] as one vector, row r in lane r: pairwise horizontal adds
+// within each 128-bit half, then the two halves.
+inline __m256 reduce8(const __m256* v) {
+    const __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    const __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
+}
+
+// p[c .. c + 8), the lanes at or beyond d (tail: their mask) zero.
+inline __m256 load_d(const float* p, size_t c, size_t d, __m256i tail) {
+    return c + 8 <= d ? _mm256_loadu_ps(p + c) : _mm256_maskload_ps(p + c, tail);
+}
+
+inline __m256i tail_mask(size_t d) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(d % 8)), lane);
+}
+
+// A few x rows (a single query, say): no packing, which would cost more than the
+// products. Per block of 8 y rows (in L1 while each x row passes over it), one FMA
+// chain per y row over d, the 8 chains reduced together.
+constexpr size_t kGemvMaxRows = 3;
+
+void dot_gemv(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
+    const __m256i tail = tail_mask(d);
+    size_t j = 0;
+    for (; j + 8 <= ny; j += 8) {
+        const float* y0 = y + j * d;
+        for (size_t i = 0; i < nx; ++i) {
+            const float* xi = x + i * d;
+            __m256 acc[8];
+            for (int b = 0; b < 8; ++b) acc[b] = _mm256_setzero_ps();
+            for (size_t c = 0; c < d; c += 8) {
+                const __m256 xv = load_d(xi, c, d, tail);
+#pragma GCC unroll 8
+                for (int b = 0; b < 8; ++b) acc[b] = _mm256_fmadd_ps(xv, load_d(y0 + b * d, c, d, tail), acc[b]);
+            }
+            _mm256_storeu_ps(out + i * ldo + j, reduce8(acc));
+        }
+    }
+    for (; j < ny; ++j)
+        for (size_t i = 0; i < nx; ++i) {
+            float sum = 0.0f;
+            for (size_t c = 0; c < d; ++c) sum += x[i * d + c] * y[j * d + c];
+            out[i * ldo + j] = sum;
+        }
+}
+
 }  // namespace
 
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
+    if (nx <= kGemvMaxRows) {
+        dot_gemv(x, nx, y, ny, d, out, ldo);
+        return;
+    }
     alignas(32) float panel[kPanel * kDepth];
     for (size_t j0 = 0; j0 < ny; j0 += kPanel) {
         const size_t nc = std::min(kPanel, ny - j0);

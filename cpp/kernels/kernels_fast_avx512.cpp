@@ -103,9 +103,64 @@ constexpr MicroTile kTiles[kRowsX + 1] = {nullptr,         micro_tile<1>,  micro
 
 inline __mmask16 lanes(size_t n) { return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
 
+// The 16 lane sums of v[0..15] as one vector, row r in lane r: pairs of rows, then
+// fours, within each 128-bit quarter, then the quarters (45 instructions for 16
+// rows instead of a full horizontal reduction per row).
+inline __m512 reduce16(const __m512* v) {
+    __m512 a[8], b[4];
+    for (int i = 0; i < 8; ++i)  // per quarter: v[2i] in lanes 0, 2; v[2i+1] in lanes 1, 3
+        a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; ++i)  // per quarter: v[4i .. 4i+3] in lanes 0..3
+        b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 e0 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_f32x4(b[0], b[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 e1 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_f32x4(b[2], b[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(e0, e1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(e0, e1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+inline __m512 load_d(const float* p, size_t c, size_t d) {
+    return c + 16 <= d ? _mm512_loadu_ps(p + c) : _mm512_maskz_loadu_ps(lanes(d - c), p + c);
+}
+
+// A few x rows (a single query, say): no packing, which would cost more than the
+// products. Per block of 16 y rows (in L1 while each x row passes over it), one
+// FMA chain per y row over d, the 16 chains reduced together.
+constexpr size_t kGemvMaxRows = 3;
+
+void dot_gemv(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
+    size_t j = 0;
+    for (; j + 16 <= ny; j += 16) {
+        const float* y0 = y + j * d;
+        for (size_t i = 0; i < nx; ++i) {
+            const float* xi = x + i * d;
+            __m512 acc[16];
+            for (int b = 0; b < 16; ++b) acc[b] = _mm512_setzero_ps();
+            for (size_t c = 0; c < d; c += 16) {
+                const __m512 xv = load_d(xi, c, d);
+#pragma GCC unroll 16
+                for (int b = 0; b < 16; ++b) acc[b] = _mm512_fmadd_ps(xv, load_d(y0 + b * d, c, d), acc[b]);
+            }
+            _mm512_storeu_ps(out + i * ldo + j, reduce16(acc));
+        }
+    }
+    for (; j < ny; ++j)
+        for (size_t i = 0; i < nx; ++i) {
+            __m512 acc = _mm512_setzero_ps();
+            for (size_t c = 0; c < d; c += 16) acc = _mm512_fmadd_ps(load_d(x + i * d, c, d), load_d(y + j * d, c, d), acc);
+            out[i * ldo + j] = _mm512_reduce_add_ps(acc);
+        }
+}
+
 }  // namespace
 
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
+    if (nx <= kGemvMaxRows) {
+        dot_gemv(x, nx, y, ny, d, out, ldo);
+        return;
+    }
     alignas(64) float panel[kPanel * kDepth];
     for (size_t j0 = 0; j0 < ny; j0 += kPanel) {
         const size_t nc = std::min(kPanel, ny - j0);

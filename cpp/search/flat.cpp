@@ -274,8 +274,12 @@ inline float round_up(double v) {
     return f;
 }
 
-// Queries per call from which the fast pass pays.
-constexpr size_t kFastMinQueries = 4;
+// Queries per call from which the fast pass pays: from one (dot_tile_fast runs a few
+// queries as FMA dot products without packing the rows).
+constexpr size_t kFastMinQueries = 1;
+// Queries per call from which an inner-product search computes the rows' norms for the
+// bound when the caller did not give them: a pass over the rows, which only a batch repays.
+constexpr size_t kBoundNormsMinQueries = 4;
 // Queries per block of the fast pass: dot_tile_fast packs each block of rows once
 // per call, so a call's packing is shared by this many queries.
 constexpr size_t kFastQueryBlock = 1024;
@@ -499,7 +503,10 @@ void search_split_rows(const VectorSet& refs, const float* x, size_t nq, size_t 
         parallel_for(parts, n_threads, 1, [&](size_t begin, size_t end, int) {
             for (size_t part = begin; part < end; ++part) {
                 const size_t r0 = std::min(ny, part * part_rows), len = std::min(part_rows, ny - r0);
-                const VectorSet rows(refs.data() + r0 * d, len, d, refs.metric(), l2 ? refs.norms() + r0 : nullptr);
+                // L2: the rows' norms; IP: their bound norms where kept (the part's fast pass)
+                const float* norms = l2 ? refs.norms() : refs.bound_norms();
+                const VectorSet rows(refs.data() + r0 * d, len, d, refs.metric(),
+                                     norms != nullptr ? norms + r0 : nullptr);
                 search_block(rows, xq, 1, k, part_d.data() + part * k, part_i.data() + part * k);
                 for (size_t i = 0; i < k; ++i)
                     if (part_i[part * k + i] >= 0) part_i[part * k + i] += static_cast<int64_t>(r0);
@@ -639,7 +646,7 @@ void flat_search(const float* x, size_t nq, const float* y, size_t ny, size_t d,
                  Metric metric, int n_threads, float* D, int64_t* I, const float* norms,
                  const IDSelector* selector) {
     VectorSet refs(y, ny, d, metric, norms);
-    if (nq >= kFastMinQueries) refs.keep_bound_norms(n_threads);
+    if (nq >= kBoundNormsMinQueries) refs.keep_bound_norms(n_threads);
     if (selector == nullptr) {
         if (split_rows_pays(ny, d, nq, n_threads)) {
             search_split_rows(refs, x, nq, k, n_threads, D, I);
@@ -685,7 +692,7 @@ RangeResults flat_range_search(const float* x, size_t nq, const float* y, size_t
                                Metric metric, int n_threads, size_t max_results, const float* norms,
                                const IDSelector* selector) {
     VectorSet refs(y, ny, d, metric, norms);
-    if (nq >= kFastMinQueries) refs.keep_bound_norms(n_threads);
+    if (nq >= kBoundNormsMinQueries) refs.keep_bound_norms(n_threads);
     if (selector != nullptr) selector->check_queries(nq);
     const std::unique_ptr<RowMasks> row_masks(selector ? new RowMasks(*selector, ny) : nullptr);
     RangeResults results(nq);

@@ -70,11 +70,12 @@ private:
 // best first, padded with (+inf or -inf, -1). I holds row numbers.
 // masks: nullptr, or for each query a row mask (bit r % 64 of masks[q][r / 64]: row r
 // allowed); a disallowed row never enters the query's top-k.
-// min_fast_queries: the fewest queries for which the fast pass runs (it packs the rows once
-// per call, which a small batch of queries cannot repay when the exact path's tiles already
-// run well, e.g. the IVF coarse search's chunks of 8 queries over transposed centroids).
+// min_fast_queries: the fewest queries for which the fast pass runs (from 4 queries it packs
+// the rows once per call, which a small batch of queries cannot repay when the exact path's
+// tiles already run well, e.g. the IVF coarse search's chunks of 8 queries over transposed
+// centroids; up to 3 it runs FMA dot products without packing).
 void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
-                  const uint64_t* const* masks = nullptr, size_t min_fast_queries = 4);
+                  const uint64_t* const* masks = nullptr, size_t min_fast_queries = 1);
 
 // Parallel exact search (I = row numbers of y).
 // norms: y's squared norms as kernels().sqnorms computes them, or nullptr.

@@ -368,6 +368,7 @@ _FLOAT32 = np.dtype(np.float32)
 MAX_SQUARED_NORM = 2.0**120
 
 
+@functools.lru_cache(maxsize=64)
 def max_abs_value(d: int) -> float:
     """The largest ``|value|`` accepted in a ``d``-dimensional float vector.
 
@@ -377,11 +378,19 @@ def max_abs_value(d: int) -> float:
     return float(np.sqrt(MAX_SQUARED_NORM / max(int(d), 1)))
 
 
+#: Each engine's ``all_finite``, by engine name (looked up once: searches check every query).
+_ALL_FINITE: dict = {}
+
+
 def _all_within(x: np.ndarray, bound: float) -> bool:
     """Whether every value is finite with ``|value| <= bound``: one pass without a temporary in the
     default engine for C-contiguous float32; NumPy otherwise."""
     if x.dtype == _FLOAT32 and x.flags.c_contiguous:
-        return engine.core(engine.get_backend()).all_finite(x, bound)
+        name = engine.get_backend()
+        check = _ALL_FINITE.get(name)
+        if check is None:
+            check = _ALL_FINITE[name] = engine.core(name).all_finite
+        return check(x, bound)
     with np.errstate(invalid="ignore"):
         return bool(np.all(np.abs(x) <= bound))  # NaN compares False
 

@@ -112,11 +112,14 @@ def _cached(cache: dict, name: str, compute):
 
 def _rows_of(stored: np.ndarray, ids: np.ndarray, derived) -> np.ndarray:
     """Position of each of ``ids`` in ``stored`` (unique ids), -1 where absent (int64, the shape of
-    ``ids``). ``derived(name, compute)`` caches the lookup structures until ``stored`` changes."""
+    ``ids``; may be ``ids`` itself: read it, do not write it). ``derived(name, compute)`` caches
+    the lookup structures until ``stored`` changes."""
     n = stored.size
     if n == 0:
         return np.full(ids.shape, -1, dtype=np.int64)
     if derived("ids are row numbers", lambda: _ids_are_rows(stored)):
+        if ids.size and int(ids.min()) >= -1 and int(ids.max()) < n:
+            return ids  # each id is its row, -1 stays -1 (re-ranked candidates: no copy per call)
         return np.where((ids >= 0) & (ids < n), ids, -1)
     if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
         matches = stored[None, :] == ids.reshape(-1)[:, None]

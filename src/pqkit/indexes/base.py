@@ -121,6 +121,10 @@ __all__ = ["CandidateSource", "Index", "Reranker"]
 MAX_ID = 2**63 - 1
 
 
+#: The parameters of a call that sets none (every index type's own settings).
+_NO_PARAMS = SearchParams()
+
+
 def _given(**params) -> dict:
     """The search parameters a call set (not None), by name."""
     return {name: value for name, value in params.items() if value is not None}
@@ -829,6 +833,8 @@ class Index:
             A parameter value out of range (``nprobe`` beyond ``nlist``, a per-query filter
             whose number of sets is not ``n``, ...).
         """
+        if nprobe is None and k_factor is None and filter is None and max_probe is None and not unknown:
+            return self._locked_search(x, k, self._search, _NO_PARAMS)  # nothing to check per call
         given = _given(nprobe=nprobe, k_factor=k_factor, filter=filter, max_probe=max_probe)
         self._check_parameter_names({**given, **unknown}, "search")
         return self._locked_search(x, k, self._search, given)
@@ -912,13 +918,21 @@ class Index:
         """The engine's selector of the call's filter (None without one)."""
         return None if params.filter is None else params.filter._engine(self._engine)
 
-    def _candidates(self, x, k, params=SearchParams()):
+    def _candidates(self, x, k, params=_NO_PARAMS):
         """Ids of k candidates per query for an exact re-ranking (IndexRefine's first stage).
 
         As :meth:`search`, but an index may rank by a cheaper approximation of its distances
-        (:meth:`_search_candidates`); only the ids are returned.
+        (:meth:`_search_candidates`); only the ids are returned. ``x`` is already converted
+        (and normalised for "cosine") by the calling index, whose metric this index shares, and
+        ``k >= 1``: only the call's parameters are checked here, once.
         """
-        return self._locked_search(x, k, self._search_candidates, params)[1]
+        check_trained(self.is_trained, self._name())
+        params = self._search_params(x.shape[0], params)
+        check_result_size(x.shape[0], k)
+        with self._lock.read():
+            if x.shape[0] == 0 or self.ntotal == 0:
+                return self._empty_result(x.shape[0], k)[1]
+            return self._search_candidates(x, k, params)[1]
 
     def _search_candidates(self, x, k, params):
         """The candidate ranking for :meth:`_candidates`: the search itself unless overridden."""

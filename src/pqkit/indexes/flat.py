@@ -13,11 +13,6 @@ from .base import MAX_ID, Index
 __all__ = ["IndexFlat"]
 
 
-def _map_rows_to_ids(rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Replace row numbers by ids, keeping -1 padding."""
-    return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
-
-
 class IndexFlat(Index):
     """Exact (brute-force) search over float32 vectors.
 
@@ -111,10 +106,20 @@ class IndexFlat(Index):
             selector = selector._in_rows(self._store.ids, self._store.rows_of)
         return selector._engine(self._engine)
 
+    def _search_view(self):
+        """``(rows, squared norms, id of each row with -1 appended)`` as a search reads them, kept
+        until the rows change; the ids are None while each id is its row (as ``add`` assigns
+        them). One lookup per call: a single query's Python overhead stays small beside faiss's."""
+        return self._store.derived("search view", lambda: (
+            self._vectors(), self._norms(),
+            None if self._store.ids_are_rows() else np.append(self._store.ids, np.int64(-1))))
+
     def _search(self, x, k, params):
-        D, rows = self._engine.flat_search(x, self._vectors(), k, self._core_metric, self._nt(),
-                                           self._norms(), self._row_selector(params))
-        return D, _map_rows_to_ids(rows, self._store.ids)
+        vectors, norms, ids = self._search_view()
+        D, rows = self._engine.flat_search(x, vectors, k, self._core_metric, self._nt(), norms,
+                                           self._row_selector(params))
+        # row -1 (padding) takes the appended -1
+        return D, (rows if ids is None else ids.take(rows))
 
     def _range_search(self, x, radius, params, cap):
         lims, D, rows = self._engine.flat_range_search(

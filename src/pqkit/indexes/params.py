@@ -47,6 +47,8 @@ class SearchParams:
 
     def without(self, *names: str) -> "SearchParams":
         """The same parameters with ``names`` reset to None (what a wrapper passes down)."""
+        if all(getattr(self, name) is None for name in names):
+            return self  # nothing to reset (frozen: sharing it is safe)
         return replace(self, **{name: None for name in names})
 
 

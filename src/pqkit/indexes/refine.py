@@ -226,8 +226,8 @@ class IndexRefine(Index):
         I : numpy.ndarray of int64, shape (n, k)
         """
         rows = self.refine_index._rows_of(candidates)
-        lost = (candidates >= 0) & (rows < 0)
-        if lost.any():
+        lost = None if rows is candidates else (candidates >= 0) & (rows < 0)  # same: all found
+        if lost is not None and lost.any():
             raise ValueError(f"candidate id {int(candidates[lost][0])} from the base index is "
                              "not in the refine index; the two must hold the same ids")
         # One compiled pass: refined distances (stored floats or decoded codes), best k by

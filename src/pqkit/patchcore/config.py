@@ -124,6 +124,7 @@ class BackboneConfig(_Section):
     module: Optional[str] = Field(None, min_length=1)
     label: Optional[str] = Field(None, min_length=1)
     layers: Optional[Annotated[List[Annotated[List[str], Field(min_length=1)]], Field(min_length=1)]] = None
+    image_sizes: Optional[PositiveIntGrid] = None  # this backbone's sizes instead of experiment.image_sizes
 
     @model_validator(mode="after")
     def _name_or_module(self):

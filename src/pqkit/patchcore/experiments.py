@@ -167,7 +167,7 @@ def run_exp1(cfg: dict, progress: bool = True, log=print, chatter=None) -> list:
         label = _backbone_label(choice)
         model = load_backbone(choice["name"]) if choice["name"] else _user_backbone(choice["module"])
         choices = _layer_choices(choice)
-        for size in exp["image_sizes"]:
+        for size in choice.get("image_sizes") or exp["image_sizes"]:
             settings = [{**feats, "backbone": label, "layers": layers, "image_size": size} for layers in choices]
             missing = [i for i, f in enumerate(settings) if not _cached_features(f, train, test, check_only=True)]
             if missing:
