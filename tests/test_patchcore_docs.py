@@ -79,7 +79,7 @@ def test_fullbank_cell_picks_the_most_accurate_full_bank_within_the_coreset_memo
                                           "(fit 4 s, bank 0.80x)")
 
 
-def test_exp1_cell_names_the_best_and_the_lowest_setting(tmp_path):
+def test_exp1_cell_names_the_best_setting_and_the_default_before_and_after(tmp_path):
     report = _report()
 
     def row(backbone, layers, size, auroc):
@@ -90,4 +90,16 @@ def test_exp1_cell_names_the_best_and_the_lowest_setting(tmp_path):
         row("efficientnet_lite2", "_blocks.6+_blocks.14", "320", "0.93"),
         row("efficientnet_lite1", "_blocks.6+_blocks.14", "224", "0.80"),
     ])
-    assert report.exp1_cell(path) == "best lite2 6+14, 320 px: 0.930 (lowest lite1 6+14, 224 px: 0.800)"
+    assert report.exp1_cell(path) == "best lite2 6+14, 320 px: 0.930"
+    # the default's row (PatchCore()'s backbone, its default layers, its default size) and the previous one
+    from pqkit.vision.features import BACKBONES
+
+    layers = "+".join(BACKBONES["efficientnet_lite0"]["patch_layers"])
+    short = "+".join(name.split(".")[-1] for name in layers.split("+"))
+    path = _write(tmp_path / "results_exp1.csv", [
+        row("efficientnet_lite0", "_blocks.4+_blocks.10", "224", "0.88"),
+        row("efficientnet_lite0", layers, "224", "0.90"),
+        row("efficientnet_lite2", "_blocks.6+_blocks.14", "320", "0.93"),
+    ])
+    assert report.exp1_cell(path) == (f"best lite2 6+14, 320 px: 0.930; default lite0 {short}, 224 px: 0.900 "
+                                      "(before: lite0 4+10, 224 px: 0.880)")

@@ -243,6 +243,29 @@ def test_root_alias_max_images_and_auto_sizes_without_warnings(tmp_path, capsys)
     assert "--backend pqkit_ivfpq with --target-dim 128" in capsys.readouterr().err
 
 
+def test_fit_backbone_and_layers_from_the_command_line(tmp_path, capsys):
+    _need_torch()
+    from pqkit.__main__ import main
+
+    model = tmp_path / "m"
+    assert main(["patchcore", "fit", "--sample", "--out", str(model), "--image-size", "64", "--quiet",
+                 "--layers", "_blocks.4,_blocks.10,_blocks.14"]) == 0
+    from pqkit.patchcore import PatchCore
+
+    loaded = PatchCore.load(str(model))
+    assert loaded.backbone == "efficientnet_lite0" and loaded.layers == ["_blocks.4", "_blocks.10", "_blocks.14"]
+    capsys.readouterr()
+    for argv, fragment in ((["--layers", "_blocks.4,_blocks.99"], "efficientnet_lite0 has no layer '_blocks.99'"),
+                           (["--layers", "_blocks.4,,_blocks.10"], "--layers must be comma-separated")):
+        assert main(["patchcore", "fit", "--sample", "--out", str(tmp_path / "bad"), "--quiet", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pqkit patchcore fit: error: ") and fragment in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as exit_status:
+        main(["patchcore", "fit", "--sample", "--out", str(tmp_path / "bad"), "--backbone", "resnet50"])
+    assert exit_status.value.code == 2 and "invalid choice: 'resnet50'" in capsys.readouterr().err
+
+
 def test_fit_with_the_full_bank():
     _need_torch()
     from pqkit.patchcore import PatchCore

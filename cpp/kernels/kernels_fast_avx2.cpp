@@ -140,11 +140,19 @@ void dot_gemv(const float* x, size_t nx, const float* y, size_t ny, size_t d, fl
         for (size_t i = 0; i < nx; ++i) {
             const float* xi = x + i * d;
             __m256 acc[8];
-            for (int b = 0; b < 8; ++b) acc[b] = _mm256_setzero_ps();
-            for (size_t c = 0; c < d; c += 8) {
-                const __m256 xv = load_d(xi, c, d, tail);
+            // Row by row, each row's floats in order: one sequential stream for the
+            // prefetcher (see the AVX-512 twin); the out-of-order core overlaps the chains.
 #pragma GCC unroll 8
-                for (int b = 0; b < 8; ++b) acc[b] = _mm256_fmadd_ps(xv, load_d(y0 + b * d, c, d, tail), acc[b]);
+            for (int b = 0; b < 8; ++b) {
+                const float* yb = y0 + b * d;
+                __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();  // two chains: half the latency
+                size_t c = 0;
+                for (; c + 16 <= d; c += 16) {
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(xi + c), _mm256_loadu_ps(yb + c), a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(xi + c + 8), _mm256_loadu_ps(yb + c + 8), a1);
+                }
+                for (; c < d; c += 8) a0 = _mm256_fmadd_ps(load_d(xi, c, d, tail), load_d(yb, c, d, tail), a0);
+                acc[b] = _mm256_add_ps(a0, a1);
             }
             _mm256_storeu_ps(out + i * ldo + j, reduce8(acc));
         }

@@ -274,9 +274,11 @@ inline float round_up(double v) {
     return f;
 }
 
-// Queries per call from which the fast pass pays: from one (dot_tile_fast runs a few
-// queries as FMA dot products without packing the rows).
-constexpr size_t kFastMinQueries = 1;
+// Queries per call from which the fast pass pays: from one when the rows are long enough
+// (dot_tile_fast runs up to 3 queries as FMA dot products, reading the rows in order: the
+// exact path's 4-row interleaved reads are what it saves), else from 4, where it packs.
+constexpr size_t kFastMinQueries = 4;
+constexpr size_t kFastFewQueriesMinDim = 64;
 // Queries per call from which an inner-product search computes the rows' norms for the
 // bound when the caller did not give them: a pass over the rows, which only a batch repays.
 constexpr size_t kBoundNormsMinQueries = 4;
@@ -287,7 +289,8 @@ constexpr size_t kFastQueryBlock = 1024;
 bool fast_pass_available(const Kernels& K) { return K.dot_tile_fast != K.dot_tile; }
 
 bool takes_fast_pass(const VectorSet& refs, size_t nq, size_t k) {
-    return nq >= kFastMinQueries && k > 0 && refs.size() > 0 && refs.bound_norms() != nullptr &&
+    const size_t min_queries = refs.dim() >= kFastFewQueriesMinDim ? 1 : kFastMinQueries;
+    return nq >= min_queries && k > 0 && refs.size() > 0 && refs.bound_norms() != nullptr &&
            fast_pass_available(kernels()) && ErrorBound(refs.dim()).usable;
 }
 

@@ -73,7 +73,7 @@ private:
 // min_fast_queries: the fewest queries for which the fast pass runs (from 4 queries it packs
 // the rows once per call, which a small batch of queries cannot repay when the exact path's
 // tiles already run well, e.g. the IVF coarse search's chunks of 8 queries over transposed
-// centroids; up to 3 it runs FMA dot products without packing).
+// centroids; up to 3, on rows of 64 dimensions or more, it runs FMA dot products without packing).
 void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
                   const uint64_t* const* masks = nullptr, size_t min_fast_queries = 1);
 

@@ -131,6 +131,25 @@ def _print_warnings(prog: str, caught) -> None:
         print(f"{prog}: warning: {text}", file=sys.stderr, flush=True)
 
 
+def _layer_list(text, backbone: str):
+    """The ``--layers`` list (None: the backbone's own); a name the backbone lacks is a user error."""
+    if text is None:
+        return None
+    layers = [name.strip() for name in text.split(",")]
+    if not all(layers):
+        raise ValueError(f"--layers must be comma-separated layer names such as _blocks.4,_blocks.10, got {text!r}")
+    from ..vision.features import load_backbone
+
+    known = dict(load_backbone(backbone).named_modules())
+    missing = [name for name in layers if name not in known]
+    if missing:
+        blocks = sorted((n for n in known if n.count(".") == 1 and n.startswith("_blocks.")),
+                        key=lambda n: int(n.split(".")[1]))
+        raise ValueError(f"--layers: {backbone} has no layer {missing[0]!r}; its blocks are "
+                         f"{blocks[0]} .. {blocks[-1]} (e.g. --layers _blocks.4,_blocks.10)")
+    return layers
+
+
 def run_fit(args) -> int:
     import warnings
 
@@ -145,7 +164,9 @@ def run_fit(args) -> int:
     _check_backend_params(args.backend, params, args.target_dim)
     if args.threads:
         pqkit.set_num_threads(args.threads)
-    model = PatchCore(image_size=args.image_size, target_dim=args.target_dim, coreset_method=args.coreset_method,
+    layers = _layer_list(args.layers, args.backbone)
+    model = PatchCore(backbone=args.backbone, layers=layers, image_size=args.image_size, target_dim=args.target_dim,
+                      coreset_method=args.coreset_method,
                       coreset_ratio=args.coreset_ratio, backend=args.backend, backend_params=params,
                       seed=args.seed, batch_size=args.batch_size)
     train = _samples(args, "train")
@@ -253,6 +274,7 @@ def run_sweep(args) -> int:
 
 def register(subparsers) -> None:
     """Add ``patchcore`` with ``fit``, ``score`` and ``sweep`` to the ``pqkit`` command line."""
+    from ..vision.features import BACKBONES
     from .coreset import COMPRESSION_METHODS
     from .neighbors import BACKENDS
 
@@ -269,6 +291,11 @@ def register(subparsers) -> None:
     _add_data_arguments(fit)
     fit.add_argument("--out", required=True, help="folder to save the model in (config.json + memory bank index)")
     fit.add_argument("--overwrite", action="store_true", help="replace a model saved in --out")
+    fit.add_argument("--backbone", choices=sorted(BACKBONES), default="efficientnet_lite0",
+                     help="feature network (default efficientnet_lite0; lite1 and lite2: the patchcore extra)")
+    fit.add_argument("--layers", metavar="A,B[,C]", default=None,
+                     help="hooked layers, shallowest first, comma-separated (default: the backbone's, "
+                          "_blocks.4,_blocks.10,_blocks.14 for lite0)")
     fit.add_argument("--image-size", type=positive, default=224,
                      help=f"input resolution, at most {MAX_IMAGE_SIZE} (default 224)")
     fit.add_argument("--target-dim", type=positive, default=128, help="patch feature length (default 128)")

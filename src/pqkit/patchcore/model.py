@@ -50,7 +50,8 @@ class PatchCore:
     ----------
     backbone : str or torch.nn.Module, default "efficientnet_lite0"
     layers : sequence of str, optional
-        Default for EfficientNet-Lite0: ``("_blocks.4", "_blocks.10")``.
+        Default for EfficientNet-Lite0: ``("_blocks.4", "_blocks.10", "_blocks.14")`` (strides 8,
+        16 and 32; experiment 1 in docs/patchcore.md).
     image_size : int, default 224
         Images are resized to a square of this size; anomaly maps have this size.
     target_dim : int, default 128
