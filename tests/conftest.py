@@ -29,6 +29,24 @@ def skip_or_fail(reason: str) -> None:
 # data (cached per process: loaders run once, fixtures hand out read-only views)
 
 
+def bench_module(name: str):
+    """The script ``bench/<name>.py`` as a module (with ``bench/`` importable while it loads, for
+    the scripts' own helper imports)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(bench))
+
+
 def _read_only(*arrays: np.ndarray):
     out = []
     for a in arrays:

@@ -3,28 +3,14 @@ its section of docs/performance.md (bench/report.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _module(name: str):
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+from tests.conftest import bench_module
 
 
 def test_quick_run_stores_raw_results_and_draws_the_report(tmp_path, capsys):
     out = tmp_path / "call_overhead.json"
-    raw = _module("call_overhead").main(["--quick", "--out", str(out)])
+    raw = bench_module("call_overhead").main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(raw))
     assert raw["meta"]["quick"] is True and raw["meta"]["faiss_simd_level"]
     assert [r["case"] for r in raw["rows"]] == ["IndexFlat", "IVF-PQ", "IVF-PQ re-ranked"]
@@ -33,7 +19,7 @@ def test_quick_run_stores_raw_results_and_draws_the_report(tmp_path, capsys):
         assert all(len(s) == raw["meta"]["repeats"] and min(s) > 0 for s in row["seconds"].values())
     # exact search finds the same neighbours in both libraries
     assert raw["rows"][0]["same_ids"] is True
-    lines = _module("report").call_overhead_lines(raw)
+    lines = bench_module("report").call_overhead_lines(raw)
     assert len(lines) == 4 + len(raw["rows"])
     assert lines[4].startswith("| IndexFlat (`Flat`) | 100 | 128 |") and lines[4].endswith("x |")
     assert "nprobe 1, k_factor 4" in lines[6]

@@ -3,32 +3,18 @@ its section of docs/performance.md (bench/report.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _module(name: str):
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+from tests.conftest import bench_module
 
 
 def test_quick_run_stores_raw_results_and_draws_the_report(tmp_path, capsys):
     pytest.importorskip("faiss")
     pytest.importorskip("threadpoolctl")
     out = tmp_path / "flat_blas.json"
-    assert _module("flat_blas").main(["--quick", "--out", str(out), "--dims", "50", "1280"]) == 0
+    assert bench_module("flat_blas").main(["--quick", "--out", str(out), "--dims", "50", "1280"]) == 0
     raw = json.loads(out.read_text())
     assert raw["meta"]["quick"] is True and raw["meta"]["faiss_simd_level"]
     rows = raw["rows"]
@@ -41,7 +27,7 @@ def test_quick_run_stores_raw_results_and_draws_the_report(tmp_path, capsys):
             assert sorted(row["seconds"][mode]) == ["faiss", "numpy", "pqkit"]
             assert all(len(s) == 1 and s[0] > 0 for s in row["seconds"][mode].values())
         assert row["ids_equal_to_faiss"] > 0.99  # Gaussian data: no near-ties at k = 10
-    lines = _module("report").flat_blas_lines(raw)
+    lines = bench_module("report").flat_blas_lines(raw)
     assert len(lines) == 4 + len(rows)
     assert lines[4].startswith("| gaussian-50 (2,000 rows, 20 queries) | 50 | l2 | 1 |")
     assert "raw results" in capsys.readouterr().out
