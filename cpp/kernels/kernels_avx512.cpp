@@ -68,10 +68,10 @@ void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
     for (; j + 4 <= ny; j += 4) {
         const float* y0 = y + j * d;
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (size_t c = 0; c < d; c += 16) {
-            const __m512 xv = load(x, c, d);
-            for (int b = 0; b < 4; ++b) acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(xv, load(y0 + b * d, c, d)));
-        }
+        // Row after row (the same sum per row as interleaving them): the rows are read as
+        // one stream, which the prefetcher follows; the out-of-order core overlaps the chains.
+        for (int b = 0; b < 4; ++b)
+            for (size_t c = 0; c < d; c += 16) acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(load(x, c, d), load(y0 + b * d, c, d)));
         for (int b = 0; b < 4; ++b) out[j + b] = reduce(acc[b]);
     }
     for (; j < ny; ++j) out[j] = dot(x, y + j * d, d);
@@ -116,13 +116,11 @@ void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
     for (; r + 4 <= ny; r += 4) {  // 4 independent chains, as in dot_ny
         const float* y0 = y + r * d;
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (size_t j = 0; j < d; j += 16) {
-            const __m512 xv = load(x, j, d);
-            for (int b = 0; b < 4; ++b) {
-                __m512 diff = _mm512_sub_ps(xv, load(y0 + b * d, j, d));
+        for (int b = 0; b < 4; ++b)  // row after row, as in dot_ny
+            for (size_t j = 0; j < d; j += 16) {
+                __m512 diff = _mm512_sub_ps(load(x, j, d), load(y0 + b * d, j, d));
                 acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(diff, diff));
             }
-        }
         for (int b = 0; b < 4; ++b) out[r + b] = reduce(acc[b]);
     }
     for (; r < ny; ++r) {
