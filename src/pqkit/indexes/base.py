@@ -926,22 +926,19 @@ class Index:
         (and normalised for "cosine") by the calling index, whose metric this index shares, and
         ``k >= 1``: only the call's parameters are checked here, once.
         """
-        check_trained(self.is_trained, self._name())
-        params = self._search_params(x.shape[0], params)
-        check_result_size(x.shape[0], k)
-        with self._lock.read():
-            if x.shape[0] == 0 or self.ntotal == 0:
-                return self._empty_result(x.shape[0], k)[1]
-            return self._search_candidates(x, k, params)[1]
+        return self._locked_search(x, k, self._search_candidates, params, prepared=True)[1]
 
     def _search_candidates(self, x, k, params):
         """The candidate ranking for :meth:`_candidates`: the search itself unless overridden."""
         return self._search(x, k, params)
 
-    def _locked_search(self, x, k, run, params):
+    def _locked_search(self, x, k, run, params, prepared: bool = False):
+        """``run(x, k, params)`` under the read lock, after the checks; ``prepared``: ``x`` and
+        ``k`` were already converted and checked by a wrapping index (its first stage)."""
         check_trained(self.is_trained, self._name())
-        k = check_k(k)
-        x = self._prepare(x, keep_tensor=True)
+        if not prepared:
+            k = check_k(k)
+            x = self._prepare(x, keep_tensor=True)
         params = self._search_params(x.shape[0], params)
         check_result_size(x.shape[0], k)
         with self._lock.read():
