@@ -52,16 +52,18 @@ def _near_ties(d: int, n: int, scale: float, seed: int) -> tuple:
     return (data * factor).astype(np.float32), (queries * factor).astype(np.float32)
 
 
-def _results(index, queries, k, radius) -> list:
-    out = list(index.search(queries, k))
-    out += list(index.search(queries[:1], k))
-    out += list(index.search(queries[1:3], k))  # a few queries: the fast pass without packing
+def _results(index, queries, k, radius, options=({},)) -> list:
+    out = []
+    for kwargs in options:  # per-call search parameters (filters, widened probing)
+        out += list(index.search(queries, k, **kwargs))
+        out += list(index.search(queries[:1], k, **kwargs))
+        out += list(index.search(queries[1:3], k, **kwargs))  # a few queries: the fast pass without packing
     if radius is not None:
         out += list(index.range_search(queries, radius))
     return out
 
 
-def _all_levels_and_threads(make_index, queries, k, radius) -> dict:
+def _all_levels_and_threads(make_index, queries, k, radius, options=({},)) -> dict:
     previous_level = pqkit.simd_level()
     core = pqkit.engine.core("cpp")
     results = {}
@@ -71,12 +73,12 @@ def _all_levels_and_threads(make_index, queries, k, radius) -> dict:
             index = make_index()
             for threads in (1, 2, 3):
                 index.n_threads = threads
-                results[(level, threads)] = _results(index, queries, k, radius)
+                results[(level, threads)] = _results(index, queries, k, radius, options)
             # one query split over threads at any size
             split_before = core._set_min_split_bytes(0)
             try:
                 index.n_threads = 2
-                results[(level, "split")] = _results(index, queries, k, radius)
+                results[(level, "split")] = _results(index, queries, k, radius, options)
             finally:
                 core._set_min_split_bytes(split_before)
     finally:
@@ -112,6 +114,33 @@ def test_near_ties_identical_across_levels_and_threads(d, metric, scale):
     results = _all_levels_and_threads(make, queries, 10, radius)
     _assert_identical(results, f"d={d} {metric} scale={scale}")
     # the ties are there: some query has several rows at its k-th distance or better equal keys
+    assert any(np.unique(row).size < row.size for row in results[("scalar", 1)][0])
+
+
+@pytest.mark.parametrize("d", [64, 128, 300, 1280])
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+@pytest.mark.parametrize("scale", [1e-3, 0.999])
+def test_ivf_flat_list_scan_identical_across_levels_and_threads(d, metric, scale):
+    """IVF-Flat's list scan takes its own fast pass (FMA values, exact keys for the rows within
+    the bound, cpp/search/ivf.cpp) from d = 64: batch, single queries, a probe split over threads,
+    range search, filters and widened probing equal the scalar level's."""
+    n = 600 if d <= 300 else 320
+    data, queries = _near_ties(d, n, scale, seed=d + 3)
+    if metric == "cosine":
+        queries = queries[:-1]
+    allowed = np.arange(0, n, 3)
+
+    def make():
+        index = pqkit.IndexIVFFlat(d, 8, metric=metric, nprobe=4, seed=1)
+        index.train(data)
+        index.add(data)
+        return index
+
+    D, _ = make().search(queries, 10)
+    radius = float(np.median(D[:, 5]))
+    options = ({}, {"filter": allowed, "max_probe": 8})
+    results = _all_levels_and_threads(make, queries, 10, radius, options)
+    _assert_identical(results, f"IVF-Flat d={d} {metric} scale={scale}")
     assert any(np.unique(row).size < row.size for row in results[("scalar", 1)][0])
 
 

@@ -34,3 +34,20 @@ def test_indexes_follow_the_table(name):
 def test_unknown_metric_names_the_table():
     with pytest.raises(ValueError, match=r"\['l2', 'ip', 'cosine'\]"):
         pqkit.IndexFlat(8, "hamming")
+
+
+@pytest.mark.parametrize("shape", [(10, 1 << 18), (3, 5), (0, 4), (7, (1 << 20) + 3)])
+def test_cosine_normalisation_in_blocks_equals_one_division(shape, monkeypatch):
+    """normalize_rows divides by float64 norms a block of rows at a time (bounded memory); the
+    result is the whole-array division's, bit for bit, across block boundaries."""
+    from pqkit import _validation
+
+    monkeypatch.setattr(_validation, "_NORMALIZE_BLOCK_VALUES", 1 << 20)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32) + np.float32(0.01)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    want = (x / norms[:, None]).astype(np.float32)
+    got = _validation.normalize_rows(x)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="all-zero"):
+        _validation.normalize_rows(np.zeros((2, 3), np.float32))

@@ -92,6 +92,14 @@ struct Kernels {
     void (*sqnorms)(const float* x, size_t n, size_t d, float* out);
     // out[j] = ||x - y_j||^2 computed directly (16-lane order).
     void (*l2sqr_ny)(const float* x, const float* y, size_t ny, size_t d, float* out);
+    // The IVF-Flat list scan's fast pass (one query against a run of list rows), in any
+    // summation order, with FMA where the level has it, so within the rounding bound of
+    // any float sum of d products: out[j] approximates ||x - y_j||^2 from the same
+    // differences fl(x_l - y_jl) l2sqr_ny forms; dots[j] approximates <x, y_j> and
+    // sqnorms[j] ||y_j||^2. Only ivf.cpp reads them, to skip the rows whose exact key
+    // (l2sqr_ny, dot_tile) cannot enter the result. The scalar level's are exact.
+    void (*l2sqr_ny_fast)(const float* x, const float* y, size_t ny, size_t d, float* out);
+    void (*dot_ny_fast)(const float* x, const float* y, size_t ny, size_t d, float* dots, float* sqnorms);
     // Centroids stored transposed, ct[j * ksub + c] (j < dsub, c < ksub), for
     // nq queries q_i = q + i * ldq: out[i * ldo + c] = sum_j (q_ij - ct[j, c])^2,
     // sequential over j. Batching queries lets each codebook row loaded feed
@@ -151,13 +159,17 @@ namespace scalar { extern const Kernels table; }
 #if PQKIT_HAVE_X86_SIMD
 namespace avx2 { extern const Kernels table; }
 namespace avx512 { extern const Kernels table; }
-// The fast passes with FMA (dot_tile_fast), each in its own translation unit
+// The fast passes with FMA (dot_tile_fast, l2sqr_ny_fast, dot_ny_fast), each in its own translation unit
 // with -mfma: kernels_fast_avx2.cpp, kernels_fast_avx512.cpp.
 namespace avx2_fma {
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo);
+void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out);
+void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* dots, float* sqnorms);
 }
 namespace avx512_fma {
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo);
+void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out);
+void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* dots, float* sqnorms);
 }
 #endif
 

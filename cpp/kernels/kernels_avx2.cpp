@@ -384,17 +384,37 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
     return lanes[0] + lanes[1] + lanes[2] + lanes[3] + generic::read_bytes(data + i, n - i);
 }
 
-// FMA is a CPU feature apart from AVX2: the fast pass uses it where the CPU
-// has it, and this level's dot_tile (as good an approximation as any) elsewhere.
-void dot_tile_fast(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
-    static const bool has_fma = [] {
+// FMA is a CPU feature apart from AVX2: the fast passes use it where the CPU
+// has it, and this level's exact kernels (as good an approximation as any) elsewhere.
+bool has_fma() {
+    static const bool fma = [] {
         __builtin_cpu_init();
         return __builtin_cpu_supports("fma") != 0;
     }();
-    if (has_fma)
+    return fma;
+}
+
+void dot_tile_fast(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
+    if (has_fma())
         avx2_fma::dot_tile(x, nx, y, ny, d, out, ldo);
     else
         dot_tile(x, nx, y, ny, d, out, ldo);
+}
+
+void l2sqr_ny_fast(const float* x, const float* y, size_t ny, size_t d, float* out) {
+    if (has_fma())
+        avx2_fma::l2sqr_ny(x, y, ny, d, out);
+    else
+        l2sqr_ny(x, y, ny, d, out);
+}
+
+void dot_ny_fast(const float* x, const float* y, size_t ny, size_t d, float* dots, float* norms) {
+    if (has_fma()) {
+        avx2_fma::dot_ny(x, y, ny, d, dots, norms);
+    } else {
+        dot_tile(x, 1, y, ny, d, dots, ny);
+        sqnorms(y, ny, d, norms);
+    }
 }
 
 // The table, filled by name. constexpr: it is built by the compiler, so no code
@@ -406,6 +426,8 @@ constexpr Kernels make_table() {
     t.dot_tile_fast = dot_tile_fast;
     t.sqnorms = sqnorms;
     t.l2sqr_ny = l2sqr_ny;
+    t.l2sqr_ny_fast = l2sqr_ny_fast;
+    t.dot_ny_fast = dot_ny_fast;
     t.l2_to_centroids_t = l2_to_centroids_t;
     t.ip_to_centroids_t = ip_to_centroids_t;
     t.argmin = argmin;

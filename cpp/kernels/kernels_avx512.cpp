@@ -445,6 +445,8 @@ constexpr Kernels make_table() {
     t.dot_tile_fast = avx512_fma::dot_tile;  // every AVX-512 CPU has FMA
     t.sqnorms = sqnorms;
     t.l2sqr_ny = l2sqr_ny;
+    t.l2sqr_ny_fast = avx512_fma::l2sqr_ny;
+    t.dot_ny_fast = avx512_fma::dot_ny;
     t.l2_to_centroids_t = l2_to_centroids_t;
     t.ip_to_centroids_t = ip_to_centroids_t;
     t.argmin = argmin;

@@ -1,4 +1,5 @@
-// The exact search's fast pass on AVX2 with FMA (kernels.h, dot_tile_fast).
+// The exact search's fast passes on AVX2 with FMA (kernels.h, dot_tile_fast, and
+// IVF-Flat's l2sqr_ny_fast and dot_ny_fast).
 // Its own translation unit, the one file built with -mavx2 -mfma, so no
 // bit-identical kernel can pick up a fused multiply-add; the AVX2 table calls
 // it only on a CPU that has FMA (kernels_avx2.cpp). Its results are never
@@ -165,7 +166,84 @@ void dot_gemv(const float* x, size_t nx, const float* y, size_t ny, size_t d, fl
         }
 }
 
+// One row's ||x - y||^2 lanes: two FMA chains over the differences the exact
+// kernel forms (fl(x_l - y_l)), the row read in order.
+inline __m256 l2_row(const float* x, const float* y, size_t d, __m256i tail) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t c = 0;
+    for (; c + 16 <= d; c += 16) {
+        const __m256 e0 = _mm256_sub_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(y + c));
+        const __m256 e1 = _mm256_sub_ps(_mm256_loadu_ps(x + c + 8), _mm256_loadu_ps(y + c + 8));
+        a0 = _mm256_fmadd_ps(e0, e0, a0);
+        a1 = _mm256_fmadd_ps(e1, e1, a1);
+    }
+    for (; c < d; c += 8) {
+        const __m256 e = _mm256_sub_ps(load_d(x, c, d, tail), load_d(y, c, d, tail));
+        a0 = _mm256_fmadd_ps(e, e, a0);
+    }
+    return _mm256_add_ps(a0, a1);
+}
+
+// One row's <x, y> and ||y||^2 lanes from one read of the row.
+inline void dot_norm_row(const float* x, const float* y, size_t d, __m256i tail, __m256& dot, __m256& norm) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), n0 = _mm256_setzero_ps(), n1 = _mm256_setzero_ps();
+    size_t c = 0;
+    for (; c + 16 <= d; c += 16) {
+        const __m256 y0 = _mm256_loadu_ps(y + c), y1 = _mm256_loadu_ps(y + c + 8);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), y0, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8), y1, a1);
+        n0 = _mm256_fmadd_ps(y0, y0, n0);
+        n1 = _mm256_fmadd_ps(y1, y1, n1);
+    }
+    for (; c < d; c += 8) {
+        const __m256 yv = load_d(y, c, d, tail);
+        a0 = _mm256_fmadd_ps(load_d(x, c, d, tail), yv, a0);
+        n0 = _mm256_fmadd_ps(yv, yv, n0);
+    }
+    dot = _mm256_add_ps(a0, a1);
+    norm = _mm256_add_ps(n0, n1);
+}
+
+// The sum of v's 8 lanes.
+inline float sum8(__m256 v) {
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+}
+
 }  // namespace
+
+// IVF-Flat's list scan (kernels.h, l2sqr_ny_fast and dot_ny_fast): row after row, as
+// dot_gemv, 8 rows' lane sums reduced together.
+void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
+    const __m256i tail = tail_mask(d);
+    size_t j = 0;
+    for (; j + 8 <= ny; j += 8) {
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int b = 0; b < 8; ++b) acc[b] = l2_row(x, y + (j + b) * d, d, tail);
+        _mm256_storeu_ps(out + j, reduce8(acc));
+    }
+    for (; j < ny; ++j) out[j] = sum8(l2_row(x, y + j * d, d, tail));
+}
+
+void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* dots, float* sqnorms) {
+    const __m256i tail = tail_mask(d);
+    size_t j = 0;
+    for (; j + 8 <= ny; j += 8) {
+        __m256 dot[8], norm[8];
+#pragma GCC unroll 8
+        for (int b = 0; b < 8; ++b) dot_norm_row(x, y + (j + b) * d, d, tail, dot[b], norm[b]);
+        _mm256_storeu_ps(dots + j, reduce8(dot));
+        _mm256_storeu_ps(sqnorms + j, reduce8(norm));
+    }
+    for (; j < ny; ++j) {
+        __m256 dot, norm;
+        dot_norm_row(x, y + j * d, d, tail, dot, norm);
+        dots[j] = sum8(dot);
+        sqnorms[j] = sum8(norm);
+    }
+}
 
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
     if (nx <= kGemvMaxRows) {

@@ -1,4 +1,5 @@
-// The exact search's fast pass on AVX-512 with FMA (kernels.h, dot_tile_fast).
+// The exact search's fast passes on AVX-512 with FMA (kernels.h, dot_tile_fast,
+// and IVF-Flat's l2sqr_ny_fast and dot_ny_fast).
 // Its own translation unit: the one file of the AVX-512 level built with -mfma,
 // so no bit-identical kernel can pick up a fused multiply-add. Its results are
 // never returned: flat.cpp selects candidates from them under a rounding-error
@@ -163,7 +164,75 @@ void dot_gemv(const float* x, size_t nx, const float* y, size_t ny, size_t d, fl
         }
 }
 
+// One row's ||x - y||^2 lanes: two FMA chains over the differences the exact
+// kernel forms (fl(x_l - y_l)), the row read in order.
+inline __m512 l2_row(const float* x, const float* y, size_t d) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    size_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+        const __m512 e0 = _mm512_sub_ps(_mm512_loadu_ps(x + c), _mm512_loadu_ps(y + c));
+        const __m512 e1 = _mm512_sub_ps(_mm512_loadu_ps(x + c + 16), _mm512_loadu_ps(y + c + 16));
+        a0 = _mm512_fmadd_ps(e0, e0, a0);
+        a1 = _mm512_fmadd_ps(e1, e1, a1);
+    }
+    for (; c < d; c += 16) {
+        const __m512 e = _mm512_sub_ps(load_d(x, c, d), load_d(y, c, d));
+        a0 = _mm512_fmadd_ps(e, e, a0);
+    }
+    return _mm512_add_ps(a0, a1);
+}
+
+// One row's <x, y> and ||y||^2 lanes from one read of the row.
+inline void dot_norm_row(const float* x, const float* y, size_t d, __m512& dot, __m512& norm) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), n0 = _mm512_setzero_ps(), n1 = _mm512_setzero_ps();
+    size_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+        const __m512 y0 = _mm512_loadu_ps(y + c), y1 = _mm512_loadu_ps(y + c + 16);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + c), y0, a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + c + 16), y1, a1);
+        n0 = _mm512_fmadd_ps(y0, y0, n0);
+        n1 = _mm512_fmadd_ps(y1, y1, n1);
+    }
+    for (; c < d; c += 16) {
+        const __m512 yv = load_d(y, c, d);
+        a0 = _mm512_fmadd_ps(load_d(x, c, d), yv, a0);
+        n0 = _mm512_fmadd_ps(yv, yv, n0);
+    }
+    dot = _mm512_add_ps(a0, a1);
+    norm = _mm512_add_ps(n0, n1);
+}
+
 }  // namespace
+
+// IVF-Flat's list scan (kernels.h, l2sqr_ny_fast and dot_ny_fast): row after row, as
+// dot_gemv, 16 rows' lane sums reduced together.
+void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
+    size_t j = 0;
+    for (; j + 16 <= ny; j += 16) {
+        __m512 acc[16];
+#pragma GCC unroll 16
+        for (int b = 0; b < 16; ++b) acc[b] = l2_row(x, y + (j + b) * d, d);
+        _mm512_storeu_ps(out + j, reduce16(acc));
+    }
+    for (; j < ny; ++j) out[j] = _mm512_reduce_add_ps(l2_row(x, y + j * d, d));
+}
+
+void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* dots, float* sqnorms) {
+    size_t j = 0;
+    for (; j + 16 <= ny; j += 16) {
+        __m512 dot[16], norm[16];
+#pragma GCC unroll 16
+        for (int b = 0; b < 16; ++b) dot_norm_row(x, y + (j + b) * d, d, dot[b], norm[b]);
+        _mm512_storeu_ps(dots + j, reduce16(dot));
+        _mm512_storeu_ps(sqnorms + j, reduce16(norm));
+    }
+    for (; j < ny; ++j) {
+        __m512 dot, norm;
+        dot_norm_row(x, y + j * d, d, dot, norm);
+        dots[j] = _mm512_reduce_add_ps(dot);
+        sqnorms[j] = _mm512_reduce_add_ps(norm);
+    }
+}
 
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
     if (nx <= kGemvMaxRows) {

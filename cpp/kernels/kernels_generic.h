@@ -78,6 +78,12 @@ inline void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float*
     for (size_t j = 0; j < ny; ++j) out[j] = l2sqr(x, y + j * d, d);
 }
 
+// dot_ny_fast at a level without a faster order: the exact products and norms.
+inline void dot_ny_sqnorms(const float* x, const float* y, size_t ny, size_t d, float* dots, float* norms) {
+    dot_tile(x, 1, y, ny, d, dots, ny);
+    sqnorms(y, ny, d, norms);
+}
+
 template <bool L2>
 inline void to_centroids_t(const float* q, size_t nq, size_t ldq, const float* ct, size_t dsub, size_t ksub,
                            float* out, size_t ldo) {

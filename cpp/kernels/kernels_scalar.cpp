@@ -14,6 +14,8 @@ constexpr Kernels make_table() {
     t.dot_tile_fast = generic::dot_tile;  // no faster order without SIMD
     t.sqnorms = generic::sqnorms;
     t.l2sqr_ny = generic::l2sqr_ny;
+    t.l2sqr_ny_fast = generic::l2sqr_ny;
+    t.dot_ny_fast = generic::dot_ny_sqnorms;
     t.l2_to_centroids_t = generic::l2_to_centroids_t;
     t.ip_to_centroids_t = generic::ip_to_centroids_t;
     t.argmin = generic::argmin;

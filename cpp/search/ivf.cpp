@@ -1,6 +1,8 @@
 #include "search/ivf.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -14,9 +16,12 @@ namespace pqkit {
 namespace {
 
 constexpr size_t kQueryChunk = 8;
-// The coarse search takes search_block's fast pass only for chunks of at least this many queries
-// (never, with chunks of kQueryChunk): measured slower than the exact path for 8 queries.
+// The coarse search takes search_block's fast pass for chunks of at least this many queries
+// (never, with chunks of kQueryChunk): its packing measured slower than the exact path for 8
+// queries. A chunk of at most kCoarseFewQueries (a single query, say) takes it from one query,
+// where it runs unpacked FMA dot products (search_block decides by the dimension).
 constexpr size_t kCoarseFastQueries = 64;
+constexpr size_t kCoarseFewQueries = 3;
 
 // Whether a sink asks for more lists past nprobe (max_probe): a top-k with fewer than k results.
 inline bool wants_more(const TopK& heap) { return heap.size() < heap.k(); }
@@ -87,9 +92,9 @@ void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, c
         const size_t nb = end - begin;
         std::vector<float> coarse_dist(nb * nrank);
         std::vector<int64_t> probes(nb * nrank);
-        // the exact path: a chunk of kQueryChunk queries does not repay the fast pass's packing
+        // a chunk of kQueryChunk queries does not repay the fast pass's packing; a few queries take it unpacked
         search_block(coarse.vectors(), x + begin * d, nb, nrank, coarse_dist.data(), probes.data(), nullptr,
-                     kCoarseFastQueries);
+                     nb <= kCoarseFewQueries ? 1 : kCoarseFastQueries);
         Sink sink = make_sink();
         Worker worker = make_worker();
         worker.prepare(begin, nb);
@@ -155,9 +160,62 @@ void check_same_d(const CoarseQuantizer& coarse, const PQCodebooks& pq) {
     if (pq.shape().d != coarse.dim()) throw std::invalid_argument("quantizer and coarse centroids differ in d");
 }
 
-// IVF-Flat: the exact keys of a list's allowed vectors, computed directly (kernels l2sqr_ny
-// and dot_tile, row by row in any grouping: each row's key is the same), over each run of
-// consecutive allowed rows, so an excluded vector never gets a distance.
+// IVF-Flat: the exact keys of a list's allowed vectors (kernels l2sqr_ny and dot_tile, row by
+// row in any grouping: each row's key is the same), over each run of consecutive allowed rows,
+// so an excluded vector never gets a distance.
+//
+// The fast pass, at levels with FMA and rows of at least kFastScanMinDim floats: the exact
+// kernels' fixed 16-lane order with separate multiply and add is slower than FMA chains in any
+// order, so each run of rows first gets fast values (Kernels::l2sqr_ny_fast, dot_ny_fast, one
+// read of each row), and only a row whose exact key could still enter the sink gets it
+// computed and pushed. The sink sees the exact keys of every row the exact path would push,
+// in the same order, so the result is the exact path's at every SIMD level and thread count.
+//
+// The bound (u = 2^-24, gamma = d u / (1 - d u), eta = 2^-150 for products that underflow;
+// Higham, Accuracy and Stability of Numerical Algorithms, sec. 3.1): a float sum of d products
+// in any order, with or without FMA, lies within gamma sum_l |p_l| + d eta of the true sum.
+//  * L2: both passes sum the squares of the same differences z_l = fl(x_l - y_l), so with
+//    S = sum z_l^2 the fast value f has S >= (f - d eta) / (1 + gamma), and the exact key
+//    e >= (1 - gamma) S - d eta >= (f - d eta) (1 - gamma) / (1 + gamma) - d eta.
+//  * IP, key = -ip: |ip_fast - ip_exact| <= 2 gamma ||x|| ||y|| + 2 d eta, with ||y||^2 <=
+//    (n + d eta) / (1 - gamma) for the run's largest fast sum of squares n, and ||x|| from a
+//    double sum.
+// A row is skipped when that lower bound of its exact key is above the sink's threshold (a
+// TopK takes keys <= its threshold, a RangeSink keys <= tau). The bound is evaluated in
+// double with a relative margin of 2^-20; a non-finite value skips nothing. Validated data
+// and queries (|v| <= sqrt(2^120 / d)) keep every sum finite.
+constexpr size_t kFastScanMinDim = 64;
+
+struct ScanBound {
+    double gamma = 0, tiny = 0, margin = 1.0 + std::ldexp(1.0, -20);
+    bool usable = false;
+
+    explicit ScanBound(size_t d) {
+        const double u = std::ldexp(1.0, -24), dd = static_cast<double>(d);
+        if (d == 0 || dd * u >= 0.5) return;
+        gamma = dd * u / (1.0 - dd * u);
+        tiny = dd * std::ldexp(1.0, -150);
+        usable = true;
+    }
+    // A lower bound of the exact L2 key of a row whose fast value is f (-inf for a
+    // non-finite f: no bound).
+    double l2_lower(float f) const {
+        if (!(std::fabs(f) <= std::numeric_limits<float>::max())) return -std::numeric_limits<double>::infinity();
+        return (static_cast<double>(f) - tiny) * ((1.0 - gamma) / (1.0 + gamma)) / margin - tiny;
+    }
+    // A lower bound of the exact IP key (-ip) of a row whose fast inner product is f, given
+    // the run's error bound (-inf for a non-finite f: no bound).
+    static double ip_lower(float f, double error) {
+        if (!(std::fabs(f) <= std::numeric_limits<float>::max())) return -std::numeric_limits<double>::infinity();
+        return -static_cast<double>(f) - error;
+    }
+    // The most |ip_fast - ip_exact| of rows whose fast sums of squares are <= n_max.
+    double ip_error(double x_norm, float n_max) const {
+        const double y_norm = std::sqrt((static_cast<double>(n_max) + tiny) / (1.0 - gamma));
+        return margin * (2.0 * gamma * x_norm * y_norm + 2.0 * tiny);
+    }
+};
+
 struct FlatWorker {
     const float* x;
     size_t d;
@@ -168,11 +226,75 @@ struct FlatWorker {
     size_t query_no = 0;
     std::vector<float> dist;
     std::vector<uint64_t> scratch;
+    std::vector<float> sqnorms;  // the fast pass's ||y||^2 of a run (inner product)
+    double x_norm = 0;           // ||query||, rounded up by ScanBound's margin (inner product)
+    bool fast = false;
+    ScanBound bound{0};
 
-    void prepare(size_t, size_t) {}
+    void prepare(size_t, size_t) {
+        const Kernels& K = kernels();
+        bound = ScanBound(d);
+        fast = d >= kFastScanMinDim && bound.usable && K.dot_tile_fast != K.dot_tile;
+    }
     void begin(size_t q) {
         query = x + q * d;
         query_no = q;
+        if (fast && !l2) {
+            double sum = 0;
+            for (size_t i = 0; i < d; ++i) sum += static_cast<double>(query[i]) * query[i];
+            x_norm = std::sqrt(sum) * bound.margin;
+        }
+    }
+    // The exact key of one row.
+    float exact_key(const float* row) const {
+        float v;
+        if (l2) {
+            kernels().l2sqr_ny(query, row, 1, d, &v);
+            return v;
+        }
+        kernels().dot_tile(query, 1, row, 1, d, &v, 1);
+        return -v;
+    }
+    template <class Sink>
+    void scan_exact(const float* rows, const int64_t* ids, size_t count, Sink& heap) {
+        if (l2)
+            kernels().l2sqr_ny(query, rows, count, d, dist.data());
+        else
+            kernels().dot_tile(query, 1, rows, count, d, dist.data(), count);
+        float th = heap.threshold();
+        for (size_t i = 0; i < count; ++i) {
+            const float key = l2 ? dist[i] : -dist[i];
+            if (key <= th) {
+                heap.push(key, ids[i]);
+                th = heap.threshold();
+            }
+        }
+    }
+    template <class Sink>
+    void scan_fast(const float* rows, const int64_t* ids, size_t count, Sink& heap) {
+        const Kernels& K = kernels();
+        double ip_error = 0;
+        if (l2) {
+            K.l2sqr_ny_fast(query, rows, count, d, dist.data());
+        } else {
+            sqnorms.resize(dist.size());
+            K.dot_ny_fast(query, rows, count, d, dist.data(), sqnorms.data());
+            float n_max = 0;
+            for (size_t i = 0; i < count; ++i) n_max = std::max(n_max, sqnorms[i]);  // NaN: ignored, see below
+            ip_error = bound.ip_error(x_norm, n_max);
+            for (size_t i = 0; i < count; ++i)
+                if (!(sqnorms[i] <= n_max)) ip_error = std::numeric_limits<double>::infinity();
+        }
+        float th = heap.threshold();
+        for (size_t i = 0; i < count; ++i) {
+            const double lower = l2 ? bound.l2_lower(dist[i]) : ScanBound::ip_lower(dist[i], ip_error);
+            if (lower > static_cast<double>(th)) continue;  // a NaN compares false: computed
+            const float key = exact_key(rows + i * d);
+            if (key <= th) {
+                heap.push(key, ids[i]);
+                th = heap.threshold();
+            }
+        }
     }
     template <class Sink>
     void scan(size_t l, float, Sink& heap, int64_t) {
@@ -183,18 +305,10 @@ struct FlatWorker {
         dist.resize(n);
         // The keys of rows first .. first + count, pushed in row order.
         const auto scan_rows = [&](size_t first, size_t count) {
-            if (l2)
-                kernels().l2sqr_ny(query, vecs + first * d, count, d, dist.data());
+            if (fast)
+                scan_fast(vecs + first * d, ids + first, count, heap);
             else
-                kernels().dot_tile(query, 1, vecs + first * d, count, d, dist.data(), count);
-            float th = heap.threshold();
-            for (size_t i = 0; i < count; ++i) {
-                const float key = l2 ? dist[i] : -dist[i];
-                if (key <= th) {
-                    heap.push(key, ids[first + i]);
-                    th = heap.threshold();
-                }
-            }
+                scan_exact(vecs + first * d, ids + first, count, heap);
         };
         const uint64_t* allowed = filter.masks(query_no, l, scratch);
         if (allowed == nullptr) return scan_rows(0, n);

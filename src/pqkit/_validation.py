@@ -563,10 +563,15 @@ def as_device_matrix(x, d: int, device: str, name: str = "x", normalize: bool = 
     return x
 
 
+_NORMALIZE_BLOCK_VALUES = 1 << 20  # float64 values per block of normalize_rows (8 MiB)
+
+
 def normalize_rows(x: np.ndarray, name: str = "x") -> np.ndarray:
     """Return a copy of float32 ``x`` (n, d) with every row scaled to unit L2 norm.
 
-    Used by the "cosine" metric. Zero rows have no direction and raise ValueError.
+    Used by the "cosine" metric. Zero rows have no direction and raise ValueError. Rows are
+    divided by their float64 norms in blocks of rows, so the float64 temporary stays bounded
+    (a whole-array division would need twice the input's size in float64 on top of the copy).
     """
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
     zero = norms == 0
@@ -576,7 +581,12 @@ def normalize_rows(x: np.ndarray, name: str = "x") -> np.ndarray:
             f"{name} has {int(zero.sum())} all-zero row(s) (first at row {first}); the cosine "
             "metric needs a direction for every vector: drop zero rows or use metric='l2'/'ip'"
         )
-    return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
+    out = np.empty(x.shape, dtype=np.float32)
+    step = max(1, _NORMALIZE_BLOCK_VALUES // max(x.shape[1], 1))
+    for start in range(0, x.shape[0], step):
+        stop = start + step
+        np.divide(x[start:stop], norms[start:stop, None], out=out[start:stop], casting="same_kind")
+    return out
 
 
 def check_ids(ids, n: int | None = None, name: str = "ids") -> np.ndarray:

@@ -283,5 +283,14 @@ def _set_faiss_nprobe(faiss, index, nprobe: int) -> None:
 
 
 def _faiss_memory(faiss, index) -> int:
-    """Bytes of a faiss index, from its serialised size (codes, ids, centroids, codebooks)."""
-    return int(faiss.serialize_index(index).nbytes)
+    """Bytes of a faiss index, from its serialised size (codes, ids, centroids, codebooks).
+
+    Written to a temporary file and measured there: ``serialize_index`` would hold one or two
+    more copies of the index in memory (4.9 GB each for a million 1280-d vectors).
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pqkit-faiss-size-") as folder:
+        path = os.path.join(folder, "index.faiss")
+        faiss.write_index(index, path)
+        return os.path.getsize(path)
