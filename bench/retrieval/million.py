@@ -69,16 +69,20 @@ def median_neighbour_distance(real: np.ndarray, n_sample: int = 2000, seed: int 
     return float(np.median(np.sqrt(np.maximum(2 - 2 * sims.max(axis=1), 0))))
 
 
-def enlarge(real: np.ndarray, labels: np.ndarray, n: int, noise: float, seed: int = 0):
+def enlarge(real: np.ndarray, labels: np.ndarray, n: int, noise: float, seed: int = 0, path: Path | None = None):
     """``n`` unit vectors: the real ones first, then perturbed copies of them (see the module
-    docstring), with their sources' labels; float32 (n, d), labels (n,), and the noise record."""
+    docstring), with their sources' labels; float32 (n, d), labels (n,), and the noise record.
+    With ``path`` the vectors are written to that file and returned memory-mapped (read only):
+    their pages belong to the page cache, which the system can drop while the indexes fill
+    memory (a million 1280-d vectors are 4.9 GB)."""
     real = _unit(real)
     if n <= real.shape[0]:
         return real[:n], labels[:n], {"n_real": n, "n_perturbed": 0}
     d = real.shape[1]
     radius = noise * median_neighbour_distance(real)
     rng = np.random.default_rng(seed)
-    out = np.empty((n, d), dtype=np.float32)
+    out = (np.empty((n, d), dtype=np.float32) if path is None
+           else np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d)))
     out[:real.shape[0]] = real
     out_labels = np.empty(n, dtype=labels.dtype)
     out_labels[:real.shape[0]] = labels
@@ -89,11 +93,15 @@ def enlarge(real: np.ndarray, labels: np.ndarray, n: int, noise: float, seed: in
         copies = real[sources] + rng.standard_normal((stop - start, d), dtype=np.float32) * (radius / np.sqrt(d))
         out[start:stop] = _unit(copies)
         out_labels[start:stop] = labels[sources]
+    if path is not None:
+        out.flush()
+        del out
+        out = np.load(path, mmap_mode="r")
     return out, out_labels, {"n_real": int(real.shape[0]), "n_perturbed": int(n - real.shape[0]),
                              "noise_factor": noise, "noise_radius": radius}
 
 
-def gallery_choices(base, base_labels, queries, query_labels, progress=print) -> list[dict]:
+def gallery_choices(base, base_labels, queries, query_labels, progress=print, save=None) -> list[dict]:
     """Build each named gallery choice as a user does and score its answers to the queries."""
     from pqkit.retrieval import Gallery
     from pqkit.retrieval.evaluate import mean_average_precision, precision_at_k
@@ -110,6 +118,8 @@ def gallery_choices(base, base_labels, queries, query_labels, progress=print) ->
         search_s = time.perf_counter() - start
         found = gallery.labels[np.maximum(ids, 0)]
         info = gallery.info()
+        if save is not None and name == "IVF,PQ" and refine == "auto":
+            gallery.save(save, overwrite=True)  # the web demo's million-entry check loads it
         rows.append({
             "name": name, "refine": refine, "description": gallery.description, "nprobe": info["nprobe"],
             "k_factor": info["k_factor"], "build_recall": info["recall"], "memory_mb": info["memory_bytes"] / 2**20,
@@ -167,6 +177,8 @@ def main(argv=None) -> list[Path]:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"folder of the raw JSON (default {RESULTS})")
     parser.add_argument("--no-faiss", action="store_true")
     parser.add_argument("--no-choices", action="store_true", help="skip the gallery choices")
+    parser.add_argument("--save-gallery", type=Path, default=None,
+                        help="save the largest size's IVF,PQ gallery here (for PQKIT_WEB_GALLERY)")
     parser.add_argument("--quick", action="store_true",
                         help="seconds: 300 real images embedded now, sizes 1000 and 2000, 50 queries, "
                              "re-ranking with exact vectors (8-bit refine codes need more vectors to train)")
@@ -185,7 +197,8 @@ def main(argv=None) -> list[Path]:
         label = size_label(n)
         print(f"== {label}: {n} gallery entries", flush=True)
         started = time.time()
-        base, base_labels, enlarged = enlarge(base_real, labels_real, n, args.noise)
+        mapped = None if args.quick else args.cache / f"gallery_{label}.npy"
+        base, base_labels, enlarged = enlarge(base_real, labels_real, n, args.noise, path=mapped)
         dataset = f"fashion-cnn-{size_label(enlarged['n_real'])}-real" + (
             f"+{enlarged['n_perturbed']}-perturbed" if enlarged["n_perturbed"] else "")
         with warnings.catch_warnings():
@@ -193,7 +206,9 @@ def main(argv=None) -> list[Path]:
             rows = timing_table(base, queries, 10, base_labels=base_labels, query_labels=query_labels,
                                 nprobes=nprobes, n_latency=args.n_latency if n < 1_000_000 else min(args.n_latency, 100),
                                 include_faiss=not args.no_faiss, refine=refine)
-            choices = [] if args.no_choices else gallery_choices(base, base_labels, queries, query_labels)
+            save_rows(args.out, label, rows, None)  # kept if the choices fail
+            save = args.save_gallery if n == max(args.sizes) else None
+            choices = [] if args.no_choices else gallery_choices(base, base_labels, queries, query_labels, save=save)
         try:
             import faiss
             faiss_version = faiss.__version__
@@ -211,15 +226,26 @@ def main(argv=None) -> list[Path]:
             "load_average_at_start": os.getloadavg()[0],
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)), "seconds": time.time() - started,
         }
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"million_{label}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"meta": meta, "rows": rows, "choices": choices}, indent=1))
-        os.replace(tmp, path)  # a run stopped midway leaves the previous file whole
+        path = save_rows(args.out, label, rows, choices, meta)
         written.append(path)
         print(f"wrote {path} ({meta['seconds']:.0f} s)", flush=True)
         del base, base_labels
+        if mapped is not None and mapped.exists():
+            mapped.unlink()
     return written
+
+
+def save_rows(folder: Path, label: str, rows, choices, meta=None) -> Path:
+    """Write ``million_<label>.json`` whole or not at all; without ``meta`` (the timing rows
+    before the gallery choices ran) to ``million_<label>.json.partial`` (which report.py skips)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"million_{label}.json" if meta is not None else f"million_{label}.json.partial")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows, "choices": choices}, indent=1))
+    os.replace(tmp, path)  # a run stopped midway leaves the previous file whole
+    if meta is not None:
+        path.with_name(f"million_{label}.json.partial").unlink(missing_ok=True)
+    return path
 
 
 if __name__ == "__main__":
