@@ -255,3 +255,22 @@ def test_million_benchmark_quick_run_and_report(tmp_path, capsys):
     assert "![Recall vs speed at every gallery size](results/million_recall_vs_speed.png)" in text
     assert (out / "million_recall_vs_speed.png").stat().st_size > 10_000
     assert "## At 100k and 1M gallery entries" in (tmp_path / "retrieval.md").read_text()
+
+
+def test_million_benchmark_maps_the_gallery_and_keeps_rows_before_choices(tmp_path):
+    """The enlarged gallery written to a file and mapped equals the in-memory one (read only);
+    the timing rows are saved apart (a name report.py skips) until the whole result replaces them."""
+    million = _bench_module("million")
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((300, 16)).astype(np.float32)
+    labels = np.arange(300) % 5
+    in_memory, l1, meta1 = million.enlarge(real, labels, 1000, 0.5)
+    mapped, l2, meta2 = million.enlarge(real, labels, 1000, 0.5, path=tmp_path / "g.npy")
+    np.testing.assert_array_equal(in_memory, mapped)
+    np.testing.assert_array_equal(l1, l2)
+    assert meta1 == meta2 and isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    partial = million.save_rows(tmp_path, "1k", [{"method": "x"}], None)
+    assert partial.name == "million_1k.json.partial" and not list(tmp_path.glob("million_*.json"))
+    final = million.save_rows(tmp_path, "1k", [{"method": "x"}], [], {"n": 1000})
+    assert final.name == "million_1k.json" and not partial.exists()
+    assert json.loads(final.read_text())["meta"] == {"n": 1000}

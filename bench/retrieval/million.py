@@ -28,9 +28,12 @@ Two parts per size, raw rows first (report.py draws the tables):
   the index chosen, its calibrated nprobe, the recall measured at build time, precision@1 and
   mAP@10 of the queries, memory, build time.
 
-Memory: the 1M gallery is 4.9 GiB of float32; with the normalised copy and two indexes alive at
-a time the run needs about 25 GB. Time on an idle 16-core machine: see the report (about an hour,
-dominated by single-thread k-means and exact search at 1M).
+Memory: the 1M gallery is 4.9 GB of float32, written to ``--cache`` and memory-mapped (the
+system can drop its pages); with the normalised copy and one index alive at a time the 1M run
+peaked at 20.7 GB used (``free``, page cache excluded) on a 24 GiB machine. Time at 1M on an idle 2-core machine: about 40
+minutes (``meta.seconds`` in the JSON). The timing rows are saved (``million_<size>.json.partial``)
+before the gallery choices run; ``--save-gallery`` keeps the largest ``IVF,PQ`` gallery for the
+web demo's check (``PQKIT_WEB_GALLERY``).
 """
 
 from __future__ import annotations
