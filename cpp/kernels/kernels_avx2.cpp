@@ -24,6 +24,10 @@ inline __m256 load8(const float* p, size_t avail) {
     return _mm256_maskload_ps(p, tail_mask8(avail));
 }
 
+// dot_ny and l2sqr_ny read a group of 4 rows 16 floats of each at a time below this many
+// dimensions (short chains), row after row from it (as the AVX-512 level).
+constexpr size_t kInterleaveMaxDim = 64;
+
 inline Lanes16 load16(const float* p, size_t j, size_t d) {
     size_t avail = d - j;
     return {load8(p + j, avail), load8(p + j + 8, avail > 8 ? avail - 8 : 0)};
@@ -55,10 +59,17 @@ void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
         const float* y0 = y + j * d;
         Lanes16 acc[4];
         for (int b = 0; b < 4; ++b) acc[b] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-        // Row after row (the same sum per row as interleaving them): the rows are read as
-        // one stream, which the prefetcher follows; the out-of-order core overlaps the chains.
-        for (int b = 0; b < 4; ++b)
-            for (size_t c = 0; c < d; c += 16) madd(acc[b], load16(x, c, d), load16(y0 + b * d, c, d));
+        if (d < kInterleaveMaxDim) {  // short rows: the 4 chains advance together
+            for (size_t c = 0; c < d; c += 16) {
+                const Lanes16 xv = load16(x, c, d);
+                for (int b = 0; b < 4; ++b) madd(acc[b], xv, load16(y0 + b * d, c, d));
+            }
+        } else {
+            // Row after row (the same sum per row as interleaving them): the rows are read as
+            // one stream, which the prefetcher follows; the out-of-order core overlaps the chains.
+            for (int b = 0; b < 4; ++b)
+                for (size_t c = 0; c < d; c += 16) madd(acc[b], load16(x, c, d), load16(y0 + b * d, c, d));
+        }
         for (int b = 0; b < 4; ++b) out[j + b] = reduce(acc[b]);
     }
     for (; j < ny; ++j) out[j] = dot(x, y + j * d, d);
@@ -102,12 +113,23 @@ void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
         const float* y0 = y + r * d;
         Lanes16 acc[4];
         for (int b = 0; b < 4; ++b) acc[b] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int b = 0; b < 4; ++b)  // row after row, as in dot_ny
+        if (d < kInterleaveMaxDim) {  // as in dot_ny
             for (size_t j = 0; j < d; j += 16) {
-                const Lanes16 a = load16(x, j, d), yb = load16(y0 + b * d, j, d);
-                Lanes16 diff{_mm256_sub_ps(a.lo, yb.lo), _mm256_sub_ps(a.hi, yb.hi)};
-                madd(acc[b], diff, diff);
+                const Lanes16 a = load16(x, j, d);
+                for (int b = 0; b < 4; ++b) {
+                    const Lanes16 yb = load16(y0 + b * d, j, d);
+                    Lanes16 diff{_mm256_sub_ps(a.lo, yb.lo), _mm256_sub_ps(a.hi, yb.hi)};
+                    madd(acc[b], diff, diff);
+                }
             }
+        } else {
+            for (int b = 0; b < 4; ++b)  // row after row, as in dot_ny
+                for (size_t j = 0; j < d; j += 16) {
+                    const Lanes16 a = load16(x, j, d), yb = load16(y0 + b * d, j, d);
+                    Lanes16 diff{_mm256_sub_ps(a.lo, yb.lo), _mm256_sub_ps(a.hi, yb.hi)};
+                    madd(acc[b], diff, diff);
+                }
+        }
         for (int b = 0; b < 4; ++b) out[r + b] = reduce(acc[b]);
     }
     for (; r < ny; ++r) {

@@ -51,6 +51,10 @@ inline __m128 extract_quarter(__m512 v, int q) {
     }
 }
 
+// dot_ny and l2sqr_ny read a group of 4 rows 16 floats of each at a time below this many
+// dimensions (short chains, in L1 or one stream either way), row after row from it.
+constexpr size_t kInterleaveMaxDim = 64;
+
 inline __m512 load(const float* p, size_t j, size_t d) {
     return j + 16 <= d ? _mm512_loadu_ps(p + j) : _mm512_maskz_loadu_ps(tail_mask(d - j), p + j);
 }
@@ -68,10 +72,17 @@ void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
     for (; j + 4 <= ny; j += 4) {
         const float* y0 = y + j * d;
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        // Row after row (the same sum per row as interleaving them): the rows are read as
-        // one stream, which the prefetcher follows; the out-of-order core overlaps the chains.
-        for (int b = 0; b < 4; ++b)
-            for (size_t c = 0; c < d; c += 16) acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(load(x, c, d), load(y0 + b * d, c, d)));
+        if (d < kInterleaveMaxDim) {  // short rows: the 4 chains advance together
+            for (size_t c = 0; c < d; c += 16) {
+                const __m512 xv = load(x, c, d);
+                for (int b = 0; b < 4; ++b) acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(xv, load(y0 + b * d, c, d)));
+            }
+        } else {
+            // Row after row (the same sum per row as interleaving them): the rows are read as
+            // one stream, which the prefetcher follows; the out-of-order core overlaps the chains.
+            for (int b = 0; b < 4; ++b)
+                for (size_t c = 0; c < d; c += 16) acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(load(x, c, d), load(y0 + b * d, c, d)));
+        }
         for (int b = 0; b < 4; ++b) out[j + b] = reduce(acc[b]);
     }
     for (; j < ny; ++j) out[j] = dot(x, y + j * d, d);
@@ -116,11 +127,21 @@ void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out) {
     for (; r + 4 <= ny; r += 4) {  // 4 independent chains, as in dot_ny
         const float* y0 = y + r * d;
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int b = 0; b < 4; ++b)  // row after row, as in dot_ny
+        if (d < kInterleaveMaxDim) {  // as in dot_ny
             for (size_t j = 0; j < d; j += 16) {
-                __m512 diff = _mm512_sub_ps(load(x, j, d), load(y0 + b * d, j, d));
-                acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(diff, diff));
+                const __m512 xv = load(x, j, d);
+                for (int b = 0; b < 4; ++b) {
+                    const __m512 diff = _mm512_sub_ps(xv, load(y0 + b * d, j, d));
+                    acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(diff, diff));
+                }
             }
+        } else {
+            for (int b = 0; b < 4; ++b)  // row after row, as in dot_ny
+                for (size_t j = 0; j < d; j += 16) {
+                    const __m512 diff = _mm512_sub_ps(load(x, j, d), load(y0 + b * d, j, d));
+                    acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(diff, diff));
+                }
+        }
         for (int b = 0; b < 4; ++b) out[r + b] = reduce(acc[b]);
     }
     for (; r < ny; ++r) {
