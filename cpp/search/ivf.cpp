@@ -280,10 +280,12 @@ struct FlatWorker {
             sqnorms.resize(dist.size());
             K.dot_ny_fast(query, rows, count, d, dist.data(), sqnorms.data());
             float n_max = 0;
-            for (size_t i = 0; i < count; ++i) n_max = std::max(n_max, sqnorms[i]);  // NaN: ignored, see below
-            ip_error = bound.ip_error(x_norm, n_max);
-            for (size_t i = 0; i < count; ++i)
-                if (!(sqnorms[i] <= n_max)) ip_error = std::numeric_limits<double>::infinity();
+            bool finite = true;  // a NaN or inf norm: no bound for the run
+            for (size_t i = 0; i < count; ++i) {
+                finite = finite && sqnorms[i] <= std::numeric_limits<float>::max();
+                n_max = std::max(n_max, sqnorms[i]);
+            }
+            ip_error = finite ? bound.ip_error(x_norm, n_max) : std::numeric_limits<double>::infinity();
         }
         float th = heap.threshold();
         for (size_t i = 0; i < count; ++i) {
