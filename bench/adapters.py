@@ -414,8 +414,16 @@ class PqkitFactory(BaseANN):
         import pqkit
 
         self.index = pqkit.index_factory(base.shape[1], self.factory, metric=self.metric)
+        owner = _innermost_pq_owner(self.index)
         for key, value in self.options.items():
-            setattr(_innermost_pq_owner(self.index), key, value)
+            # Build options are attributes of the first-stage PQ (anisotropic_eta) or of its
+            # index; an unknown one is an error, not a stray attribute the build ignores.
+            target = next((t for t in (getattr(owner, "pq", None), owner)
+                           if t is not None and hasattr(t, key)), None)
+            if target is None:
+                raise ValueError(f"{self.factory}: build option {key!r} is not an attribute of "
+                                 f"{type(owner).__name__} or of its PQ")
+            setattr(target, key, value)
         self._train_then_add(self.index, base)
 
     def set_query_params(self, **params):

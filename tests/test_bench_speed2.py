@@ -186,3 +186,24 @@ def test_dataset_grids_name_known_adapters_and_valid_factory_strings(name, d, mo
                 pqkit.index_factory(d, build["factory"])
             elif spec["adapter"] == "faiss-factory":
                 faiss.index_factory(d, build["factory"])
+
+
+def test_pqkit_adapter_build_options_reach_the_first_stage_pq():
+    """A build option of the pqkit adapter sets the first-stage PQ's attribute (it once landed
+    on the index as a stray attribute and the build ran plain PQ); an unknown one raises."""
+    import numpy as np
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import adapters
+    finally:
+        sys.path.remove(str(BENCH))
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((1000, 8)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    built = adapters.PqkitFactory("IVF4,PQ4x4,RFlat", metric="ip", anisotropic_eta=3.0)
+    built.fit(base)
+    assert built.index.base_index.pq.anisotropic_eta == 3.0
+    assert "anisotropic_eta" not in vars(built.index.base_index)
+    with pytest.raises(ValueError, match="no_such_option"):
+        adapters.PqkitFactory("IVF4,PQ4x4", metric="ip", no_such_option=1).fit(base)

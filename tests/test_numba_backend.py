@@ -229,11 +229,12 @@ def test_ivfflat_search(metric):
 
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
-@pytest.mark.parametrize("d,M", [(8, 4), (50, 10), (256, 16), (300, 10)])
+@pytest.mark.parametrize("d,M", [(8, 4), (50, 10), (150, 10), (256, 16), (300, 10)])
 def test_coarse_probe_across_transposed_blocks(d, M, metric, simd_level, restore_threads):
-    """IVF probing for d <= 256 sums inner products sequentially over blocks of transposed coarse
-    centroids (beyond: dot-product tiles). With more lists than one block holds (1024 rows for
-    d <= 128, 512 for d = 256) and equal centroids in different blocks: the same ids and
+    """IVF probing for d <= 256 sums inner products sequentially over transposed groups of 64
+    coarse centroids, in blocks of rows (beyond: dot-product tiles). With more lists than one
+    block holds (1024 rows for d <= 128, 832 for d = 150, 512 for d = 256), a last group shorter
+    than 64 and equal centroids in different blocks: the same ids and
     distances (the coarse distance is part of each IVF-PQ key) at every SIMD level, thread count
     and in Numba, and the first of equal centroids is probed first."""
     rng = np.random.default_rng(d)

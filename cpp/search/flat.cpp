@@ -36,22 +36,40 @@ constexpr size_t kIpDirectMaxDim = 256;
 constexpr size_t kChunkBytes = size_t(1) << 18;
 constexpr size_t kIpDirectRows = 16;
 
+// Rows are kept transposed in groups of this many (transpose_in_groups): a group's d
+// rows of 64 floats are contiguous, so the sequential sums over j read one stream. A
+// whole block transposed at once made rows of the block's length (1,024 floats = 4 KiB
+// at d = 50), whose d lines per group all fall in the same L1 sets.
+constexpr size_t kTransposedGroup = 64;
+
 // Reference rows per block of search_block (and of VectorSet's transposed blocks).
-// A multiple of 32, dot_tile_fast's panels of rows.
+// A multiple of 32, dot_tile_fast's panels of rows, and of kTransposedGroup where the
+// rows are kept transposed (d <= kIpDirectMaxDim).
 size_t ref_block_rows(size_t d) {
-    return std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))) / 32 * 32);
+    const size_t unit = d <= kIpDirectMaxDim ? kTransposedGroup : 32;
+    return std::max<size_t>(64, std::min(kRefBlock, kRefBlockBytes / (sizeof(float) * std::max<size_t>(d, 1))) / unit * unit);
 }
 
-// The n rows of d floats in blocks of `block` rows, each transposed: block k
-// holds rows [k * block, k * block + len) as d rows of len, at offset k * block * d.
-void transpose_in_blocks(const float* rows, size_t n, size_t d, size_t block, std::vector<float>& out) {
+// The n rows of d floats in groups of kTransposedGroup rows, each transposed: group k
+// holds rows [k * G, k * G + len) as d rows of len, at offset k * G * d.
+void transpose_in_groups(const float* rows, size_t n, size_t d, std::vector<float>& out) {
     out.resize(n * d);
-    for (size_t r0 = 0; r0 < n; r0 += block) {
-        const size_t len = std::min(block, n - r0);
+    for (size_t r0 = 0; r0 < n; r0 += kTransposedGroup) {
+        const size_t len = std::min(kTransposedGroup, n - r0);
         float* ct = out.data() + r0 * d;
         for (size_t r = 0; r < len; ++r)
             for (size_t j = 0; j < d; ++j) ct[j * len + r] = rows[(r0 + r) * d + j];
     }
+}
+
+using CentroidsT = void (*)(const float*, size_t, size_t, const float*, size_t, size_t, float*, size_t);
+
+// fn (ip_ or l2_to_centroids_t) of nb queries (xb, nb x d) with rows [r0, r0 + n) of a
+// set transposed in groups (r0 a multiple of kTransposedGroup): out[q * ldo + r - r0].
+void to_transposed(CentroidsT fn, const float* xb, size_t nb, size_t d, const float* transposed, size_t r0,
+                   size_t n, float* out, size_t ldo) {
+    for (size_t g = 0; g < n; g += kTransposedGroup)
+        fn(xb, nb, d, transposed + (r0 + g) * d, d, std::min(kTransposedGroup, n - g), out + g, ldo);
 }
 
 // Index of the first smallest non-NaN key, or n when all are NaN.
@@ -187,7 +205,7 @@ void range_block(const VectorSet& refs, const float* x, size_t nq, float tau, co
                 if (!any) continue;
             }
             if (refs.transposed())
-                K.ip_to_centroids_t(xb, nb, d, refs.transposed() + r0 * d, d, rb, buf.get(), rb);
+                to_transposed(K.ip_to_centroids_t, xb, nb, d, refs.transposed(), r0, rb, buf.get(), rb);
             else
                 K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.get(), rb);
             const float* ref_norms = l2 ? refs.norms() + r0 : nullptr;
@@ -338,7 +356,7 @@ void fast_block_keys(const Kernels& K, const VectorSet& refs, const ErrorBound& 
     if (exact) {
         std::fill(err, err + nb, 0.0);
         if (refs.transposed())
-            K.ip_to_centroids_t(xb, nb, d, refs.transposed() + r0 * d, d, rb, buf, rb);
+            to_transposed(K.ip_to_centroids_t, xb, nb, d, refs.transposed(), r0, rb, buf, rb);
         else
             K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf, rb);
     } else {
@@ -540,7 +558,7 @@ void VectorSet::keep_bound_norms(int n_threads) {
 }
 
 void VectorSet::keep_transposed() {
-    if (d_ <= kIpDirectMaxDim) transpose_in_blocks(data_, n_, d_, ref_block_rows(d_), transposed_);
+    if (d_ <= kIpDirectMaxDim) transpose_in_groups(data_, n_, d_, transposed_);
 }
 
 void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, float* D, int64_t* I,
@@ -581,7 +599,7 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
                 if (!any) continue;
             }
             if (refs.transposed())
-                K.ip_to_centroids_t(xb, nb, d, refs.transposed() + r0 * d, d, rb, buf.get(), rb);
+                to_transposed(K.ip_to_centroids_t, xb, nb, d, refs.transposed(), r0, rb, buf.get(), rb);
             else
                 K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf.get(), rb);
             const float* ref_norms = l2 ? refs.norms() + r0 : nullptr;
@@ -741,7 +759,7 @@ NearestCentroid::NearestCentroid(const float* centroids, size_t nc, size_t d, Me
     if (direct_ || ip_direct_) {
         // Chunks of chunk_ centroids; the direct path has one chunk of all of them.
         chunk_ = direct_ ? std::max<size_t>(nc, 1) : std::max<size_t>(64, kChunkBytes / (sizeof(float) * d) / 64 * 64);
-        transpose_in_blocks(centroids, nc, d, chunk_, transposed_);
+        transpose_in_groups(centroids, nc, d, transposed_);
     }
 }
 
@@ -763,7 +781,7 @@ void NearestCentroid::assign_ip_direct(const float* x, size_t n, int64_t* labels
         std::fill(best_row, best_row + kIpDirectRows, int64_t(-1));
         for (size_t c0 = 0; c0 < nc; c0 += chunk_) {
             const size_t len = std::min(chunk_, nc - c0);
-            K.ip_to_centroids_t(xb, nb, d, transposed_.data() + c0 * d, d, len, buf.get(), len);
+            to_transposed(K.ip_to_centroids_t, xb, nb, d, transposed_.data(), c0, len, buf.get(), len);
             for (size_t i = 0; i < nb; ++i) {
                 float* keys = buf.get() + i * len;
                 K.keys_and_minima(keys, len, xnorms[i], refs_.norms() + c0, mins);
@@ -785,7 +803,7 @@ void NearestCentroid::assign_serial(const float* x, size_t n, int64_t* labels, f
         std::vector<float> buf(kBatch * nc);
         for (size_t i0 = 0; i0 < n; i0 += kBatch) {
             const size_t nb = std::min(kBatch, n - i0);
-            K.l2_to_centroids_t(x + i0 * d, nb, d, transposed_.data(), d, nc, buf.data(), nc);
+            to_transposed(K.l2_to_centroids_t, x + i0 * d, nb, d, transposed_.data(), 0, nc, buf.data(), nc);
             for (size_t i = 0; i < nb; ++i) {
                 const float* row = buf.data() + i * nc;
                 const size_t best = K.argmin(row, nc);

@@ -41,14 +41,15 @@ public:
     void keep_bound_norms(int n_threads = 1);
 
     // For a set searched many times (a coarse quantizer) with d <= 256: keeps
-    // a transposed copy of the rows, in search_block's blocks, so that
+    // a transposed copy of the rows, in groups of 64 rows, so that
     // search_block sums each inner product sequentially over the dimension
     // (kernel ip_to_centroids_t, as NearestCentroid does) instead of in
     // dot-product tiles, whose per-pair lane reduction costs about as much as
     // the products at such d. It changes how inner products round, the same
     // way at every SIMD level.
     void keep_transposed();
-    // The blocks (rows r0 .. r0 + rb as d rows of rb), or nullptr.
+    // The groups (rows r0 .. r0 + len, r0 a multiple of 64, as d rows of len, at
+    // offset r0 * d), or nullptr.
     const float* transposed() const { return transposed_.empty() ? nullptr : transposed_.data(); }
 
 private:
@@ -57,7 +58,7 @@ private:
     Metric metric_;
     std::vector<float> own_norms_;              // squared norms for L2, when computed here
     const float* external_norms_ = nullptr;     // or the caller's (copies stay valid either way)
-    std::vector<float> transposed_;             // keep_transposed()'s blocks
+    std::vector<float> transposed_;             // keep_transposed()'s groups
     const float* external_bound_norms_ = nullptr;  // the caller's, IP only
     std::vector<float> ip_norms_;               // keep_bound_norms()'s, IP only
 };
@@ -118,7 +119,7 @@ private:
     bool direct_;     // d <= 32: direct squared L2
     bool ip_direct_;  // 33 <= d <= 256: norms and sequential inner products
     size_t chunk_ = 0;               // centroids per transposed chunk (all of them for direct_)
-    std::vector<float> transposed_;  // chunks of d x chunk_ (direct_: one, d x nc)
+    std::vector<float> transposed_;  // the centroids in transposed groups of 64
 };
 
 // NearestCentroid over nc centroids (nc x d), prepared and run once: labels[i]

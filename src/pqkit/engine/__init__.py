@@ -61,6 +61,9 @@ _errors: dict = {}
 
 def _load(name: str):
     """The engine module for ``name``, or None if it cannot be imported (the error is kept)."""
+    module = _modules.get(name)  # loaded: no lock (every search asks; entries are never removed)
+    if module is not None:
+        return module
     with _lock:
         if name in _modules:
             return _modules[name]

@@ -890,9 +890,16 @@ class Index:
         self._check_parameter_names(given, operation)
         return self._check_search_params(nq, given)
 
+    def _checked_params(self, nq: int, given) -> SearchParams:
+        """As :meth:`_search_params` for ``given`` whose names the public method checked."""
+        return given if isinstance(given, SearchParams) else self._check_search_params(nq, given)
+
     def _check_parameter_names(self, given: dict, operation: str) -> None:
         """TypeError for a parameter this type does not take, naming those it takes."""
         names = RANGE_NAMES if operation == "range_search" else PARAMETER_NAMES
+        taken = self.search_parameters
+        if all(name in taken and name in names for name in given):
+            return  # the common case, without building the message's lists
         accepted = [name for name in PARAMETER_NAMES if name in self.search_parameters and name in names]
         unknown = [name for name in given if name not in accepted]
         if unknown:
@@ -908,11 +915,17 @@ class Index:
                 f"does not take; its {operation} parameters are: {takes}")
 
     def _check_search_params(self, nq: int, given: dict) -> SearchParams:
-        """Validate the values of the parameters this type takes (its names are checked)."""
+        """The call's :class:`SearchParams` from the parameters given (names checked)."""
+        return SearchParams(**self._checked_values(nq, given)) if given else _NO_PARAMS
+
+    def _checked_values(self, nq: int, given: dict) -> dict:
+        """Validate the values of the parameters this type takes (its names are checked): the
+        validated values of those given, by name. Subclasses add the parameters they take."""
         selector = as_selector(given.get("filter"))
-        if selector is not None:
-            selector.check_queries(nq)
-        return SearchParams(filter=selector)
+        if selector is None:
+            return {}
+        selector.check_queries(nq)
+        return {"filter": selector}
 
     def _engine_selector(self, params: SearchParams):
         """The engine's selector of the call's filter (None without one)."""
@@ -939,7 +952,7 @@ class Index:
         if not prepared:
             k = check_k(k)
             x = self._prepare(x, keep_tensor=True)
-        params = self._search_params(x.shape[0], params)
+        params = self._checked_params(x.shape[0], params)  # search() checked the names
         check_result_size(x.shape[0], k)
         with self._lock.read():
             if x.shape[0] == 0 or self.ntotal == 0:
@@ -949,7 +962,7 @@ class Index:
     def _locked_range_search(self, x, radius, params, cap):
         check_trained(self.is_trained, self._name())
         x = self._prepare(x, keep_tensor=True)
-        params = self._search_params(x.shape[0], params, "range_search")
+        params = self._checked_params(x.shape[0], params)  # range_search() checked the names
         with self._lock.read():
             if x.shape[0] == 0 or self.ntotal == 0:
                 return _empty_range(x.shape[0])

@@ -3,7 +3,6 @@ inverted lists, probing, and what their files, FAISS conversion and memory model
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 
@@ -79,14 +78,14 @@ class _IndexIVF(_ListStore, Index):
     def nprobe(self, value) -> None:
         self._nprobe = check_nprobe(value, self._nlist)
 
-    def _check_search_params(self, nq, given):
-        params = super()._check_search_params(nq, given)
-        nprobe = None if "nprobe" not in given else check_nprobe(given["nprobe"], self._nlist)
-        max_probe = None
+    def _checked_values(self, nq, given):
+        values = super()._checked_values(nq, given)
+        if "nprobe" in given:
+            values["nprobe"] = check_nprobe(given["nprobe"], self._nlist)
         if "max_probe" in given:
-            max_probe = check_max_probe(given["max_probe"], self._nlist,
-                                        self._nprobe if nprobe is None else nprobe)
-        return replace(params, nprobe=nprobe, max_probe=max_probe)
+            values["max_probe"] = check_max_probe(given["max_probe"], self._nlist,
+                                                  values.get("nprobe", self._nprobe))
+        return values
 
     def _probe_args(self, params) -> tuple:
         """(nprobe, max_probe) of a call: its own values or the index's nprobe (0: no widening)."""

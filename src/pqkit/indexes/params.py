@@ -15,7 +15,7 @@ they wrap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 __all__ = ["NAMES", "RANGE_NAMES", "SearchParams"]
 
@@ -47,9 +47,12 @@ class SearchParams:
 
     def without(self, *names: str) -> "SearchParams":
         """The same parameters with ``names`` reset to None (what a wrapper passes down)."""
-        if all(getattr(self, name) is None for name in names):
-            return self  # nothing to reset (frozen: sharing it is safe)
-        return replace(self, **{name: None for name in names})
+        values = {name: getattr(self, name) for name in NAMES}
+        changed = False
+        for name in names:
+            changed = changed or values[name] is not None
+            values[name] = None
+        return SearchParams(**values) if changed else self  # frozen: sharing it is safe
 
 
 #: Every per-call search parameter, in the order messages list them.

@@ -118,8 +118,8 @@ class IndexPreTransform(Index):
         """The wrapped index's search parameters (all passed to it)."""
         return tuple(self.index.search_parameters)
 
-    def _check_search_params(self, nq, given):
-        return self.index._check_search_params(nq, given)
+    def _checked_values(self, nq, given):
+        return self.index._checked_values(nq, given)
 
     def _search(self, x, k, params):
         return self.index._locked_search(self.transform.apply(x), k, self.index._search, params)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
@@ -157,12 +156,12 @@ class IndexRefine(Index):
         """``k_factor`` and the base index's search parameters."""
         return ("k_factor",) + tuple(self.base_index.search_parameters)
 
-    def _check_search_params(self, nq, given):
-        params = self.base_index._check_search_params(
+    def _checked_values(self, nq, given):
+        values = self.base_index._checked_values(
             nq, {name: value for name, value in given.items() if name != "k_factor"})
         if "k_factor" in given:
-            params = replace(params, k_factor=check_k_factor(given["k_factor"]))
-        return params
+            values["k_factor"] = check_k_factor(given["k_factor"])
+        return values
 
     def _search(self, x, k, params):
         k = check_k(k)
