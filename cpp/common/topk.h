@@ -25,6 +25,9 @@ public:
 
     size_t size() const { return entries_.size(); }
     size_t k() const { return k_; }
+    // Whether entries are kept as a sorted array (k <= kSortedMax), where pushes in
+    // increasing key order land at the end; a heap takes them in any order.
+    bool sorted() const { return sorted_; }
 
     // Worst kept key, or +inf while fewer than k are kept: a cheap pre-filter.
     float threshold() const {

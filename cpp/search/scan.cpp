@@ -256,7 +256,8 @@ void fill_from_step(const CodeRun& run, size_t start, size_t count, const KeyOf&
             pass.emplace_back(keys[j], static_cast<uint32_t>(j));
         }
     }
-    std::sort(pass.begin(), pass.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    if (heap.sorted())  // a max-heap (large k) takes the pushes in any order at the same cost
+        std::sort(pass.begin(), pass.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     for (const auto& [key, j] : pass)
         if (key <= heap.threshold()) heap.push(key, run.ids[start + j]);
 }
