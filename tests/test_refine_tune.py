@@ -258,6 +258,30 @@ def test_refine_index_argument_is_checked(data):
     assert index.ntotal == base.shape[0] == index.refine_index.ntotal
 
 
+@pytest.mark.parametrize("backend", pqkit.available_backends())
+@pytest.mark.parametrize("refine_kind", ["Flat", "PQ"])
+@pytest.mark.parametrize("row_ids", [True, False])
+def test_a_candidate_missing_from_the_refine_index_is_named(data, backend, refine_kind, row_ids):
+    """Vectors added to the base index alone (behind the wrapper's back) come back as
+    candidates the refine index lacks: a ValueError naming the id, whether the refine store's ids
+    are its row numbers (the engine's row check catches it) or not (the id lookup does)."""
+    base, queries = data
+    refine_index = pqkit.IndexFlat(32, backend=backend) if refine_kind == "Flat" else \
+        pqkit.IndexPQ(32, 8, 8, backend=backend)
+    index = pqkit.IndexRefine(pqkit.IndexFlat(32, backend=backend), 2, refine_index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pqkit.TrainingWarning)
+        index.train(base)
+    ids = np.arange(1000) if row_ids else np.arange(1000) * 3 + 5
+    index.add_with_ids(base[:1000], ids)
+    extra = int(ids[-1]) + 7
+    index.base_index.add_with_ids(queries[:1], np.array([extra]))
+    D, I = index.search(queries[1:3], 5)  # far from the stray vector: every candidate is stored
+    assert np.isin(I, ids).all()
+    with pytest.raises(ValueError, match=f"candidate id {extra} from the base index is not in the refine index"):
+        index.search(queries[:1], 5)
+
+
 def test_wrapper_thread_setting_reaches_the_wrapped_indexes():
     refine = pqkit.IndexRefine(pqkit.IndexIVFPQ(32, 8, 8, 8))
     refine.n_threads = 1

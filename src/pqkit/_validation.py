@@ -131,6 +131,8 @@ def check_k(k) -> int:
 
 def check_nprobe(value, nlist: int, name: str = "nprobe") -> int:
     """Validate a number of inverted lists scanned per query: an int in ``[1, nlist]``."""
+    if type(value) is int and 1 <= value <= nlist:  # the common case
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {_describe(value)}")
     if not 1 <= value <= nlist:
@@ -158,6 +160,8 @@ MAX_K_FACTOR = 1024
 
 def check_k_factor(k_factor) -> float:
     """Validate a refine factor: a finite real number in ``[1, MAX_K_FACTOR]``."""
+    if type(k_factor) in (int, float) and 1 <= k_factor <= MAX_K_FACTOR:  # the common case
+        return float(k_factor)
     if isinstance(k_factor, (bool, np.bool_)) or not isinstance(k_factor, (int, float, np.number)):
         raise TypeError(f"k_factor must be a number >= 1, got {type(k_factor).__name__}")
     k_factor = float(k_factor)

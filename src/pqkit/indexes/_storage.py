@@ -78,9 +78,10 @@ class _RowStore:
         """Whether the stored ids are 0, 1, ..., n-1 (as ``add`` assigns them): each id is its row."""
         return self.derived("ids are row numbers", lambda: _ids_are_rows(self.ids))
 
-    def rows_of(self, ids: np.ndarray) -> np.ndarray:
-        """Row number of each id, -1 where absent (int64, same shape as ``ids``)."""
-        return _rows_of(self.ids, ids, self.derived)
+    def rows_of(self, ids: np.ndarray, unchecked: bool = False) -> np.ndarray:
+        """Row number of each id, -1 where absent (int64, same shape as ``ids``; ``unchecked``:
+        see :func:`_rows_of`)."""
+        return _rows_of(self.ids, ids, self.derived, unchecked)
 
     def remove(self, ids: np.ndarray) -> int:
         if ids.size == 0 or self.n == 0:
@@ -110,15 +111,19 @@ def _cached(cache: dict, name: str, compute):
     return cache[name]
 
 
-def _rows_of(stored: np.ndarray, ids: np.ndarray, derived) -> np.ndarray:
+def _rows_of(stored: np.ndarray, ids: np.ndarray, derived, unchecked: bool = False) -> np.ndarray:
     """Position of each of ``ids`` in ``stored`` (unique ids), -1 where absent (int64, the shape of
     ``ids``; may be ``ids`` itself: read it, do not write it). ``derived(name, compute)`` caches
-    the lookup structures until ``stored`` changes."""
+    the lookup structures until ``stored`` changes.
+
+    ``unchecked``: where each stored id is its row, ``ids`` itself, absent ids included, for a
+    caller whose engine call refuses rows outside ``-1..n-1`` (a re-ranking; it then asks again
+    without ``unchecked`` to name the absent id). Saves a single query two array reductions."""
     n = stored.size
     if n == 0:
         return np.full(ids.shape, -1, dtype=np.int64)
     if derived("ids are row numbers", lambda: _ids_are_rows(stored)):
-        if ids.size and int(ids.min()) >= -1 and int(ids.max()) < n:
+        if unchecked or (ids.size and int(ids.min()) >= -1 and int(ids.max()) < n):
             return ids  # each id is its row, -1 stays -1 (re-ranked candidates: no copy per call)
         return np.where((ids >= 0) & (ids < n), ids, -1)
     if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids

@@ -125,9 +125,18 @@ MAX_ID = 2**63 - 1
 _NO_PARAMS = SearchParams()
 
 
-def _given(**params) -> dict:
+def _given(nprobe=None, k_factor=None, filter=None, max_probe=None) -> dict:
     """The search parameters a call set (not None), by name."""
-    return {name: value for name, value in params.items() if value is not None}
+    given = {}
+    if nprobe is not None:
+        given["nprobe"] = nprobe
+    if k_factor is not None:
+        given["k_factor"] = k_factor
+    if filter is not None:
+        given["filter"] = filter
+    if max_probe is not None:
+        given["max_probe"] = max_probe
+    return given
 
 
 #: What the FAISS spellings of search parameters are called here.
@@ -836,7 +845,7 @@ class Index:
         if nprobe is None and k_factor is None and filter is None and max_probe is None and not unknown:
             return self._locked_search(x, k, self._search, _NO_PARAMS)  # nothing to check per call
         given = _given(nprobe=nprobe, k_factor=k_factor, filter=filter, max_probe=max_probe)
-        self._check_parameter_names({**given, **unknown}, "search")
+        self._check_parameter_names({**given, **unknown} if unknown else given, "search")
         return self._locked_search(x, k, self._search, given)
 
     def range_search(self, x, radius, *, filter=None, nprobe=None, max_results=None, **unknown):
@@ -921,7 +930,9 @@ class Index:
     def _checked_values(self, nq: int, given: dict) -> dict:
         """Validate the values of the parameters this type takes (its names are checked): the
         validated values of those given, by name. Subclasses add the parameters they take."""
-        selector = as_selector(given.get("filter"))
+        if given.get("filter") is None:
+            return {}
+        selector = as_selector(given["filter"])
         if selector is None:
             return {}
         selector.check_queries(nq)
@@ -948,14 +959,16 @@ class Index:
     def _locked_search(self, x, k, run, params, prepared: bool = False):
         """``run(x, k, params)`` under the read lock, after the checks; ``prepared``: ``x`` and
         ``k`` were already converted and checked by a wrapping index (its first stage)."""
-        check_trained(self.is_trained, self._name())
+        if not self.is_trained:
+            check_trained(False, self._name())
         if not prepared:
             k = check_k(k)
             x = self._prepare(x, keep_tensor=True)
-        params = self._checked_params(x.shape[0], params)  # search() checked the names
+        if type(params) is not SearchParams:
+            params = self._check_search_params(x.shape[0], params)  # search() checked the names
         check_result_size(x.shape[0], k)
         with self._lock.read():
-            if x.shape[0] == 0 or self.ntotal == 0:
+            if x.shape[0] == 0 or self._ntotal() == 0:
                 return self._empty_result(x.shape[0], k)
             return run(x, k, params)
 
@@ -1210,8 +1223,10 @@ class Reranker(Protocol):
     """An index that re-ranks candidates by their stored data (IndexRefine's refine index:
     IndexFlat, exact vectors; IndexPQ, decoded codes)."""
 
-    def _rows_of(self, ids: np.ndarray) -> np.ndarray:
-        """Row of each id in the index's storage (int64, shape of ``ids``), -1 where absent."""
+    def _rows_of(self, ids: np.ndarray, unchecked: bool = False) -> np.ndarray:
+        """Row of each id in the index's storage (int64, shape of ``ids``), -1 where absent;
+        ``unchecked``: an id beyond the rows may come back as it is where ids are row numbers
+        (:meth:`_rerank_rows` then refuses it with a ValueError)."""
 
     def _rerank_rows(self, x: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int):
         """``(D, I)``: the best ``k`` of each query's candidate ``rows`` (int64 (n, c), -1 for

@@ -134,9 +134,9 @@ class IndexFlat(Index):
             self._raise_unknown(ids, found)
         return self._store.data[rows]
 
-    def _rows_of(self, ids):
+    def _rows_of(self, ids, unchecked=False):
         """Row of each id in the store, -1 where absent (IndexRefine's re-ranking)."""
-        return self._store.rows_of(ids)
+        return self._store.rows_of(ids, unchecked)
 
     def _rerank_rows(self, x, rows, ids, k):
         """Best ``k`` of each query's candidate ``rows`` (-1: none) by exact distance, reported

@@ -15,14 +15,16 @@ they wrap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 __all__ = ["NAMES", "RANGE_NAMES", "SearchParams"]
 
 
-@dataclass(frozen=True)
-class SearchParams:
+class SearchParams(NamedTuple):
     """The validated parameters of one search call (None: the index's own setting).
+
+    An immutable tuple (built once per call, handed down through the wrapped indexes: a single
+    query's Python overhead counts beside the kernel's few microseconds).
 
     Attributes
     ----------
@@ -43,19 +45,16 @@ class SearchParams:
 
     def given(self) -> dict:
         """The parameters set for this call, by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return {name: value for name, value in zip(self._fields, self) if value is not None}
 
     def without(self, *names: str) -> "SearchParams":
         """The same parameters with ``names`` reset to None (what a wrapper passes down)."""
-        values = {name: getattr(self, name) for name in NAMES}
-        changed = False
-        for name in names:
-            changed = changed or values[name] is not None
-            values[name] = None
-        return SearchParams(**values) if changed else self  # frozen: sharing it is safe
+        if all(getattr(self, name) is None for name in names):
+            return self  # immutable: sharing it is safe
+        return self._replace(**dict.fromkeys(names))
 
 
 #: Every per-call search parameter, in the order messages list them.
-NAMES = tuple(f.name for f in fields(SearchParams))
+NAMES = SearchParams._fields
 #: Those ``range_search`` takes (no top-k to widen or to refine).
 RANGE_NAMES = ("nprobe", "filter")

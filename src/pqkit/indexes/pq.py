@@ -199,10 +199,10 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
 
     _prepare_for_reranking = _keep_codes_as_rows  # as an IndexRefine's refine index
 
-    def _rows_of(self, ids):
+    def _rows_of(self, ids, unchecked=False):
         """Offset of each id among the stored codes, -1 where absent (IndexRefine's re-ranking)."""
         stored = self._derived("ids", lambda: np.asarray(self._invlists.list_ids(0)))
-        return _rows_of(stored, ids, self._derived)
+        return _rows_of(stored, ids, self._derived, unchecked)
 
     def _rerank_rows(self, x, rows, ids, k):
         """Best ``k`` of each query's candidate ``rows`` (-1: none) by the exact distance to their

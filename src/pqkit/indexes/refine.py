@@ -157,10 +157,12 @@ class IndexRefine(Index):
         return ("k_factor",) + tuple(self.base_index.search_parameters)
 
     def _checked_values(self, nq, given):
-        values = self.base_index._checked_values(
-            nq, {name: value for name, value in given.items() if name != "k_factor"})
-        if "k_factor" in given:
-            values["k_factor"] = check_k_factor(given["k_factor"])
+        if "k_factor" not in given:
+            return self.base_index._checked_values(nq, given)
+        rest = dict(given)
+        k_factor = check_k_factor(rest.pop("k_factor"))
+        values = self.base_index._checked_values(nq, rest)
+        values["k_factor"] = k_factor
         return values
 
     def _search(self, x, k, params):
@@ -224,14 +226,20 @@ class IndexRefine(Index):
         D : numpy.ndarray of float32, shape (n, k)
         I : numpy.ndarray of int64, shape (n, k)
         """
-        rows = self.refine_index._rows_of(candidates)
+        refine = self.refine_index
+        rows = refine._rows_of(candidates, unchecked=True)
+        if rows is candidates:  # ids are rows: the engine refuses an id beyond them
+            try:
+                return refine._rerank_rows(x, rows, candidates, k)
+            except ValueError:
+                rows = refine._rows_of(candidates)  # -1 for an id not stored: named below
         lost = None if rows is candidates else (candidates >= 0) & (rows < 0)  # same: all found
         if lost is not None and lost.any():
             raise ValueError(f"candidate id {int(candidates[lost][0])} from the base index is "
                              "not in the refine index; the two must hold the same ids")
         # One compiled pass: refined distances (stored floats or decoded codes), best k by
         # (distance, id).
-        return self.refine_index._rerank_rows(x, rows, candidates, k)
+        return refine._rerank_rows(x, rows, candidates, k)
 
     def _reconstruct(self, ids):
         return self.refine_index.reconstruct_n(ids)
