@@ -89,6 +89,7 @@ def _compute_all() -> dict:
                 refine.add(base)
             key = f"refine{nbits}.{metric}.{'custom' if custom else 'dense'}"
             out[f"{key}.D"], out[f"{key}.I"] = refine.search(queries, 10)
+            out[f"{key}.single"] = _one_query_at_a_time(refine, queries[:6])  # candidates split
     # re-ranking with finer PQ codes (decoded candidates), 8 and 5 bits
     for metric, refine_bits in (("l2", 8), ("ip", 8), ("l2", 5)):
         refine = pqkit.IndexRefine(pqkit.IndexIVFPQ(32, 16, 8, 4, metric=metric, nprobe=4, seed=3), 4,
@@ -98,6 +99,7 @@ def _compute_all() -> dict:
         refine.add(base)
         key = f"refine_pq{refine_bits}.{metric}"
         out[f"{key}.D"], out[f"{key}.I"] = refine.search(queries, 10)
+        out[f"{key}.single"] = _one_query_at_a_time(refine, queries[:6])
     return out
 
 
@@ -145,8 +147,9 @@ def test_every_thread_count_is_bit_identical(scalar_reference, restore_threads, 
 @pytest.mark.parametrize("n_threads", [2, 3, 5])
 def test_single_queries_split_over_threads_are_bit_identical(scalar_reference, restore_threads, restore_simd,
                                                               n_threads):
-    """With fewer queries than threads, one query's lists or code blocks are shared out to the
-    threads (only for large scans by default; forced here on small data)."""
+    """With fewer queries than threads, one query's lists or code blocks, and its re-ranked
+    candidates, are shared out to the threads (only for large scans by default; forced here on
+    small data)."""
     from pqkit.engine import _core
 
     pqkit.set_simd_level(pqkit.available_simd_levels()[-1])

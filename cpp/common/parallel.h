@@ -27,9 +27,11 @@ int hardware_concurrency();
 
 // A single query's scan is split over threads only when each thread gets at
 // least this many bytes of codes (default 256 KiB): below that, waking the
-// other threads and repeating the query's table costs more than it saves.
-// Settable so tests can exercise the split path on small data (returns the
-// previous value, for the test to restore).
+// other threads and repeating the query's table costs more than it saves. Its
+// re-ranking splits from an eighth of it in candidate rows per thread (each
+// row a cache miss or several, no table to repeat). Settable so tests can
+// exercise the split paths on small data (returns the previous value, for
+// the test to restore).
 size_t min_split_bytes_per_thread();
 size_t set_min_split_bytes_per_thread(size_t bytes);
 

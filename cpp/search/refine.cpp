@@ -24,14 +24,68 @@ void check_rows(const int64_t* rows, size_t n, size_t ny) {
                                         std::to_string(static_cast<int64_t>(ny) - 1));
 }
 
+// Candidates fetched ahead of the one computed when no next query's rows are
+// (a single query, or the last query of a task): rows are scattered, so each
+// costs a cache miss or several, and a few in flight overlap them.
+constexpr size_t kRowsAhead = 4;
+
+// The best k of candidates [j0, j1) of query i into `top` (cleared first).
+// While a candidate is computed, the same candidate of the next query (when
+// `next` is set: a batch) or the candidate kRowsAhead further on (otherwise)
+// is prefetched.
+template <class Fetch>
+void rerank_range(const float* q, const int64_t* rows, const int64_t* ids, const int64_t* next, size_t j0,
+                  size_t j1, bool ip, size_t d, const Kernels& K, Fetch& fetch, TopK& top) {
+    top.clear();
+    for (size_t j = j0; j < j1; ++j) {
+        const int64_t ahead = next ? next[j] : (j + kRowsAhead < j1 ? rows[j + kRowsAhead] : -1);
+        if (ahead >= 0) fetch.prefetch(static_cast<size_t>(ahead));
+        const int64_t r = rows[j];
+        if (r < 0) continue;
+        const float* v = fetch(static_cast<size_t>(r));
+        float value;
+        if (ip) {
+            K.dot_tile(q, 1, v, 1, d, &value, 1);
+            value = -value;
+        } else {
+            K.l2sqr_ny(q, v, 1, d, &value);
+        }
+        top.push(value, ids[j]);
+    }
+}
+
 // The shared loop: `make_fetch()` gives each task a fetcher: fetch(r) returns the
 // d floats of row r (a pointer into the store, or a decoded scratch copy), and
 // fetch.prefetch(r) starts loading row r.
+//
+// A batch gives each task whole queries. A single query whose candidates span at
+// least min_split_bytes_per_thread() / 8 of row data per thread (784-d rows: 21
+// candidates or more) has its candidates split over the threads instead: the
+// fetches are cache misses, and each core keeps its own in flight. The parts'
+// top-k merge into the one a single pass keeps (the best k by (key, id) of the
+// union), so results do not depend on the split.
 template <class MakeFetch>
 void rerank_rows(const float* x, size_t nq, size_t d, const int64_t* rows, const int64_t* ids, size_t c, size_t k,
                  Metric metric, int n_threads, float* D, int64_t* I, const MakeFetch& make_fetch) {
     if (k == 0) throw std::invalid_argument("rerank needs k >= 1");
     const bool ip = metric == Metric::IP;
+    const size_t threads = static_cast<size_t>(std::max(1, n_threads));
+    const size_t split_bytes = std::max<size_t>(1, min_split_bytes_per_thread() / 8);
+    const size_t row_bytes = d * sizeof(float);
+    if (nq == 1 && threads > 1 && c * row_bytes >= split_bytes * 2) {
+        const size_t n_parts = std::min(threads, c * row_bytes / split_bytes);
+        std::vector<TopK> parts(n_parts, TopK(k));
+        parallel_for(n_parts, n_threads, 1, [&](size_t begin, size_t end, int) {
+            const Kernels& K = kernels();
+            auto fetch = make_fetch();
+            for (size_t part = begin; part < end; ++part)
+                rerank_range(x, rows, ids, nullptr, part * c / n_parts, (part + 1) * c / n_parts, ip, d, K,
+                             fetch, parts[part]);
+        });
+        for (size_t part = 1; part < n_parts; ++part) parts[0].merge(parts[part]);
+        parts[0].write(D, I, ip);
+        return;
+    }
     // A chunk of queries per task: each query costs c distance evaluations.
     const size_t chunk = std::max<size_t>(1, 4096 / std::max<size_t>(1, c));
     parallel_for(nq, n_threads, chunk, [&](size_t begin, size_t end, int) {
@@ -39,27 +93,9 @@ void rerank_rows(const float* x, size_t nq, size_t d, const int64_t* rows, const
         auto fetch = make_fetch();
         TopK top(k);
         for (size_t i = begin; i < end; ++i) {
-            const float* q = x + i * d;
-            top.clear();
-            for (size_t j = 0; j < c; ++j) {
-                // The rows of the next query arrive while this one is computed (its
-                // candidates are scattered: one cache miss each, or a few).
-                if (i + 1 < end) {
-                    const int64_t ahead = rows[(i + 1) * c + j];
-                    if (ahead >= 0) fetch.prefetch(static_cast<size_t>(ahead));
-                }
-                const int64_t r = rows[i * c + j];
-                if (r < 0) continue;
-                const float* v = fetch(static_cast<size_t>(r));
-                float value;
-                if (ip) {
-                    K.dot_tile(q, 1, v, 1, d, &value, 1);
-                    value = -value;
-                } else {
-                    K.l2sqr_ny(q, v, 1, d, &value);
-                }
-                top.push(value, ids[i * c + j]);
-            }
+            // The rows of the next query arrive while this one is computed.
+            const int64_t* next = i + 1 < end ? rows + (i + 1) * c : nullptr;
+            rerank_range(x + i * d, rows + i * c, ids + i * c, next, 0, c, ip, d, K, fetch, top);
             top.write(D + i * k, I + i * k, ip);
         }
     });

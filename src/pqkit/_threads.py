@@ -38,5 +38,8 @@ def get_num_threads() -> int:
 
 def resolve(n_threads: int | None) -> int:
     """Return the thread count to pass to the core: ``n_threads`` or the global default."""
-    n_threads = check_n_threads(n_threads)
-    return get_num_threads() if n_threads is None else n_threads
+    if n_threads is None:
+        return _CPU_COUNT if _num_threads is None else _num_threads
+    if type(n_threads) is int and n_threads >= 1:  # as an index's setter stored it
+        return n_threads
+    return check_n_threads(n_threads)

@@ -432,7 +432,7 @@ class Index:
         With ``keep_tensor`` (searches), a torch tensor given to a torch-engine index stays on
         its device (validated and normalised there; only the results come back); any other
         tensor is copied to NumPy."""
-        if is_torch_tensor(x):
+        if type(x) is not np.ndarray and is_torch_tensor(x):
             if keep_tensor and self._backend == "torch":
                 return as_device_matrix(x, self._d, self._device, name,
                                         self._metric_info.normalizes)
