@@ -163,6 +163,48 @@ def test_wrappers_pass_parameters_down(backend, data):
     assert pre.search_parameters == ("nprobe", "filter", "max_probe")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_per_call_k_factor_stays_with_the_outer_of_nested_refine_stages(backend, data):
+    """IndexRefine over an IndexRefine: the call's k_factor is the outer stage's; the inner
+    stage keeps its own (a leaked k_factor would fetch more inner candidates)."""
+    base, queries = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pqkit.TrainingWarning)
+        inner = pqkit.IndexRefine(pqkit.IndexIVFPQ(D_DIM, NLIST, 4, 4, nprobe=4, backend=backend),
+                                  1, pqkit.IndexPQ(D_DIM, 8, 8, backend=backend))
+        outer = pqkit.IndexRefine(inner, k_factor=1)
+        outer.train(base)
+        outer.add(base)
+    for repeat in range(2):  # the second call takes the remembered parameters
+        per_call = outer.search(queries, K, k_factor=4)
+        assert outer.k_factor == 1 and inner.k_factor == 1
+    outer.k_factor = 4
+    expected = outer.search(queries, K)
+    np.testing.assert_array_equal(per_call[1], expected[1])
+    np.testing.assert_array_equal(per_call[0], expected[0])
+    inner.k_factor = 4
+    assert not np.array_equal(outer.search(queries, K)[1], expected[1])  # the test can fail
+
+
+def test_remembered_parameters_are_checked_by_type_and_value(ivfpq, data):
+    """A pair of nprobe / k_factor values is validated once per index and remembered; a value
+    equal to a remembered one but of another type (True == 1) is still checked."""
+    _, queries = data
+    ivfpq.search(queries[:2], K, nprobe=1)
+    with pytest.raises(TypeError, match="nprobe must be an int"):
+        ivfpq.search(queries[:2], K, nprobe=True)
+    with pytest.raises(TypeError, match="k_factor"):
+        ivfpq.search(queries[:2], K, nprobe=1, k_factor=2)  # not a parameter of IndexIVFPQ
+    with pytest.raises(ValueError, match="nprobe must be in"):
+        ivfpq.search(queries[:2], K, nprobe=NLIST + 1)
+    ivfpq.search(queries[:2], K, nprobe=NLIST)
+    with pytest.raises(ValueError, match="nprobe must be in"):
+        ivfpq.search(queries[:2], K, nprobe=NLIST + 1)  # a refusal is not remembered
+    for nprobe in range(1, 200):  # the memo stays bounded
+        ivfpq.search(queries[:1], 1, nprobe=1 + nprobe % NLIST)
+    assert len(ivfpq._params_memo) <= 64
+
+
 def _lists_needed(index, queries, allowed_ids, nprobe, max_probe):
     """The lists each query scans under max_probe: its nearest, in order, from nprobe on until
     they hold K allowed vectors (or max_probe lists), computed with NumPy."""

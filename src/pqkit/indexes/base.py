@@ -123,6 +123,10 @@ MAX_ID = 2**63 - 1
 
 #: The parameters of a call that sets none (every index type's own settings).
 _NO_PARAMS = SearchParams()
+#: Value types whose validated nprobe / k_factor an index remembers (hashable, and never a bool:
+#: True would equal 1), and how many pairs it keeps.
+_MEMO_TYPES = (int, float, type(None))
+_MEMO_SIZE = 64
 
 
 def _given(nprobe=None, k_factor=None, filter=None, max_probe=None) -> dict:
@@ -326,6 +330,7 @@ class Index:
         self._backend, self._device = engine.resolve_engine(*_engine_override(backend, device))
         self._lock = _ReadWriteLock()
         self._mapped_path = None  # the file of an index loaded with pqkit.load(path, mmap=True)
+        self._params_memo = {}  # validated per-call nprobe / k_factor (see search)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -842,8 +847,11 @@ class Index:
             A parameter value out of range (``nprobe`` beyond ``nlist``, a per-query filter
             whose number of sets is not ``n``, ...).
         """
-        if nprobe is None and k_factor is None and filter is None and max_probe is None and not unknown:
-            return self._locked_search(x, k, self._search, _NO_PARAMS)  # nothing to check per call
+        if filter is None and max_probe is None and not unknown:
+            if nprobe is None and k_factor is None:
+                return self._locked_search(x, k, self._search, _NO_PARAMS)  # nothing to check per call
+            if type(nprobe) in _MEMO_TYPES and type(k_factor) in _MEMO_TYPES:
+                return self._locked_search(x, k, self._search, self._memo_params(nprobe, k_factor))
         given = _given(nprobe=nprobe, k_factor=k_factor, filter=filter, max_probe=max_probe)
         self._check_parameter_names({**given, **unknown} if unknown else given, "search")
         return self._locked_search(x, k, self._search, given)
@@ -890,6 +898,23 @@ class Index:
         radius = check_radius(radius)
         cap = check_max_results(max_results)
         return self._locked_range_search(x, radius, given, cap)
+
+    def _memo_params(self, nprobe, k_factor) -> SearchParams:
+        """The validated parameters of a call that sets only ``nprobe`` and ``k_factor`` (plain
+        ints, floats or None). Whether such values are valid, and what they validate to, never
+        changes for an index (their bounds, ``nlist`` and the k_factor range, are fixed when it is
+        made), so each pair is checked once and remembered by value and type (a single query's
+        checks cost as much as a tenth of its search)."""
+        key = (type(nprobe), nprobe, type(k_factor), k_factor)
+        params = self._params_memo.get(key)
+        if params is None:
+            given = _given(nprobe=nprobe, k_factor=k_factor)
+            self._check_parameter_names(given, "search")
+            params = self._check_search_params(0, given)  # no filter: the query count is not used
+            if len(self._params_memo) >= _MEMO_SIZE:
+                self._params_memo.clear()
+            self._params_memo[key] = params
+        return params
 
     def _search_params(self, nq: int, given, operation: str = "search") -> SearchParams:
         """The validated :class:`SearchParams` of a call of ``nq`` queries (``given``: the

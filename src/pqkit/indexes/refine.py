@@ -170,7 +170,10 @@ class IndexRefine(Index):
         k_factor = self._k_factor if params.k_factor is None else params.k_factor
         # More candidates than stored vectors only adds padding.
         n_candidates = max(k, min(math.ceil(k * k_factor), self.ntotal))
-        candidates = self.base_index._candidates(x, n_candidates, params.without("k_factor"))
+        base = self.base_index
+        if params.k_factor is not None and "k_factor" in base.search_parameters:
+            params = params.without("k_factor")  # a wrapped refine stage keeps its own
+        candidates = base._candidates(x, n_candidates, params)
         return self.rerank(x, self._allowed(candidates, params), k)
 
     @staticmethod
