@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import threading
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -100,6 +99,7 @@ from .._validation import (
     normalize_rows,
 )
 from ..filters import as_selector
+from ._lock import ReadWriteLock
 from .params import NAMES as PARAMETER_NAMES, RANGE_NAMES, SearchParams
 
 #: The engine and device that :meth:`Index.to` rebuilds an index on: the types' ``_from_state``
@@ -211,77 +211,6 @@ def _progress_bar():
     return tqdm(unit=" vectors", desc="add_chunks")
 
 
-class _ReadWriteLock:
-    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation).
-
-    Not reentrant: the public methods of :class:`Index` take it once and call only the
-    private hooks, which never take it. ``read()`` and ``write()`` return reusable guard
-    objects (``with lock.read(): ...``); searches take the read side on every call, so it is
-    kept to one short critical section on entry and one on exit.
-    """
-
-    def __init__(self):
-        self._mutex = threading.Lock()  # taken directly on the readers' path (cheaper than the condition)
-        self._cond = threading.Condition(self._mutex)
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-        self._read_guard = _Guard(self._acquire_read, self._release_read)
-        self._write_guard = _Guard(self._acquire_write, self._release_write)
-
-    def read(self) -> "_Guard":
-        return self._read_guard
-
-    def write(self) -> "_Guard":
-        return self._write_guard
-
-    def _acquire_read(self) -> None:
-        with self._mutex:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-
-    def _release_read(self) -> None:
-        with self._mutex:
-            self._readers -= 1
-            if self._readers == 0 and self._writers_waiting:
-                self._cond.notify_all()
-
-    def _acquire_write(self) -> None:
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writer or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writer = True
-
-    def _release_write(self) -> None:
-        with self._cond:
-            self._writer = False
-            self._cond.notify_all()
-
-
-class _Guard:
-    """A context manager calling ``acquire`` on entry and ``release`` on exit (stateless, so
-    one instance serves every thread)."""
-
-    __slots__ = ("_acquire", "_release")
-
-    def __init__(self, acquire, release):
-        self._acquire = acquire
-        self._release = release
-
-    def __enter__(self):
-        self._acquire()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._release()
-        return False
-
-
 class Index:
     """Base class of all pqkit indexes (common behaviour; not instantiated directly).
 
@@ -328,7 +257,7 @@ class Index:
         self._metric_info = metrics.get(self._metric)
         self._n_threads = check_n_threads(n_threads)
         self._backend, self._device = engine.resolve_engine(*_engine_override(backend, device))
-        self._lock = _ReadWriteLock()
+        self._lock = ReadWriteLock()
         self._mapped_path = None  # the file of an index loaded with pqkit.load(path, mmap=True)
         self._params_memo = {}  # validated per-call nprobe / k_factor (see search)
 
@@ -989,8 +918,7 @@ class Index:
         if not prepared:
             k = check_k(k)
             x = self._prepare(x, keep_tensor=True)
-        if type(params) is not SearchParams:
-            params = self._check_search_params(x.shape[0], params)  # search() checked the names
+        params = self._checked_params(x.shape[0], params)  # search() checked the names
         check_result_size(x.shape[0], k)
         with self._lock.read():
             if x.shape[0] == 0 or self._ntotal() == 0:
