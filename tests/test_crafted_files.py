@@ -252,7 +252,8 @@ def param_attacks(params: dict) -> list:
 
 def header_attacks() -> list:
     attacks = []
-    for type_name in ("IndexFlat", "IndexPQ", "IndexIVFFlat", "IndexIVFPQ", "IndexRefine",
+    for type_name in ("IndexFlat", "IndexPQ", "IndexScalarQuantizer", "IndexIVFFlat", "IndexIVFPQ",
+                      "IndexRefine",
                       "IndexPreTransform", "Index", "_IndexIVF", "ProductQuantizer"):
         def retype(header, arrays, type_name=type_name):
             header["index_type"] = type_name
@@ -481,9 +482,14 @@ def reference_candidates(index_type: str, params: dict, arrays: dict, queries: n
     if metric == "cosine":
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
     ids = arrays["ids"]
-    if index_type in ("IndexFlat", "IndexPQ"):
+    if index_type in ("IndexFlat", "IndexPQ", "IndexScalarQuantizer"):
         if index_type == "IndexFlat":
             vectors = arrays["vectors"].astype(np.float64)
+            dist = ref.pairwise(q, vectors, core)
+        elif index_type == "IndexScalarQuantizer":  # levels vmin + code * step (float32)
+            codes = arrays["codes"]
+            vectors = (arrays["vmin"] + codes.astype(np.float32) * arrays["step"]
+                       if codes.size else np.empty(codes.shape, np.float32)).astype(np.float64)
             dist = ref.pairwise(q, vectors, core)
         else:
             indices = ref.unpack_codes(arrays["codes"], params["M"], params["nbits"])

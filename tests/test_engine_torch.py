@@ -99,6 +99,11 @@ def _build(kind, metric, nbits=8, d=32, seed=0):
         index = pqkit.IndexIVFPQ(d, 16, 8, nbits, metric, nprobe=4, backend="cpp")
     elif kind == "ivfflat":
         index = pqkit.IndexIVFFlat(d, 16, metric, nprobe=4, backend="cpp")
+    elif kind == "sq":
+        index = pqkit.IndexScalarQuantizer(d, metric, backend="cpp")
+    elif kind == "refine_sq":  # re-ranked from 8-bit scalar-quantizer codes
+        base = pqkit.IndexIVFPQ(d, 16, 8, nbits, metric, nprobe=4, backend="cpp")
+        index = pqkit.IndexRefine(base, 4.0, pqkit.IndexScalarQuantizer(d, metric, backend="cpp"))
     else:  # refine
         base = pqkit.IndexIVFPQ(d, 16, 8, nbits, metric, nprobe=4, backend="cpp")
         index = pqkit.IndexRefine(base, k_factor=4.0)
@@ -122,7 +127,7 @@ class _quiet:
 
 
 KINDS = [("flat", 8), ("pq", 4), ("pq", 8), ("ivfpq", 4), ("ivfpq", 8), ("ivfflat", 8),
-         ("refine", 4), ("refine", 8)]
+         ("refine", 4), ("refine", 8), ("sq", 8), ("refine_sq", 4)]
 METRICS = ["l2", "ip", "cosine"]
 
 
@@ -132,7 +137,7 @@ def check_search_parity(kind, nbits, metric, device):
     moved = ref.to("torch", device=device)
     assert moved.backend == "torch" and moved.device == str(engine.core("torch", device).device)
     assert moved.ntotal == ref.ntotal and type(moved) is type(ref)
-    if kind == "refine":
+    if kind in ("refine", "refine_sq"):
         check_refine(q, ref, moved, metric)
         return ref, moved, x, q
     assert_parity(q, ref.search(q, 10), moved.search(q, 10), metric)

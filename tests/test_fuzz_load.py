@@ -87,6 +87,18 @@ def build_seed_indexes() -> dict:
             refine.train(x)
             refine.add(x[:20])
             out["refine-pq"] = refine
+        if hasattr(pqkit, "IndexScalarQuantizer"):
+            sq = pqkit.IndexScalarQuantizer(8, "ip")
+            sq.train(x)
+            sq.add_with_ids(x[:25], np.arange(25) * 5 + 2)
+            out["sq-ip"] = sq
+            out["sq-untrained"] = pqkit.IndexScalarQuantizer(8)
+            refine_sq = pqkit.IndexRefine(pqkit.IndexIVFPQ(8, 3, 2, 4, "l2", nprobe=2), 2.0,
+                                          pqkit.IndexScalarQuantizer(8))
+            refine_sq.base_index.pq.niter = 2
+            refine_sq.train(x)
+            refine_sq.add(x[:30])
+            out["refine-ivfpq-sq"] = refine_sq
         if hasattr(pqkit, "IndexPreTransform") and hasattr(pqkit, "PCA"):
             pre = pqkit.IndexPreTransform(pqkit.PCA(8, 4), pqkit.IndexIVFFlat(4, 2))
             pre.train(x)

@@ -27,7 +27,8 @@ from tests.conftest import clustered_split, skip_or_fail
 D = 16
 FACTORIES = [("Flat", "l2"), ("PQ8x4", "ip"), ("IVF8,Flat", "cosine"), ("IVF8,PQ4x8", "l2"),
              ("IVF8,PQ8x4", "ip"), ("IVF8,PQ4x5", "l2"), ("IVF8,PQ4,RFlat", "l2"),
-             ("IVF8,PQ4,Refine(PQ8)", "l2"), ("PCA8,IVF8,PQ4", "l2"), ("OPQ4,PQ4", "l2")]
+             ("IVF8,PQ4,Refine(PQ8)", "l2"), ("PCA8,IVF8,PQ4", "l2"), ("OPQ4,PQ4", "l2"),
+             ("SQ8", "cosine"), ("IVF8,PQ4x4,Refine(SQ8)", "l2")]
 
 
 @pytest.fixture(scope="module")

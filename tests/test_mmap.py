@@ -43,7 +43,7 @@ CORPUS = Path(__file__).parent / "corpus"
 FACTORIES = [("Flat", "l2"), ("Flat", "cosine"), ("PQ8x4", "ip"), ("PQ4x8", "l2"),
              ("PQ4x5", "l2"), ("IVF8,Flat", "l2"), ("IVF8,PQ4x8", "l2"), ("IVF8,PQ8x4", "ip"),
              ("IVF8,PQ4x3", "cosine"), ("IVF8,PQ4,RFlat", "l2"), ("IVF8,PQ4,Refine(PQ8)", "l2"),
-             ("PCA8,IVF8,PQ4", "l2")]
+             ("PCA8,IVF8,PQ4", "l2"), ("SQ8", "ip"), ("IVF8,PQ4x4,Refine(SQ8)", "cosine")]
 
 
 @pytest.fixture(scope="module")

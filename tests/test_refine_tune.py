@@ -235,7 +235,7 @@ def test_refine_with_pq_codes_recall_memory_and_save(data, truth, tmp_path):
 def test_refine_index_argument_is_checked(data):
     base, _ = data
     base_index = pqkit.IndexIVFPQ(32, 16, 8, 4)
-    with pytest.raises(TypeError, match="refine_index must be a pqkit.IndexFlat or pqkit.IndexPQ"):
+    with pytest.raises(TypeError, match="refine_index must be a pqkit.IndexFlat, pqkit.IndexScalarQuantizer or pqkit.IndexPQ"):
         pqkit.IndexRefine(base_index, 4, pqkit.IndexIVFFlat(32, 8))
     with pytest.raises(TypeError, match="refine_index must be"):
         pqkit.IndexRefine(base_index, 4, "PQ16")

@@ -100,6 +100,16 @@ def _compute_all() -> dict:
         key = f"refine_pq{refine_bits}.{metric}"
         out[f"{key}.D"], out[f"{key}.I"] = refine.search(queries, 10)
         out[f"{key}.single"] = _one_query_at_a_time(refine, queries[:6])
+    # re-ranking with 8-bit scalar-quantizer codes, and the scalar quantizer's own exact search
+    for metric in ("l2", "ip"):
+        refine = pqkit.IndexRefine(pqkit.IndexIVFPQ(32, 16, 8, 4, metric=metric, nprobe=4, seed=3), 4,
+                                   pqkit.IndexScalarQuantizer(32, metric=metric))
+        refine.train(base)
+        refine.add(base)
+        key = f"refine_sq.{metric}"
+        out[f"{key}.D"], out[f"{key}.I"] = refine.search(queries, 10)
+        out[f"{key}.single"] = _one_query_at_a_time(refine, queries[:6])
+        out[f"sq.{metric}.D"], out[f"sq.{metric}.I"] = refine.refine_index.search(queries, 10)
     return out
 
 

@@ -274,6 +274,26 @@ SearchResult rerank_pq_py(const py::array& x, const PQCodebooks& pq, const Inver
     return r;
 }
 
+// Re-ranking of candidates stored as 8-bit scalar-quantizer codes: rows of `codes` (see refine.h).
+SearchResult rerank_sq_py(const py::array& x, const py::array& codes, const py::array& vmin, const py::array& step,
+                          const py::array& rows, const py::array& ids, py::ssize_t k, const std::string& metric,
+                          int n_threads) {
+    const float* xp = checked<float>(x, "x", {-1, -1});
+    const uint8_t* cp = checked<uint8_t>(codes, "codes", {-1, x.shape(1)});
+    const float* vp = checked<float>(vmin, "vmin", {x.shape(1)});
+    const float* sp = checked<float>(step, "step", {x.shape(1)});
+    const int64_t* rp = checked<int64_t>(rows, "rows", {x.shape(0), -1});
+    const int64_t* ip = checked<int64_t>(ids, "ids", {x.shape(0), rows.shape(1)});
+    Metric m = parse_metric(metric);
+    size_t kk = positive(k, "k"), nq = x.shape(0), ny = codes.shape(0), d = x.shape(1), c = rows.shape(1);
+    SearchResult r = alloc_result(nq, kk);
+    float* D = r.first.mutable_data();
+    int64_t* I = r.second.mutable_data();
+    py::gil_scoped_release release;
+    rerank_sq(xp, nq, cp, ny, d, vp, sp, rp, ip, c, kk, m, n_threads, D, I);
+    return r;
+}
+
 py::tuple coarse_assign_py(const py::array& x, const py::array& centroids, const std::string& metric,
                            int n_threads) {
     const float* xp = checked<float>(x, "x", {-1, -1});
@@ -587,6 +607,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("metric"), py::arg("n_threads"));
     m.def("rerank_pq", &rerank_pq_py, py::arg("x"), py::arg("pq"), py::arg("lists"), py::arg("rows"), py::arg("ids"),
           py::arg("k"), py::arg("metric"), py::arg("n_threads"));
+    m.def("rerank_sq", &rerank_sq_py, py::arg("x"), py::arg("codes"), py::arg("vmin"), py::arg("step"),
+          py::arg("rows"), py::arg("ids"), py::arg("k"), py::arg("metric"), py::arg("n_threads"));
     m.def("coarse_assign", &coarse_assign_py, py::arg("x"), py::arg("centroids"), py::arg("metric"),
           py::arg("n_threads"));
     m.def("pq_train", &pq_train_py, py::arg("x"), py::arg("M"), py::arg("nbits"), py::arg("niter"), py::arg("seed"),

@@ -161,6 +161,27 @@ struct PQRowDecoder {
     }
 };
 
+// rerank_sq's row fetcher, one per task: the decoded vector of an 8-bit
+// scalar-quantizer code (vmin + code * step per dimension).
+struct SQRowDecoder {
+    const uint8_t* codes;
+    const float* vmin;
+    const float* step;
+    size_t d;
+    std::vector<float> vec;
+    void prefetch(size_t r) const {  // every cache line the code touches
+        const uintptr_t first = reinterpret_cast<uintptr_t>(codes + r * d) / 64 * 64;
+        const uintptr_t end = reinterpret_cast<uintptr_t>(codes + (r + 1) * d);
+        for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 3);
+    }
+    const float* operator()(size_t r) {
+        const uint8_t* code = codes + r * d;
+        float* out = vec.data();
+        for (size_t t = 0; t < d; ++t) out[t] = vmin[t] + static_cast<float>(code[t]) * step[t];
+        return out;
+    }
+};
+
 }  // namespace
 
 void rerank(const float* x, size_t nq, const float* y, size_t ny, size_t d, const int64_t* rows,
@@ -183,6 +204,14 @@ void rerank_pq(const float* x, size_t nq, const PQCodebooks& pq, const InvertedL
         return PQRowDecoder{&s, codes, blocked, codebooks, std::vector<uint8_t>(s.code_size), std::vector<int32_t>(s.M),
                        std::vector<float>(s.d)};
     });
+}
+
+void rerank_sq(const float* x, size_t nq, const uint8_t* codes, size_t ny, size_t d, const float* vmin,
+               const float* step, const int64_t* rows, const int64_t* ids, size_t c, size_t k, Metric metric,
+               int n_threads, float* D, int64_t* I) {
+    check_rows(rows, nq * c, ny);
+    rerank_rows(x, nq, d, rows, ids, c, k, metric, n_threads, D, I,
+                [&] { return SQRowDecoder{codes, vmin, step, d, std::vector<float>(d)}; });
 }
 
 }  // namespace pqkit

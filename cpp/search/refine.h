@@ -34,4 +34,14 @@ void rerank(const float* x, size_t nq, const float* y, size_t ny, size_t d, cons
 void rerank_pq(const float* x, size_t nq, const PQCodebooks& pq, const InvertedLists& lists, const int64_t* rows,
                const int64_t* ids, size_t c, size_t k, Metric metric, int n_threads, float* D, int64_t* I);
 
+// As rerank, with the candidates stored as 8-bit scalar-quantizer codes (an
+// IndexScalarQuantizer refine store): codes is ny x d bytes, and dimension t of
+// row r decodes to vmin[t] + codes[r * d + t] * step[t] (a product, then a sum:
+// no FMA), the reconstruction the Python side computes. A candidate reads d
+// bytes instead of 4 d; the keys equal rerank's over the decoded vectors, bit
+// for bit.
+void rerank_sq(const float* x, size_t nq, const uint8_t* codes, size_t ny, size_t d, const float* vmin,
+               const float* step, const int64_t* rows, const int64_t* ids, size_t c, size_t k, Metric metric,
+               int n_threads, float* D, int64_t* I);
+
 }  // namespace pqkit

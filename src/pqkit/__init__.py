@@ -27,11 +27,13 @@ from .indexes.ivfpq import IndexIVFPQ
 from .indexes.pq import IndexPQ
 from .indexes.pretransform import IndexPreTransform
 from .indexes.refine import IndexRefine, IndexRefineFlat
+from .indexes.sq import IndexScalarQuantizer
 from .interop import from_faiss, read_faiss_index, to_faiss
 from .io import load
 from .quantizers.kmeans import KMeans
 from .quantizers.anisotropic import anisotropic_eta
 from .quantizers.pq import ProductQuantizer
+from .quantizers.scalar import ScalarQuantizer
 from .transforms import OPQ, PCA, OPQMatrix, PCAMatrix
 from .tune import estimate_memory, suggest, tune
 
@@ -50,12 +52,14 @@ __all__ = [
     "IndexPreTransform",
     "IndexRefine",
     "IndexRefineFlat",
+    "IndexScalarQuantizer",
     "KMeans",
     "OPQ",
     "OPQMatrix",
     "PCA",
     "PCAMatrix",
     "ProductQuantizer",
+    "ScalarQuantizer",
     "TrainingWarning",
     "__version__",
     "anisotropic_eta",

@@ -133,6 +133,21 @@ def rerank_pq(
     is computed from its decoded vector, bit for bit as ``rerank`` over ``pq_decode``'s rows.
     x is (nq, pq.d) float32. Returns (D, I), each (nq, k)."""
 
+def rerank_sq(
+    x: NDArray[np.float32],
+    codes: NDArray[np.uint8],
+    vmin: NDArray[np.float32],
+    step: NDArray[np.float32],
+    rows: NDArray[np.int64],
+    ids: NDArray[np.int64],
+    k: int,
+    metric: str,
+    n_threads: int,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """As ``rerank``, with the candidates stored as 8-bit scalar-quantizer codes (ny, d) uint8:
+    dimension t of row r decodes to vmin[t] + codes[r, t] * step[t] (float32, not fused), and
+    the keys equal ``rerank``'s over the decoded rows, bit for bit. Returns (D, I), each (nq, k)."""
+
 def coarse_assign(
     x: NDArray[np.float32],
     centroids: NDArray[np.float32],

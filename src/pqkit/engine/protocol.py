@@ -428,6 +428,33 @@ class Engine(Protocol):
         I : numpy.ndarray of int64, shape (nq, k)
         """
 
+    def rerank_sq(self, x: NDArray[np.float32], codes: NDArray[np.uint8],
+                  vmin: NDArray[np.float32], step: NDArray[np.float32], rows: NDArray[np.int64],
+                  ids: NDArray[np.int64], k: int, metric: Metric, n_threads: int) -> SearchResult:
+        """As :meth:`rerank`, with the candidates stored as 8-bit scalar-quantizer codes.
+
+        Dimension ``t`` of row ``r`` decodes to ``vmin[t] + codes[r, t] * step[t]`` (a float32
+        product, then a sum, never fused); the keys equal :meth:`rerank`'s over those decoded
+        rows, bit for bit.
+
+        Parameters
+        ----------
+        x : numpy.ndarray of float32, shape (nq, d)
+        codes : numpy.ndarray of uint8, shape (ny, d)
+        vmin, step : numpy.ndarray of float32, shape (d,)
+        rows : numpy.ndarray of int64, shape (nq, c)
+            Rows of ``codes``, -1 for none. ValueError for a row outside ``-1..ny-1``.
+        ids : numpy.ndarray of int64, shape (nq, c)
+        k : int, >= 1
+        metric : {"l2", "ip"}
+        n_threads : int
+
+        Returns
+        -------
+        D : numpy.ndarray of float32, shape (nq, k)
+        I : numpy.ndarray of int64, shape (nq, k)
+        """
+
     # ------------------------------------------------------------------ k-means
     def coarse_assign(self, x: NDArray[np.float32], centroids: NDArray[np.float32],
                       metric: Metric, n_threads: int

@@ -13,6 +13,7 @@ from ._state import check_parts, nest_params, nest_state, unnest_state, verifyin
 from .base import Index, Reranker
 from .flat import IndexFlat
 from .pq import IndexPQ
+from .sq import IndexScalarQuantizer
 
 __all__ = ["IndexRefine", "IndexRefineFlat"]
 
@@ -27,20 +28,21 @@ class IndexRefine(Index):
     k_factor : float, default 1.0
         ``search(x, k)`` fetches ``ceil(k * k_factor)`` candidates from ``base_index`` and returns
         the ``k`` with the smallest refined distances (largest for "ip"/"cosine").
-    refine_index : pqkit.IndexFlat or pqkit.IndexPQ, optional
+    refine_index : pqkit.IndexFlat, pqkit.IndexScalarQuantizer or pqkit.IndexPQ, optional
         Where the refined distances come from, empty, with the base index's ``d`` and ``metric``.
         None (the default) makes an :class:`pqkit.IndexFlat`: exact distances, ``4 * d`` bytes
-        per vector. An :class:`pqkit.IndexPQ` with finer codes than the base (e.g. 8 bits and
-        more sub-quantizers) keeps ``code_size`` bytes per vector instead: each candidate's
-        distance is computed directly to its decoded code (the vector ``reconstruct``
-        returns). It is trained by :meth:`train` with the base index, and keeps its codes as
-        rows, one contiguous read per candidate (its own ``search`` then scans a blocked copy
-        made on first use).
+        per vector. An :class:`pqkit.IndexScalarQuantizer` keeps ``d`` bytes per vector (one
+        per dimension), and an :class:`pqkit.IndexPQ` with finer codes than the base (e.g. 8
+        bits and more sub-quantizers) ``code_size`` bytes: each candidate's distance is then
+        computed directly to its decoded code (the vector ``reconstruct`` returns). Either is
+        trained by :meth:`train` with the base index. An IndexPQ keeps its codes as rows, one
+        contiguous read per candidate (its own ``search`` then scans a blocked copy made on
+        first use).
 
     Attributes
     ----------
     base_index : pqkit.Index
-    refine_index : pqkit.IndexFlat or pqkit.IndexPQ
+    refine_index : pqkit.IndexFlat, pqkit.IndexScalarQuantizer or pqkit.IndexPQ
         Same metric and ids as the base index.
     k_factor : float
         Settable.
@@ -50,8 +52,8 @@ class IndexRefine(Index):
     Notes
     -----
     Distances returned are the refine index's (exact for an IndexFlat; to the decoded codes for
-    an IndexPQ) for the candidates found; a neighbour missed by ``base_index`` stays missed. An
-    IndexIVFPQ base (4 or 8 bits, compiled engine) ranks its candidates by its byte-quantized
+    an IndexScalarQuantizer or IndexPQ) for the candidates found; a neighbour missed by
+    ``base_index`` stays missed. An IndexIVFPQ base (4 or 8 bits, compiled engine) ranks its candidates by its byte-quantized
     distance table's integer estimates, as a fast-scan index does, without the exact ADC sums its
     own ``search`` returns: the candidates can differ slightly from ``base_index.search``'s, and
     the results are the same at every SIMD level and thread count. Memory is the base index plus
@@ -288,14 +290,18 @@ class IndexRefine(Index):
     def _estimate_bytes(self, n):
         return self.base_index._estimate_bytes(n) + self.refine_index._estimate_bytes(n)
 
-    # ---- index_factory: ",RFlat" / ",Refine(Flat)" / ",Refine(PQ{M}[x{nbits}])" after a core
+    # ---- index_factory: ",RFlat" / ",Refine(Flat)" / ",Refine(SQ8)" / ",Refine(PQ{M}[x{nbits}])"
+    # after a core
     _factory_role = "suffix"
-    _factory_grammar = '",RFlat" | ",Refine(Flat)" | ",Refine(PQ{M}[x{nbits}])"'
-    _factory_pattern = (r",RFlat|,Refine\(Flat\)"
+    _factory_grammar = '",RFlat" | ",Refine(Flat)" | ",Refine(SQ8)" | ",Refine(PQ{M}[x{nbits}])"'
+    _factory_pattern = (r",RFlat|,Refine\(Flat\)|,Refine\((?P<refine_sq>SQ8)\)"
                         r"|,Refine\(PQ(?P<refine_M>[0-9]+)(?:x(?P<refine_nbits>[0-9]+))?\)")
 
     @classmethod
     def _from_factory(cls, d, match, metric, n_threads, backend, inner=None):
+        if match.group("refine_sq") is not None:
+            return cls(inner, refine_index=IndexScalarQuantizer(d, metric, n_threads=n_threads,
+                                                                backend=backend))
         if match.group("refine_M") is None:
             return cls(inner)
         refine_M = check_positive_int(int(match.group("refine_M")), "M (in Refine(PQ{M}))")
@@ -323,6 +329,10 @@ class IndexRefine(Index):
 
     def _to_faiss(self, faiss, convert):
         base = convert(self.base_index)
+        if isinstance(self.refine_index, IndexScalarQuantizer):
+            raise ValueError("cannot convert an IndexRefine with an IndexScalarQuantizer refine "
+                             "index to faiss (faiss's 8-bit scalar quantizer decodes to other "
+                             "values); use an IndexFlat or IndexPQ refine index")
         if isinstance(self.refine_index, IndexPQ):
             refine = convert(self.refine_index)  # ids 0..ntotal-1 or a clear error
             if not isinstance(refine, faiss.IndexPQ):
@@ -347,8 +357,8 @@ class IndexRefine(Index):
         base = unnest_state(params, arrays, "base")
         refine = unnest_state(params, arrays, "refine")
         if not _is_reranker(refine) or refine.d != base.d or refine.metric != base.metric:
-            raise ValueError("the refine index must re-rank (an IndexFlat or IndexPQ) and have the "
-                             "base index's d and metric")
+            raise ValueError("the refine index must re-rank (an IndexFlat, IndexScalarQuantizer or "
+                             "IndexPQ) and have the base index's d and metric")
         refine_ids = arrays.get("refine.ids")
         if refine.ntotal != base.ntotal or (refine.ntotal and verifying()
                                             and not base._contains(refine_ids).all()):
@@ -378,11 +388,12 @@ class IndexRefine(Index):
 
 
 def _check_refine_index(refine_index, base_index) -> None:
-    """A user-given refine index: an empty re-ranking index (IndexFlat, IndexPQ) matching the
-    base index."""
+    """A user-given refine index: an empty re-ranking index (IndexFlat, IndexScalarQuantizer,
+    IndexPQ) matching the base index."""
     if not _is_reranker(refine_index):
-        raise TypeError(f"refine_index must be a pqkit.IndexFlat or pqkit.IndexPQ (or None for an "
-                        f"IndexFlat), got {type(refine_index).__name__}")
+        raise TypeError(f"refine_index must be a pqkit.IndexFlat, pqkit.IndexScalarQuantizer or "
+                        f"pqkit.IndexPQ (or None for an IndexFlat), got "
+                        f"{type(refine_index).__name__}")
     if refine_index.d != base_index.d or refine_index.metric != base_index.metric:
         raise ValueError(
             f"refine_index must have the base index's d and metric: expected d={base_index.d}, "

@@ -33,6 +33,7 @@ __all__ = ["ENTRIES", "NAMES", "index_class", "index_classes", "is_index"]
 ENTRIES = (
     ("IndexFlat", "pqkit.indexes.flat"),
     ("IndexPQ", "pqkit.indexes.pq"),
+    ("IndexScalarQuantizer", "pqkit.indexes.sq"),
     ("IndexIVFFlat", "pqkit.indexes.ivfflat"),
     ("IndexIVFPQ", "pqkit.indexes.ivfpq"),
     ("IndexPreTransform", "pqkit.indexes.pretransform"),

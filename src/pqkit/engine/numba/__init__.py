@@ -60,7 +60,7 @@ from .ivf import (CoarseQuantizer, ivfflat_range_search, ivfflat_search, ivfpq_c
 from .kmeans import coarse_assign, kmeans
 from .pq import (PQCodebooks, pq_decode, pq_distance_tables, pq_encode, pq_pack_codes,
                  pq_range_search, pq_search, pq_train, pq_unpack_codes)
-from .refine import rerank, rerank_pq
+from .refine import rerank, rerank_pq, rerank_sq
 from .selector import IDSelector
 
 __all__ = [
@@ -91,6 +91,7 @@ __all__ = [
     "pq_unpack_codes",
     "rerank",
     "rerank_pq",
+    "rerank_sq",
     "set_simd_level",
     "simd_level",
     "sqnorms",

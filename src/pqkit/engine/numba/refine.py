@@ -1,5 +1,6 @@
 """Exact re-ranking of candidate lists (the compiled core's ``cpp/search/refine``): from stored floats
-(:func:`rerank`) or from PQ codes decoded first (:func:`rerank_pq`).
+(:func:`rerank`), or from PQ codes (:func:`rerank_pq`) or 8-bit scalar-quantizer codes (:func:`rerank_sq`)
+decoded first.
 """
 
 from __future__ import annotations
@@ -61,6 +62,25 @@ def rerank_pq(x, pq, lists, rows, ids, k, metric, n_threads):
     # Decode only the rows asked for, then re-rank those floats.
     wanted, local = np.unique(rows[rows >= 0], return_inverse=True)
     decoded = pq_decode(np.ascontiguousarray(lists.code_rows(wanted)), pq, n_threads)
+    local_rows = np.full(rows.shape, -1, dtype=np.int64)
+    local_rows[rows >= 0] = local
+    return rerank(x, decoded, local_rows, ids, k, metric, n_threads)
+
+
+def rerank_sq(x, codes, vmin, step, rows, ids, k, metric, n_threads):
+    """As :func:`rerank`, with the candidates stored as 8-bit scalar-quantizer codes: row ``r``
+    of ``codes`` decodes to ``vmin + codes[r] * step`` (a float32 product, then a sum)."""
+    x = _checked(x, np.float32, "x", (-1, -1))
+    codes = _checked(codes, np.uint8, "codes", (-1, x.shape[1]))
+    vmin = _checked(vmin, np.float32, "vmin", (x.shape[1],))
+    step = _checked(step, np.float32, "step", (x.shape[1],))
+    rows = _checked(rows, np.int64, "rows", (x.shape[0], -1))
+    ny = codes.shape[0]
+    if rows.size and (int(rows.min()) < -1 or int(rows.max()) >= ny):
+        bad = int(rows.min()) if int(rows.min()) < -1 else int(rows.max())
+        raise ValueError(f"candidate row {bad} is outside -1..{ny - 1}")
+    wanted, local = np.unique(rows[rows >= 0], return_inverse=True)
+    decoded = vmin + codes[wanted].astype(np.float32) * step
     local_rows = np.full(rows.shape, -1, dtype=np.int64)
     local_rows[rows >= 0] = local
     return rerank(x, decoded, local_rows, ids, k, metric, n_threads)

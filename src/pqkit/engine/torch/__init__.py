@@ -51,7 +51,7 @@ ENGINE_CALLS = [
     "flat_search", "hardware_concurrency", "ivfflat_range_search", "ivfflat_search",
     "ivfpq_code_bias", "ivfpq_range_search", "ivfpq_search", "kmeans", "pq_decode",
     "pq_distance_tables", "pq_encode", "pq_pack_codes", "pq_range_search", "pq_search",
-    "pq_train", "pq_unpack_codes", "rerank", "rerank_pq", "set_simd_level", "simd_level",
+    "pq_train", "pq_unpack_codes", "rerank", "rerank_pq", "rerank_sq", "set_simd_level", "simd_level",
     "sqnorms",
 ]
 
@@ -118,6 +118,10 @@ class TorchEngine:
     def rerank_pq(self, x, pq, lists, rows, ids, k, metric, n_threads):
         return _search.rerank_pq(self.device, x, pq, lists, rows, ids, k, metric, n_threads,
                                  self.PQCodebooks, self.InvertedLists)
+
+    def rerank_sq(self, x, codes, vmin, step, rows, ids, k, metric, n_threads):
+        return _search.rerank_sq(self.device, x, codes, vmin, step, rows, ids, k, metric,
+                                 n_threads)
 
     # ---- k-means and product quantization
     def coarse_assign(self, x, centroids, metric, n_threads):

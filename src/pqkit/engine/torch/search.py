@@ -241,6 +241,18 @@ def rerank_pq(device, x, pq, lists, rows, ids, k, metric, n_threads, pq_cls, lis
     return _rerank(device, x, rows, ids, k, metric, lists.ntotal, reconstruct)
 
 
+def rerank_sq(device, x, codes, vmin, step, rows, ids, k, metric, n_threads):
+    x = checked(x, np.float32, "x", (-1, -1))
+    d = x.shape[1]
+    codes = checked(codes, np.uint8, "codes", (-1, d))
+    vmin = to_device(checked(vmin, np.float32, "vmin", (d,)), device)
+    step = to_device(checked(step, np.float32, "step", (d,)), device)
+    ct = to_device(codes, device)
+    # a float32 product, then a sum: the compiled core's decode, rounded alike
+    return _rerank(device, x, rows, ids, k, metric, codes.shape[0],
+                   lambda r: vmin + ct[r].to(torch.float32) * step)
+
+
 # ------------------------------------------------------------------------------ coarse quantizer
 class CoarseQuantizer:
     """Coarse centroids (a copy) and their squared norms on the device."""
