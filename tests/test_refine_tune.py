@@ -383,6 +383,10 @@ def test_suggest_respects_budget_and_target():
     assert tight.nprobe is not None
     fast = pqkit.suggest(1_000_000, 128, memory_budget=2_000_000_000, target="speed")
     assert "IVF" in fast.factory and fast.factory != "Flat"
+    # the exact vectors do not fit, their 8-bit scalar codes do: re-ranked with those
+    sq = pqkit.suggest(1_000_000, 128, memory_budget=300_000_000)
+    assert sq.factory.endswith(",Refine(SQ8)") and sq.memory_bytes <= 300_000_000
+    assert pqkit.estimate_memory(sq.factory.replace("Refine(SQ8)", "RFlat"), 1_000_000, 128) > 300_000_000
     # a dimension with no small divisor goes through OPQ
     odd = pqkit.suggest(200_000, 97, memory_budget=20_000_000)
     assert odd.factory.startswith("OPQ") and odd.memory_bytes <= 20_000_000

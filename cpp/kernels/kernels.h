@@ -144,6 +144,9 @@ struct Kernels {
     size_t (*indices_at_most)(const float* keys, size_t n, float th, uint32_t* out);
     // Memory-read floor for the micro-benchmark: sums n bytes (any order).
     uint64_t (*read_bytes)(const uint8_t* data, size_t n);
+    // 8-bit scalar-quantizer decode: out[t] = vmin[t] + (float)code[t] * step[t]
+    // for t < d, a product then a sum (never fused): exact, so equal at every level.
+    void (*decode_sq8)(const uint8_t* code, const float* vmin, const float* step, size_t d, float* out);
 };
 
 const Kernels& kernels();                  // the active level's table

@@ -479,6 +479,7 @@ constexpr Kernels make_table() {
     t.kth_smallest = kth_smallest;
     t.indices_at_most = indices_at_most;
     t.read_bytes = read_bytes;
+    t.decode_sq8 = generic::decode_sq8;  // vectorised with this file's flags
     return t;
 }
 }  // namespace

@@ -249,6 +249,13 @@ inline size_t indices_at_most(const float* keys, size_t n, float th, uint32_t* o
     return c;
 }
 
+inline void decode_sq8(const uint8_t* code, const float* vmin, const float* step, size_t d, float* out) {
+    for (size_t t = 0; t < d; ++t) {
+        float scaled = static_cast<float>(code[t]) * step[t];
+        out[t] = vmin[t] + scaled;
+    }
+}
+
 inline uint64_t read_bytes(const uint8_t* data, size_t n) {
     uint64_t acc = 0;
     size_t i = 0;

@@ -27,6 +27,7 @@ constexpr Kernels make_table() {
     t.kth_smallest = generic::kth_smallest;
     t.indices_at_most = generic::indices_at_most;
     t.read_bytes = generic::read_bytes;
+    t.decode_sq8 = generic::decode_sq8;  // vectorised with this file's flags
     return t;
 }
 }  // namespace

@@ -162,8 +162,9 @@ struct PQRowDecoder {
 };
 
 // rerank_sq's row fetcher, one per task: the decoded vector of an 8-bit
-// scalar-quantizer code (vmin + code * step per dimension).
+// scalar-quantizer code (kernel decode_sq8: vmin + code * step per dimension).
 struct SQRowDecoder {
+    const Kernels* K;
     const uint8_t* codes;
     const float* vmin;
     const float* step;
@@ -175,10 +176,8 @@ struct SQRowDecoder {
         for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 3);
     }
     const float* operator()(size_t r) {
-        const uint8_t* code = codes + r * d;
-        float* out = vec.data();
-        for (size_t t = 0; t < d; ++t) out[t] = vmin[t] + static_cast<float>(code[t]) * step[t];
-        return out;
+        K->decode_sq8(codes + r * d, vmin, step, d, vec.data());
+        return vec.data();
     }
 };
 
@@ -211,7 +210,7 @@ void rerank_sq(const float* x, size_t nq, const uint8_t* codes, size_t ny, size_
                int n_threads, float* D, int64_t* I) {
     check_rows(rows, nq * c, ny);
     rerank_rows(x, nq, d, rows, ids, c, k, metric, n_threads, D, I,
-                [&] { return SQRowDecoder{codes, vmin, step, d, std::vector<float>(d)}; });
+                [&] { return SQRowDecoder{&kernels(), codes, vmin, step, d, std::vector<float>(d)}; });
 }
 
 }  // namespace pqkit

@@ -19,7 +19,7 @@ def grammar() -> str:
             f'{" | ".join(tokens["prefix"])}; suffix one of {" | ".join(tokens["suffix"])} (M, nbits, '
             'nlist, d_out positive integers; PQ{M} means nbits=8; examples: "Flat", "PQ16", "PQ16x4", '
             '"IVF256,Flat", "IVF1024,PQ32x8", "PCA128,IVF100,PQ8", "OPQ16,IVF1024,PQ16", '
-            '"OPQ16_64,IVF256,PQ16,RFlat", "IVF256,PQ16x4,Refine(PQ32)")')
+            '"OPQ16_64,IVF256,PQ16,RFlat", "IVF256,PQ16x4,Refine(PQ32)", "IVF256,PQ16x4,Refine(SQ8)")')
 
 
 def _patterns(role: str) -> list:
@@ -40,6 +40,7 @@ def index_factory(d, description, metric="l2", n_threads=None, backend=None):
 
             "Flat"                      -> IndexFlat(d)
             "PQ{M}" / "PQ{M}x{nbits}"   -> IndexPQ(d, M, nbits)      (nbits defaults to 8)
+            "SQ8"                       -> IndexScalarQuantizer(d)   (one byte per dimension)
             "IVF{nlist},Flat"           -> IndexIVFFlat(d, nlist)
             "IVF{nlist},PQ{M}[x{nbits}]"-> IndexIVFPQ(d, nlist, M, nbits)
 
@@ -54,7 +55,9 @@ def index_factory(d, description, metric="l2", n_threads=None, backend=None):
         before it in :class:`pqkit.IndexRefine` (exact re-ranking in the input space, as FAISS
         ``IndexRefineFlat``; ``k_factor=1``, set ``index.k_factor`` to fetch more candidates), or
         by ``",Refine(PQ{M}[x{nbits}])"``: the same with an ``IndexPQ(d, M, nbits)`` refine index
-        (re-ranking with finer codes, ``M * nbits / 8`` bytes per vector instead of ``4 * d``).
+        (re-ranking with finer codes, ``M * nbits / 8`` bytes per vector instead of ``4 * d``),
+        or by ``",Refine(SQ8)"``: with an ``IndexScalarQuantizer(d)`` refine index (``d`` bytes
+        per vector).
 
     metric : {"l2", "ip", "cosine"}, default "l2"
     n_threads : int or None, default None

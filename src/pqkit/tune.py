@@ -293,7 +293,8 @@ def suggest(n, d, memory_budget=None, target="recall", metric="l2"):
         Bytes the index may use (as ``memory_usage_bytes`` counts); None means no limit.
     target : {"recall", "speed"}, default "recall"
         "recall": the most accurate index that fits (Flat, then IVF-Flat, then IVF-PQ with as
-        many bytes per code as fit, with exact re-ranking when the vectors fit too). "speed":
+        many bytes per code as fit, with exact re-ranking when the vectors fit too, else
+        re-ranking with 8-bit scalar codes when those fit). "speed":
         an inverted file whenever ``n >= 10000``, with compact codes (at most about ``d / 16``
         bytes, less if the budget requires), re-ranked only if that fits.
     metric : {"l2", "ip", "cosine"}, default "l2"
@@ -357,6 +358,9 @@ def suggest(n, d, memory_budget=None, target="recall", metric="l2"):
             pq_factories.append(f"{ivf}{code}")
     refined = [(f + ",RFlat", nprobe, "PQ candidates re-ranked with exact vectors, which fit "
                 "the budget") for f in pq_factories]
+    refined += [(f + ",Refine(SQ8)", nprobe, "PQ candidates re-ranked with 8-bit scalar codes "
+                 "(a quarter of the exact vectors' bytes), which fit the budget")
+                for f in pq_factories]
     plain = [(f, nprobe, "the largest PQ code that fits the budget") for f in pq_factories]
     candidates += refined + plain if target == "recall" else plain + refined
     for factory, probe, reason in candidates:
