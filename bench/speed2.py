@@ -3,6 +3,7 @@
     python bench/speed2.py --dataset glove            # or fashion, synthetic, all
     python bench/speed2.py --quick                    # a tiny synthetic set and grid, seconds
     python bench/speed2_report.py                     # tables and plots from the stored rows
+    python bench/speed2.py --dataset fashion --threads-only   # step 5 again on the stored rows
 
 Steps, all in one process on the same arrays (the grid of each set is
 ``bench/configs/speed2/<set>.json``; lists expand as a cartesian product):
@@ -321,6 +322,37 @@ def run(config: dict, data, args, out: Path, log=print) -> dict:
     return raw
 
 
+def rerun_threads(raw: dict, data, args, out: Path, log=print) -> dict:
+    """Step 5 alone, on the raw file of an earlier run (``--threads-only``): pqkit's fastest batch
+    point per target, taken from the stored rows, is built again and timed at 1 and 2 threads;
+    the rows of the other steps are kept as they were."""
+    settings = raw["settings"]
+    queries = np.ascontiguousarray(data.queries[:settings["queries"]])
+    single_queries = queries[:settings["single_queries"]]
+    ours = [row for row in raw["rows"] if row["library"] == speed2_report.OURS and row.get("timed")]
+    picks = {id(row): row for target in raw["targets"]
+             for row in [speed2_report.pick_fastest(ours, target, "batch")] if row is not None}
+    built, points = {}, []
+    for row in picks.values():
+        key = json.dumps([row["adapter"], row["build_params"]], sort_keys=True)
+        if key not in built:
+            algo = adapters.make_adapter(row["adapter"], **row["build_params"])
+            algo.set_threads(args.build_threads)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                algo.fit(data.base)
+            built[key] = algo
+        points.append(Point(built[key], row["query_params"], row))
+    log(f"[{data.name}] thread step again over {len(points)} points")
+    raw["threads"] = thread_scaling(points, raw["targets"], queries, single_queries, args, log)
+    raw["settings"]["threads_rounds"] = args.rounds
+    raw["completed"] = "threads"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(raw, indent=1))
+    tmp.replace(out)
+    return raw
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=[*SETS, "all"], help="which set (all: the three in turn)")
@@ -335,6 +367,8 @@ def main(argv=None) -> int:
     parser.add_argument("--build-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-threads", action="store_true", help="skip the thread-scaling step")
     parser.add_argument("--no-report", action="store_true", help="do not draw the tables and plot")
+    parser.add_argument("--threads-only", action="store_true",
+                        help="rerun only the thread-scaling step on the stored raw file (--out or the default)")
     args = parser.parse_args(argv)
     if args.quick == bool(args.dataset):
         parser.error("give --dataset NAME or --quick")
@@ -351,7 +385,13 @@ def main(argv=None) -> int:
         config = json.loads(config_path.read_text())
         data = quick_dataset() if name == "quick" else datasets.load(SETS[name])
         out = args.out or BENCH_DIR / "results" / "raw" / f"speed2-{name}.json"
-        raw = run(config, data, args, out, log=lambda m: print(m, flush=True))
+        if args.threads_only:
+            if not out.is_file():
+                parser.error(f"--threads-only needs the raw file of an earlier run; {out} does not exist")
+            raw = rerun_threads(json.loads(out.read_text()), data, args, out,
+                                log=lambda m: print(m, flush=True))
+        else:
+            raw = run(config, data, args, out, log=lambda m: print(m, flush=True))
         print(f"[{data.name}] wrote {out}")
         if not args.no_report:
             for path in speed2_report.write_report(raw, out.parent.parent if out.parent.name == "raw" else out.parent,

@@ -123,6 +123,17 @@ def test_quick_run_writes_raw_rows_report_and_plot(tmp_path):
     faiss_levels = {r["simd_level"] for r in raw["rows"] if r["library"] == "faiss"}
     assert "NONE" in faiss_levels and len(faiss_levels) >= 2  # every level searched the same index
     assert raw["threads"] and all(t["batch_qps_2"] > 0 and t["single_latency_us_2"] > 0 for t in raw["threads"])
+    # the thread step again, alone, on the stored rows: new timings, the same points, other rows kept
+    again = subprocess.run(
+        [sys.executable, str(BENCH / "speed2.py"), "--quick", "--rounds", "1", "--threads-only",
+         "--no-report", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads(out.read_text())
+    assert rerun["rows"] == raw["rows"] and rerun["settings"]["threads_rounds"] == 1
+    assert [(t["config"], t["query_params"]) for t in rerun["threads"]] == \
+        [(t["config"], t["query_params"]) for t in raw["threads"]]
+    assert all(len(t["seconds"]["batch_1"]) == 1 for t in rerun["threads"])
     text = (tmp_path / "speed2-quick.md").read_text()
     assert "Fastest configuration per target, batch QPS" in text and "At a third of the memory" in text
     header = text.split("**Fastest configuration per target, batch QPS**")[1].split("\n")[2]

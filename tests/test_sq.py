@@ -86,6 +86,8 @@ def test_levels_are_fixed_while_the_index_holds_vectors(data):
     index.add(base[:10])
     with pytest.raises(ValueError, match="holds 10 vectors coded with the current levels"):
         index.sq.set_ranges(np.zeros(D), np.ones(D))
+    with pytest.raises(ValueError, match="holds 10 vectors coded with the current levels"):
+        index.sq.train(base * 2)  # through the quantizer itself: refused alike
     with pytest.raises(ValueError, match="reset"):
         index.train(base)
     index.reset()

@@ -83,15 +83,20 @@ class ScalarQuantizer:
     def train(self, x) -> "ScalarQuantizer":
         """Take each dimension's range ``[min, max]`` over ``x`` (any float array (n, d),
         n >= 1) as its 256 levels. Returns self."""
-        self._train_validated(as_float_matrix(x, self._d))
+        self._replace(*self._levels_of(as_float_matrix(x, self._d)))
         return self
 
     def _train_validated(self, x: np.ndarray) -> None:
+        """Training from validated vectors, by the attached index (under its write lock)."""
+        self._set(*self._levels_of(x))
+
+    @staticmethod
+    def _levels_of(x: np.ndarray):
         if x.shape[0] == 0:
             raise ValueError("ScalarQuantizer.train needs at least 1 training vector, got 0")
         vmin = x.min(axis=0)
         vmax = x.max(axis=0)
-        self._set(vmin, (vmax - vmin) / np.float32(LEVELS))
+        return vmin, (vmax - vmin) / np.float32(LEVELS)
 
     def set_ranges(self, vmin, step) -> "ScalarQuantizer":
         """Set the levels directly: dimension ``t`` has levels ``vmin[t] + c * step[t]`` for
@@ -100,10 +105,16 @@ class ScalarQuantizer:
         vmin = check_float_array(vmin, (self._d,), "vmin", self._d)
         step = check_float_array(step, (self._d,), "step", self._d)
         check_levels(vmin, step, self._d)
+        self._replace(vmin, step)
+        return self
+
+    def _replace(self, vmin: np.ndarray, step: np.ndarray) -> None:
+        """New levels from the user (train, set_ranges): refused while the attached index holds
+        vectors coded with the current ones."""
         index = self._index
         if index is None:
             self._set(vmin, step)
-            return self
+            return
         index._check_writable("sq levels")
         with index._lock.write():
             if index.ntotal:
@@ -111,7 +122,6 @@ class ScalarQuantizer:
                     f"the index holds {index.ntotal} vectors coded with the current levels; "
                     "call reset() first, then set the levels and add again")
             self._set(vmin, step)
-        return self
 
     def _set(self, vmin: np.ndarray, step: np.ndarray) -> None:
         for a in (vmin, step):
