@@ -102,6 +102,57 @@ class _RowStore:
         return self._data.nbytes + self._ids.nbytes
 
 
+class _RowIndex:
+    """The hooks of an index whose vectors or codes are rows of a :class:`_RowStore`,
+    ``self._store`` (IndexFlat, IndexScalarQuantizer): row ``r`` holds id ``store.ids[r]``."""
+
+    def _ntotal(self) -> int:
+        return self._store.n
+
+    def _contains(self, ids):
+        return self._store.contains(ids)
+
+    def _id_upper_bound(self):
+        return self._store.max_id
+
+    def _restore_id_upper_bound(self, bound):
+        self._store.max_id = bound
+
+    def _rows_of(self, ids, unchecked=False):
+        """Row of each id in the store, -1 where absent (IndexRefine's re-ranking)."""
+        return self._store.rows_of(ids, unchecked)
+
+    def _remove(self, ids):
+        return self._store.remove(ids)
+
+    def _merge_ids(self):
+        return self._store.ids
+
+    def _merge(self, other, add_id):
+        self._store.append(other._store.data, other._store.ids + np.int64(add_id))
+        other._store.clear()
+
+    def _reset(self):
+        self._store.clear()
+
+    def _resident_rows(self):
+        """The stored rows as the engine reads them: on a device engine (torch), a copy on its
+        device made once and kept until the rows change, so a search moves only its queries."""
+        data = self._store.data
+        core = self._engine
+        if hasattr(core, "resident"):
+            return self._store.derived("resident rows", lambda: core.resident(data))
+        return data
+
+    def _restore_rows(self, rows: np.ndarray, ids: np.ndarray, mapped: bool, max_id: int) -> None:
+        """A load's rows and ids (checked by the caller): held as they are for a mapped load
+        (read-only, not copied; ``max_id`` bounds the ids), else copied into the store."""
+        if mapped:
+            self._store.view(rows, ids, max_id)
+        else:
+            self._store.append(rows, ids)
+
+
 def _cached(cache: dict, name: str, compute):
     """``cache[name]``, computed by ``compute()`` on first use. Stores replace their cache dict on
     every change and never edit it under readers, so a reader sees a consistent one (concurrent

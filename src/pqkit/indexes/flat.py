@@ -7,13 +7,13 @@ import numpy as np
 from . import _faiss
 from ._state import (_N, _check_arrays, _check_params, _check_stored_ids, _check_stored_vectors,
                      state_form, verifying)
-from ._storage import _RowStore
+from ._storage import _RowIndex, _RowStore
 from .base import MAX_ID, Index
 
 __all__ = ["IndexFlat"]
 
 
-class IndexFlat(Index):
+class IndexFlat(_RowIndex, Index):
     """Exact (brute-force) search over float32 vectors.
 
     Parameters
@@ -52,9 +52,6 @@ class IndexFlat(Index):
         super().__init__(d, metric, n_threads, backend, device)
         self._store = _RowStore(self._d, np.float32)
 
-    def _ntotal(self) -> int:
-        return self._store.n
-
     def _is_trained(self) -> bool:
         return True
 
@@ -63,15 +60,6 @@ class IndexFlat(Index):
 
     def _train(self, x):
         pass
-
-    def _contains(self, ids):
-        return self._store.contains(ids)
-
-    def _id_upper_bound(self):
-        return self._store.max_id
-
-    def _restore_id_upper_bound(self, bound):
-        self._store.max_id = bound
 
     def _add(self, x, ids):
         self._store.append(x, ids)
@@ -87,14 +75,7 @@ class IndexFlat(Index):
                 "sqnorms", lambda: core.resident(core.sqnorms(data, self._nt())))
         return self._store.derived("sqnorms", lambda: core.sqnorms(data, self._nt()))
 
-    def _vectors(self):
-        """The stored rows as the engine reads them: on a device engine (torch), a copy on its
-        device made once and kept until the rows change, so a search moves only its queries."""
-        data = self._store.data
-        core = self._engine
-        if hasattr(core, "resident"):
-            return self._store.derived("resident rows", lambda: core.resident(data))
-        return data
+    _vectors = _RowIndex._resident_rows
 
     def _row_selector(self, params):
         """The engine selector of the call's filter over row numbers (the engine searches
@@ -134,27 +115,10 @@ class IndexFlat(Index):
             self._raise_unknown(ids, found)
         return self._store.data[rows]
 
-    def _rows_of(self, ids, unchecked=False):
-        """Row of each id in the store, -1 where absent (IndexRefine's re-ranking)."""
-        return self._store.rows_of(ids, unchecked)
-
     def _rerank_rows(self, x, rows, ids, k):
         """Best ``k`` of each query's candidate ``rows`` (-1: none) by exact distance, reported
         under ``ids`` (IndexRefine's second stage)."""
         return self._engine.rerank(x, self._vectors(), rows, ids, k, self._core_metric, self._nt())
-
-    def _remove(self, ids):
-        return self._store.remove(ids)
-
-    def _merge_ids(self):
-        return self._store.ids
-
-    def _merge(self, other, add_id):
-        self._store.append(other._store.data, other._store.ids + np.int64(add_id))
-        other._store.clear()
-
-    def _reset(self):
-        self._store.clear()
 
     def _memory_usage_bytes(self) -> int:
         return int(self._store.nbytes())
@@ -210,9 +174,6 @@ class IndexFlat(Index):
         ids = arrays["ids"]
         _check_stored_ids(ids)
         _check_stored_vectors(arrays["vectors"], index.metric, "vectors")
-        if state_form().mapped:  # the file's arrays, read-only and not copied
-            index._store.view(arrays["vectors"], ids,
-                              (int(ids.max()) if verifying() else MAX_ID) if ids.size else -1)
-        else:
-            index._store.append(arrays["vectors"], ids)
+        index._restore_rows(arrays["vectors"], ids, state_form().mapped,
+                            (int(ids.max()) if verifying() else MAX_ID) if ids.size else -1)
         return index

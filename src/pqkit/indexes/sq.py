@@ -7,7 +7,7 @@ import numpy as np
 
 from ..quantizers.scalar import ScalarQuantizer
 from ._state import _N, _check_arrays, _check_params, _check_stored_ids, state_form, verifying
-from ._storage import _RowStore
+from ._storage import _RowIndex, _RowStore
 from .base import MAX_ID, Index, _array_difference
 
 __all__ = ["IndexScalarQuantizer"]
@@ -17,7 +17,7 @@ __all__ = ["IndexScalarQuantizer"]
 BLOCK_FLOATS = 1 << 20
 
 
-class IndexScalarQuantizer(Index):
+class IndexScalarQuantizer(_RowIndex, Index):
     """Search over vectors stored as one byte per dimension (8-bit scalar quantization).
 
     Parameters
@@ -74,9 +74,6 @@ class IndexScalarQuantizer(Index):
         """The scalar quantizer (its levels are fixed once vectors are stored)."""
         return self._sq
 
-    def _ntotal(self) -> int:
-        return self._store.n
-
     def _is_trained(self) -> bool:
         return self._sq.is_trained
 
@@ -86,25 +83,8 @@ class IndexScalarQuantizer(Index):
     def _train(self, x):
         self._sq._train_validated(x)
 
-    def _contains(self, ids):
-        return self._store.contains(ids)
-
-    def _id_upper_bound(self):
-        return self._store.max_id
-
-    def _restore_id_upper_bound(self, bound):
-        self._store.max_id = bound
-
     def _add(self, x, ids):
         self._store.append(self._sq._encode_validated(x), ids)
-
-    def _codes(self):
-        """The stored codes as the engine reads them (kept on a device engine's device)."""
-        data = self._store.data
-        core = self._engine
-        if hasattr(core, "resident"):
-            return self._store.derived("resident codes", lambda: core.resident(data))
-        return data
 
     def _blocks(self):
         """``(first row, end row)`` of each block a search decodes."""
@@ -184,19 +164,12 @@ class IndexScalarQuantizer(Index):
             self._raise_unknown(ids, found)
         return self._sq._decode_validated(self._store.data[rows])
 
-    def _rows_of(self, ids, unchecked=False):
-        """Row of each id in the store, -1 where absent (IndexRefine's re-ranking)."""
-        return self._store.rows_of(ids, unchecked)
-
     def _rerank_rows(self, x, rows, ids, k):
         """Best ``k`` of each query's candidate ``rows`` (-1: none) by the exact distance to
         their decoded codes (the vectors :meth:`reconstruct` returns), reported under ``ids``
         (IndexRefine's second stage)."""
-        return self._engine.rerank_sq(x, self._codes(), self._sq.vmin, self._sq.step, rows, ids,
+        return self._engine.rerank_sq(x, self._resident_rows(), self._sq.vmin, self._sq.step, rows, ids,
                                       k, self._core_metric, self._nt())
-
-    def _remove(self, ids):
-        return self._store.remove(ids)
 
     def _merge_differences(self, other):
         out = super()._merge_differences(other)
@@ -206,16 +179,6 @@ class IndexScalarQuantizer(Index):
                                          getattr(other._sq, name))
                 out += [diff] if diff else []
         return out
-
-    def _merge_ids(self):
-        return self._store.ids
-
-    def _merge(self, other, add_id):
-        self._store.append(other._store.data, other._store.ids + np.int64(add_id))
-        other._store.clear()
-
-    def _reset(self):
-        self._store.clear()
 
     def _memory_usage_bytes(self) -> int:
         levels = 0 if self._sq.vmin is None else 2 * self._sq.vmin.nbytes
@@ -259,10 +222,7 @@ class IndexScalarQuantizer(Index):
             raise ValueError("codes present but no levels ('vmin', 'step')")
         ids = arrays["ids"]
         _check_stored_ids(ids)
-        if state_form().mapped:  # the file's arrays, read-only and not copied
-            index._store.view(arrays["codes"], ids,
-                              (int(ids.max()) if verifying() else MAX_ID) if ids.size else -1)
-        else:
-            index._store.append(arrays["codes"], ids)
+        index._restore_rows(arrays["codes"], ids, state_form().mapped,
+                            (int(ids.max()) if verifying() else MAX_ID) if ids.size else -1)
         return index
 
