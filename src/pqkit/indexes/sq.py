@@ -8,7 +8,7 @@ import numpy as np
 from ..quantizers.scalar import ScalarQuantizer
 from ._state import _N, _check_arrays, _check_params, _check_stored_ids, state_form, verifying
 from ._storage import _RowIndex, _RowStore
-from .base import MAX_ID, Index, _array_difference
+from .base import MAX_ID, Index, _array_difference, _empty_range
 
 __all__ = ["IndexScalarQuantizer"]
 
@@ -127,10 +127,6 @@ class IndexScalarQuantizer(_RowIndex, Index):
         order = np.argsort(keys, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(D, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
-    def _empty_result(self, nq, k):
-        fill = np.inf if self._core_metric == "l2" else -np.inf
-        return (np.full((nq, k), fill, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64))
-
     def _range_search(self, x, radius, params, cap):
         nq = x.shape[0]
         counts, Ds, rows = [], [], []
@@ -142,8 +138,7 @@ class IndexScalarQuantizer(_RowIndex, Index):
             Ds.append(np.asarray(D))
             rows.append(np.asarray(r) + r0)
         if not counts:
-            return (np.zeros(nq + 1, dtype=np.int64), np.empty(0, dtype=np.float32),
-                    np.empty(0, dtype=np.int64))
+            return _empty_range(nq)
         total = int(sum(int(c.sum()) for c in counts))
         if total > cap:
             raise ValueError(f"range search found more than max_results = {cap} results; lower "

@@ -54,17 +54,22 @@ def rerank_pq(x, pq, lists, rows, ids, k, metric, n_threads):
     if lists.nlist != 1 or lists.code_size != pq.code_size:
         raise ValueError(f"rerank_pq needs one list of codes of {pq.code_size} bytes")
     x = _checked(x, np.float32, "x", (-1, pq.d))
+    return _rerank_decoded(x, rows, ids, k, metric, n_threads, lists.ntotal,
+                           lambda wanted: pq_decode(np.ascontiguousarray(lists.code_rows(wanted)),
+                                                    pq, n_threads))
+
+
+def _rerank_decoded(x, rows, ids, k, metric, n_threads, ny, decode):
+    """:func:`rerank` of candidates stored as codes: ``decode(wanted)`` gives the float rows of
+    the distinct stored rows ``wanted`` (sorted), and only those are decoded."""
     rows = _checked(rows, np.int64, "rows", (x.shape[0], -1))
-    ny = lists.ntotal
     if rows.size and (int(rows.min()) < -1 or int(rows.max()) >= ny):
         bad = int(rows.min()) if int(rows.min()) < -1 else int(rows.max())
         raise ValueError(f"candidate row {bad} is outside -1..{ny - 1}")
-    # Decode only the rows asked for, then re-rank those floats.
     wanted, local = np.unique(rows[rows >= 0], return_inverse=True)
-    decoded = pq_decode(np.ascontiguousarray(lists.code_rows(wanted)), pq, n_threads)
     local_rows = np.full(rows.shape, -1, dtype=np.int64)
     local_rows[rows >= 0] = local
-    return rerank(x, decoded, local_rows, ids, k, metric, n_threads)
+    return rerank(x, decode(wanted), local_rows, ids, k, metric, n_threads)
 
 
 def rerank_sq(x, codes, vmin, step, rows, ids, k, metric, n_threads):
@@ -74,13 +79,5 @@ def rerank_sq(x, codes, vmin, step, rows, ids, k, metric, n_threads):
     codes = _checked(codes, np.uint8, "codes", (-1, x.shape[1]))
     vmin = _checked(vmin, np.float32, "vmin", (x.shape[1],))
     step = _checked(step, np.float32, "step", (x.shape[1],))
-    rows = _checked(rows, np.int64, "rows", (x.shape[0], -1))
-    ny = codes.shape[0]
-    if rows.size and (int(rows.min()) < -1 or int(rows.max()) >= ny):
-        bad = int(rows.min()) if int(rows.min()) < -1 else int(rows.max())
-        raise ValueError(f"candidate row {bad} is outside -1..{ny - 1}")
-    wanted, local = np.unique(rows[rows >= 0], return_inverse=True)
-    decoded = vmin + codes[wanted].astype(np.float32) * step
-    local_rows = np.full(rows.shape, -1, dtype=np.int64)
-    local_rows[rows >= 0] = local
-    return rerank(x, decoded, local_rows, ids, k, metric, n_threads)
+    return _rerank_decoded(x, rows, ids, k, metric, n_threads, codes.shape[0],
+                           lambda wanted: vmin + codes[wanted].astype(np.float32) * step)
