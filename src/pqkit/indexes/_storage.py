@@ -139,10 +139,10 @@ class _RowIndex:
         """The stored rows as the engine reads them: on a device engine (torch), a copy on its
         device made once and kept until the rows change, so a search moves only its queries."""
         data = self._store.data
+        if self._device is None:  # a CPU engine reads the rows where they are
+            return data
         core = self._engine
-        if hasattr(core, "resident"):
-            return self._store.derived("resident rows", lambda: core.resident(data))
-        return data
+        return self._store.derived("resident rows", lambda: core.resident(data))
 
     def _restore_rows(self, rows: np.ndarray, ids: np.ndarray, mapped: bool, max_id: int) -> None:
         """A load's rows and ids (checked by the caller): held as they are for a mapped load

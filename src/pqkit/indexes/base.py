@@ -912,10 +912,11 @@ class Index:
 
     def _locked_search(self, x, k, run, params, prepared: bool = False):
         """``run(x, k, params)`` under the read lock, after the checks; ``prepared``: ``x`` and
-        ``k`` were already converted and checked by a wrapping index (its first stage)."""
-        if not self.is_trained:
-            check_trained(False, self._name())
+        ``k`` were already converted and checked by a wrapping index (its first stage), whose
+        own training check covered this index's."""
         if not prepared:
+            if not self.is_trained:
+                check_trained(False, self._name())
             k = check_k(k)
             x = self._prepare(x, keep_tensor=True)
         params = self._checked_params(x.shape[0], params)  # search() checked the names

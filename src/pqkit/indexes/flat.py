@@ -70,7 +70,7 @@ class IndexFlat(_RowIndex, Index):
         engine's fast pass bounds its rounding with them instead of a pass per call."""
         data = self._store.data
         core = self._engine
-        if hasattr(core, "resident"):  # a device engine keeps them on its device
+        if self._device is not None:  # a device engine keeps them on its device
             return self._store.derived(
                 "sqnorms", lambda: core.resident(core.sqnorms(data, self._nt())))
         return self._store.derived("sqnorms", lambda: core.sqnorms(data, self._nt()))

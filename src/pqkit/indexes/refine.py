@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .._validation import check_k, check_k_factor, check_positive_int
+from .._validation import check_k_factor, check_positive_int
 from . import _faiss
 from ._state import check_parts, nest_params, nest_state, unnest_state, verifying
 from .base import Index, Reranker
@@ -168,13 +168,15 @@ class IndexRefine(Index):
         return values
 
     def _search(self, x, k, params):
-        k = check_k(k)
-        k_factor = self._k_factor if params.k_factor is None else params.k_factor
-        # More candidates than stored vectors only adds padding.
-        n_candidates = max(k, min(math.ceil(k * k_factor), self.ntotal))
         base = self.base_index
-        if params.k_factor is not None and "k_factor" in base.search_parameters:
-            params = params.without("k_factor")  # a wrapped refine stage keeps its own
+        if params.k_factor is None:
+            k_factor = self._k_factor
+        else:
+            k_factor = params.k_factor
+            if "k_factor" in base.search_parameters:
+                params = params.without("k_factor")  # a wrapped refine stage keeps its own
+        # More candidates than stored vectors only adds padding (k is checked by the caller).
+        n_candidates = max(k, min(math.ceil(k * k_factor), base._ntotal()))
         candidates = base._candidates(x, n_candidates, params)
         return self.rerank(x, self._allowed(candidates, params), k)
 
