@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._state import state_form, verifying
+from .base import MAX_ID
+
 __all__ = []
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
@@ -144,10 +147,12 @@ class _RowIndex:
         core = self._engine
         return self._store.derived("resident rows", lambda: core.resident(data))
 
-    def _restore_rows(self, rows: np.ndarray, ids: np.ndarray, mapped: bool, max_id: int) -> None:
+    def _restore_rows(self, rows: np.ndarray, ids: np.ndarray) -> None:
         """A load's rows and ids (checked by the caller): held as they are for a mapped load
-        (read-only, not copied; ``max_id`` bounds the ids), else copied into the store."""
-        if mapped:
+        (read-only, not copied; the ids bounded by their maximum where the load verifies them,
+        else by MAX_ID), else copied into the store."""
+        if state_form().mapped:
+            max_id = (int(ids.max()) if verifying() else MAX_ID) if ids.size else -1
             self._store.view(rows, ids, max_id)
         else:
             self._store.append(rows, ids)

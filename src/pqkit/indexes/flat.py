@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _faiss
-from ._state import (_N, _check_arrays, _check_params, _check_stored_ids, _check_stored_vectors,
-                     state_form, verifying)
+from ._state import _N, _check_arrays, _check_params, _check_stored_ids, _check_stored_vectors
 from ._storage import _RowIndex, _RowStore
-from .base import MAX_ID, Index
+from .base import Index
 
 __all__ = ["IndexFlat"]
 
@@ -174,6 +173,5 @@ class IndexFlat(_RowIndex, Index):
         ids = arrays["ids"]
         _check_stored_ids(ids)
         _check_stored_vectors(arrays["vectors"], index.metric, "vectors")
-        index._restore_rows(arrays["vectors"], ids, state_form().mapped,
-                            (int(ids.max()) if verifying() else MAX_ID) if ids.size else -1)
+        index._restore_rows(arrays["vectors"], ids)
         return index

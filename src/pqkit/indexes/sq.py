@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..quantizers.scalar import ScalarQuantizer
-from ._state import _N, _check_arrays, _check_params, _check_stored_ids, state_form, verifying
+from ._state import _N, _check_arrays, _check_params, _check_stored_ids
 from ._storage import _RowIndex, _RowStore
-from .base import MAX_ID, Index, _array_difference, _empty_range
+from .base import Index, _array_difference, _empty_range
 
 __all__ = ["IndexScalarQuantizer"]
 
@@ -217,7 +217,6 @@ class IndexScalarQuantizer(_RowIndex, Index):
             raise ValueError("codes present but no levels ('vmin', 'step')")
         ids = arrays["ids"]
         _check_stored_ids(ids)
-        index._restore_rows(arrays["codes"], ids, state_form().mapped,
-                            (int(ids.max()) if verifying() else MAX_ID) if ids.size else -1)
+        index._restore_rows(arrays["codes"], ids)
         return index
 
