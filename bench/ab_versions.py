@@ -3,6 +3,8 @@
     python bench/ab_versions.py --old /path/to/old/checkout --pqkit IVF1024,PQ50x4,RFlat \\
         --nprobe 16 --k-factor 4
     python bench/ab_versions.py --old ../old --pqkit IVF1024,PQ10 --nprobe 16
+    python bench/ab_versions.py --old ../old --pqkit IVF1024,PQ25x4,RFlat --nprobe 16 \
+        --k-factor 4 --single
 
 ``--old`` is a checkout of another pqkit version whose ``src/pqkit`` holds its Python sources and
 its compiled core (``_core*.so`` beside the package or under ``engine/``: build it there first);
@@ -10,7 +12,7 @@ the current version is the installed ``pqkit``. Two builds of the compiled core 
 process (pybind11 registers each C++ class once per process), so the versions run in alternating
 worker processes, ``--processes`` of each: every worker builds the same index on the same base
 vectors with the same seed (both versions then hold the same codes), searches the same query
-batch ``--rounds`` times on 1 thread and reports its minimum time and its ids. Machine noise
+batch ``--rounds`` times on 1 thread (``--single``: one query per call) and reports its minimum time and its ids. Machine noise
 that lasts longer than a worker hits both sides in turn. Prints each version's median over
 workers of their minimum microseconds per query, the median of the paired ratios old/new
 (> 1: the current version is faster) and whether the two versions return identical D and I.
@@ -55,10 +57,15 @@ def worker(args) -> None:
     if hasattr(index, "k_factor"):
         index.k_factor = args.k_factor
     D, I = index.search(queries, 10)
+    singles = [queries[i:i + 1] for i in range(len(queries))]
     times = []
     for _ in range(args.rounds):
         start = time.perf_counter()
-        index.search(queries, 10)
+        if args.single:
+            for q in singles:
+                index.search(q, 10)
+        else:
+            index.search(queries, 10)
         times.append((time.perf_counter() - start) / len(queries) * 1e6)
     digest = hashlib.sha256(D.tobytes() + I.tobytes()).hexdigest()
     print(json.dumps({"us": min(times), "digest": digest, "file": pqkit.__file__,
@@ -74,6 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--k-factor", type=float, default=1.0)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=10, help="timed searches per worker")
+    parser.add_argument("--single", action="store_true",
+                        help="time one query per call (search(q[i:i + 1], 10) for each query)")
     parser.add_argument("--processes", type=int, default=5, help="workers per version")
     parser.add_argument("--worker", choices=["old", "new"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -160,6 +160,76 @@ def test_refine_custom_ids_give_the_same_ranking(data):
     assert (I % 2 == 1).all()
 
 
+def _two_stages(index, x, k, given):
+    """IndexRefine's search made as two engine calls: the base index's candidates, then the
+    re-ranking (the path a refine store whose ids are not its rows takes)."""
+    xq = index._prepare(x)
+    params = index._search_params(xq.shape[0], given)
+    k_factor = index.k_factor if params.k_factor is None else params.k_factor
+    n_candidates = max(k, min(int(np.ceil(k * k_factor)), index.ntotal))
+    base_params = params.without("k_factor") if params.k_factor is not None else params
+    candidates = index.base_index._candidates(xq, n_candidates, base_params)
+    return index.rerank(xq, index._allowed(candidates, params), k)
+
+
+@pytest.mark.parametrize("refine_kind", ["RFlat", "Refine(SQ8)", "Refine(PQ32)"])
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_ivfpq_refine_in_one_engine_call_equals_the_two_stages(data, refine_kind, metric, monkeypatch):
+    """An IVF-PQ base over a refine store whose ids are its rows runs both stages in one
+    compiled call: the same results, bit for bit, as the two calls made apart, for one query
+    and a batch, any thread count, and every per-call parameter (filter and max_probe
+    included)."""
+    base, queries = data
+    index = pqkit.index_factory(32, f"IVF16,PQ8x4,{refine_kind}", metric=metric)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pqkit.TrainingWarning)
+        index.train(base)
+    index.add(base)
+    index.nprobe, index.k_factor = 3, 3
+    fused = []
+    real = pqkit.IndexIVFPQ._search_reranked
+
+    def counted(self, *args):
+        out = real(self, *args)
+        fused.append(out is not None)
+        return out
+
+    monkeypatch.setattr(pqkit.IndexIVFPQ, "_search_reranked", counted)
+    allowed = np.arange(0, base.shape[0], 3)
+    for given in ({}, {"k_factor": 6, "nprobe": 5}, {"filter": allowed},
+                  {"filter": allowed[:40], "max_probe": 16}):
+        for n_threads in (1, 2):
+            index.n_threads = n_threads
+            for x in (queries[:1], queries):
+                D, I = index.search(x, 10, **given)
+                D2, I2 = _two_stages(index, x, 10, given)
+                np.testing.assert_array_equal(I, I2)
+                np.testing.assert_array_equal(D.view(np.int32), D2.view(np.int32))
+                if "filter" in given:
+                    assert np.isin(I[I >= 0], given["filter"]).all()
+    assert fused and all(fused)  # every search took the one call
+    assert I.shape == (queries.shape[0], 10)
+
+
+def test_refine_store_with_other_ids_runs_the_two_stages(data):
+    """Ids that are not row numbers (add_with_ids, or a removal) leave the refine store without
+    a row view for the one-call search: the two stages run, with the same ranking."""
+    base, queries = data
+    results = []
+    for ids in (np.arange(base.shape[0]), np.arange(base.shape[0]) * 2 + 11):
+        index = pqkit.index_factory(32, "IVF16,PQ8x4,RFlat")
+        index.train(base)
+        index.add_with_ids(base, ids)
+        index.nprobe = 4
+        assert (index.refine_index._rerank_store() is None) == (ids[0] != 0)
+        D, I = index.search(queries, 10)
+        results.append((D, np.where(I >= 0, (I - ids[0]) // (ids[1] - ids[0]), -1)))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    index.remove_ids(ids[:5])
+    assert index.refine_index._rerank_store() is None
+
+
 def _decoded_reference(queries, candidates, decoded, metric, k):
     """Best k of each query's candidates by the exact distance to its decoded vector, ties by id."""
     x = queries / np.linalg.norm(queries, axis=1, keepdims=True) if metric == "cosine" else queries
@@ -261,14 +331,18 @@ def test_refine_index_argument_is_checked(data):
 @pytest.mark.parametrize("backend", pqkit.available_backends())
 @pytest.mark.parametrize("refine_kind", ["Flat", "PQ"])
 @pytest.mark.parametrize("row_ids", [True, False])
-def test_a_candidate_missing_from_the_refine_index_is_named(data, backend, refine_kind, row_ids):
+@pytest.mark.parametrize("base_kind", ["Flat", "IVFPQ"])
+def test_a_candidate_missing_from_the_refine_index_is_named(data, backend, refine_kind, row_ids, base_kind):
     """Vectors added to the base index alone (behind the wrapper's back) come back as
     candidates the refine index lacks: a ValueError naming the id, whether the refine store's ids
-    are its row numbers (the engine's row check catches it) or not (the id lookup does)."""
+    are its row numbers (the engine's row check catches it, in the one-call search of an IVF-PQ
+    base too) or not (the id lookup does)."""
     base, queries = data
     refine_index = pqkit.IndexFlat(32, backend=backend) if refine_kind == "Flat" else \
         pqkit.IndexPQ(32, 8, 8, backend=backend)
-    index = pqkit.IndexRefine(pqkit.IndexFlat(32, backend=backend), 2, refine_index)
+    first = pqkit.IndexFlat(32, backend=backend) if base_kind == "Flat" else \
+        pqkit.IndexIVFPQ(32, 4, 8, 4, nprobe=4, backend=backend)
+    index = pqkit.IndexRefine(first, 2, refine_index)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pqkit.TrainingWarning)
         index.train(base)

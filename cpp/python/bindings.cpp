@@ -459,6 +459,53 @@ SearchResult ivfpq_search_py(const py::array& x, const CoarseQuantizer& coarse, 
     return r;
 }
 
+// The refine store of ivfpq_search_rerank: ("flat", vectors), ("sq8", codes, vmin, step) or
+// ("pq", pq, lists), each addressed by row (see refine.h).
+RefineStore refine_store_arg(const py::tuple& refine, py::ssize_t d) {
+    const std::string kind = refine.size() ? refine[0].cast<std::string>() : std::string();
+    RefineStore s;
+    if (kind == "flat" && refine.size() == 2) {
+        const py::array y = refine[1].cast<py::array>();
+        s.kind = RefineStore::Kind::Flat;
+        s.vectors = checked<float>(y, "refine vectors", {-1, d});
+        s.ny = y.shape(0);
+    } else if (kind == "sq8" && refine.size() == 4) {
+        const py::array codes = refine[1].cast<py::array>();
+        s.kind = RefineStore::Kind::SQ8;
+        s.codes = checked<uint8_t>(codes, "refine codes", {-1, d});
+        s.vmin = checked<float>(refine[2].cast<py::array>(), "vmin", {d});
+        s.step = checked<float>(refine[3].cast<py::array>(), "step", {d});
+        s.ny = codes.shape(0);
+    } else if (kind == "pq" && refine.size() == 3) {
+        s.kind = RefineStore::Kind::PQ;
+        s.pq = refine[1].cast<const PQCodebooks*>();
+        s.lists = refine[2].cast<const InvertedLists*>();
+    } else {
+        throw std::invalid_argument("refine must be ('flat', vectors), ('sq8', codes, vmin, step) or ('pq', pq, "
+                                    "lists)");
+    }
+    return s;
+}
+
+SearchResult ivfpq_search_rerank_py(const py::array& x, const CoarseQuantizer& coarse, const PQCodebooks& pq,
+                                    const InvertedLists& lists, py::ssize_t nprobe, py::ssize_t n_candidates,
+                                    py::ssize_t k, const std::string& metric, int n_threads, size_t max_probe,
+                                    const py::object& selector, const py::tuple& refine) {
+    const py::ssize_t d = static_cast<py::ssize_t>(coarse.dim());
+    const float* xp = checked<float>(x, "x", {-1, d});
+    IVFSearchParams p = ivf_params(nprobe, n_candidates, metric, n_threads);
+    p.max_probe = max_probe;
+    p.selector = selector_arg(selector);
+    const RefineStore store = refine_store_arg(refine, d);
+    size_t kk = positive(k, "k"), nq = x.shape(0);
+    SearchResult r = alloc_result(nq, kk);
+    float* D = r.first.mutable_data();
+    int64_t* I = r.second.mutable_data();
+    py::gil_scoped_release release;
+    ivfpq_search_rerank(xp, nq, coarse, pq, lists, p, store, kk, D, I);
+    return r;
+}
+
 py::tuple ivfflat_range_search_py(const py::array& x, const CoarseQuantizer& coarse, const InvertedLists& lists,
                                   py::ssize_t nprobe, double radius, const std::string& metric, int n_threads,
                                   size_t max_results, const py::object& selector) {
@@ -647,6 +694,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("ivfpq_search", &ivfpq_search_py, py::arg("x"), py::arg("coarse"), py::arg("pq"), py::arg("invlists"),
           py::arg("nprobe"), py::arg("k"), py::arg("metric"), py::arg("n_threads"), py::arg("estimates") = false,
           py::arg("max_probe") = 0, py::arg("selector") = py::none());
+    m.def("ivfpq_search_rerank", &ivfpq_search_rerank_py, py::arg("x"), py::arg("coarse"), py::arg("pq"),
+          py::arg("invlists"), py::arg("nprobe"), py::arg("n_candidates"), py::arg("k"), py::arg("metric"),
+          py::arg("n_threads"), py::arg("max_probe"), py::arg("selector"), py::arg("refine"));
     m.def("ivfflat_range_search", &ivfflat_range_search_py, py::arg("x"), py::arg("coarse"), py::arg("invlists"),
           py::arg("nprobe"), py::arg("radius"), py::arg("metric"), py::arg("n_threads"), py::arg("max_results"),
           py::arg("selector") = py::none());

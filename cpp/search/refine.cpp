@@ -213,4 +213,31 @@ void rerank_sq(const float* x, size_t nq, const uint8_t* codes, size_t ny, size_
                 [&] { return SQRowDecoder{&kernels(), codes, vmin, step, d, std::vector<float>(d)}; });
 }
 
+void rerank_store(const float* x, size_t nq, size_t d, const RefineStore& store, const int64_t* rows,
+                  const int64_t* ids, size_t c, size_t k, Metric metric, int n_threads, float* D, int64_t* I) {
+    switch (store.kind) {
+    case RefineStore::Kind::Flat:
+        rerank(x, nq, store.vectors, store.ny, d, rows, ids, c, k, metric, n_threads, D, I);
+        return;
+    case RefineStore::Kind::SQ8:
+        rerank_sq(x, nq, store.codes, store.ny, d, store.vmin, store.step, rows, ids, c, k, metric, n_threads, D, I);
+        return;
+    case RefineStore::Kind::PQ:
+        if (store.pq->shape().d != d) throw std::invalid_argument("the refine codebooks' d differs from the queries'");
+        rerank_pq(x, nq, *store.pq, *store.lists, rows, ids, c, k, metric, n_threads, D, I);
+        return;
+    }
+}
+
+void ivfpq_search_rerank(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
+                         const InvertedLists& lists, IVFSearchParams p, const RefineStore& store, size_t k,
+                         float* D, int64_t* I) {
+    p.estimates = true;
+    const size_t c = p.k;
+    std::vector<float> candidate_keys(nq * c);
+    std::vector<int64_t> candidates(nq * c);
+    ivfpq_search(x, nq, coarse, pq, lists, p, candidate_keys.data(), candidates.data());
+    rerank_store(x, nq, coarse.dim(), store, candidates.data(), candidates.data(), c, k, p.metric, p.n_threads, D, I);
+}
+
 }  // namespace pqkit

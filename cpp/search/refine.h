@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "search/flat.h"
+#include "search/ivf.h"
 
 namespace pqkit {
 
@@ -43,5 +44,34 @@ void rerank_pq(const float* x, size_t nq, const PQCodebooks& pq, const InvertedL
 void rerank_sq(const float* x, size_t nq, const uint8_t* codes, size_t ny, size_t d, const float* vmin,
                const float* step, const int64_t* rows, const int64_t* ids, size_t c, size_t k, Metric metric,
                int n_threads, float* D, int64_t* I);
+
+// Where an IndexRefine's refined distances come from, addressed by row: stored
+// floats (IndexFlat), 8-bit scalar-quantizer codes (IndexScalarQuantizer) or PQ
+// codes (IndexPQ, one list). Pointers are borrowed for the duration of a call.
+struct RefineStore {
+    enum class Kind { Flat, SQ8, PQ };
+    Kind kind = Kind::Flat;
+    size_t ny = 0;                     // Flat and SQ8: rows stored
+    const float* vectors = nullptr;    // Flat: ny x d floats
+    const uint8_t* codes = nullptr;    // SQ8: ny x d bytes
+    const float* vmin = nullptr;       // SQ8: d floats
+    const float* step = nullptr;       // SQ8: d floats
+    const PQCodebooks* pq = nullptr;   // PQ
+    const InvertedLists* lists = nullptr;  // PQ: its one list of codes
+};
+
+// rerank, rerank_sq or rerank_pq, as `store` holds its rows.
+void rerank_store(const float* x, size_t nq, size_t d, const RefineStore& store, const int64_t* rows,
+                  const int64_t* ids, size_t c, size_t k, Metric metric, int n_threads, float* D, int64_t* I);
+
+// An IndexRefine over an IndexIVFPQ in one call, for a refine store whose ids
+// are its row numbers: ivfpq_search with p.estimates set finds p.k candidates
+// per query, whose ids are then re-ranked as rows of `store` (rerank_store) to
+// the best k. The results equal the two calls made one after the other, bit
+// for bit. Throws std::invalid_argument as either does (a candidate id outside
+// the store's rows included, after the first stage).
+void ivfpq_search_rerank(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
+                         const InvertedLists& lists, IVFSearchParams p, const RefineStore& store, size_t k,
+                         float* D, int64_t* I);
 
 }  // namespace pqkit

@@ -291,6 +291,23 @@ def ivfpq_search(
     table's estimates (for an exact re-ranking) instead of exact ADC keys. ``max_probe``: as
     for ivfflat_search. Returns (D, I), each (nq, k)."""
 
+def ivfpq_search_rerank(
+    x: NDArray[np.float32],
+    coarse: CoarseQuantizer,
+    pq: PQCodebooks,
+    invlists: InvertedLists,
+    nprobe: int,
+    n_candidates: int,
+    k: int,
+    metric: str,
+    n_threads: int,
+    max_probe: int,
+    selector: IDSelector | None,
+    refine: tuple,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """ivfpq_search (estimates) for n_candidates per query, re-ranked over the refine store
+    ("flat", y) / ("sq8", codes, vmin, step) / ("pq", pq, lists) to the best k, in one call."""
+
 def ivfpq_range_search(
     x: NDArray[np.float32],
     coarse: CoarseQuantizer,

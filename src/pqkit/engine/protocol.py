@@ -908,11 +908,42 @@ class Engine(Protocol):
 
 @runtime_checkable
 class OptionalCalls(Protocol):
-    """Calls only the compiled core has: benchmarks, a test hook and the PatchCore coreset.
+    """Calls only the compiled core has: benchmarks, a test hook, the PatchCore coreset and a
+    fused re-ranked search.
 
     Not part of :class:`Engine`: a caller checks ``hasattr`` and has a fallback (the coreset
-    has a NumPy one) or runs only with the compiled core (``bench/``, tests).
+    has a NumPy one, the fused search the two calls it fuses) or runs only with the compiled
+    core (``bench/``, tests).
     """
+
+    def ivfpq_search_rerank(self, x: NDArray[np.float32], coarse: _CoarseQuantizer,
+                            pq: _PQCodebooks, invlists: _InvertedLists, nprobe: int,
+                            n_candidates: int, k: int, metric: Metric, n_threads: int,
+                            max_probe: int, selector: Optional[_IDSelector],
+                            refine: tuple) -> SearchResult:
+        """An IndexRefine over an IndexIVFPQ in one call: :meth:`Engine.ivfpq_search` with
+        ``estimates=True`` for ``n_candidates`` candidates per query, whose ids are rows of the
+        refine store, then :meth:`Engine.rerank` (or ``rerank_sq``, ``rerank_pq``) to the best
+        ``k``, with the candidates as both rows and ids. Equal to those calls made apart, bit
+        for bit; it saves a single query the second call and the return to Python between.
+
+        Parameters
+        ----------
+        x, coarse, pq, invlists, nprobe, metric, n_threads, max_probe, selector
+            As for :meth:`Engine.ivfpq_search`.
+        n_candidates : int, >= 1
+        k : int, >= 1
+        refine : tuple
+            The refine store, addressed by row: ``("flat", y)`` (float32 ``(ny, d)``),
+            ``("sq8", codes, vmin, step)`` (as :meth:`Engine.rerank_sq`) or ``("pq", pq,
+            lists)`` (as :meth:`Engine.rerank_pq`). ValueError for another form, or for a
+            candidate id outside the store's rows.
+
+        Returns
+        -------
+        D : numpy.ndarray of float32, shape (nq, k)
+        I : numpy.ndarray of int64, shape (nq, k)
+        """
 
     def greedy_kcenter(self, x: NDArray[np.float32], n_select: int, first: int,
                        weights: Optional[NDArray[np.float32]], n_threads: int

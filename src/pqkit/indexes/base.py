@@ -910,6 +910,13 @@ class Index:
         """The candidate ranking for :meth:`_candidates`: the search itself unless overridden."""
         return self._search(x, k, params)
 
+    def _search_reranked(self, x, n_candidates, k, params, store):
+        """IndexRefine's two stages in one engine call, where this index and its engine have
+        one: ``(D, I)`` of :meth:`_candidates` (``n_candidates`` per query) re-ranked to the
+        best ``k`` over ``store`` (a refine index's :meth:`Reranker._rerank_store`), equal to
+        the two stages made apart; None where there is no such call (the default)."""
+        return None
+
     def _locked_search(self, x, k, run, params, prepared: bool = False):
         """``run(x, k, params)`` under the read lock, after the checks; ``prepared``: ``x`` and
         ``k`` were already converted and checked by a wrapping index (its first stage), whose
@@ -1171,6 +1178,10 @@ class CandidateSource(Protocol):
         queries ``x`` (already converted), ranked by the index's own (approximate) distance,
         with the call's search parameters ``params`` (a SearchParams)."""
 
+    def _search_reranked(self, x: np.ndarray, n_candidates: int, k: int, params, store):
+        """``(D, I)`` of both stages in one engine call over a refine index's
+        :meth:`Reranker._rerank_store`, or None where the index has no such call."""
+
 
 @runtime_checkable
 class Reranker(Protocol):
@@ -1185,3 +1196,8 @@ class Reranker(Protocol):
     def _rerank_rows(self, x: np.ndarray, rows: np.ndarray, ids: np.ndarray, k: int):
         """``(D, I)``: the best ``k`` of each query's candidate ``rows`` (int64 (n, c), -1 for
         none) by the exact distance to their stored data, reported under ``ids`` (n, c)."""
+
+    def _rerank_store(self):
+        """The engine's view of the stored rows for a fused search
+        (``ivfpq_search_rerank``'s ``refine`` tuple) where each stored id is its row number,
+        else None (the two stages then run apart, through :meth:`_rows_of`)."""

@@ -119,6 +119,9 @@ class IndexFlat(_RowIndex, Index):
         under ``ids`` (IndexRefine's second stage)."""
         return self._engine.rerank(x, self._vectors(), rows, ids, k, self._core_metric, self._nt())
 
+    def _rerank_store(self):
+        return ("flat", self._vectors()) if self._store.ids_are_rows() else None
+
     def _memory_usage_bytes(self) -> int:
         return int(self._store.nbytes())
 

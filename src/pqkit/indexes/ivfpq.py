@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import engine
-from .._validation import check_anisotropic_eta, check_positive_int, check_training_size
+from .._validation import (check_anisotropic_eta, check_positive_int, check_result_size,
+                           check_training_size)
 from ..quantizers.pq import ProductQuantizer
 from . import _faiss
 from ._state import _check_code_padding, verifying
@@ -180,6 +181,18 @@ class IndexIVFPQ(_HasProductQuantizer, _IndexIVF):
         # engine): no exact ADC sums, since the re-ranking computes exact distances anyway. The
         # Numba engine ranks by exact keys.
         return self._search(x, k, params, estimates=True)
+
+    def _search_reranked(self, x, n_candidates, k, params, store):
+        # The compiled engine's one call: the candidates of _search_candidates, re-ranked over
+        # the refine store without returning to Python between the stages.
+        fused = getattr(self._engine, "ivfpq_search_rerank", None)
+        if fused is None:
+            return None
+        nprobe, max_probe = self._probe_args(params)
+        check_result_size(x.shape[0], n_candidates)
+        with self._lock.read():
+            return fused(x, self._core_coarse(), self._pq._core(), self._invlists, nprobe, n_candidates, k,
+                         self._core_metric, self._nt(), max_probe, self._engine_selector(params), store)
 
     def _range_search(self, x, radius, params, cap):
         nprobe, _ = self._probe_args(params)

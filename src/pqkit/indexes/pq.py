@@ -22,7 +22,7 @@ from ._state import (
     state_form,
     verifying,
 )
-from ._storage import _ListStore, _rows_of, list_bytes
+from ._storage import _ids_are_rows, _ListStore, _rows_of, list_bytes
 from .base import MAX_ID, Index, _array_difference
 
 __all__ = ["IndexPQ"]
@@ -199,10 +199,18 @@ class IndexPQ(_HasProductQuantizer, _ListStore, Index):
 
     _prepare_for_reranking = _keep_codes_as_rows  # as an IndexRefine's refine index
 
+    def _stored_ids(self):
+        return self._derived("ids", lambda: np.asarray(self._invlists.list_ids(0)))
+
     def _rows_of(self, ids, unchecked=False):
         """Offset of each id among the stored codes, -1 where absent (IndexRefine's re-ranking)."""
-        stored = self._derived("ids", lambda: np.asarray(self._invlists.list_ids(0)))
-        return _rows_of(stored, ids, self._derived, unchecked)
+        return _rows_of(self._stored_ids(), ids, self._derived, unchecked)
+
+    def _rerank_store(self):
+        stored = self._stored_ids()
+        if not self._derived("ids are row numbers", lambda: _ids_are_rows(stored)):
+            return None
+        return ("pq", self._pq._core(), self._invlists)
 
     def _rerank_rows(self, x, rows, ids, k):
         """Best ``k`` of each query's candidate ``rows`` (-1: none) by the exact distance to their

@@ -177,6 +177,16 @@ class IndexRefine(Index):
                 params = params.without("k_factor")  # a wrapped refine stage keeps its own
         # More candidates than stored vectors only adds padding (k is checked by the caller).
         n_candidates = max(k, min(math.ceil(k * k_factor), base._ntotal()))
+        refine = self.refine_index
+        if refine._engine is base._engine:
+            store = refine._rerank_store()
+            if store is not None:
+                try:  # both stages in one engine call where the base index has one
+                    found = base._search_reranked(x, n_candidates, k, params, store)
+                except ValueError:
+                    found = None  # e.g. a candidate the refine index lacks: named below
+                if found is not None:
+                    return found
         candidates = base._candidates(x, n_candidates, params)
         return self.rerank(x, self._allowed(candidates, params), k)
 

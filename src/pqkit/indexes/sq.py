@@ -166,6 +166,11 @@ class IndexScalarQuantizer(_RowIndex, Index):
         return self._engine.rerank_sq(x, self._resident_rows(), self._sq.vmin, self._sq.step, rows, ids,
                                       k, self._core_metric, self._nt())
 
+    def _rerank_store(self):
+        if not self._store.ids_are_rows():
+            return None
+        return ("sq8", self._resident_rows(), self._sq.vmin, self._sq.step)
+
     def _merge_differences(self, other):
         out = super()._merge_differences(other)
         if type(other) is type(self):
