@@ -213,6 +213,9 @@ void rerank_sq(const float* x, size_t nq, const uint8_t* codes, size_t ny, size_
                 [&] { return SQRowDecoder{&kernels(), codes, vmin, step, d, std::vector<float>(d)}; });
 }
 
+namespace {
+
+// rerank, rerank_sq or rerank_pq, as `store` holds its rows.
 void rerank_store(const float* x, size_t nq, size_t d, const RefineStore& store, const int64_t* rows,
                   const int64_t* ids, size_t c, size_t k, Metric metric, int n_threads, float* D, int64_t* I) {
     switch (store.kind) {
@@ -228,6 +231,8 @@ void rerank_store(const float* x, size_t nq, size_t d, const RefineStore& store,
         return;
     }
 }
+
+}  // namespace
 
 void ivfpq_search_rerank(const float* x, size_t nq, const CoarseQuantizer& coarse, const PQCodebooks& pq,
                          const InvertedLists& lists, IVFSearchParams p, const RefineStore& store, size_t k,

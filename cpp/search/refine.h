@@ -60,13 +60,9 @@ struct RefineStore {
     const InvertedLists* lists = nullptr;  // PQ: its one list of codes
 };
 
-// rerank, rerank_sq or rerank_pq, as `store` holds its rows.
-void rerank_store(const float* x, size_t nq, size_t d, const RefineStore& store, const int64_t* rows,
-                  const int64_t* ids, size_t c, size_t k, Metric metric, int n_threads, float* D, int64_t* I);
-
 // An IndexRefine over an IndexIVFPQ in one call, for a refine store whose ids
 // are its row numbers: ivfpq_search with p.estimates set finds p.k candidates
-// per query, whose ids are then re-ranked as rows of `store` (rerank_store) to
+// per query, whose ids are then re-ranked as rows of `store` (rerank, rerank_sq or rerank_pq) to
 // the best k. The results equal the two calls made one after the other, bit
 // for bit. Throws std::invalid_argument as either does (a candidate id outside
 // the store's rows included, after the first stage).
