@@ -203,3 +203,71 @@ def test_numba_engine_gives_the_same_results(d):
             got[backend] = index.search(queries, 9)
         np.testing.assert_array_equal(got["cpp"][1], got["numba"][1])
         np.testing.assert_array_equal(got["cpp"][0], got["numba"][0])
+
+
+@pytest.mark.parametrize("d", [64, 128, 300, 784])
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 0.999])
+def test_single_query_probing_over_half_centroids_identical(d, metric, scale):
+    """Coarse centroids of many bytes keep a half-precision copy that the probing of one to
+    three queries reads (cpp/search/flat.cpp, VectorSet::keep_half: the bound widened by each
+    row's distance to its copy, then exact keys): on near-tie centroids, at magnitudes near the
+    validation bound and far below one, the probes, hence the results, equal the scalar
+    level's at every level and thread count."""
+    rows, queries = _near_ties(d, 256, scale, seed=d + 7)
+    if metric == "cosine":
+        queries = queries[:-1]
+    # Rows on a sphere around one query (equal L2 distance but for float rounding) and on a
+    # plane orthogonal to another (equal inner product): their half copies are off by about
+    # 2^-12 of their norm, so the half keys' order is not the exact one and only the widened
+    # bound recovers it (the near ties above round alike and keep their order).
+    rng = np.random.default_rng(d)
+    directions = rng.standard_normal((64, d))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    center = rows[-1].astype(np.float64) / 2  # within the magnitude bound at any scale
+    sphere = center + np.linalg.norm(center) / 4 * directions[:32]
+    axis = rows[-2].astype(np.float64) / 2
+    size = np.linalg.norm(axis)
+    axis /= size
+    across = directions[32:] - (directions[32:] @ axis)[:, None] * axis
+    plane = size * axis + size * across / np.linalg.norm(across, axis=1, keepdims=True)
+    rows = np.concatenate([rows[:-64], sphere.astype(np.float32), plane.astype(np.float32)])
+    # first: _results searches queries[:1] and queries[1:3] alone (the half copy's callers)
+    queries = np.concatenate([center[None], (size * axis)[None], queries]).astype(np.float32)
+    data = np.concatenate([rows, rows[::-1] * np.float32(1 - 2.0 ** -10)])
+    core = pqkit.engine.core("cpp")
+    previous = core._set_half_centroid_bytes(0)  # every coarse quantizer keeps its half copy
+
+    def make():
+        index = pqkit.IndexIVFFlat(d, len(rows), metric=metric, nprobe=5)
+        index.set_centroids(rows)
+        index.add(data)
+        return index
+
+    try:
+        keeps = make()._core_coarse().keeps_half
+        D, _ = make().search(queries, 10)
+        radius = float(np.median(D[:, 5]))
+        results = _all_levels_and_threads(make, queries, 10, radius, ({}, {"max_probe": 40}))
+    finally:
+        core._set_half_centroid_bytes(previous)
+    assert keeps, "the coarse quantizer kept no half copy"
+    _assert_identical(results, f"half centroids d={d} {metric} scale={scale}")
+    assert any(np.unique(row).size < row.size for row in results[("scalar", 1)][0])
+
+
+def test_half_copy_is_kept_from_the_threshold_only():
+    core = pqkit.engine.core("cpp")
+    rng = np.random.default_rng(0)
+    centroids = rng.standard_normal((64, 128)).astype(np.float32)  # 32 KiB
+    previous = core._set_half_centroid_bytes(64 * 128 * 4)
+    try:
+        assert core.CoarseQuantizer(centroids, "l2").keeps_half
+        assert not core.CoarseQuantizer(centroids[:63], "l2").keeps_half
+        wide = centroids.copy()
+        wide[3, 5] = np.float32(1e20)  # the power-of-two scale takes it into the half range
+        assert core.CoarseQuantizer(wide, "l2").keeps_half
+        wide[3, 5] = np.float32(3e38)  # a scale of 2^-113: past the range the bound is kept in
+        assert not core.CoarseQuantizer(wide, "l2").keeps_half
+    finally:
+        core._set_half_centroid_bytes(previous)

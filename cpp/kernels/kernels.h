@@ -88,6 +88,13 @@ struct Kernels {
     // scalar level's is dot_tile itself.
     void (*dot_tile_fast)(const float* x, size_t nx, const float* y, size_t ny, size_t d,
                           float* out, size_t ldo);
+    // dot_tile_fast over rows kept in half precision (VectorSet::keep_half), for a few
+    // queries (nx <= 3: an IVF index's single-query probing, where reading the centroids is
+    // the cost): out[i * ldo + j] approximates <x_i, h_j>, h_j the floats row j's halves
+    // denote exactly (half.h), under the same bound as dot_tile_fast. Only flat.cpp reads
+    // it, under a bound that also covers the rows' rounding to halves.
+    void (*dot_half)(const float* x, size_t nx, const uint16_t* y, size_t ny, size_t d, float* out,
+                     size_t ldo);
     // out[i] = ||x_i||^2 (same 16-lane order as dot_tile).
     void (*sqnorms)(const float* x, size_t n, size_t d, float* out);
     // out[j] = ||x - y_j||^2 computed directly (16-lane order).
@@ -165,11 +172,13 @@ namespace avx512 { extern const Kernels table; }
 // The fast passes with FMA (dot_tile_fast, l2sqr_ny_fast, dot_ny_fast), each in its own translation unit
 // with -mfma: kernels_fast_avx2.cpp, kernels_fast_avx512.cpp.
 namespace avx2_fma {
+void dot_half(const float* x, size_t nx, const uint16_t* y, size_t ny, size_t d, float* out, size_t ldo);  // needs F16C
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo);
 void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out);
 void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* dots, float* sqnorms);
 }
 namespace avx512_fma {
+void dot_half(const float* x, size_t nx, const uint16_t* y, size_t ny, size_t d, float* out, size_t ldo);
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo);
 void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float* out);
 void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* dots, float* sqnorms);

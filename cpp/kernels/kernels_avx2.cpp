@@ -416,6 +416,22 @@ bool has_fma() {
     return fma;
 }
 
+// F16C (the half-to-float conversion) is a feature apart from AVX2 as well.
+bool has_f16c() {
+    static const bool f16c = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("f16c") != 0;
+    }();
+    return f16c;
+}
+
+void dot_half(const float* x, size_t nx, const uint16_t* y, size_t ny, size_t d, float* out, size_t ldo) {
+    if (has_fma() && has_f16c())
+        avx2_fma::dot_half(x, nx, y, ny, d, out, ldo);
+    else
+        generic::dot_half(x, nx, y, ny, d, out, ldo);
+}
+
 void dot_tile_fast(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {
     if (has_fma())
         avx2_fma::dot_tile(x, nx, y, ny, d, out, ldo);
@@ -450,6 +466,7 @@ constexpr Kernels make_table() {
     t.l2sqr_ny = l2sqr_ny;
     t.l2sqr_ny_fast = l2sqr_ny_fast;
     t.dot_ny_fast = dot_ny_fast;
+    t.dot_half = dot_half;
     t.l2_to_centroids_t = l2_to_centroids_t;
     t.ip_to_centroids_t = ip_to_centroids_t;
     t.argmin = argmin;

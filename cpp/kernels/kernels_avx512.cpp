@@ -468,6 +468,7 @@ constexpr Kernels make_table() {
     t.l2sqr_ny = l2sqr_ny;
     t.l2sqr_ny_fast = avx512_fma::l2sqr_ny;
     t.dot_ny_fast = avx512_fma::dot_ny;
+    t.dot_half = avx512_fma::dot_half;
     t.l2_to_centroids_t = l2_to_centroids_t;
     t.ip_to_centroids_t = ip_to_centroids_t;
     t.argmin = argmin;

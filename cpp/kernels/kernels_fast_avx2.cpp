@@ -211,6 +211,26 @@ inline float sum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
 }
 
+// 8 halves at p + c widened to floats; at the row's end (d - c < 8) the lanes past d are zero.
+inline __m256 load_half(const uint16_t* p, size_t c, size_t d) {
+    if (c + 8 <= d) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + c)));
+    alignas(16) uint16_t tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (size_t l = 0; c + l < d; ++l) tail[l] = p[c + l];
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(tail)));
+}
+
+// One row's <x, h> lanes over its halves: two FMA chains, the row read in order.
+inline __m256 dot_half_row(const float* x, const uint16_t* y, size_t d, __m256i tail) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t c = 0;
+    for (; c + 16 <= d; c += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), load_half(y, c, d), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8), load_half(y, c + 8, d), a1);
+    }
+    for (; c < d; c += 8) a0 = _mm256_fmadd_ps(load_d(x, c, d, tail), load_half(y, c, d), a0);
+    return _mm256_add_ps(a0, a1);
+}
+
 }  // namespace
 
 // IVF-Flat's list scan (kernels.h, l2sqr_ny_fast and dot_ny_fast): row after row, as
@@ -243,6 +263,22 @@ void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* dots, fl
         dots[j] = sum8(dot);
         sqnorms[j] = sum8(norm);
     }
+}
+
+// Rows in half precision (kernels.h, dot_half), as dot_gemv: per block of 8 rows, each
+// x row against each row read in order, the 8 rows' lane sums reduced together.
+void dot_half(const float* x, size_t nx, const uint16_t* y, size_t ny, size_t d, float* out, size_t ldo) {
+    const __m256i tail = tail_mask(d);
+    size_t j = 0;
+    for (; j + 8 <= ny; j += 8)
+        for (size_t i = 0; i < nx; ++i) {
+            __m256 acc[8];
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; ++b) acc[b] = dot_half_row(x + i * d, y + (j + b) * d, d, tail);
+            _mm256_storeu_ps(out + i * ldo + j, reduce8(acc));
+        }
+    for (; j < ny; ++j)
+        for (size_t i = 0; i < nx; ++i) out[i * ldo + j] = sum8(dot_half_row(x + i * d, y + j * d, d, tail));
 }
 
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {

@@ -164,6 +164,25 @@ void dot_gemv(const float* x, size_t nx, const float* y, size_t ny, size_t d, fl
         }
 }
 
+// 16 halves at p + c (fewer at the row's end, d - c < 16), widened to floats.
+inline __m512 load_half(const uint16_t* p, size_t c, size_t d) {
+    const __m256i h = c + 16 <= d ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c))
+                                  : _mm256_maskz_loadu_epi16(lanes(d - c), p + c);
+    return _mm512_cvtph_ps(h);
+}
+
+// One row's <x, h> lanes over its halves: two FMA chains, the row read in order.
+inline __m512 dot_half_row(const float* x, const uint16_t* y, size_t d) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    size_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + c), load_half(y, c, d), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + c + 16), load_half(y, c + 16, d), a1);
+    }
+    for (; c < d; c += 16) a0 = _mm512_fmadd_ps(load_d(x, c, d), load_half(y, c, d), a0);
+    return _mm512_add_ps(a0, a1);
+}
+
 // One row's ||x - y||^2 lanes: two FMA chains over the differences the exact
 // kernel forms (fl(x_l - y_l)), the row read in order.
 inline __m512 l2_row(const float* x, const float* y, size_t d) {
@@ -232,6 +251,44 @@ void dot_ny(const float* x, const float* y, size_t ny, size_t d, float* dots, fl
         dots[j] = _mm512_reduce_add_ps(dot);
         sqnorms[j] = _mm512_reduce_add_ps(norm);
     }
+}
+
+// Rows in half precision (kernels.h, dot_half). Per block of 16 rows and x row, 16
+// accumulators, one per row: each 16 floats of x are loaded once and meet the 16 rows' halves
+// at those dimensions, so a row costs one 32-byte load, a conversion and an FMA per 16
+// dimensions (reloading x per row, as dot_gemv does, would make the loads the bound). The
+// block's rows are read interleaved, so a block a few ahead is prefetched on the way.
+constexpr size_t kHalfPrefetchBlocks = 4;
+
+void dot_half(const float* x, size_t nx, const uint16_t* y, size_t ny, size_t d, float* out, size_t ldo) {
+    const size_t block_bytes = 16 * d * sizeof(uint16_t);
+    const size_t steps = (d + 15) / 16;
+    const size_t lines_per_step = (block_bytes / 64 + steps - 1) / std::max<size_t>(steps, 1);
+    size_t j = 0;
+    for (; j + 16 <= ny; j += 16) {
+        const uint16_t* y0 = y + j * d;
+        const char* next = reinterpret_cast<const char*>(y0 + kHalfPrefetchBlocks * 16 * d);
+        const bool prefetch = j + (kHalfPrefetchBlocks + 1) * 16 <= ny;
+        for (size_t i = 0; i < nx; ++i) {
+            const float* xi = x + i * d;
+            __m512 acc[16];
+#pragma GCC unroll 16
+            for (int b = 0; b < 16; ++b) acc[b] = _mm512_setzero_ps();
+            for (size_t c = 0, step = 0; c < d; c += 16, ++step) {
+                if (prefetch && i == 0)
+                    for (size_t l = 0; l < lines_per_step; ++l) {
+                        const size_t off = (step * lines_per_step + l) * 64;
+                        if (off < block_bytes) _mm_prefetch(next + off, _MM_HINT_T0);
+                    }
+                const __m512 xv = load_d(xi, c, d);
+#pragma GCC unroll 16
+                for (int b = 0; b < 16; ++b) acc[b] = _mm512_fmadd_ps(xv, load_half(y0 + b * d, c, d), acc[b]);
+            }
+            _mm512_storeu_ps(out + i * ldo + j, reduce16(acc));
+        }
+    }
+    for (; j < ny; ++j)
+        for (size_t i = 0; i < nx; ++i) out[i * ldo + j] = _mm512_reduce_add_ps(dot_half_row(x + i * d, y + j * d, d));
 }
 
 void dot_tile(const float* x, size_t nx, const float* y, size_t ny, size_t d, float* out, size_t ldo) {

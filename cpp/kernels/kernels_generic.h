@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "common/codes.h"
+#include "common/half.h"
 #include "kernels/kernels.h"
 
 namespace pqkit {
@@ -82,6 +83,22 @@ inline void l2sqr_ny(const float* x, const float* y, size_t ny, size_t d, float*
 inline void dot_ny_sqnorms(const float* x, const float* y, size_t ny, size_t d, float* dots, float* norms) {
     dot_tile(x, 1, y, ny, d, dots, ny);
     sqnorms(y, ny, d, norms);
+}
+
+// dot_half at a level without a faster order: each row's halves widened (exactly), then
+// dot's 16-lane sum, one row at a time.
+inline void dot_half(const float* x, size_t nx, const uint16_t* y, size_t ny, size_t d, float* out, size_t ldo) {
+    float row[256];
+    for (size_t j = 0; j < ny; ++j)
+        for (size_t i = 0; i < nx; ++i) {
+            float s = 0.0f;
+            for (size_t c0 = 0; c0 < d; c0 += 256) {
+                const size_t n = std::min<size_t>(256, d - c0);
+                for (size_t c = 0; c < n; ++c) row[c] = half_to_float(y[j * d + c0 + c]);
+                s += dot(x + i * d + c0, row, n);
+            }
+            out[i * ldo + j] = s;
+        }
 }
 
 template <bool L2>

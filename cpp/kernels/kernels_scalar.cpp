@@ -12,6 +12,7 @@ constexpr Kernels make_table() {
     Kernels t{};
     t.dot_tile = generic::dot_tile;
     t.dot_tile_fast = generic::dot_tile;  // no faster order without SIMD
+    t.dot_half = generic::dot_half;
     t.sqnorms = generic::sqnorms;
     t.l2sqr_ny = generic::l2sqr_ny;
     t.l2sqr_ny_fast = generic::l2sqr_ny;

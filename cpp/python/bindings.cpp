@@ -641,6 +641,9 @@ PYBIND11_MODULE(_core, m) {
           py::arg("max_points_per_centroid"), py::arg("n_threads"));
     m.def("_set_min_split_bytes", &set_min_split_bytes_per_thread, py::arg("bytes"), "Test hook: the code bytes per thread above which one query's scan is split "
                         "over threads (returns the previous value).");
+    m.def("_set_half_centroid_bytes", &set_half_centroid_bytes, py::arg("bytes"),
+          "Test hook: the centroid bytes from which coarse quantizers built afterwards keep a half-precision "
+          "copy for single queries (returns the previous value).");
     m.def("greedy_kcenter", &greedy_kcenter_py, py::arg("x"), py::arg("n_select"), py::arg("first"),
           py::arg("weights"), py::arg("n_threads"));
     m.def("all_finite", &all_finite_py, py::arg("x"), py::arg("max_abs") = std::numeric_limits<double>::infinity());
@@ -676,7 +679,9 @@ PYBIND11_MODULE(_core, m) {
              }),
              py::arg("centroids"), py::arg("metric"))
         .def_property_readonly("nlist", &CoarseQuantizer::nlist)
-        .def_property_readonly("d", &CoarseQuantizer::dim);
+        .def_property_readonly("d", &CoarseQuantizer::dim)
+        .def_property_readonly("keeps_half",
+                               [](const CoarseQuantizer& c) { return c.vectors().half() != nullptr; });
     m.def("pq_encode", &pq_encode_py, py::arg("x"), py::arg("pq"), py::arg("n_threads"));
     m.def("pq_decode", &pq_decode_py, py::arg("codes"), py::arg("pq"), py::arg("n_threads"));
     m.def("pq_distance_tables", &pq_distance_tables_py, py::arg("x"), py::arg("pq"), py::arg("metric"),

@@ -6,6 +6,7 @@
 #include <limits>
 #include <memory>
 
+#include "common/half.h"
 #include "common/parallel.h"
 #include "common/select.h"
 #include "common/topk.h"
@@ -33,6 +34,11 @@ constexpr size_t kDirectMaxDim = 33;
 // passes over it). Beyond it the dot-product tiles' lane reduction is a small
 // part of each pair's cost.
 constexpr size_t kIpDirectMaxDim = 256;
+// keep_half's power-of-two scale stays within 2^-kHalfMaxShift .. 2^kHalfMaxShift, so the
+// bound's absolute terms (ErrorBound::half_extra) stay far inside the float range.
+constexpr int kHalfMaxShift = 100;
+// The fast pass reads a set's half copy for at most this many queries (kernel dot_half).
+constexpr size_t kHalfMaxQueries = 3;
 constexpr size_t kChunkBytes = size_t(1) << 18;
 constexpr size_t kIpDirectRows = 16;
 
@@ -262,19 +268,34 @@ void range_block(const VectorSet& refs, const float* x, size_t nq, float tau, co
 // plus E has an exact key strictly above it and is skipped; every other row gets
 // its exact key, which enters the heap under TopK's order, as on the exact path.
 struct ErrorBound {
-    double c_ip = 0, c_l2 = 0, tiny = 0, abs_ip = 0;
+    double c_ip = 0, c_l2 = 0, tiny = 0, abs_ip = 0, gamma = 0;
     bool usable = false;
 
     explicit ErrorBound(size_t d) {
         const double u = std::ldexp(1.0, -24), eta = std::ldexp(1.0, -150), dd = static_cast<double>(d);
         if (d == 0 || dd * u >= 0.5) return;
-        const double gamma = dd * u / (1.0 - dd * u);
+        gamma = dd * u / (1.0 - dd * u);
         const double margin = 1.0 + std::ldexp(1.0, -20);
         c_ip = margin * 2.0 * gamma / (1.0 - gamma);
         c_l2 = margin * (2.0 * gamma / (1.0 - gamma) + 2.0 * u * (1.0 + u + (1.0 + gamma) / (1.0 - gamma)));
         tiny = dd * eta;
         abs_ip = margin * 2.0 * dd * eta;
         usable = true;
+    }
+    // Rows kept in half precision (VectorSet::keep_half) for the fast keys: with h_r the
+    // floats a row's halves stand for (row r's half copy, unscaled by the power of two s) and
+    // delta >= ||y_r - h_r|| for every row of the block, the fast inner product
+    // fl(x.(s h_r)) / s is within gamma ||x|| ||h_r|| + d eta / s + 2^-150 of <x, h_r>, and
+    // <x, h_r> within ||x|| delta of <x, y_r>. So the bound above, taken with the rows'
+    // squared norms raised to (||y|| + delta)^2 (which covers ||h_r||), plus this term
+    // bounds the keys' difference: ||x|| delta and the absolute terms, twice for L2 (its key
+    // holds 2 ip), each with a quarter more for the rounding of the key's subtraction.
+    double half_extra(bool l2, float xn, double delta, double unscale) const {
+        const double nx = static_cast<double>(xn) + tiny;
+        if (!usable || !(nx < std::ldexp(1.0, 120))) return std::numeric_limits<double>::infinity();
+        const double x_norm = std::sqrt(nx / (1.0 - gamma));
+        const double term = x_norm * delta + tiny * (1.0 + unscale) + std::ldexp(1.0, -148);
+        return (l2 ? 2.5 : 1.25) * (1.0 + std::ldexp(1.0, -20)) * term;
     }
     // The bound for a query of squared norm xn against rows of squared norms <= yn_max;
     // +inf when it does not hold (see above).
@@ -334,23 +355,53 @@ inline float exact_key(const Kernels& K, const VectorSet& refs, const float* xq,
     return key < 0.0f ? 0.0f : key;
 }
 
+// The largest of v[0..n) (values >= 0; 0 for none) in `largest`; whether all are <= FLT_MAX
+// (no +inf, no NaN). Eight running maxima, so the loop is not one chain of dependent steps.
+bool largest_finite(const float* v, size_t n, float& largest) {
+    float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    bool finite = true;
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (size_t l = 0; l < 8; ++l) {
+            finite &= v[j + l] <= FLT_MAX;
+            m[l] = v[j + l] > m[l] ? v[j + l] : m[l];
+        }
+    for (; j < n; ++j) {
+        finite &= v[j] <= FLT_MAX;
+        m[0] = v[j] > m[0] ? v[j] : m[0];
+    }
+    largest = std::max(std::max(std::max(m[0], m[1]), std::max(m[2], m[3])),
+                       std::max(std::max(m[4], m[5]), std::max(m[6], m[7])));
+    return finite;
+}
+
 // One block of rows (r0 .. r0 + rb) for nb queries: buf (nb x rb) gets the keys from
 // the fast pass and err[q] the bound on |fast key - exact key| (0 when the block had
 // to be computed exactly, see ErrorBound). xnorms: the queries' squared norms.
+// minima: nullptr, or per query kKeySets floats that get the sets' minima of its keys
+// (keys_and_minima's), for KeyBound's small-k bound.
 void fast_block_keys(const Kernels& K, const VectorSet& refs, const ErrorBound& bound, const float* xb,
-                     size_t nb, const float* xnorms, size_t r0, size_t rb, float* buf, double* err) {
+                     size_t nb, const float* xnorms, size_t r0, size_t rb, float* buf, double* err,
+                     float* minima = nullptr) {
     const size_t d = refs.dim();
     const bool l2 = refs.metric() == Metric::L2;
-    const float* yn = refs.bound_norms() + r0;
     float yn_max = 0.0f;
-    bool finite = true;
-    for (size_t j = 0; j < rb; ++j) {
-        finite = finite && yn[j] <= FLT_MAX;
-        yn_max = yn[j] > yn_max ? yn[j] : yn_max;
+    bool finite = largest_finite(refs.bound_norms() + r0, rb, yn_max);
+    // A few queries read the half copy where the set keeps one (ErrorBound::half_extra).
+    const bool half = refs.half() != nullptr && nb <= kHalfMaxQueries;
+    double delta = 0.0;
+    if (half && finite) {
+        float delta_max = 0.0f;
+        largest_finite(refs.half_err() + r0, rb, delta_max);  // finite: keep_half checked
+        delta = static_cast<double>(delta_max);
+        const double raised = std::sqrt(static_cast<double>(yn_max)) + delta;
+        yn_max = round_up(raised * raised * (1.0 + std::ldexp(1.0, -18)));
+        finite = yn_max <= FLT_MAX;
     }
     bool exact = !finite;
     for (size_t q = 0; q < nb; ++q) {
         err[q] = bound(l2, xnorms[q], yn_max);
+        if (half) err[q] += bound.half_extra(l2, xnorms[q], delta, refs.half_unscale());
         exact = exact || !(err[q] < std::numeric_limits<double>::infinity());
     }
     if (exact) {
@@ -359,12 +410,18 @@ void fast_block_keys(const Kernels& K, const VectorSet& refs, const ErrorBound& 
             to_transposed(K.ip_to_centroids_t, xb, nb, d, refs.transposed(), r0, rb, buf, rb);
         else
             K.dot_tile(xb, nb, refs.data() + r0 * d, rb, d, buf, rb);
+    } else if (half) {
+        K.dot_half(xb, nb, refs.half() + r0 * d, rb, d, buf, rb);
+        const float unscale = refs.half_unscale();
+        if (unscale != 1.0f)
+            for (size_t i = 0; i < nb * rb; ++i) buf[i] *= unscale;
     } else {
         K.dot_tile_fast(xb, nb, refs.data() + r0 * d, rb, d, buf, rb);
     }
     float mins[kKeySets];
     for (size_t q = 0; q < nb; ++q)
-        K.keys_and_minima(buf + q * rb, rb, l2 ? xnorms[q] : 0.0f, l2 ? refs.norms() + r0 : nullptr, mins);
+        K.keys_and_minima(buf + q * rb, rb, l2 ? xnorms[q] : 0.0f, l2 ? refs.norms() + r0 : nullptr,
+                          minima != nullptr ? minima + q * kKeySets : mins);
 }
 
 // Reference rows per block of the fast pass for blocks of nb queries: as the exact
@@ -390,6 +447,7 @@ void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t 
     float xnorms[kFastQueryBlock];
     double err[kFastQueryBlock];
     std::vector<TopK> heaps(q_rows, TopK(k));
+    std::vector<float> minima(q_rows * kKeySets);  // per query, its block's sets' minima
     KeyBound key_bound;
     const float inf = std::numeric_limits<float>::infinity();
     for (size_t q0 = 0; q0 < nq; q0 += kFastQueryBlock) {
@@ -405,7 +463,7 @@ void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t 
                 for (size_t q = 0; q < nb && !any; ++q) any = any_allowed(masks[q0 + q], r0, r0 + rb);
                 if (!any) continue;
             }
-            fast_block_keys(K, refs, bound, xb, nb, xnorms, r0, rb, buf.get(), err);
+            fast_block_keys(K, refs, bound, xb, nb, xnorms, r0, rb, buf.get(), err, minima.data());
             for (size_t q = 0; q < nb; ++q) {
                 float* keys = buf.get() + q * rb;
                 const uint64_t* mask = masks != nullptr ? masks[q0 + q] : nullptr;
@@ -416,7 +474,16 @@ void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t 
                 const double e = err[q];
                 // The block's own k-th key bounds the first blocks; once the heap holds k
                 // keys its threshold is nearly always lower, and the bound's cost is saved.
-                const float kth = heap.threshold() < inf ? inf : key_bound.bound(keys, rb, k, inf);
+                // Small k without a mask: KeyBound's small-k bound from the sets' minima
+                // keys_and_minima already took (a mask changes the keys after them).
+                float kth = inf;
+                if (heap.threshold() == inf) {
+                    if (mask == nullptr && 2 * k <= kKeySets)
+                        kth = rb >= 2 * kKeySets && rb > k ? K.kth_smallest(minima.data() + q * kKeySets, kKeySets, k)
+                                                           : inf;
+                    else
+                        kth = key_bound.bound(keys, rb, k, inf);
+                }
                 float limit = round_up(std::min(static_cast<double>(heap.threshold()) + e,
                                                 static_cast<double>(kth) + 2.0 * e));
                 const size_t n_pass = K.indices_at_most(keys, rb, limit, rows.get());
@@ -555,6 +622,36 @@ void VectorSet::keep_bound_norms(int n_threads) {
     if (metric_ == Metric::L2 || external_bound_norms_ != nullptr || !ip_norms_.empty() || n_ == 0) return;
     ip_norms_.resize(n_);
     row_sqnorms(data_, n_, d_, n_threads, ip_norms_.data());
+}
+
+void VectorSet::keep_half() {
+    if (n_ == 0 || d_ == 0 || !half_.empty()) return;
+    float largest = 0.0f;
+    for (size_t i = 0; i < n_ * d_; ++i) {
+        const float a = std::fabs(data_[i]);
+        if (!(a <= FLT_MAX)) return;
+        largest = std::max(largest, a);
+    }
+    // The largest entry scaled into [2^14, 2^15): below the largest half (65504).
+    int exponent = 0;
+    std::frexp(largest > 0.0f ? largest : 1.0f, &exponent);  // largest < 2^exponent
+    const int shift = 15 - exponent;
+    if (shift < -kHalfMaxShift || shift > kHalfMaxShift) return;
+    const double scale = std::ldexp(1.0, shift), unscale = std::ldexp(1.0, -shift);
+    half_.resize(n_ * d_);
+    half_err_.resize(n_);
+    for (size_t r = 0; r < n_; ++r) {
+        double sum = 0.0;
+        for (size_t j = 0; j < d_; ++j) {
+            const double v = static_cast<double>(data_[r * d_ + j]);
+            const uint16_t h = float_to_half(static_cast<float>(v * scale));
+            half_[r * d_ + j] = h;
+            const double diff = static_cast<double>(half_to_float(h)) * unscale - v;  // exact in double
+            sum += diff * diff;
+        }
+        half_err_[r] = round_up(std::sqrt(sum) * (1.0 + std::ldexp(1.0, -20)));  // the double sum's rounding
+    }
+    half_unscale_ = static_cast<float>(unscale);
 }
 
 void VectorSet::keep_transposed() {

@@ -52,6 +52,21 @@ public:
     // offset r0 * d), or nullptr.
     const float* transposed() const { return transposed_.empty() ? nullptr : transposed_.data(); }
 
+    // For a set searched one query at a time whose rows outgrow the caches (an IVF index's
+    // centroids, probed for a single query): keeps the rows in half precision (half.h),
+    // scaled by a power of two so that the largest entry fits, with each row's distance to
+    // its half copy. search_block's fast pass for 1 to 3 queries then reads those halves
+    // (kernel dot_half: half the bytes) under a bound widened by that distance; results stay
+    // the exact path's. A no-op for an empty set, a non-finite entry, or a scale so extreme
+    // that the bound's terms would leave the float range.
+    void keep_half();
+    // The half rows (n x d), or nullptr; entry * half_unscale() (a power of two) is the
+    // float the half copy stands for.
+    const uint16_t* half() const { return half_.empty() ? nullptr : half_.data(); }
+    float half_unscale() const { return half_unscale_; }
+    // Per row, an upper bound of the L2 distance between the row and its half copy.
+    const float* half_err() const { return half_err_.data(); }
+
 private:
     const float* data_;
     size_t n_, d_;
@@ -61,6 +76,9 @@ private:
     std::vector<float> transposed_;             // keep_transposed()'s groups
     const float* external_bound_norms_ = nullptr;  // the caller's, IP only
     std::vector<float> ip_norms_;               // keep_bound_norms()'s, IP only
+    std::vector<uint16_t> half_;                // keep_half()'s rows
+    std::vector<float> half_err_;               // and their distances
+    float half_unscale_ = 1.0f;
 };
 
 // Serial: top-k of the rows of `refs` for nq queries. With 4 queries or more, at a

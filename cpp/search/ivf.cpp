@@ -1,6 +1,7 @@
 #include "search/ivf.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -22,6 +23,9 @@ constexpr size_t kQueryChunk = 8;
 // where it runs unpacked FMA dot products (search_block decides by the dimension).
 constexpr size_t kCoarseFastQueries = 64;
 constexpr size_t kCoarseFewQueries = 3;
+// Coarse centroids of at least this many bytes keep a half-precision copy for single
+// queries (VectorSet::keep_half): smaller ones stay in the core's caches between queries.
+std::atomic<size_t> g_half_centroid_bytes{size_t(256) << 10};
 
 // Whether a sink asks for more lists past nprobe (max_probe): a top-k with fewer than k results.
 inline bool wants_more(const TopK& heap) { return heap.size() < heap.k(); }
@@ -418,7 +422,11 @@ CoarseQuantizer::CoarseQuantizer(const float* centroids, size_t nlist, size_t d,
     : data_(centroids, centroids + nlist * d), vectors_(data_.data(), nlist, d, metric) {
     vectors_.keep_transposed();  // probing sums inner products sequentially (flat.h)
     vectors_.keep_bound_norms();  // batched probing may take the fast pass (flat.h)
+    // A single query reads every centroid: past the core's caches, half the bytes (flat.h)
+    if (nlist * d * sizeof(float) >= g_half_centroid_bytes.load(std::memory_order_relaxed)) vectors_.keep_half();
 }
+
+size_t set_half_centroid_bytes(size_t bytes) { return g_half_centroid_bytes.exchange(bytes, std::memory_order_relaxed); }
 
 void ivfflat_search(const float* x, size_t nq, const CoarseQuantizer& coarse, const InvertedLists& lists,
                     const IVFSearchParams& p, float* D, int64_t* I) {

@@ -33,6 +33,10 @@ private:
     VectorSet vectors_;  // views data_
 };
 
+// Test hook: the centroid bytes (nlist * d * 4) from which a CoarseQuantizer built afterwards
+// keeps a half-precision copy for single queries (VectorSet::keep_half); returns the previous value.
+size_t set_half_centroid_bytes(size_t bytes);
+
 struct IVFSearchParams {
     size_t nprobe = 1;
     size_t k = 1;

@@ -52,6 +52,10 @@ def _set_min_split_bytes(bytes: int) -> int:
     """Test hook: the code bytes per thread above which one query's scan is split over threads
     (returns the previous value)."""
 
+def _set_half_centroid_bytes(bytes: int) -> int:
+    """Test hook: the centroid bytes (nlist * d * 4) from which coarse quantizers built afterwards
+    keep a half-precision copy for single queries (returns the previous value)."""
+
 def greedy_kcenter(
     x: NDArray[np.float32],
     n_select: int,
@@ -200,6 +204,11 @@ class CoarseQuantizer:
     @property
     def d(self) -> int:
         """Vector dimension."""
+    @property
+    def keeps_half(self) -> bool:
+        """Whether single queries probe a half-precision copy of the centroids (kept from
+        nlist * d * 4 bytes, see ``_set_half_centroid_bytes``; results are those of the exact
+        path)."""
 
 def pq_encode(x: NDArray[np.float32], pq: PQCodebooks, n_threads: int) -> NDArray[np.uint8]:
     """Packed codes (n, pq.code_size) uint8 of the rows of x (n, pq.d) float32."""

@@ -978,6 +978,10 @@ class OptionalCalls(Protocol):
         """Test hook: the code bytes per thread above which one query's scan is split over
         threads; returns the previous value."""
 
+    def _set_half_centroid_bytes(self, bytes: int) -> int:
+        """Test hook: the centroid bytes (nlist * d * 4) from which coarse quantizers built
+        afterwards keep a half-precision copy for single queries; returns the previous value."""
+
 
 @runtime_checkable
 class ResidentCalls(Protocol):
