@@ -22,57 +22,65 @@ class ReadWriteLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
-        self._read_guard = _Guard(self._acquire_read, self._release_read)
-        self._write_guard = _Guard(self._acquire_write, self._release_write)
+        self._read_guard = _ReadGuard(self)
+        self._write_guard = _WriteGuard(self)
 
-    def read(self) -> "_Guard":
+    def read(self) -> "_ReadGuard":
         return self._read_guard
 
-    def write(self) -> "_Guard":
+    def write(self) -> "_WriteGuard":
         return self._write_guard
 
-    def _acquire_read(self) -> None:
-        with self._mutex:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
 
-    def _release_read(self) -> None:
-        with self._mutex:
-            self._readers -= 1
-            if self._readers == 0 and self._writers_waiting:
-                self._cond.notify_all()
+class _ReadGuard:
+    """``with lock.read():`` (stateless, so one instance serves every thread). The mutex work
+    is inline in ``__enter__``/``__exit__``: every search passes here twice."""
 
-    def _acquire_write(self) -> None:
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writer or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writer = True
+    __slots__ = ("_lock",)
 
-    def _release_write(self) -> None:
-        with self._cond:
-            self._writer = False
-            self._cond.notify_all()
-
-
-class _Guard:
-    """A context manager calling ``acquire`` on entry and ``release`` on exit (stateless, so
-    one instance serves every thread)."""
-
-    __slots__ = ("_acquire", "_release")
-
-    def __init__(self, acquire, release):
-        self._acquire = acquire
-        self._release = release
+    def __init__(self, lock: ReadWriteLock):
+        self._lock = lock
 
     def __enter__(self):
-        self._acquire()
+        lock = self._lock
+        with lock._mutex:
+            while lock._writer or lock._writers_waiting:
+                lock._cond.wait()
+            lock._readers += 1
         return self
 
     def __exit__(self, *exc_info):
-        self._release()
+        lock = self._lock
+        with lock._mutex:
+            lock._readers -= 1
+            if lock._readers == 0 and lock._writers_waiting:
+                lock._cond.notify_all()
+        return False
+
+
+class _WriteGuard:
+    """``with lock.write():`` (stateless, as the read guard)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: ReadWriteLock):
+        self._lock = lock
+
+    def __enter__(self):
+        lock = self._lock
+        with lock._cond:
+            lock._writers_waiting += 1
+            try:
+                while lock._writer or lock._readers:
+                    lock._cond.wait()
+            finally:
+                lock._writers_waiting -= 1
+            lock._writer = True
+        return self
+
+    def __exit__(self, *exc_info):
+        lock = self._lock
+        with lock._cond:
+            lock._writer = False
+            lock._cond.notify_all()
         return False
