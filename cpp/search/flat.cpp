@@ -395,8 +395,9 @@ void fast_block_keys(const Kernels& K, const VectorSet& refs, const ErrorBound& 
         largest_finite(refs.half_err() + r0, rb, delta_max);  // finite: keep_half checked
         delta = static_cast<double>(delta_max);
         const double raised = std::sqrt(static_cast<double>(yn_max)) + delta;
-        yn_max = round_up(raised * raised * (1.0 + std::ldexp(1.0, -18)));
-        finite = yn_max <= FLT_MAX;
+        const double raised_sq = raised * raised * (1.0 + std::ldexp(1.0, -18));
+        finite = raised_sq <= static_cast<double>(FLT_MAX);  // else the float conversion would overflow
+        if (finite) yn_max = round_up(raised_sq);
     }
     bool exact = !finite;
     for (size_t q = 0; q < nb; ++q) {
