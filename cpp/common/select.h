@@ -32,11 +32,11 @@ public:
     //    8 (k / 8 + 4) keys pass it); among all keys <= th when fewer than k do.
     float bound(const float* keys, size_t n, size_t k, float th) {
         if (k == 0 || n <= k) return th;
-        if (2 * k <= kStrideSets) {
+        if (small_k(k)) {
             if (n < 2 * kStrideSets) return th;
             float mins[kStrideSets];
             set_minima(keys, n, mins);
-            return std::min(th, kernels().kth_smallest(mins, kStrideSets, k));
+            return bound_from_minima(mins, n, k, th);
         }
         if (n <= 4 * k) return th;
         float cut = th;
@@ -51,6 +51,17 @@ public:
         if (kept < k && cut < th) kept = keep_at_most(keys, n, th);  // the cut was too tight
         if (kept < k) return th;
         return std::min(th, select(kept_.data(), kept, k));
+    }
+
+    // Whether bound() takes the small-k bound for k (2k <= kStrideSets).
+    static bool small_k(size_t k) { return 2 * k <= kStrideSets; }
+
+    // bound()'s small-k bound from the sets' minima of n keys (mins[l]: the smallest key j with
+    // j % kStrideSets == l, as set_minima or the kernel keys_and_minima computes them), for a
+    // caller that has them already: no pass over the keys.
+    static float bound_from_minima(const float* mins, size_t n, size_t k, float th) {
+        if (k == 0 || n <= k || n < 2 * kStrideSets) return th;
+        return std::min(th, kernels().kth_smallest(mins, kStrideSets, k));
     }
 
 private:

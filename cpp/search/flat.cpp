@@ -478,13 +478,10 @@ void search_block_fast(const VectorSet& refs, const float* x, size_t nq, size_t 
                 // Small k without a mask: KeyBound's small-k bound from the sets' minima
                 // keys_and_minima already took (a mask changes the keys after them).
                 float kth = inf;
-                if (heap.threshold() == inf) {
-                    if (mask == nullptr && 2 * k <= kKeySets)
-                        kth = rb >= 2 * kKeySets && rb > k ? K.kth_smallest(minima.data() + q * kKeySets, kKeySets, k)
-                                                           : inf;
-                    else
-                        kth = key_bound.bound(keys, rb, k, inf);
-                }
+                if (heap.threshold() == inf)
+                    kth = mask == nullptr && KeyBound::small_k(k)
+                              ? KeyBound::bound_from_minima(minima.data() + q * kKeySets, rb, k, inf)
+                              : key_bound.bound(keys, rb, k, inf);
                 float limit = round_up(std::min(static_cast<double>(heap.threshold()) + e,
                                                 static_cast<double>(kth) + 2.0 * e));
                 const size_t n_pass = K.indices_at_most(keys, rb, limit, rows.get());
@@ -732,8 +729,8 @@ void search_block(const VectorSet& refs, const float* x, size_t nq, size_t k, fl
                 }
                 // Only keys up to a bound on the block's k-th smallest reach the heap
                 // (select.h): for small k the k-th smallest of the sets' minima.
-                if (2 * k <= kKeySets) {
-                    if (k > 0 && rb >= 2 * kKeySets) th = std::min(th, K.kth_smallest(mins[q], kKeySets, k));
+                if (KeyBound::small_k(k)) {
+                    th = KeyBound::bound_from_minima(mins[q], rb, k, th);
                 } else if (k >= kSelectMinK) {
                     th = bound.bound(keys, rb, k, th);
                 }

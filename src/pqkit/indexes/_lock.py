@@ -32,14 +32,21 @@ class ReadWriteLock:
         return self._write_guard
 
 
-class _ReadGuard:
-    """``with lock.read():`` (stateless, so one instance serves every thread). The mutex work
-    is inline in ``__enter__``/``__exit__``: every search passes here twice."""
+class _Guard:
+    """A context manager over one lock's state (stateless, so one instance serves every
+    thread). The mutex work is inline in the subclasses' ``__enter__``/``__exit__``: every
+    search passes a read guard twice."""
 
     __slots__ = ("_lock",)
 
     def __init__(self, lock: ReadWriteLock):
         self._lock = lock
+
+
+class _ReadGuard(_Guard):
+    """``with lock.read():``"""
+
+    __slots__ = ()
 
     def __enter__(self):
         lock = self._lock
@@ -58,13 +65,10 @@ class _ReadGuard:
         return False
 
 
-class _WriteGuard:
-    """``with lock.write():`` (stateless, as the read guard)."""
+class _WriteGuard(_Guard):
+    """``with lock.write():``"""
 
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: ReadWriteLock):
-        self._lock = lock
+    __slots__ = ()
 
     def __enter__(self):
         lock = self._lock
