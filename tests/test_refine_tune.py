@@ -99,19 +99,22 @@ def test_ivfpq_candidates_ranked_by_table_estimates(data, nbits, metric):
 
 @pytest.mark.parametrize("nbits", [4, 8])
 @pytest.mark.parametrize("metric", ["l2", "ip"])
-def test_ivfpq_estimate_top_k_is_a_prefix_of_the_full_estimate_ranking(data, nbits, metric):
+def test_ivfpq_estimate_top_k_is_a_prefix_of_the_full_estimate_ranking(data, nbits, metric, simd_level):
     """The estimate search keeps the top k by (estimate key, id) whatever the list sizes: with
     every list probed, its results equal the first k of all codes ranked by their estimate keys
     (k = ntotal pushes every code). The k chosen let a step start with room in the heap while it
-    holds more codes than k, also after a shorter list, and take each bound on a step's k-th key
-    (the small-k one for k <= 16, the exact selection for k = 40); "ip" keys (no per-code bias)
-    tie often."""
+    holds more codes than k, also after a shorter list, and take each way a step's first k are
+    found (the small-k bound for k <= 16, the candidates sorted by the kernel sort_order for
+    k = 40 and 100, the exact selection past its 256 values for k = 300), at every SIMD level;
+    "ip" keys (no per-code bias) tie often, also at the k-th key."""
     base, queries = data
     ivf = pqkit.IndexIVFPQ(32, 64, 8, nbits, metric=metric, nprobe=64, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pqkit.TrainingWarning)
         ivf.train(base)
-    ivf.add(base)
+    # ids in no order along a list: a tie at the k-th key must go to the smaller id, not to
+    # the code stored first
+    ivf.add_with_ids(base, np.random.default_rng(7).permutation(len(base)).astype(np.int64) * 2 + 1)
     sizes = np.asarray(ivf._invlists.export()[0])
     assert sizes.min() < 100 < sizes.max()  # lists shorter and longer than the k below
     D_all, I_all = ivf._search(queries, ivf.ntotal, estimates=True)

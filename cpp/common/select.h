@@ -53,6 +53,27 @@ public:
         return std::min(th, select(kept_.data(), kept, k));
     }
 
+    // The indices j (increasing, into out, which has room for n + 16) of the keys at
+    // most a cut that at least min(k, number of keys) keys are at most: a superset of
+    // the k smallest keys with about k + 32 members (the cut: rank k / 8 + 4 of every
+    // 8th key), or every key <= +inf (+inf keys too) when no cut is taken or the cut
+    // was too tight. Returns how many.
+    size_t candidates(const float* keys, size_t n, size_t k, uint32_t* out) {
+        constexpr float inf = std::numeric_limits<float>::infinity();
+        const Kernels& K = kernels();
+        const size_t rank = k / 8 + 4;
+        if (k > 0 && n > 4 * k && 16 * (rank + 1) <= n) {
+            sample_.clear();
+            for (size_t j = 0; j < n; j += 8)
+                if (keys[j] < inf) sample_.push_back(keys[j]);
+            if (sample_.size() > rank) {
+                const size_t c = K.indices_at_most(keys, n, select(sample_.data(), sample_.size(), rank + 1), out);
+                if (c >= k) return c;
+            }
+        }
+        return K.indices_at_most(keys, n, inf, out);
+    }
+
     // Whether bound() takes the small-k bound for k (2k <= kStrideSets).
     static bool small_k(size_t k) { return 2 * k <= kStrideSets; }
 

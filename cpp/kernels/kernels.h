@@ -73,6 +73,8 @@ constexpr size_t kLut4Row = 64;
 constexpr size_t kKeySets = 32;
 // The most values kth_smallest takes.
 constexpr size_t kSelectMax = 128;
+// The most values sort_order takes.
+constexpr size_t kSortMax = 256;
 
 struct Kernels {
     // out[i * ldo + j] = <x_i, y_j> for i < nx, j < ny; rows have d floats.
@@ -149,6 +151,9 @@ struct Kernels {
     // Writes the indices j < n with keys[j] <= th to out in increasing order
     // (out has room for n + 16); returns how many.
     size_t (*indices_at_most)(const float* keys, size_t n, float th, uint32_t* out);
+    // order[r] = the index of the value of rank r among v[0..n) in the order (v[i], i):
+    // 0 <= n <= kSortMax, no NaN (+inf allowed). One order exists, so every level agrees.
+    void (*sort_order)(const float* v, size_t n, uint32_t* order);
     // Memory-read floor for the micro-benchmark: sums n bytes (any order).
     uint64_t (*read_bytes)(const uint8_t* data, size_t n);
     // 8-bit scalar-quantizer decode: out[t] = vmin[t] + (float)code[t] * step[t]

@@ -476,6 +476,7 @@ constexpr Kernels make_table() {
     t.scan_lut4 = scan_lut4;
     t.keys_and_minima = generic::keys_and_minima;
     t.kth_smallest = generic::kth_smallest;
+    t.sort_order = generic::sort_order;
     t.indices_at_most = generic::indices_at_most;
     t.read_bytes = read_bytes;
     t.decode_sq8 = generic::decode_sq8;  // vectorised with this file's flags

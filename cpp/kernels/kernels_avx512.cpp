@@ -438,6 +438,35 @@ float kth_smallest(const float* v, size_t n, size_t k) {
     return generic::kth_smallest(v, n, k);  // not reached
 }
 
+// By ranks: value i goes to position #{j : v[j] < v[i]} + #{j < i : v[j] == v[i]},
+// counted 16 values per compare, without branches on the data. Lanes past n
+// hold +inf; they are never below a value, and an equal one stands after
+// every real index, so they change no rank.
+void sort_order(const float* v, size_t n, uint32_t* order) {
+    constexpr size_t kVectors = kSortMax / 16;
+    __m512 vs[kVectors];
+    const size_t nv = (n + 15) / 16;
+    for (size_t t = 0; t < nv; ++t) {
+        const size_t left = n - 16 * t;
+        const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+        vs[t] = _mm512_mask_loadu_ps(_mm512_set1_ps(std::numeric_limits<float>::infinity()), m, v + 16 * t);
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const __m512 x = _mm512_set1_ps(v[i]);
+        const size_t ti = i / 16;
+        size_t rank = 0;
+        for (size_t t = 0; t < nv; ++t) {
+            // Equal values count before i only from lower indices: all lanes of an
+            // earlier vector, lanes below i's of its own, none of a later one.
+            const __mmask16 earlier = t < ti ? __mmask16(0xFFFF)
+                                             : (t == ti ? static_cast<__mmask16>((1u << (i % 16)) - 1) : __mmask16(0));
+            rank += static_cast<size_t>(__builtin_popcount(_mm512_cmp_ps_mask(vs[t], x, _CMP_LT_OQ)));
+            rank += static_cast<size_t>(__builtin_popcount(_mm512_mask_cmp_ps_mask(earlier, vs[t], x, _CMP_EQ_OQ)));
+        }
+        order[rank] = static_cast<uint32_t>(i);
+    }
+}
+
 // 16 keys per compare; the passing lanes' indices are compressed to the front.
 size_t indices_at_most(const float* keys, size_t n, float th, uint32_t* out) {
     const __m512 t = _mm512_set1_ps(th);
@@ -478,6 +507,7 @@ constexpr Kernels make_table() {
     t.scan_lut4 = scan_lut4;
     t.keys_and_minima = generic::keys_and_minima;
     t.kth_smallest = kth_smallest;
+    t.sort_order = sort_order;
     t.indices_at_most = indices_at_most;
     t.read_bytes = read_bytes;
     t.decode_sq8 = generic::decode_sq8;  // vectorised with this file's flags

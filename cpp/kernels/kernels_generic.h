@@ -257,6 +257,12 @@ inline float kth_smallest(const float* v, size_t n, size_t k) {
     return best[k - 1];
 }
 
+// An index sort by (value, index).
+inline void sort_order(const float* v, size_t n, uint32_t* order) {
+    for (size_t i = 0; i < n; ++i) order[i] = static_cast<uint32_t>(i);
+    std::sort(order, order + n, [v](uint32_t a, uint32_t b) { return v[a] < v[b] || (v[a] == v[b] && a < b); });
+}
+
 inline size_t indices_at_most(const float* keys, size_t n, float th, uint32_t* out) {
     size_t c = 0;
     for (size_t j = 0; j < n; ++j) {

@@ -72,11 +72,14 @@ void ivf_search_loop(const float* x, size_t nq, const CoarseQuantizer& coarse, c
                     Worker worker = make_worker();
                     worker.prepare(q, 1);
                     worker.begin(q);
-                    parts[part].clear();
+                    // A sink of the thread's own: the parts' sinks sit side by side in
+                    // `parts`, and each push and threshold read would contend for their line.
+                    Sink local = make_sink();
                     for (size_t j = part; j < nprobe; j += n_parts)
                         if (probes[j] >= 0)
-                            worker.scan(static_cast<size_t>(probes[j]), coarse_dist[j], parts[part],
+                            worker.scan(static_cast<size_t>(probes[j]), coarse_dist[j], local,
                                         j + n_parts < nprobe ? probes[j + n_parts] : -1);
+                    parts[part] = std::move(local);
                 }
             });
             Sink sink = make_sink();

@@ -229,37 +229,85 @@ void seed_heap(const PQShape& s, const QuantizedTable& q, const CodeRun& run, co
     }
 }
 
-// Pushes the estimate keys of codes start..start+count (every one scanned) into
-// a heap that had room when the step began. Only codes whose key is at most a
-// bound on the step's k-th smallest can be in the top-k of heap and step
-// together (the others have k better codes in the step alone), so only those
-// are pushed (select.h): about k pushes instead of one per code, each of which
-// may shift the heap's entries. The heap ends as if every code had been pushed.
-template <class KeyOf>
-void fill_from_step(const CodeRun& run, size_t start, size_t count, const KeyOf& key_of, TopK& heap,
-                    ScanBuffers& buf) {
-    std::vector<float>& keys = buf.keys;
-    keys.resize(count);
-    // A disallowed code's key is +inf: it bounds nothing and is never pushed.
-    for (size_t j = 0; j < count; ++j)
-        keys[j] = allowed(run, start + j) ? key_of(start + j, j) : std::numeric_limits<float>::infinity();
-    const float limit = buf.bound.bound(keys.data(), count, heap.k(), std::numeric_limits<float>::infinity());
-    // The passing keys in increasing order: each push then lands at the end of
-    // the sorted top-k instead of shifting the worse entries (the order of
-    // pushes does not change what the heap keeps). Their ids' loads start
-    // together (see scan_estimates).
-    std::vector<std::pair<float, uint32_t>>& pass = buf.order;
-    pass.clear();
-    for (size_t j = 0; j < count; ++j) {
-        if (keys[j] <= limit && allowed(run, start + j)) {
-            __builtin_prefetch(run.ids + start + j, 0, 3);
-            pass.emplace_back(keys[j], static_cast<uint32_t>(j));
-        }
+// Pushes the estimate keys of codes start..start+count (every one scanned,
+// their keys in buf.keys[0..count), +inf for a disallowed code) into a heap
+// that had room when the step began. Only the step's k smallest keys (and any
+// equal to the k-th, whose ids decide) can be in the top-k of heap and step
+// together, so only those are pushed: about k pushes instead of one per code,
+// each of which may shift the heap's entries, and in increasing order, so that
+// each lands at the end of the sorted top-k. The heap ends as if every code
+// had been pushed.
+//
+// Candidates: the keys under a bound on the k-th smallest (select.h: the
+// small-k bound, or a superset of about k + 32 keys); sorted by the kernel
+// sort_order when they are few, else cut to the exact k-th and sorted here.
+void fill_from_step(const CodeRun& run, size_t start, size_t count, TopK& heap, ScanBuffers& buf) {
+    const float* keys = buf.keys.data();
+    const size_t k = heap.k();
+    const Kernels& K = kernels();
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    std::vector<uint32_t>& passing = buf.passing;
+    passing.resize(count + 16);  // indices_at_most's last store writes a whole vector
+    size_t n_pass = KeyBound::small_k(k)
+                        ? K.indices_at_most(keys, count, buf.bound.bound(keys, count, k, inf), passing.data())
+                        : buf.bound.candidates(keys, count, k, passing.data());
+    if (run.allowed != nullptr) {  // a disallowed code's +inf key passes an infinite bound
+        size_t kept = 0;
+        for (size_t t = 0; t < n_pass; ++t)
+            if (keys[passing[t]] < inf || allowed(run, start + passing[t])) passing[kept++] = passing[t];
+        n_pass = kept;
     }
-    if (heap.sorted())  // a max-heap (large k) takes the pushes in any order at the same cost
-        std::sort(pass.begin(), pass.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (const auto& [key, j] : pass)
-        if (key <= heap.threshold()) heap.push(key, run.ids[start + j]);
+    std::vector<float>& values = buf.values;
+    values.resize(n_pass);
+    for (size_t t = 0; t < n_pass; ++t) {
+        values[t] = keys[passing[t]];
+        __builtin_prefetch(run.ids + start + passing[t], 0, 3);  // their ids' loads start together
+    }
+    std::vector<uint32_t>& order = buf.sorted;
+    order.resize(n_pass);
+    if (n_pass <= kSortMax) {
+        K.sort_order(values.data(), n_pass, order.data());
+    } else {
+        // Many candidates (a large k, or no cut found): those at most the exact k-th.
+        const size_t n_keep = std::min(k, n_pass);
+        std::vector<float>& copy = buf.keys_copy;
+        copy.assign(values.begin(), values.end());
+        std::nth_element(copy.begin(), copy.begin() + static_cast<std::ptrdiff_t>(n_keep - 1), copy.end());
+        const float kth = copy[n_keep - 1];
+        size_t kept = 0;
+        for (size_t t = 0; t < n_pass; ++t)
+            if (values[t] <= kth) order[kept++] = static_cast<uint32_t>(t);
+        order.resize(kept);
+        std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+            return values[a] < values[b] || (values[a] == values[b] && a < b);
+        });
+    }
+    // The k smallest in order, then those equal to the k-th (ties go by id in the heap).
+    for (size_t r = 0; r < order.size(); ++r) {
+        const float key = values[order[r]];
+        if (r >= k && key != values[order[k - 1]]) break;
+        if (key <= heap.threshold()) heap.push(key, run.ids[start + passing[order[r]]]);
+    }
+}
+
+// The estimate keys base + (offset + (est_j / s + bias_j)) of codes start..start+count
+// into buf.keys[0..count) (est_j: buf.est[j]), +inf for a disallowed code. Without a mask
+// the loop has no branch, so the compiler vectorises it; the operations are those of
+// scan_estimates' key_of, in the same order (no contraction: -ffp-contract=off).
+void estimate_keys(const CodeRun& run, size_t start, size_t count, float base, float offset, float inv_scale,
+                   ScanBuffers& buf) {
+    buf.keys.resize(count);
+    float* keys = buf.keys.data();
+    const uint16_t* est = buf.est.data();
+    if (run.bias != nullptr) {
+        const float* bias = run.bias + start;
+        for (size_t j = 0; j < count; ++j) keys[j] = base + (offset + (static_cast<float>(est[j]) * inv_scale + bias[j]));
+    } else {
+        for (size_t j = 0; j < count; ++j) keys[j] = base + (offset + (static_cast<float>(est[j]) * inv_scale + 0.0f));
+    }
+    if (run.allowed != nullptr)
+        for (size_t j = 0; j < count; ++j)
+            if (!allowed(run, start + j)) keys[j] = std::numeric_limits<float>::infinity();
 }
 
 // scan_codes with estimate keys (see scan.h): every step scans with the
@@ -290,7 +338,8 @@ void scan_estimates(const PQShape& s, const QuantizedTable& q, const CodeRun& ru
         if (!(tau < std::numeric_limits<float>::infinity())) {
             f.max_est = 65535;  // every code passes
             scan_kernel(s, blocks, count, q, f, buf.masks.data());
-            fill_from_step(run, start, count, key_of, heap, buf);
+            estimate_keys(run, start, count, base, offset, inv_scale, buf);
+            fill_from_step(run, start, count, heap, buf);
             continue;
         }
         if (!filter_for(s, q, run, base, tau, f)) return;  // tau only decreases

@@ -72,6 +72,9 @@ struct ScanBuffers {
     std::vector<uint16_t> est;                      // seeding: integer estimates of a sample
     std::vector<std::pair<float, uint32_t>> order;  // seeding: (lower bound, index); a step's passing (key, index)
     std::vector<float> keys;                        // estimate scan: a step's keys
+    std::vector<uint32_t> passing;                  // estimate scan: the step's candidate codes
+    std::vector<float> values, keys_copy;           // estimate scan: their keys (and a copy to select in)
+    std::vector<uint32_t> sorted;                   // estimate scan: their order by key
     KeyBound bound;                                 // estimate scan: a bound on a step's k-th key
     std::vector<uint8_t> code;
     std::vector<int32_t> idx;
