@@ -169,8 +169,9 @@ def markdown_lines(raw: dict, plot_name: str | None = None) -> list[str]:
             lines.append(f"| {entry['target']} | {_described(entry['other'], mode)} | "
                          f"{_described(entry['ours'], mode)} | {_ratio(entry['ratio'])} |")
     if raw.get("threads"):
+        rounds = raw.get("settings", {}).get("threads_rounds")
         lines += ["", "**Threads** (pqkit's fastest batch configuration per target, 1 and 2 threads "
-                  "alternating)", "", "| targets | configuration | batch QPS 1 / 2 threads | scaling "
+                  f"alternating{f', {rounds} rounds, medians' if rounds else ''})", "", "| targets | configuration | batch QPS 1 / 2 threads | scaling "
                   "| single-query us 1 / 2 threads | latency ratio |", "|---|---|---|---|---|---|"]
         for row in raw["threads"]:
             params = " ".join(f"{k}={v}" for k, v in row["query_params"].items())
