@@ -414,18 +414,25 @@ uint64_t read_bytes(const uint8_t* data, size_t n) {
     return sum + generic::read_bytes(data + i, n - i);
 }
 
-// By ranks, without branches on the data: v[i] is the k-th smallest when fewer
-// than k values are below it and at least k are at most it. Lanes past n hold
-// +inf, which changes no such count for a value that can be the answer.
-float kth_smallest(const float* v, size_t n, size_t k) {
-    constexpr size_t kVectors = kSelectMax / 16;
-    __m512 vs[kVectors];
+// v[0..n) into vectors of 16, the lanes past n set to +inf (for the rank counts
+// below); returns how many vectors.
+inline size_t load_padded(const float* v, size_t n, __m512* vs) {
     const size_t nv = (n + 15) / 16;
     for (size_t t = 0; t < nv; ++t) {
         const size_t left = n - 16 * t;
         const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
         vs[t] = _mm512_mask_loadu_ps(_mm512_set1_ps(std::numeric_limits<float>::infinity()), m, v + 16 * t);
     }
+    return nv;
+}
+
+// By ranks, without branches on the data: v[i] is the k-th smallest when fewer
+// than k values are below it and at least k are at most it. Lanes past n hold
+// +inf, which changes no such count for a value that can be the answer.
+float kth_smallest(const float* v, size_t n, size_t k) {
+    constexpr size_t kVectors = kSelectMax / 16;
+    __m512 vs[kVectors];
+    const size_t nv = load_padded(v, n, vs);
     for (size_t i = 0; i < n; ++i) {
         const __m512 x = _mm512_set1_ps(v[i]);
         size_t below = 0, at_most = 0;
@@ -445,12 +452,7 @@ float kth_smallest(const float* v, size_t n, size_t k) {
 void sort_order(const float* v, size_t n, uint32_t* order) {
     constexpr size_t kVectors = kSortMax / 16;
     __m512 vs[kVectors];
-    const size_t nv = (n + 15) / 16;
-    for (size_t t = 0; t < nv; ++t) {
-        const size_t left = n - 16 * t;
-        const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
-        vs[t] = _mm512_mask_loadu_ps(_mm512_set1_ps(std::numeric_limits<float>::infinity()), m, v + 16 * t);
-    }
+    const size_t nv = load_padded(v, n, vs);
     for (size_t i = 0; i < n; ++i) {
         const __m512 x = _mm512_set1_ps(v[i]);
         const size_t ti = i / 16;
