@@ -39,14 +39,7 @@ public:
             return bound_from_minima(mins, n, k, th);
         }
         if (n <= 4 * k) return th;
-        float cut = th;
-        const size_t rank = k / 8 + 4;
-        if (16 * (rank + 1) <= n) {  // about half the keys or fewer pass the cut
-            sample_.clear();
-            for (size_t j = 0; j < n; j += 8)
-                if (keys[j] <= th) sample_.push_back(keys[j]);
-            if (sample_.size() > rank) cut = select(sample_.data(), sample_.size(), rank + 1);
-        }
+        const float cut = sampled_cut(keys, n, k, th);
         size_t kept = keep_at_most(keys, n, cut);
         if (kept < k && cut < th) kept = keep_at_most(keys, n, th);  // the cut was too tight
         if (kept < k) return th;
@@ -61,13 +54,10 @@ public:
     size_t candidates(const float* keys, size_t n, size_t k, uint32_t* out) {
         constexpr float inf = std::numeric_limits<float>::infinity();
         const Kernels& K = kernels();
-        const size_t rank = k / 8 + 4;
-        if (k > 0 && n > 4 * k && 16 * (rank + 1) <= n) {
-            sample_.clear();
-            for (size_t j = 0; j < n; j += 8)
-                if (keys[j] < inf) sample_.push_back(keys[j]);
-            if (sample_.size() > rank) {
-                const size_t c = K.indices_at_most(keys, n, select(sample_.data(), sample_.size(), rank + 1), out);
+        if (k > 0 && n > 4 * k) {
+            const float cut = sampled_cut(keys, n, k, inf);
+            if (cut < inf) {
+                const size_t c = K.indices_at_most(keys, n, cut, out);
                 if (c >= k) return c;
             }
         }
@@ -86,6 +76,18 @@ public:
     }
 
 private:
+    // A cut about k + 32 keys are at most: rank k / 8 + 4 among every 8th finite key <= th,
+    // or th when there are too few keys for such a sample (fewer than 16 (rank + 1)) or too
+    // few sampled. It may be below the k-th key: callers check and widen.
+    float sampled_cut(const float* keys, size_t n, size_t k, float th) {
+        const size_t rank = k / 8 + 4;
+        if (16 * (rank + 1) > n) return th;
+        sample_.clear();
+        for (size_t j = 0; j < n; j += 8)
+            if (keys[j] <= th && keys[j] < std::numeric_limits<float>::infinity()) sample_.push_back(keys[j]);
+        return sample_.size() > rank ? select(sample_.data(), sample_.size(), rank + 1) : th;
+    }
+
     // The k-th smallest of v[0..n) (no NaN; v may be reordered): the
     // dispatched select for up to kSelectMax values (on AVX-512 by ranks,
     // without data-dependent branches), nth_element beyond.
