@@ -126,9 +126,14 @@ def test_code_size_and_memory(kind):
     assert isinstance(empty, int) and empty >= 0
     index.add(base[:1000])
     full = index.memory_usage_bytes()
-    # At least the codes and the int64 ids of 1000 vectors.
-    assert full - empty >= 1000 * (index.code_size + 8)
+    # At least the codes and the int64 ids of 1000 vectors (IndexFlat: the ids add assigns,
+    # 0..n-1, are implicit; ids given to add_with_ids are stored).
+    ids_bytes = 0 if kind == "Flat" else 8
+    assert full - empty >= 1000 * (index.code_size + ids_bytes)
     assert full - empty <= 4 * 1000 * (index.code_size + 8)  # no runaway over-count
+    if kind == "Flat":
+        index.add_with_ids(base[1000:1010], np.arange(5000, 5010))
+        assert index.memory_usage_bytes() >= 1010 * (index.code_size + 8)
     index.reset()
     # The vectors' memory is released (or at least no longer counted).
     assert index.memory_usage_bytes() < full
@@ -253,3 +258,82 @@ def test_add_after_remove_never_reuses_a_stored_id(kind):
     if kind.startswith("IVF"):
         index.nprobe = index.nlist
     np.testing.assert_array_equal(np.sort(index.search(base[:2], 2)[1].ravel()), [0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQ8", "IVF8,PQ4x4,RFlat", "IVF8,PQ4x4,Refine(SQ8)"])
+def test_implicit_row_ids_search_as_stored_ones(factory, tmp_path):
+    """A row store keeps no ids while they are the 0..n-1 that add assigns (8 bytes per row
+    saved); an index holding the same vectors under ids it stores (added in another order, then
+    given the same ids) returns the same results for every kind of search, and each change
+    that breaks the sequence (ids given, a removal) writes the ids out without changing any."""
+    base, queries = _data()
+    n, half = 1200, 600
+    implicit = pqkit.index_factory(D, factory)
+    implicit.train(base[:1000])
+    implicit.add(base[:half])
+    implicit.add_with_ids(base[half:n], np.arange(half, n))  # continues the sequence
+    order = np.random.default_rng(3).permutation(n)
+    stored = pqkit.index_factory(D, factory)
+    stored.train(base[:1000])
+    stored.add_with_ids(base[order], order)
+    row_store = lambda index: getattr(index, "refine_index", index)._store  # noqa: E731
+    assert row_store(implicit)._ids is None and row_store(stored)._ids is not None
+    saved = 8 * n  # the 8-byte ids of every row
+    assert stored.memory_usage_bytes() - implicit.memory_usage_bytes() >= saved - 8 * 16
+
+    def same(a, b):
+        if "IVF" in factory:  # two orders of the lists: the same ids, distances to rounding
+            np.testing.assert_array_equal(a.search(queries, 10)[1], b.search(queries, 10)[1])
+        else:
+            for x, y in zip(a.search(queries, 10), b.search(queries, 10)):
+                np.testing.assert_array_equal(x, y)
+        radius = float(np.median(a.search(queries, 5)[0][:, -1]))
+        for x, y in zip(a.range_search(queries, radius), b.range_search(queries, radius)):
+            np.testing.assert_array_equal(x, y)
+        allowed = np.arange(1, n, 3)
+        np.testing.assert_array_equal(a.search(queries, 10, filter=allowed)[1],
+                                      b.search(queries, 10, filter=allowed)[1])
+        for i in (1, 5, n - 1):  # never removed below
+            np.testing.assert_array_equal(a.reconstruct(i), b.reconstruct(i))
+        assert a.ntotal == b.ntotal
+
+    same(implicit, stored)
+    path = tmp_path / "implicit.pqkit"
+    implicit.save(path)
+    loaded = pqkit.load(path)
+    assert row_store(loaded)._ids is None
+    same(loaded, stored)
+    # Ids off the sequence: written out, the earlier rows keep theirs.
+    for index in (implicit, stored):
+        index.add_with_ids(base[n:n + 5], np.arange(5000, 5005))
+    assert row_store(implicit)._ids is not None
+    same(implicit, stored)
+    # A removal: written out too (the loaded copy, implicit until now, against the stored one).
+    removed = np.arange(0, n, 7)
+    assert loaded.remove_ids(removed) == removed.size
+    assert row_store(loaded)._ids is not None
+    stored.remove_ids(removed)
+    implicit.remove_ids(removed)
+    same(implicit, stored)
+    loaded.add_with_ids(base[n:n + 5], np.arange(5000, 5005))
+    same(loaded, stored)
+
+
+def test_implicit_row_ids_after_a_removal_and_a_load(tmp_path):
+    """A removal writes the ids out; a load of ids 0..m-1 holds them implicit again, answers
+    membership for ids beside and beyond them, and stays implicit while adds continue them."""
+    base, _ = _data()
+    index = pqkit.IndexFlat(D)
+    index.add(base[:10])
+    index.remove_ids(np.array([8, 9]))
+    assert index._store._ids is not None
+    index.save(tmp_path / "trimmed.pqkit")
+    back = pqkit.load(tmp_path / "trimmed.pqkit")
+    assert back._store._ids is None and back.ntotal == 8
+    assert back._contains(np.array([0, 7, 8, 100, -1])).tolist() == [True, True, False, False, False]
+    back.add_with_ids(base[8:9], np.array([8]))
+    back.add(base[9:10])
+    assert back._store._ids is None
+    assert back.search(base[8:10], 1)[1].ravel().tolist() == [8, 9]
+    with pytest.raises(ValueError, match="7"):
+        back.add_with_ids(base[:1], np.array([7]))

@@ -184,7 +184,7 @@ def test_a_new_index_type_needs_only_its_module_and_one_registry_entry(monkeypat
     np.testing.assert_array_equal(loaded.search(x[:5], 3)[1], I)
     np.testing.assert_array_equal(loaded.reconstruct(7), x[7])
     assert type(pickle.loads(pickle.dumps(index))).__name__ == "IndexToy"
-    assert pqkit.estimate_memory("Toy", 100, 8) == 100 * (4 * 8 + 8)
+    assert pqkit.estimate_memory("Toy", 100, 8) == 100 * 4 * 8  # an IndexFlat: ids implicit
     refined = pqkit.index_factory(8, "Toy,RFlat")
     assert type(refined.base_index).__name__ == "IndexToy"
     with pytest.raises(ValueError, match='"Toy"'):  # the grammar in messages lists it too

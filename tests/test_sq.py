@@ -157,12 +157,16 @@ def test_memory_and_estimate(data):
     base, _ = data
     index = pqkit.index_factory(D, "SQ8")
     assert isinstance(index, pqkit.IndexScalarQuantizer) and index.code_size == D
-    estimate = pqkit.estimate_memory("SQ8", D, base.shape[0])
+    n = base.shape[0]
+    estimate = pqkit.estimate_memory("SQ8", n, D)
     index.train(base)
     index.add(base)
-    assert index.memory_usage_bytes() == estimate == base.shape[0] * (D + 8) + 8 * D
+    # The ids add assigns (0..n-1) are implicit: a byte per dimension, and the range table.
+    assert index.memory_usage_bytes() == estimate == n * D + 8 * D
     removed = index.remove_ids(np.arange(0, 100))
-    assert removed == 100 and index.ntotal == base.shape[0] - 100
+    assert removed == 100 and index.ntotal == n - 100
+    # The removal broke the sequence: the ids are stored from then on, 8 bytes per row.
+    assert index.memory_usage_bytes() == n * (D + 8) + 8 * D
 
 
 # ------------------------------------------------------------------------------- Refine(SQ8)

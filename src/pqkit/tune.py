@@ -236,7 +236,8 @@ def estimate_memory(factory, n, d, metric="l2") -> int:
 
     Notes
     -----
-    Counted as ``memory_usage_bytes`` counts: ids 8 bytes each, codes (blocks of 64 for PQ), the
+    Counted as ``memory_usage_bytes`` counts: ids 8 bytes each (none in IndexFlat and
+    IndexScalarQuantizer while their ids are the 0..n-1 that ``add`` assigns), codes (blocks of 64 for PQ), the
     IVF-PQ per-code float under L2, centroids, codebooks, transform matrices and the refine
     index of a refine stage (exact vectors or PQ codes); not Python object overhead. Later
     ``add`` calls grow buffers by 1.5x, which the estimate does not model.

@@ -22,7 +22,11 @@ class _RowStore:
     """Rows of fixed width (vectors or codes) plus their int64 ids, in growable buffers.
 
     Appends are amortised O(rows appended): the buffers double their capacity when full.
-    ``data`` and ``ids`` return C-contiguous views of the stored rows.
+    ``data`` returns a C-contiguous view of the stored rows. While the ids are 0, 1, ..., n-1
+    (as ``add`` assigns them) they are not stored: row ``r`` is id ``r`` (``_ids`` is None), which
+    saves 8 bytes per row; the first change that breaks the sequence (ids given to an add, a
+    removal) writes them out. ``ids`` is then a view, else a new array of the row numbers: a
+    search maps rows through :meth:`ids_at`, which allocates only what it returns.
     """
 
     def __init__(self, width: int, dtype):
@@ -32,7 +36,7 @@ class _RowStore:
 
     def clear(self) -> None:
         self._data = np.empty((0, self.width), dtype=self.dtype)
-        self._ids = _EMPTY_IDS
+        self._ids = None  # None: each row's id is its row number
         self.n = 0
         self.max_id = -1  # upper bound of the stored ids (-1: none ever stored)
         self._derived = {}  # values computed from the stored rows, dropped by every change
@@ -49,20 +53,42 @@ class _RowStore:
 
     @property
     def ids(self) -> np.ndarray:
+        """The stored ids, int64 (n,): a view of the stored ones, or a new array of the row
+        numbers where they are implicit."""
+        if self._ids is None:
+            return np.arange(self.n, dtype=np.int64)
         return self._ids[: self.n]
 
+    def ids_at(self, rows) -> np.ndarray:
+        """The ids of ``rows`` (an array of row numbers in ``0..n-1``, or a slice), a new array."""
+        if self._ids is not None:
+            return self._ids[: self.n][rows]
+        if isinstance(rows, slice):
+            return np.arange(*rows.indices(self.n), dtype=np.int64)
+        return np.array(rows, dtype=np.int64)
+
+    def _write_out_ids(self) -> None:
+        """Store the implicit ids (0..n-1) in a buffer of the rows' capacity."""
+        if self._ids is None:
+            self._ids = np.arange(self._data.shape[0], dtype=np.int64)
+
     def append(self, rows: np.ndarray, ids: np.ndarray) -> None:
-        n_new = self.n + rows.shape[0]
+        n, n_new = self.n, self.n + rows.shape[0]
+        if self._ids is None and not _continues_rows(ids, n):
+            self._write_out_ids()
         if n_new > self._data.shape[0]:
             capacity = max(n_new, 2 * self._data.shape[0], 16)
             data = np.empty((capacity, self.width), dtype=self.dtype)
-            data[: self.n] = self.data
-            all_ids = np.empty(capacity, dtype=np.int64)
-            all_ids[: self.n] = self.ids
-            self._data, self._ids = data, all_ids
+            data[:n] = self.data
+            self._data = data
+            if self._ids is not None:
+                all_ids = np.empty(capacity, dtype=np.int64)
+                all_ids[:n] = self._ids[:n]
+                self._ids = all_ids
         self._derived = {}
-        self._data[self.n : n_new] = rows
-        self._ids[self.n : n_new] = ids
+        self._data[n:n_new] = rows
+        if self._ids is not None:
+            self._ids[n:n_new] = ids
         self.n = n_new
         if ids.size:
             self.max_id = max(self.max_id, int(ids.max()))
@@ -75,15 +101,21 @@ class _RowStore:
         """Boolean mask: which of ``ids`` are stored."""
         if ids.size == 0 or self.n == 0 or int(ids.min()) > self.max_id:
             return np.zeros(ids.shape, dtype=bool)
+        if self._ids is None:
+            return (ids >= 0) & (ids < self.n)
         return np.isin(ids, self.ids)
 
     def ids_are_rows(self) -> bool:
         """Whether the stored ids are 0, 1, ..., n-1 (as ``add`` assigns them): each id is its row."""
+        if self._ids is None:
+            return True
         return self.derived("ids are row numbers", lambda: _ids_are_rows(self.ids))
 
     def rows_of(self, ids: np.ndarray, unchecked: bool = False) -> np.ndarray:
         """Row number of each id, -1 where absent (int64, same shape as ``ids``; ``unchecked``:
         see :func:`_rows_of`)."""
+        if self._ids is None:
+            return _rows_of_row_ids(self.n, ids, unchecked)
         return _rows_of(self.ids, ids, self.derived, unchecked)
 
     def remove(self, ids: np.ndarray) -> int:
@@ -92,17 +124,18 @@ class _RowStore:
         removed = np.isin(self.ids, ids)
         n_removed = int(removed.sum())
         if n_removed:
+            self._write_out_ids()
             self._derived = {}
             keep = ~removed
             n_keep = self.n - n_removed
             self._data[:n_keep] = self.data[keep]
-            self._ids[:n_keep] = self.ids[keep]
+            self._ids[:n_keep] = self._ids[: self.n][keep]
             self.n = n_keep
         return n_removed
 
     def nbytes(self) -> int:
         """Bytes allocated for rows and ids, spare capacity included (as InvertedLists counts)."""
-        return self._data.nbytes + self._ids.nbytes
+        return self._data.nbytes + (0 if self._ids is None else self._ids.nbytes)
 
 
 class _RowIndex:
@@ -179,9 +212,7 @@ def _rows_of(stored: np.ndarray, ids: np.ndarray, derived, unchecked: bool = Fal
     if n == 0:
         return np.full(ids.shape, -1, dtype=np.int64)
     if derived("ids are row numbers", lambda: _ids_are_rows(stored)):
-        if unchecked or (ids.size and int(ids.min()) >= -1 and int(ids.max()) < n):
-            return ids  # each id is its row, -1 stays -1 (re-ranked candidates: no copy per call)
-        return np.where((ids >= 0) & (ids < n), ids, -1)
+        return _rows_of_row_ids(n, ids, unchecked)
     if ids.size <= 8:  # a few ids: one (m, n) comparison beats sorting all stored ids
         matches = stored[None, :] == ids.reshape(-1)[:, None]
         return np.where(matches.any(axis=1), matches.argmax(axis=1), -1).reshape(ids.shape)
@@ -191,10 +222,25 @@ def _rows_of(stored: np.ndarray, ids: np.ndarray, derived, unchecked: bool = Fal
     return np.where(found, order[pos], -1)
 
 
+def _rows_of_row_ids(n: int, ids: np.ndarray, unchecked: bool = False) -> np.ndarray:
+    """:func:`_rows_of` where the ``n`` stored ids are 0..n-1, each its own row."""
+    if n == 0:
+        return np.full(ids.shape, -1, dtype=np.int64)
+    if unchecked or (ids.size and int(ids.min()) >= -1 and int(ids.max()) < n):
+        return ids  # each id is its row, -1 stays -1 (re-ranked candidates: no copy per call)
+    return np.where((ids >= 0) & (ids < n), ids, -1)
+
+
+def _continues_rows(ids: np.ndarray, start: int) -> bool:
+    """Whether ``ids`` is start, start + 1, ..., the row numbers they get when appended at row
+    ``start``."""
+    return ids.size == 0 or (int(ids[0]) == start and int(ids[-1]) == start + ids.size - 1
+                             and bool((ids == np.arange(start, start + ids.size)).all()))
+
+
 def _ids_are_rows(ids: np.ndarray) -> bool:
     """Whether ``ids`` is 0, 1, ..., n-1 (the ids ``add`` assigns), so an id is its own row."""
-    return ids.size == 0 or (int(ids[0]) == 0 and int(ids[-1]) == ids.size - 1
-                             and bool((ids == np.arange(ids.size)).all()))
+    return _continues_rows(ids, 0)
 
 
 class _ListStore:

@@ -1021,7 +1021,8 @@ class Index:
     def memory_usage_bytes(self) -> int:
         """Bytes held by the index data.
 
-        Counts the buffers holding vectors or codes and their int64 ids (including spare
+        Counts the buffers holding vectors or codes and their int64 ids (IndexFlat and
+        IndexScalarQuantizer store none while the ids are the 0..n-1 ``add`` assigns; including spare
         capacity reserved by amortised growth, at most about 2x the stored bytes), centroids,
         codebooks and precomputed tables; not Python object overhead.
 

@@ -24,7 +24,8 @@ class IndexFlat(_RowIndex, Index):
 
     Notes
     -----
-    Stores an (ntotal, d) float32 matrix and (ntotal,) int64 ids; ``code_size = 4 * d``. Always
+    Stores an (ntotal, d) float32 matrix and, once they are not the 0..n-1 that :meth:`add`
+    assigns, (ntotal,) int64 ids (those are implicit: no bytes); ``code_size = 4 * d``. Always
     trained; :meth:`train` only validates its input. Conversions, metrics and result padding:
     see :mod:`pqkit.indexes.base`.
 
@@ -105,7 +106,7 @@ class IndexFlat(_RowIndex, Index):
         lims, D, rows = self._engine.flat_range_search(
             x, self._vectors(), radius, self._core_metric, self._nt(), cap, self._norms(),
             self._row_selector(params))
-        return lims, D, self._store.ids[rows]
+        return lims, D, self._store.ids_at(rows)
 
     def _reconstruct(self, ids):
         rows = self._store.rows_of(ids)
@@ -135,7 +136,7 @@ class IndexFlat(_RowIndex, Index):
         return self._store.data, self._store.ids
 
     def _estimate_bytes(self, n):
-        return n * (4 * self._d + 8) if n else 0
+        return n * 4 * self._d  # the ids add assigns are implicit (0..n-1): not stored
 
     # ---- index_factory: "Flat"
     _factory_grammar = '"Flat"'

@@ -35,7 +35,8 @@ class IndexScalarQuantizer(_RowIndex, Index):
 
     Notes
     -----
-    Stores ``code_size = d`` bytes and one int64 id per vector: a quarter of
+    Stores ``code_size = d`` bytes per vector (and an int64 id once the ids are not the 0..n-1
+    that :meth:`add` assigns, which are implicit): a quarter of
     :class:`pqkit.IndexFlat`. Each value is coded as the nearest of its dimension's levels (see
     :mod:`pqkit.quantizers.scalar`; values outside the training range take the end level), and
     :meth:`reconstruct` returns ``vmin + code * step``. A search returns what
@@ -101,7 +102,7 @@ class IndexScalarQuantizer(_RowIndex, Index):
             rows = store.rows_of(ids)
             return np.where((rows >= r0) & (rows < r1), rows - r0, -1)
 
-        return params.filter._in_rows(store.ids[r0:r1], rows_of)._engine(self._engine)
+        return params.filter._in_rows(store.ids_at(slice(r0, r1)), rows_of)._engine(self._engine)
 
     def _decoded(self, r0, r1):
         return self._sq._decode_validated(self._store.data[r0:r1])
@@ -116,7 +117,7 @@ class IndexScalarQuantizer(_RowIndex, Index):
         if not parts:
             return self._empty_result(x.shape[0], k)
         D, rows = parts[0] if len(parts) == 1 else self._merged(parts, k)
-        return D, np.where(rows >= 0, self._store.ids.take(np.maximum(rows, 0)), -1)
+        return D, np.where(rows >= 0, self._store.ids_at(np.maximum(rows, 0)), -1)
 
     def _merged(self, parts, k):
         """The best ``k`` of the blocks' results. Each block's are in (key, row) order and the
@@ -150,7 +151,7 @@ class IndexScalarQuantizer(_RowIndex, Index):
         order = np.lexsort((rows, D if self._core_metric == "l2" else -D, query))
         lims = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum(np.sum(counts, axis=0), out=lims[1:])
-        return lims, D[order], self._store.ids[rows[order]]
+        return lims, D[order], self._store.ids_at(rows[order])
 
     def _reconstruct(self, ids):
         rows = self._store.rows_of(ids)
@@ -194,7 +195,7 @@ class IndexScalarQuantizer(_RowIndex, Index):
         return self._state_params(), arrays
 
     def _estimate_bytes(self, n):
-        return (n * (self._d + 8) if n else 0) + 8 * self._d
+        return n * self._d + 8 * self._d  # implicit ids (0..n-1), as add assigns them
 
     # ---- index_factory: "SQ8"
     _factory_grammar = '"SQ8"'
