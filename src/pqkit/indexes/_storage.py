@@ -60,7 +60,8 @@ class _RowStore:
         return self._ids[: self.n]
 
     def ids_at(self, rows) -> np.ndarray:
-        """The ids of ``rows`` (an array of row numbers in ``0..n-1``, or a slice), a new array."""
+        """The ids of ``rows`` (an array of row numbers in ``0..n-1``, or a slice): a new array, or
+        for a slice of stored ids a view (read it, do not write it)."""
         if self._ids is not None:
             return self._ids[: self.n][rows]
         if isinstance(rows, slice):
