@@ -10,8 +10,6 @@ from .base import MAX_ID
 
 __all__ = []
 
-_EMPTY_IDS = np.empty(0, dtype=np.int64)
-
 
 def _sorted_ids(ids: np.ndarray):
     order = np.argsort(ids, kind="stable")
