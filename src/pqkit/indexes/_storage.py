@@ -73,8 +73,7 @@ class _RowStore:
 
     def append(self, rows: np.ndarray, ids: np.ndarray) -> None:
         n, n_new = self.n, self.n + rows.shape[0]
-        if self._ids is None and not _continues_rows(ids, n):
-            self._write_out_ids()
+        write_out = self._ids is None and not _continues_rows(ids, n)
         if n_new > self._data.shape[0]:
             capacity = max(n_new, 2 * self._data.shape[0], 16)
             data = np.empty((capacity, self.width), dtype=self.dtype)
@@ -84,6 +83,8 @@ class _RowStore:
                 all_ids = np.empty(capacity, dtype=np.int64)
                 all_ids[:n] = self._ids[:n]
                 self._ids = all_ids
+        if write_out:
+            self._write_out_ids()  # at the capacity just reached: one buffer, no copy
         self._derived = {}
         self._data[n:n_new] = rows
         if self._ids is not None:
